@@ -1,0 +1,448 @@
+//! The configuration: one TOML file (`--config` or `TIDINGS_CONFIG`), with
+//! environment overrides. Any field can be set from the environment as
+//! `TIDINGS_<SECTION>__<FIELD>` (double underscore between levels), e.g.
+//! `TIDINGS_REDIS__URL` or `TIDINGS_PROVIDERS__TWILIO__AUTH_TOKEN`; only
+//! variables with a `__` are read, so `TIDINGS_CONFIG` and `TIDINGS_LOG` are not.
+
+use crate::{Channel, Priority};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Kafka cluster.
+    pub kafka: KafkaConfig,
+    /// The Redis holding preferences, dedupe records and deferred messages.
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// What intake consumes and how it reads events.
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    /// How channel workers process notifications.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// How the scheduler returns deferred notifications.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Where templates live.
+    #[serde(default)]
+    pub templates: TemplatesConfig,
+    /// Event type -> how it becomes notifications.
+    #[serde(default)]
+    pub events: BTreeMap<String, EventRoute>,
+    /// Channel -> its providers, in failover order.
+    #[serde(default)]
+    pub channels: BTreeMap<Channel, ChannelConfig>,
+    /// Provider name -> its settings.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// Consumer groups are named `<group_prefix>-intake`, `<group_prefix>-worker-<channel>`, …
+    #[serde(default = "default_group_prefix")]
+    pub group_prefix: String,
+    /// Partitions for topics that `tidings topics create` makes.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor for topics that `tidings topics create` makes.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Extra librdkafka settings passed as they are, e.g. `"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.mechanisms" = "PLAIN"`, `"sasl.username"`, `"sasl.password"`, `"ssl.ca.location"`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS.
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Prefix of every key Tidings writes.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Topics holding CloudEvents.
+    #[serde(default = "default_input_topics")]
+    pub topics: Vec<String>,
+    /// JSON pointer into the structured event where the user id is.
+    #[serde(default = "default_user_pointer")]
+    pub user_pointer: String,
+    /// What happens to an event whose type has no route: `dead_letter` or `suppress`.
+    #[serde(default)]
+    pub unknown_types: UnknownTypes,
+    /// Records processed concurrently (ordered per user).
+    #[serde(default = "default_intake_in_flight")]
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownTypes {
+    #[default]
+    DeadLetter,
+    Suppress,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Notifications in flight at once per worker process (ordered per user).
+    #[serde(default = "default_worker_in_flight")]
+    pub max_in_flight: usize,
+    /// How long a send claim holds before another worker may take the notification over.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub claim_lease: Duration,
+    /// How long a delivered notification's dedupe record is kept.
+    #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
+    pub dedupe_ttl: Duration,
+    /// Retry of one provider's transient errors.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Circuit breaker per provider.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// How long shutdown waits for in-flight sends before abandoning them (they are redelivered).
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per provider, the first included.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// First backoff; each later one doubles, with full jitter.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive provider-down or exhausted failures that open the breaker.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker waits before a probe (jittered by up to 25 %).
+    #[serde(default = "default_reset_timeout", with = "humantime_serde")]
+    pub reset_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How often the scheduler looks for due notifications.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Notifications claimed per poll.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long a claim holds; a scheduler that dies mid-move is taken over after it.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub claim_lease: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// The templates folder (`<event type>/<channel>.<part>.hbs`, `partials/`, `layouts/`).
+    #[serde(default = "default_templates_dir")]
+    pub dir: PathBuf,
+}
+
+/// How one event type becomes notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRoute {
+    /// Template folder; the event type when left out.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Preference category checked against the user's opt-outs.
+    pub category: String,
+    /// `critical` bypasses quiet hours and may fall back across channels.
+    pub priority: Priority,
+    /// Channels to use, in order of preference.
+    pub channels: Vec<Channel>,
+    /// `all`: every channel the user enabled; `first`: only the first enabled one.
+    #[serde(default)]
+    pub mode: ChannelMode,
+    /// For critical types: channels to fall back to, in order, when one fails for good.
+    #[serde(default)]
+    pub fallback: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelMode {
+    #[default]
+    All,
+    First,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Provider names (keys of `[providers]`), in failover order.
+    pub providers: Vec<String>,
+}
+
+/// One provider's settings; `kind` picks the adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProviderConfig {
+    Smtp(SmtpConfig),
+    Twilio(TwilioConfig),
+    Sandbox(SandboxConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls`, `tls` (implicit), or `none` (plain; only with `allow_plaintext`).
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// Plain SMTP must be asked for by name: it is for local relays and tests.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// The `From:` address, e.g. `Shop <no-reply@shop.example>`.
+    pub from: String,
+    /// Per-send timeout.
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Pooled connections kept open.
+    #[serde(default = "default_pool")]
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// `https://api.twilio.com` in production.
+    #[serde(default = "default_twilio_url")]
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: SecretString,
+    /// Sender number (E.164) or alphanumeric sender id.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Messaging service SID, used instead of `from` when set.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Folder each message is written to (`.eml` for email, `.json` otherwise).
+    #[serde(default = "default_outbox")]
+    pub outbox: PathBuf,
+    /// Added latency per send.
+    #[serde(default, with = "humantime_serde")]
+    pub latency: Duration,
+    /// Share of sends (0.0 to 1.0) that fail as transient errors.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Windows, relative to process start, during which the provider is down: `["10s..40s"]`.
+    #[serde(default)]
+    pub outages: Vec<String>,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (when given) and the `TIDINGS_*__*` environment, then checks it.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::extract(figment)
+    }
+
+    /// Parses a TOML text, with the environment on top.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(text)))
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let env = Env::prefixed("TIDINGS_").filter(|k| k.as_str().contains("__")).split("__");
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-references that serde cannot check.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (ty, route) in &self.events {
+            if route.channels.is_empty() {
+                return bad(format!("events.\"{ty}\": no channels"));
+            }
+            if !route.fallback.is_empty() && route.priority != Priority::Critical {
+                return bad(format!("events.\"{ty}\": fallback is for critical events only"));
+            }
+        }
+        for (channel, c) in &self.channels {
+            if c.providers.is_empty() {
+                return bad(format!("channels.{channel}: no providers"));
+            }
+            for name in &c.providers {
+                if !self.providers.contains_key(name) {
+                    return bad(format!("channels.{channel}: provider `{name}` is not in [providers]"));
+                }
+            }
+        }
+        for (name, p) in &self.providers {
+            match p {
+                ProviderConfig::Smtp(s) if s.tls == SmtpTls::None && !s.allow_plaintext => {
+                    return bad(format!("providers.{name}: tls = \"none\" needs allow_plaintext = true"));
+                }
+                ProviderConfig::Sandbox(s) if !(0.0..=1.0).contains(&s.error_rate) => {
+                    return bad(format!("providers.{name}: error_rate must be within 0.0..=1.0"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The consumer group of a role, e.g. `tidings-worker-email`.
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.kafka.group_prefix)
+    }
+}
+
+fn default_group_prefix() -> String {
+    "tidings".into()
+}
+fn default_partitions() -> i32 {
+    12
+}
+fn default_replication() -> i32 {
+    3
+}
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_key_prefix() -> String {
+    "tidings".into()
+}
+fn default_input_topics() -> Vec<String> {
+    ["orders.events", "payments.events", "shipments.events", "accounts.events", "marketing.events"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_user_pointer() -> String {
+    "/data/user_id".into()
+}
+fn default_intake_in_flight() -> usize {
+    1024
+}
+fn default_worker_in_flight() -> usize {
+    256
+}
+fn default_lease() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_dedupe_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_reset_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_poll() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_templates_dir() -> PathBuf {
+    "templates".into()
+}
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_provider_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_pool() -> u32 {
+    8
+}
+fn default_twilio_url() -> String {
+    "https://api.twilio.com".into()
+}
+fn default_outbox() -> PathBuf {
+    "outbox".into()
+}
+
+macro_rules! default_via_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+            }
+        }
+    )*};
+}
+default_via_serde!(RedisConfig, IntakeConfig, WorkerConfig, RetryConfig, BreakerConfig, SchedulerConfig, TemplatesConfig);

@@ -1,0 +1,145 @@
+//! CloudEvents 1.0 input in both Kafka modes.
+//!
+//! Structured mode carries the whole event as a JSON value. Binary mode carries
+//! the attributes as `ce_*` headers and the event `data` as the JSON value.
+//! Either way the event is decoded into a [`CloudEvent`] whose JSON form (the
+//! structured one) is what the user-id pointer is evaluated against.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    pub specversion: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlationid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Why an input record is not a usable event. Each ends on `tidings.intake.dlq`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("value is not valid JSON: {0}")]
+    Json(String),
+    #[error("not a CloudEvent: {0}")]
+    Shape(String),
+    #[error("unsupported CloudEvents specversion `{0}` (expected 1.0)")]
+    Version(String),
+    #[error("binary-mode header `{0}` is missing")]
+    MissingHeader(&'static str),
+    #[error("no user id at JSON pointer `{0}`")]
+    NoUser(String),
+}
+
+impl CloudEvent {
+    /// Decodes a Kafka record. `headers` are (name, value) pairs; a
+    /// `ce_specversion` header selects binary mode.
+    pub fn decode(value: Option<&[u8]>, headers: &[(String, Vec<u8>)]) -> Result<Self, DecodeError> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let event = if let Some(specversion) = header("ce_specversion") {
+            let data = match value {
+                None | Some(b"") => Value::Null,
+                Some(bytes) => serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?,
+            };
+            let time = match header("ce_time") {
+                None => None,
+                Some(t) => Some(
+                    DateTime::parse_from_rfc3339(&t)
+                        .map_err(|e| DecodeError::Shape(format!("ce_time `{t}`: {e}")))?
+                        .with_timezone(&Utc),
+                ),
+            };
+            CloudEvent {
+                specversion,
+                id: header("ce_id").ok_or(DecodeError::MissingHeader("ce_id"))?,
+                ty: header("ce_type").ok_or(DecodeError::MissingHeader("ce_type"))?,
+                source: header("ce_source").ok_or(DecodeError::MissingHeader("ce_source"))?,
+                time,
+                subject: header("ce_subject"),
+                correlationid: header("ce_correlationid"),
+                traceparent: header("ce_traceparent").or_else(|| header("traceparent")),
+                data,
+            }
+        } else {
+            let bytes = value.ok_or_else(|| DecodeError::Shape("empty value".into()))?;
+            let json: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+            serde_json::from_value(json).map_err(|e| DecodeError::Shape(e.to_string()))?
+        };
+        if event.specversion != "1.0" {
+            return Err(DecodeError::Version(event.specversion));
+        }
+        if event.id.is_empty() || event.ty.is_empty() {
+            return Err(DecodeError::Shape("`id` and `type` must not be empty".into()));
+        }
+        Ok(event)
+    }
+
+    /// The user this event is about, found at a JSON pointer into the
+    /// structured form (`/data/user_id` by default, `/subject` also works).
+    pub fn user_id(&self, pointer: &str) -> Result<String, DecodeError> {
+        let json = serde_json::to_value(self).map_err(|e| DecodeError::Shape(e.to_string()))?;
+        match json.pointer(pointer) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(DecodeError::NoUser(pointer.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structured_mode_decodes_and_finds_the_user() {
+        let raw = br#"{"specversion":"1.0","id":"e1","type":"order.confirmed","source":"/shop",
+            "time":"2026-11-26T10:00:00Z","data":{"user_id":"u-1","order_id":"o-9"}}"#;
+        let event = CloudEvent::decode(Some(raw), &[]).unwrap();
+        assert_eq!(event.ty, "order.confirmed");
+        assert_eq!(event.user_id("/data/user_id").unwrap(), "u-1");
+        assert_eq!(event.user_id("/data/nope"), Err(DecodeError::NoUser("/data/nope".into())));
+    }
+
+    #[test]
+    fn binary_mode_reads_ce_headers() {
+        let headers = vec![
+            ("ce_specversion".to_string(), b"1.0".to_vec()),
+            ("ce_id".to_string(), b"e2".to_vec()),
+            ("ce_type".to_string(), b"shipment.dispatched".to_vec()),
+            ("ce_source".to_string(), b"/wms".to_vec()),
+            ("ce_subject".to_string(), b"u-7".to_vec()),
+        ];
+        let event = CloudEvent::decode(Some(br#"{"carrier":"UPS"}"#), &headers).unwrap();
+        assert_eq!(event.id, "e2");
+        assert_eq!(event.data["carrier"], "UPS");
+        assert_eq!(event.user_id("/subject").unwrap(), "u-7");
+    }
+
+    #[test]
+    fn malformed_input_is_a_clear_error() {
+        assert!(matches!(CloudEvent::decode(Some(b"{not json"), &[]), Err(DecodeError::Json(_))));
+        assert!(matches!(CloudEvent::decode(Some(br#"{"id":"x"}"#), &[]), Err(DecodeError::Shape(_))));
+        let v = br#"{"specversion":"0.3","id":"e","type":"t","source":"s"}"#;
+        assert_eq!(CloudEvent::decode(Some(v), &[]), Err(DecodeError::Version("0.3".into())));
+        let headers = vec![("ce_specversion".to_string(), b"1.0".to_vec())];
+        assert_eq!(CloudEvent::decode(Some(b"{}"), &headers), Err(DecodeError::MissingHeader("ce_id")));
+    }
+}

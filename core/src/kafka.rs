@@ -1,0 +1,82 @@
+//! librdkafka settings every role shares, and the producer helpers.
+
+use crate::config::KafkaConfig;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+fn base(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (k, v) in &kafka.options {
+        config.set(k, v);
+    }
+    config
+}
+
+/// An idempotent producer: per-partition order holds across retries, and a
+/// retried batch is never written twice.
+pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
+    base(kafka)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "60000")
+        .create()
+}
+
+/// A consumer that stores offsets only when told to (once an outcome is
+/// durable) and commits what was stored in the background.
+pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer> {
+    base(kafka)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()
+}
+
+/// Builds Kafka headers from (name, value) pairs.
+pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
+    pairs.into_iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header { key, value: Some(value) })
+    })
+}
+
+/// A message's headers as owned (name, value) pairs.
+pub fn header_pairs<M: Message>(message: &M) -> Vec<(String, Vec<u8>)> {
+    message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes one record and waits for the broker to acknowledge it.
+pub async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> KafkaResult<()> {
+    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}

@@ -1,0 +1,34 @@
+//! The shared vocabulary of Tidings: what every role says to every other.
+//!
+//! # Layout
+//!
+//! - [`channel`]: delivery channels and priorities, and the topic names they map to.
+//! - [`event`]: CloudEvents 1.0 input, structured and binary mode.
+//! - [`notification`]: the record intake writes to a channel topic, with its deterministic id.
+//! - [`status`]: the outcome record on `tidings.status`.
+//! - [`dead_letter`]: the headers a dead-lettered record carries.
+//! - [`prefs`]: a user's preferences, validated when written.
+//! - [`quiet_hours`]: when a user's quiet window ends, across time zones and DST.
+//! - [`config`]: the TOML configuration, every field documented.
+//! - [`clock`]: the wall clock, which `tidings dev --now` can start anywhere.
+//! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
+//! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
+
+pub mod channel;
+pub mod clock;
+pub mod config;
+pub mod dead_letter;
+pub mod event;
+pub mod kafka;
+pub mod notification;
+pub mod prefs;
+pub mod quiet_hours;
+pub mod status;
+pub mod store;
+
+pub use channel::{Channel, Priority};
+pub use clock::Clock;
+pub use config::Config;
+pub use notification::{Notification, Recipient};
+pub use prefs::Preferences;
+pub use status::{State, StatusRecord};

@@ -1,0 +1,118 @@
+//! The status record on `tidings.status` (key = user id). Every notification
+//! ends in exactly one terminal state; `deferred` precedes the terminal record
+//! and `duplicate` is added by each redelivered or replayed copy.
+
+use crate::{Channel, Notification};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Sent,
+    Suppressed,
+    Deferred,
+    FailedOver,
+    DeadLettered,
+    Duplicate,
+}
+
+impl State {
+    /// Terminal states end a notification; there is exactly one per notification.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, State::Deferred | State::Duplicate)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Sent => "sent",
+            State::Suppressed => "suppressed",
+            State::Deferred => "deferred",
+            State::FailedOver => "failed_over",
+            State::DeadLettered => "dead_lettered",
+            State::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Why something failed, in the words operators filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The message can never succeed (invalid recipient, rejected content).
+    Permanent,
+    /// Every retry and provider was tried.
+    Exhausted,
+    /// The input could not be decoded or routed.
+    Poison,
+    /// The template could not be rendered (missing variable, syntax).
+    Render,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Exhausted => "exhausted",
+            ErrorClass::Poison => "poison",
+            ErrorClass::Render => "render",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub notification_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub user_id: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// A reason for people: why it was suppressed, dead-lettered or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// When the notification was created by intake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When this outcome happened.
+    pub at: DateTime<Utc>,
+}
+
+impl StatusRecord {
+    /// A record about `notification` in `state`; fill the other fields with the builders.
+    pub fn of(notification: &Notification, state: State, at: DateTime<Utc>) -> Self {
+        StatusRecord {
+            notification_id: notification.notification_id.clone(),
+            event_id: notification.event_id.clone(),
+            event_type: notification.event_type.clone(),
+            user_id: notification.user_id.clone(),
+            state,
+            channel: Some(notification.channel),
+            provider: None,
+            provider_message_id: None,
+            attempts: notification.attempt,
+            error_class: None,
+            error: None,
+            not_before: notification.not_before,
+            created_at: Some(notification.created_at),
+            at,
+        }
+    }
+
+    pub fn with_error(mut self, class: Option<ErrorClass>, error: impl Into<String>) -> Self {
+        self.error_class = class;
+        self.error = Some(error.into());
+        self
+    }
+}

@@ -1,0 +1,102 @@
+//! The state Tidings keeps in Redis: preferences, dedupe records, and the
+//! deferred-notification schedule.
+//!
+//! [`RedisStore`] is what every deployment uses. [`MemoryStore`] has the same
+//! semantics inside one process, for `tidings dev` on a machine without
+//! `redis-server`; tests always run against a real `redis-server`.
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A store failure: the operation may succeed if tried again.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+}
+
+/// What [`Store::claim`] found for a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This worker may send it now.
+    Acquired,
+    /// It already has an outcome; the stored record is returned.
+    Done(String),
+    /// Another worker holds a live claim on it.
+    Held,
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The raw preferences JSON of each user, in order, in one round trip.
+    async fn prefs_many(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError>;
+
+    async fn set_prefs(&self, user: &str, json: &str) -> Result<(), StoreError>;
+
+    /// Claims notification `id` for `owner` for `lease`, unless it already has
+    /// an outcome or another live claim. A claim by the same owner is renewed.
+    async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
+
+    /// Records the outcome of notification `id` (replacing the claim) for `ttl`.
+    async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Drops `owner`'s claim so the notification can be tried again at once.
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Holds `member` (a notification JSON) until `due`.
+    async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Atomically claims up to `limit` members due at `now` (and claims whose
+    /// lease ran out) for `lease`. Two schedulers never claim the same member
+    /// at once; a claimed member is not lost if its scheduler dies.
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError>;
+
+    /// Removes a member once it is back on its channel topic.
+    async fn remove_deferred(&self, member: &str) -> Result<(), StoreError>;
+
+    /// Members waiting or claimed.
+    async fn deferred_len(&self) -> Result<u64, StoreError>;
+}
+
+/// The key names, under a configurable prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_string() }
+    }
+    pub fn prefs(&self, user: &str) -> String {
+        format!("{}:prefs:{user}", self.prefix)
+    }
+    pub fn dedupe(&self, id: &str) -> String {
+        format!("{}:dedupe:{id}", self.prefix)
+    }
+    pub fn deferred(&self) -> String {
+        format!("{}:deferred", self.prefix)
+    }
+    pub fn deferred_claimed(&self) -> String {
+        format!("{}:deferred:claimed", self.prefix)
+    }
+}
+
+fn claim_value(owner: &str) -> String {
+    format!("inflight:{owner}")
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
