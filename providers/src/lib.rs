@@ -1,1 +1,51 @@
-//! placeholder
+//! Provider adapters: one per external service, each turning a rendered
+//! message into that service's API call and its answer into a [`Receipt`] or
+//! a classified [`ProviderError`]. Adapters know nothing of Kafka or Redis.
+//!
+//! # Layout
+//!
+//! - [`message`]: the rendered message a provider sends, and the receipt it returns.
+//! - [`error`]: the classification every answer maps to (`Transient`, `Permanent`, `ProviderDown`).
+//! - [`smtp`]: email over SMTP (lettre), pooled, STARTTLS or implicit TLS.
+//! - [`twilio`]: SMS through the Twilio Messages API.
+//! - [`sandbox`]: writes each message to an outbox folder, with latency, error-rate and outage knobs.
+//!
+//! Each adapter folder has the same shape: `mod.rs` (the [`Provider`] impl and
+//! construction), `request.rs` (building the provider's request), and
+//! `response.rs` (classifying its answers).
+
+pub mod error;
+pub mod message;
+pub mod sandbox;
+pub mod smtp;
+pub mod twilio;
+
+pub use error::{ErrorKind, ProviderError};
+pub use message::{Content, Outgoing, Receipt};
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use tidings_core::config::ProviderConfig;
+use tidings_core::Channel;
+
+/// One external service that can deliver messages of some channels.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The configured name, used in status records, logs and metrics.
+    fn name(&self) -> &str;
+
+    /// Whether this provider can deliver on `channel`.
+    fn serves(&self, channel: Channel) -> bool;
+
+    /// Sends one message. The call is bounded by the provider's own timeout.
+    async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError>;
+}
+
+/// Builds the adapter named `name` from its configuration.
+pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
+    Ok(match config {
+        ProviderConfig::Smtp(c) => Arc::new(smtp::Smtp::new(name, c)?),
+        ProviderConfig::Twilio(c) => Arc::new(twilio::Twilio::new(name, c)?),
+        ProviderConfig::Sandbox(c) => Arc::new(sandbox::Sandbox::new(name, c)?),
+    })
+}

@@ -1,0 +1,84 @@
+//! What a failed send means for the message and for the provider.
+//!
+//! *Whether* to retry is decided here, by the adapter that understands the
+//! provider's answer; *when* is the worker's retry policy.
+
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Try again later, on this provider (throttling, a 5xx, a timeout).
+    Transient,
+    /// This message can never succeed here or anywhere: dead-letter it, or
+    /// suppress it when the recipient itself is invalid.
+    Permanent,
+    /// The provider is unusable right now (refused connection, bad credentials):
+    /// count it against the breaker and move to the next provider at once.
+    ProviderDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The provider asked us to wait this long (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// The address, number or token is invalid or unsubscribed: the owning
+    /// service should clean it up.
+    pub invalid_recipient: bool,
+}
+
+impl ProviderError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, message)
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, message)
+    }
+    pub fn down(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ProviderDown, message)
+    }
+    pub fn invalid_recipient(message: impl Into<String>) -> Self {
+        ProviderError { invalid_recipient: true, ..Self::permanent(message) }
+    }
+    pub fn retry_after(mut self, after: Option<Duration>) -> Self {
+        self.retry_after = after;
+        self
+    }
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProviderError { kind, message: message.into(), retry_after: None, invalid_recipient: false }
+    }
+
+    /// Classifies a transport-level HTTP client failure.
+    pub fn from_http(err: &reqwest::Error) -> Self {
+        if err.is_timeout() {
+            Self::transient(format!("timed out: {err}"))
+        } else if err.is_connect() {
+            Self::down(format!("cannot connect: {err}"))
+        } else {
+            Self::transient(format!("request failed: {err}"))
+        }
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// Reads a `Retry-After` header given in seconds (the HTTP-date form is rare
+/// from these providers and is treated as absent).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}

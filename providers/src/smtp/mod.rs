@@ -1,0 +1,70 @@
+//! Email over SMTP through lettre's pooled async transport.
+
+mod request;
+mod response;
+
+use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use secrecy::ExposeSecret;
+use tidings_core::config::{SmtpConfig, SmtpTls};
+use tidings_core::Channel;
+
+pub use response::classify;
+
+pub struct Smtp {
+    name: String,
+    from: lettre::message::Mailbox,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: std::time::Duration,
+}
+
+impl Smtp {
+    pub fn new(name: &str, c: &SmtpConfig) -> Result<Self, ProviderError> {
+        let bad = |e: &dyn std::fmt::Display| ProviderError::down(format!("smtp {name}: {e}"));
+        let from = c.from.parse().map_err(|e| bad(&e))?;
+        let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|e| bad(&e));
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)
+            .port(c.port)
+            .timeout(Some(c.timeout))
+            .pool_config(PoolConfig::new().max_size(c.pool_size));
+        builder = match c.tls {
+            SmtpTls::Starttls => builder.tls(Tls::Required(tls(&c.host)?)),
+            SmtpTls::Tls => builder.tls(Tls::Wrapper(tls(&c.host)?)),
+            SmtpTls::None if c.allow_plaintext => builder.tls(Tls::None),
+            SmtpTls::None => return Err(bad(&"plain SMTP needs allow_plaintext = true")),
+        };
+        if let (Some(user), Some(pass)) = (&c.username, &c.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.expose_secret().to_string()));
+        }
+        Ok(Smtp { name: name.to_string(), from, transport: builder.build(), timeout: c.timeout })
+    }
+}
+
+#[async_trait]
+impl Provider for Smtp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serves(&self, channel: Channel) -> bool {
+        channel == Channel::Email
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError> {
+        let Content::Email { .. } = &message.content else {
+            return Err(ProviderError::permanent("smtp sends email only"));
+        };
+        let email = request::build(&self.from, message)?;
+        match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
+            Err(_) => Err(ProviderError::transient(format!("smtp {}: timed out", self.name))),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(reply)) => Ok(Receipt {
+                provider_message_id: reply.first_line().map(str::to_string),
+            }),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Building the MIME message: multipart text + HTML, a stable Message-ID, and
+//! header values that cannot carry CR/LF from template data.
+
+use crate::{Content, Outgoing, ProviderError};
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::Message;
+
+pub fn build(from: &Mailbox, message: &Outgoing) -> Result<Message, ProviderError> {
+    let Content::Email { to, subject, text, html } = &message.content else {
+        return Err(ProviderError::permanent("not an email"));
+    };
+    let to: Mailbox = to
+        .parse()
+        .map_err(|e| ProviderError::invalid_recipient(format!("invalid address `{to}`: {e}")))?;
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(one_line(subject))
+        // The same notification always carries the same Message-ID, so a
+        // receiving system can drop a copy sent twice in the crash window.
+        .message_id(Some(format!("<{}@tidings>", message.notification_id)))
+        .multipart(
+            MultiPart::alternative()
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text.clone()))
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
+        )
+        .map_err(|e| ProviderError::permanent(format!("cannot build email: {e}")))
+}
+
+/// Header text on one line: CR, LF and other controls become spaces.
+pub fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_cannot_inject_headers() {
+        let from: Mailbox = "Shop <no-reply@shop.example>".parse().unwrap();
+        let msg = Outgoing {
+            notification_id: "n1".into(),
+            content: Content::Email {
+                to: "ana@example.com".into(),
+                subject: "Hello\r\nBcc: victim@example.com".into(),
+                text: "t".into(),
+                html: "<p>h</p>".into(),
+            },
+        };
+        let raw = String::from_utf8(build(&from, &msg).unwrap().formatted()).unwrap();
+        assert!(!raw.contains("\r\nBcc:"), "{raw}");
+        assert!(raw.contains("Message-ID: <n1@tidings>"));
+        assert!(raw.contains("multipart/alternative"));
+    }
+
+    #[test]
+    fn an_unparseable_address_is_an_invalid_recipient() {
+        let from: Mailbox = "no-reply@shop.example".parse().unwrap();
+        let msg = Outgoing {
+            notification_id: "n1".into(),
+            content: Content::Email { to: "not an address".into(), subject: "s".into(), text: "t".into(), html: "h".into() },
+        };
+        let err = build(&from, &msg).unwrap_err();
+        assert!(err.invalid_recipient);
+    }
+}
