@@ -80,3 +80,69 @@ pub async fn send(
         .map(|_| ())
         .map_err(|(e, _)| e)
 }
+
+/// Enqueues a record without waiting for its acknowledgement, waiting only
+/// while librdkafka's local queue is full. Records enqueued one after another
+/// keep their order per partition.
+pub async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, [u8]>,
+) -> KafkaResult<rdkafka::producer::DeliveryFuture> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Waits for an enqueued record's acknowledgement.
+pub async fn delivered(delivery: rdkafka::producer::DeliveryFuture) -> KafkaResult<()> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(rdkafka::error::KafkaError::Canceled),
+    }
+}
+
+/// Enqueues `value` as JSON, keyed by `key`.
+pub async fn enqueue_json<T: serde::Serialize>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &T,
+    headers: Option<OwnedHeaders>,
+) -> KafkaResult<rdkafka::producer::DeliveryFuture> {
+    // Our records are plain structs and JSON values: serializing them cannot fail.
+    let payload = serde_json::to_vec(value).expect("records serialize to JSON");
+    let mut record = FutureRecord::to(topic).key(key).payload(payload.as_slice());
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    enqueue(producer, record).await
+}
+
+/// Enqueues a dead-letter record: the original key and value unchanged, plus
+/// the headers of `letter`.
+pub async fn enqueue_dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    letter: &crate::dead_letter::DeadLetter,
+) -> KafkaResult<rdkafka::producer::DeliveryFuture> {
+    let pairs = letter.headers();
+    let mut record: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(topic).headers(headers(pairs.iter().map(|(k, v)| (*k, v.as_str()))));
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    enqueue(producer, record).await
+}

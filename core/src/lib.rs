@@ -11,6 +11,7 @@
 //! - [`quiet_hours`]: when a user's quiet window ends, across time zones and DST.
 //! - [`config`]: the TOML configuration, every field documented.
 //! - [`clock`]: the wall clock, which `tidings dev --now` can start anywhere.
+//! - [`progress`]: counters of durable work, for progress and idleness in `tidings dev`.
 //! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
 //! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
 
@@ -22,6 +23,7 @@ pub mod event;
 pub mod kafka;
 pub mod notification;
 pub mod prefs;
+pub mod progress;
 pub mod quiet_hours;
 pub mod status;
 pub mod store;

@@ -91,3 +91,12 @@ mod tests {
         );
     }
 }
+
+/// A notification held until its `not_before`, with the headers it goes back with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub notification: Notification,
+    pub correlation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}

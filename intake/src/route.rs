@@ -1,0 +1,155 @@
+//! Turning one event and its user's preferences into outcomes. Pure: no I/O,
+//! the clock is a parameter, so every rule here is unit-tested.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use tidings_core::config::{ChannelMode, EventRoute};
+use tidings_core::event::CloudEvent;
+use tidings_core::notification::notification_id;
+use tidings_core::quiet_hours::quiet_until;
+use tidings_core::{Channel, Notification, Preferences, Priority, Recipient};
+
+/// What becomes of one notification intake creates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Goes to `tidings.<channel>.<priority>` now.
+    Publish(Notification),
+    /// Held until `not_before` (set on the notification): the user's quiet hours.
+    Defer(Notification),
+    /// Never sent, for the reason given.
+    Suppress(Notification, String),
+}
+
+/// Routes `event` for `prefs` at `now`. An empty result means no channel of the
+/// route is enabled for the user; the caller records that as suppressed.
+pub fn route(event: &CloudEvent, user_id: &str, route: &EventRoute, prefs: &Preferences, now: DateTime<Utc>) -> Vec<Outcome> {
+    let template = route.template.clone().unwrap_or_else(|| event.ty.clone());
+    let tz: Tz = prefs.timezone.parse().unwrap_or(Tz::UTC);
+    let quiet = match (&prefs.quiet_hours, route.priority) {
+        (Some(q), Priority::Normal | Priority::Bulk) => quiet_until(q, tz, now),
+        _ => None,
+    };
+    let mut outcomes = Vec::new();
+    for &channel in route.channels.iter().filter(|c| prefs.channel_enabled(**c)) {
+        let mut n = Notification {
+            notification_id: notification_id(&event.id, channel, user_id, &template),
+            event_id: event.id.clone(),
+            event_type: event.ty.clone(),
+            user_id: user_id.to_string(),
+            channel,
+            priority: route.priority,
+            template: template.clone(),
+            category: route.category.clone(),
+            locale: prefs.locale.clone(),
+            timezone: prefs.timezone.clone(),
+            recipient: Recipient::Webhook { url: String::new() },
+            data: event.data.clone(),
+            created_at: now,
+            not_before: None,
+            fallback: route.fallback.iter().copied().filter(|c| *c != channel).collect(),
+            attempt: 0,
+        };
+        let outcome = match (recipient(prefs, channel), prefs.suppression(channel, &route.category)) {
+            (_, Some(reason)) => Outcome::Suppress(n, reason),
+            (None, None) => Outcome::Suppress(n, format!("user has no {channel} address")),
+            (Some(r), None) => {
+                n.recipient = r;
+                match quiet {
+                    Some(until) => {
+                        n.not_before = Some(until);
+                        Outcome::Defer(n)
+                    }
+                    None => Outcome::Publish(n),
+                }
+            }
+        };
+        let sendable = !matches!(outcome, Outcome::Suppress(..));
+        outcomes.push(outcome);
+        if sendable && route.mode == ChannelMode::First {
+            break;
+        }
+    }
+    outcomes
+}
+
+/// The user's address on `channel`, if they have one.
+pub fn recipient(prefs: &Preferences, channel: Channel) -> Option<Recipient> {
+    match channel {
+        Channel::Email => prefs.email.clone().map(|address| Recipient::Email { address }),
+        Channel::Sms => prefs.phone.clone().map(|phone| Recipient::Sms { phone }),
+        Channel::Push => {
+            (!prefs.push_tokens.is_empty()).then(|| Recipient::Push { tokens: prefs.push_tokens.clone() })
+        }
+        Channel::Webhook => prefs.webhook_url.clone().map(|url| Recipient::Webhook { url }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ty: &str) -> CloudEvent {
+        serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": "e1", "type": ty, "source": "/shop", "data": {"user_id": "u1"}
+        }))
+        .unwrap()
+    }
+
+    fn prefs(extra: serde_json::Value) -> Preferences {
+        let mut base = serde_json::json!({
+            "user_id": "u1", "timezone": "Europe/Paris", "email": "a@example.com", "phone": "+33612345678",
+            "channels": {"email": true, "sms": true, "push": true},
+            "quiet_hours": {"start": "22:00", "end": "07:00"}
+        });
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn route_of(priority: &str, mode: &str) -> EventRoute {
+        serde_json::from_value(serde_json::json!({
+            "category": "transactional", "priority": priority, "channels": ["push", "email", "sms"], "mode": mode
+        }))
+        .unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_notification_per_enabled_channel_and_a_reason_for_a_missing_address() {
+        let out = route(&event("order.confirmed"), "u1", &route_of("normal", "all"), &prefs(serde_json::json!({})), at("2026-11-26T12:00:00Z"));
+        assert_eq!(out.len(), 3);
+        assert!(matches!(&out[0], Outcome::Suppress(n, r) if n.channel == Channel::Push && r.contains("no push")));
+        assert!(matches!(&out[1], Outcome::Publish(n) if n.recipient == Recipient::Email { address: "a@example.com".into() }));
+        assert!(matches!(&out[2], Outcome::Publish(n) if n.channel == Channel::Sms));
+    }
+
+    #[test]
+    fn first_mode_stops_at_the_first_sendable_channel() {
+        let out = route(&event("t"), "u1", &route_of("normal", "first"), &prefs(serde_json::json!({})), at("2026-11-26T12:00:00Z"));
+        assert_eq!(out.len(), 2, "push is suppressed (no token), email is the first that can send");
+        assert!(matches!(&out[1], Outcome::Publish(n) if n.channel == Channel::Email));
+    }
+
+    #[test]
+    fn quiet_hours_defer_normal_but_not_critical() {
+        // 23:00 in Paris.
+        let now = at("2026-11-26T22:00:00Z");
+        let p = prefs(serde_json::json!({}));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, now);
+        assert!(matches!(&out[1], Outcome::Defer(n) if n.not_before == Some(at("2026-11-27T06:00:00Z"))));
+        let out = route(&event("t"), "u1", &route_of("critical", "all"), &p, now);
+        assert!(matches!(&out[1], Outcome::Publish(_)));
+    }
+
+    #[test]
+    fn opt_out_and_mute_suppress_with_reason() {
+        let p = prefs(serde_json::json!({"opt_out": ["transactional"]}));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, at("2026-11-26T12:00:00Z"));
+        assert!(out.iter().all(|o| matches!(o, Outcome::Suppress(_, r) if r.contains("opted out"))));
+        let p = prefs(serde_json::json!({"muted": true}));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, at("2026-11-26T12:00:00Z"));
+        assert!(out.iter().all(|o| matches!(o, Outcome::Suppress(_, r) if r == "user is muted")));
+    }
+}
