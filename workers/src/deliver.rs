@@ -1,0 +1,234 @@
+//! One notification, end to end: claim it (dedupe), re-check the user's
+//! preferences, render, send through the chain, and make the outcome durable.
+//!
+//! The order of writes is what makes redelivery safe:
+//!
+//! 1. claim `notification_id` in Redis (a lease, so a dead worker's claim expires);
+//! 2. send;
+//! 3. replace the claim with the outcome record (the dedupe record);
+//! 4. write the status record and wait for Kafka's acknowledgement;
+//! 5. mark the dedupe record published; the caller then stores the offset.
+//!
+//! A copy that arrives after step 3 finds the dedupe record and becomes a
+//! `duplicate` (re-writing the status first if step 5 never happened). The one
+//! window where a customer can get a second copy is a crash between the
+//! provider accepting (2) and the dedupe record (3): the claim then expires and
+//! the message is sent again. It is as short as one Redis write; email carries
+//! a stable `Message-ID` so a receiving system can fold such a copy.
+
+use crate::chain::{Chain, Failed};
+use crate::render::Renderer;
+use chrono::Utc;
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::dead_letter::DeadLetter;
+use tidings_core::kafka::{delivered, enqueue_dead_letter, enqueue_json};
+use tidings_core::status::ErrorClass;
+use tidings_core::store::{Claim, SharedStore};
+use tidings_core::{Channel, Clock, Config, Notification, Preferences, State, StatusRecord};
+use tidings_providers::Outgoing;
+
+/// A consumed channel-topic record, detached from the consumer.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What the dedupe record holds once a notification has an outcome.
+#[derive(Debug, Serialize, Deserialize)]
+struct DedupeRecord {
+    status: StatusRecord,
+    /// The status record is acknowledged on `tidings.status`.
+    published: bool,
+}
+
+/// Where a dead letter goes and why.
+struct Letter {
+    class: ErrorClass,
+    error: String,
+    attempts: u32,
+    providers_tried: Vec<String>,
+    first_failure: chrono::DateTime<Utc>,
+}
+
+pub struct Deliverer {
+    pub channel: Channel,
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub producer: FutureProducer,
+    pub renderer: Arc<Renderer>,
+    pub chain: Chain,
+    pub clock: Clock,
+    /// This process's claim owner id.
+    pub owner: String,
+}
+
+impl Deliverer {
+    /// Handles one record; returns once its outcome is durable.
+    #[tracing::instrument(skip_all, fields(channel = %self.channel, offset = input.offset, notification_id))]
+    pub async fn process(&self, input: &Input) {
+        let n: Notification = match input.payload.as_deref().map(serde_json::from_slice) {
+            Some(Ok(n)) => n,
+            other => {
+                let error = match other {
+                    Some(Err(e)) => format!("not a notification record: {e}"),
+                    _ => "empty record".to_string(),
+                };
+                let letter = Letter { class: ErrorClass::Poison, error, attempts: 0, providers_tried: vec![], first_failure: Utc::now() };
+                self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+                return;
+            }
+        };
+        tracing::Span::current().record("notification_id", n.notification_id.as_str());
+        let lease = self.config.worker.claim_lease;
+        loop {
+            match self.must("claim", || self.store.claim(&n.notification_id, &self.owner, lease)).await {
+                Claim::Acquired => break,
+                Claim::Done(record) => return self.duplicate(&n, &record).await,
+                // Another worker is sending it (a rebalance moved the partition
+                // mid-send): wait for its outcome or for its claim to expire.
+                Claim::Held => tokio::time::sleep(Duration::from_millis(200).min(lease)).await,
+            }
+        }
+        let status = self.deliver(input, &n).await;
+        self.record(&n, status).await;
+    }
+
+    /// Everything between the claim and the outcome.
+    async fn deliver(&self, input: &Input, n: &Notification) -> StatusRecord {
+        let users = [n.user_id.clone()];
+        let prefs = self.must("read preferences", || self.store.prefs_many(&users)).await;
+        let prefs = prefs.into_iter().next().flatten().map(|json| Preferences::parse(&json));
+        let suppressed = match &prefs {
+            None => Some(format!("no preferences for user {}", n.user_id)),
+            Some(Err(e)) => Some(format!("stored preferences are unusable: {e}")),
+            Some(Ok(p)) => p.suppression(n.channel, &n.category),
+        };
+        if let Some(reason) = suppressed {
+            return self.status(n, State::Suppressed).with_error(None, reason);
+        }
+        let content = match self.renderer.render(n) {
+            Ok(c) => c,
+            Err(e) => {
+                let letter = Letter { class: ErrorClass::Render, error: e.to_string(), attempts: n.attempt, providers_tried: vec![], first_failure: Utc::now() };
+                self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+                return self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
+            }
+        };
+        let outgoing = Outgoing { notification_id: n.notification_id.clone(), content };
+        match self.chain.send(&outgoing).await {
+            Ok(sent) => {
+                let mut s = self.status(n, State::Sent);
+                s.provider = Some(sent.provider);
+                s.provider_message_id = sent.receipt.provider_message_id;
+                s.attempts = n.attempt + sent.attempts;
+                s
+            }
+            Err(failed) => self.failed(input, n, failed).await,
+        }
+    }
+
+    async fn failed(&self, input: &Input, n: &Notification, failed: Failed) -> StatusRecord {
+        let attempts = n.attempt + failed.attempts;
+        let mut s = self.status(n, State::Suppressed);
+        s.attempts = attempts;
+        s.provider = failed.providers_tried.last().cloned();
+        if failed.error.invalid_recipient {
+            // Reported so the owning service can clean the address or token up.
+            return s.with_error(Some(ErrorClass::Permanent), format!("invalid recipient: {}", failed.error));
+        }
+        let class = if failed.exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
+        let letter = Letter {
+            class,
+            error: failed.error.to_string(),
+            attempts,
+            providers_tried: failed.providers_tried,
+            first_failure: failed.first_failure,
+        };
+        self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+        s.state = State::DeadLettered;
+        s.with_error(Some(class), failed.error.to_string())
+    }
+
+    /// Steps 3 to 5: dedupe record, status, published mark.
+    async fn record(&self, n: &Notification, status: StatusRecord) {
+        let ttl = self.config.worker.dedupe_ttl;
+        let mut record = DedupeRecord { status, published: false };
+        let json = serde_json::to_string(&record).expect("records serialize to JSON");
+        self.must("record outcome", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        self.must("write status", || self.publish(&record.status)).await;
+        record.published = true;
+        let json = serde_json::to_string(&record).expect("records serialize to JSON");
+        self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
+    }
+
+    /// A copy of a notification that already has an outcome.
+    async fn duplicate(&self, n: &Notification, raw: &str) {
+        if let Ok(mut record) = serde_json::from_str::<DedupeRecord>(raw) {
+            if !record.published {
+                // The worker that sent it died before its status was acknowledged.
+                self.must("write status", || self.publish(&record.status)).await;
+                record.published = true;
+                let json = serde_json::to_string(&record).expect("records serialize to JSON");
+                let ttl = self.config.worker.dedupe_ttl;
+                self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
+            }
+        }
+        let status = self.status(n, State::Duplicate);
+        self.must("write status", || self.publish(&status)).await;
+    }
+
+    fn status(&self, n: &Notification, state: State) -> StatusRecord {
+        StatusRecord::of(n, state, self.clock.now())
+    }
+
+    async fn publish(&self, status: &StatusRecord) -> Result<(), rdkafka::error::KafkaError> {
+        delivered(enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, status, None).await?).await
+    }
+
+    async fn dead_letter(&self, input: &Input, letter: &Letter) -> Result<(), rdkafka::error::KafkaError> {
+        let dl = DeadLetter {
+            original_topic: input.topic.clone(),
+            original_partition: input.partition,
+            original_offset: input.offset,
+            error_class: letter.class,
+            error: letter.error.clone(),
+            attempts: letter.attempts,
+            providers_tried: letter.providers_tried.clone(),
+            first_failure: letter.first_failure,
+            last_failure: Utc::now(),
+        };
+        let topic = self.channel.dlq_topic();
+        delivered(enqueue_dead_letter(&self.producer, &topic, input.key.as_deref(), input.payload.as_deref(), &dl).await?).await
+    }
+
+    /// Retries an infrastructure call (Redis, Kafka) until it succeeds: an
+    /// outage holds the message back, it never skips it.
+    async fn must<T, E, F, Fut>(&self, what: &str, mut call: F) -> T
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match call().await {
+                Ok(v) => return v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

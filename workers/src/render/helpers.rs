@@ -1,0 +1,75 @@
+//! Helpers for template authors:
+//!
+//! - `{{date placed_at}}` / `{{date placed_at "%A %-d %B, %H:%M"}}`: an RFC 3339
+//!   time shown in the user's time zone.
+//! - `{{money total currency}}`: `49.90` and `EUR` become `€49.90`.
+//! - `{{plural count "item" "items"}}`: `1 item`, `3 items`.
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, RenderErrorReason};
+use serde_json::Value;
+
+pub fn register(hb: &mut Handlebars<'static>) {
+    hb.register_helper("date", Box::new(date));
+    hb.register_helper("money", Box::new(money));
+    hb.register_helper("plural", Box::new(plural));
+}
+
+fn fail(msg: String) -> RenderError {
+    RenderErrorReason::Other(msg).into()
+}
+
+fn date(h: &Helper<'_>, _: &Handlebars<'_>, ctx: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+    let raw = h.param(0).and_then(|p| p.value().as_str()).ok_or_else(|| fail("date: needs an RFC 3339 time".into()))?;
+    let format = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("%-d %B %Y");
+    let tz: Tz = ctx.data()["tidings"]["timezone"].as_str().and_then(|s| s.parse().ok()).unwrap_or(Tz::UTC);
+    let t = DateTime::parse_from_rfc3339(raw).map_err(|e| fail(format!("date: `{raw}`: {e}")))?;
+    out.write(&t.with_timezone(&tz).format(format).to_string())?;
+    Ok(())
+}
+
+fn money(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+    let amount = match h.param(0).map(|p| p.value()) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| fail("money: needs an amount".into()))?;
+    let currency = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("money: needs a currency code".into()))?;
+    out.write(&format_money(amount, currency))?;
+    Ok(())
+}
+
+pub fn format_money(amount: f64, currency: &str) -> String {
+    let (symbol, decimals) = match currency.to_ascii_uppercase().as_str() {
+        "EUR" => ("€", 2),
+        "USD" => ("$", 2),
+        "GBP" => ("£", 2),
+        "JPY" => ("¥", 0),
+        _ => return format!("{amount:.2} {currency}"),
+    };
+    let sign = if amount < 0.0 { "-" } else { "" };
+    format!("{sign}{symbol}{:.*}", decimals, amount.abs())
+}
+
+fn plural(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+    let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| fail("plural: needs a whole number".into()))?;
+    let one = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("plural: needs the singular".into()))?;
+    let many = h.param(2).and_then(|p| p.value().as_str()).map(str::to_string).unwrap_or_else(|| format!("{one}s"));
+    out.write(&format!("{count} {}", if count == 1 { one } else { &many }))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_money;
+
+    #[test]
+    fn money_formats() {
+        assert_eq!(format_money(49.9, "EUR"), "€49.90");
+        assert_eq!(format_money(1200.0, "JPY"), "¥1200");
+        assert_eq!(format_money(3.5, "CHF"), "3.50 CHF");
+        assert_eq!(format_money(-2.0, "usd"), "-$2.00");
+    }
+}
