@@ -8,7 +8,8 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
-fn base(kafka: &KafkaConfig) -> ClientConfig {
+/// The cluster address and the configured librdkafka options.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
     for (k, v) in &kafka.options {
@@ -20,7 +21,7 @@ fn base(kafka: &KafkaConfig) -> ClientConfig {
 /// An idempotent producer: per-partition order holds across retries, and a
 /// retried batch is never written twice.
 pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
-    base(kafka)
+    client_config(kafka)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
@@ -31,7 +32,7 @@ pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
 /// A consumer that stores offsets only when told to (once an outcome is
 /// durable) and commits what was stored in the background.
 pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer> {
-    base(kafka)
+    client_config(kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")

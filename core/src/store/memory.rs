@@ -71,13 +71,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        if inner.dedupe.get(id).is_some_and(|(v, _)| *v == claim_value(owner)) {
-            inner.dedupe.remove(id);
-        }
+    async fn forget(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().dedupe.remove(id);
         Ok(())
     }
+
 
     async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError> {
         let mut inner = self.lock();

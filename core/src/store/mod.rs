@@ -51,8 +51,10 @@ pub trait Store: Send + Sync {
     /// Records the outcome of notification `id` (replacing the claim) for `ttl`.
     async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError>;
 
-    /// Drops `owner`'s claim so the notification can be tried again at once.
-    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError>;
+    /// Forgets notification `id`'s outcome, so a replay from a dead-letter
+    /// topic is delivered again instead of being taken for a duplicate.
+    async fn forget(&self, id: &str) -> Result<(), StoreError>;
+
 
     /// Holds `member` (a notification JSON) until `due`.
     async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError>;

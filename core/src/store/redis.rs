@@ -18,11 +18,6 @@ if string.sub(cur, 1, 9) == 'inflight:' then return {2, ''} end
 return {0, cur}
 "#;
 
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
 /// Moves due members (and those whose claim ran out) into the claimed set with a new lease.
 const CLAIM_DUE: &str = r#"
 local out = {}
@@ -47,7 +42,6 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     claim: Script,
-    release: Script,
     claim_due: Script,
 }
 
@@ -60,7 +54,6 @@ impl RedisStore {
             conn,
             keys: Keys::new(key_prefix),
             claim: Script::new(CLAIM),
-            release: Script::new(RELEASE),
             claim_due: Script::new(CLAIM_DUE),
         })
     }
@@ -118,11 +111,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+    async fn forget(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self.release.key(self.keys.dedupe(id)).arg(claim_value(owner)).invoke_async(&mut conn).await?;
+        let _: i64 = redis::cmd("DEL").arg(self.keys.dedupe(id)).query_async(&mut conn).await?;
         Ok(())
     }
+
 
     async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();

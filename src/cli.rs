@@ -1,0 +1,132 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use tidings_core::Channel;
+
+#[derive(Debug, Parser)]
+#[command(name = "tidings", version, about = "Kafka events in; email, SMS, push and webhooks out.")]
+pub struct Cli {
+    /// The TOML configuration (see tidings.example.toml).
+    #[arg(long, global = true, env = "TIDINGS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log as JSON lines (production) instead of text.
+    #[arg(long, global = true, env = "TIDINGS_LOG_JSON")]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume domain events and route notifications to channel topics.
+    Intake,
+    /// Deliver one channel's notifications.
+    Worker {
+        #[arg(long)]
+        channel: Channel,
+    },
+    /// Put deferred notifications back on their channel topics when due.
+    Scheduler,
+    /// Inspect or replay dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Check or preview templates.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+    /// Create Tidings' topics on the cluster.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Read and write user preferences.
+    #[command(subcommand)]
+    Prefs(PrefsCommand),
+    /// The whole fleet in one process on embedded infrastructure.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Print dead letters as JSON lines (value, key and failure headers).
+    List {
+        /// A channel, or `intake`.
+        #[arg(long)]
+        from: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Send dead letters back to the topic they came from, once.
+    Replay {
+        /// A channel, or `intake`.
+        #[arg(long)]
+        from: String,
+        /// At most this many.
+        #[arg(long, default_value_t = usize::MAX)]
+        max: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Render every template with its sample.json, strictly; fail on any error.
+    Check {
+        /// The templates folder (default: from the config, else ./templates).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Render one template and print it.
+    Render {
+        /// The template folder (usually the event type), e.g. order.confirmed.
+        template: String,
+        channel: Channel,
+        #[arg(long, default_value = "en")]
+        locale: String,
+        /// JSON data to render with (default: the folder's sample.json).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create every channel, status, dead-letter and input topic that is missing.
+    Create,
+    /// List the topics Tidings uses.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrefsCommand {
+    /// Write one user's preferences (a JSON object).
+    Set { json: String },
+    /// Print one user's preferences.
+    Get { user_id: String },
+    /// Write preferences from a file of JSON lines; invalid lines are reported and skipped.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Users to load (JSON lines); default: examples/users.jsonl.
+    #[arg(long)]
+    pub users: Option<PathBuf>,
+    /// Events to feed (CloudEvents, JSON lines); default: examples/events.jsonl.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Where the sandbox providers write messages.
+    #[arg(long, default_value = "outbox")]
+    pub outbox: PathBuf,
+    /// Write every status record here, one JSON per line.
+    #[arg(long)]
+    pub status_out: Option<PathBuf>,
+    /// Stop once every event has a terminal or deferred status.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// Start the clock at this instant (RFC 3339); it runs on from there.
+    #[arg(long)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+}

@@ -1,0 +1,229 @@
+//! `tidings dev`: the whole fleet in one process on embedded infrastructure.
+//!
+//! librdkafka's mock cluster, a private `redis-server` (or, when none is
+//! installed, an in-process store with the same semantics), intake, a worker
+//! per channel with sandbox providers writing to an outbox, and the
+//! scheduler. It loads sample users, feeds sample events, shows progress, and
+//! prints what became of every notification.
+
+use crate::cli::DevArgs;
+use crate::embedded::{EmbeddedKafka, RedisServer};
+use crate::fleet::{self, Roles};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
+use tidings_core::config::{ChannelConfig, ProviderConfig, SandboxConfig};
+use tidings_core::kafka;
+use tidings_core::progress::Progress;
+use tidings_core::store::{MemoryStore, SharedStore};
+use tidings_core::{Channel, Clock, Config, StatusRecord};
+
+const EXAMPLE_CONFIG: &str = include_str!("../../tidings.example.toml");
+const EXAMPLE_USERS: &str = include_str!("../../examples/users.jsonl");
+const EXAMPLE_EVENTS: &str = include_str!("../../examples/events.jsonl");
+const PARTITIONS: i32 = 4;
+
+pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
+    let redis = if RedisServer::available() {
+        Some(RedisServer::start()?)
+    } else {
+        println!("redis-server is not installed: running on an in-process store (same semantics, nothing kept on exit)");
+        None
+    };
+    let config = Arc::new(dev_config(kafka.bootstrap_servers(), redis.as_ref().map(RedisServer::url), &args)?);
+    let store: SharedStore = match &redis {
+        Some(_) => fleet::open_store(&config).await?,
+        None => Arc::new(MemoryStore::new()),
+    };
+    for topic in super::topics::topics(&config) {
+        kafka.create_topic(&topic, PARTITIONS).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
+    }
+    let users = read_or(&args.users, EXAMPLE_USERS)?;
+    let (stored, rejected) = super::prefs::import(store.as_ref(), &users).await?;
+    for r in &rejected {
+        println!("user rejected: {r}");
+    }
+    let clock = args.now.map(Clock::starting_at).unwrap_or_else(Clock::system);
+    let statuses = StatusLog::start(&config, args.status_out.as_deref())?;
+    let fleet = fleet::spawn_fleet(config.clone(), store.clone(), clock, Roles::all(&config))?;
+    let progress = fleet.progress.clone();
+
+    let events = read_or(&args.events, EXAMPLE_EVENTS)?;
+    let fed = feed(&config, &events).await?;
+    println!(
+        "tidings dev: {stored} users, {fed} events, redis {}, clock {}, outbox {}",
+        redis.as_ref().map_or("in-process".into(), RedisServer::url),
+        clock.now().to_rfc3339(),
+        args.outbox.display()
+    );
+
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut last_seen = usize::MAX;
+    let stop = super::terminated();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticker.tick() => {
+                let seen = statuses.len();
+                let line = progress_line(&progress, fed, seen);
+                print!("\r{line}");
+                let _ = std::io::stdout().flush();
+                let idle = Progress::get(&progress.events) == fed as u64
+                    && Progress::get(&progress.finished) >= Progress::get(&progress.published) + Progress::get(&progress.released)
+                    && seen == last_seen;
+                if args.exit_when_idle && idle {
+                    break;
+                }
+                last_seen = seen;
+            }
+        }
+    }
+    println!();
+    fleet.shutdown().await?;
+    let dead_intake = count_topic(&config, INTAKE_DLQ_TOPIC)?;
+    println!("{}", statuses.summary(dead_intake));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The shipped example configuration, pointed at the embedded cluster and
+/// Redis, with a sandbox provider on every channel.
+fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> anyhow::Result<Config> {
+    let mut config = Config::from_toml(EXAMPLE_CONFIG)?;
+    config.kafka.bootstrap_servers = bootstrap.to_string();
+    config.kafka.options.clear();
+    if let Some(url) = redis_url {
+        config.redis.url = url;
+    }
+    config.worker.drain_timeout = Duration::from_secs(5);
+    config.scheduler.poll_interval = Duration::from_millis(200);
+    config.providers.clear();
+    config.providers.insert(
+        "sandbox".into(),
+        ProviderConfig::Sandbox(SandboxConfig { outbox: args.outbox.clone(), latency: Duration::ZERO, error_rate: 0.0, outages: vec![] }),
+    );
+    config.channels = Channel::ALL.into_iter().map(|c| (c, ChannelConfig { providers: vec!["sandbox".into()] })).collect();
+    config.validate()?;
+    Ok(config)
+}
+
+fn read_or(path: &Option<std::path::PathBuf>, shipped: &str) -> anyhow::Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())),
+        None => Ok(shipped.to_string()),
+    }
+}
+
+/// Produces every line of `events` to the input topic its type belongs to
+/// (`order.*` to `orders.events`, …; the first input topic otherwise).
+pub async fn feed(config: &Config, events: &str) -> anyhow::Result<usize> {
+    let producer = kafka::producer(&config.kafka)?;
+    let mut deliveries = Vec::new();
+    for line in events.lines().filter(|l| !l.trim().is_empty()) {
+        let json: Option<serde_json::Value> = serde_json::from_str(line).ok();
+        let ty = json.as_ref().and_then(|j| j["type"].as_str()).unwrap_or("");
+        let key = json.as_ref().and_then(|j| j["data"]["user_id"].as_str()).unwrap_or("").to_string();
+        let topic = input_topic(config, ty);
+        let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(&key).payload(line.as_bytes());
+        deliveries.push(kafka::enqueue(&producer, record).await?);
+    }
+    let fed = deliveries.len();
+    for d in deliveries {
+        kafka::delivered(d).await?;
+    }
+    Ok(fed)
+}
+
+fn input_topic(config: &Config, event_type: &str) -> String {
+    let domain = event_type.split('.').next().unwrap_or("");
+    let topics = &config.intake.topics;
+    topics
+        .iter()
+        .find(|t| !domain.is_empty() && t.starts_with(domain))
+        .or_else(|| topics.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn progress_line(p: &Progress, fed: usize, statuses: usize) -> String {
+    format!(
+        "events {}/{fed} · notifications queued {} · deferred released {} · delivered {} · status records {statuses}",
+        Progress::get(&p.events),
+        Progress::get(&p.published),
+        Progress::get(&p.released),
+        Progress::get(&p.finished),
+    )
+}
+
+/// Records in `topic`, by high watermark.
+fn count_topic(config: &Config, topic: &str) -> anyhow::Result<i64> {
+    let consumer: rdkafka::consumer::BaseConsumer = kafka::client_config(&config.kafka).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let mut total = 0;
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
+            total += high - low;
+        }
+    }
+    Ok(total)
+}
+
+/// Every status record, read as it is written.
+struct StatusLog {
+    records: Arc<Mutex<Vec<StatusRecord>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusLog {
+    fn start(config: &Config, out: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = kafka::client_config(&config.kafka)
+            .set("group.id", format!("{}-dev-status", config.kafka.group_prefix))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[STATUS_TOPIC])?;
+        let mut file = match out {
+            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+            None => None,
+        };
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let sink = records.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                let Some(record) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) else { continue };
+                if let Some(f) = file.as_mut() {
+                    let _ = serde_json::to_writer(&mut *f, &record).map(|_| f.write_all(b"\n")).map(|_| f.flush());
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+            }
+        });
+        Ok(StatusLog { records, _task: task })
+    }
+
+    fn len(&self) -> usize {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn summary(&self, dead_intake: i64) -> String {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
+        for r in records.iter() {
+            let channel = r.channel.map_or("(event)".to_string(), |c| c.to_string());
+            *table.entry(channel).or_default().entry(r.state.as_str()).or_default() += 1;
+        }
+        let mut out = String::from("outcomes by channel and state:\n");
+        for (channel, states) in table {
+            let cells: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            out.push_str(&format!("  {channel:<8} {}\n", cells.join(", ")));
+        }
+        out.push_str(&format!("  intake dead letters: {dead_intake}"));
+        out
+    }
+}

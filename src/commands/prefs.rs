@@ -1,0 +1,52 @@
+//! `tidings prefs set|get|import`: preferences are validated before anything
+//! is written; an invalid user is reported and nothing is written for it.
+
+use crate::cli::PrefsCommand;
+use crate::fleet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tidings_core::store::Store;
+use tidings_core::{Config, Preferences};
+
+pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<ExitCode> {
+    let store = fleet::open_store(&config).await?;
+    match command {
+        PrefsCommand::Set { json } => {
+            let prefs = Preferences::parse(&json).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
+            store.set_prefs(&prefs.user_id, &serde_json::to_string(&prefs)?).await?;
+            println!("stored preferences of {}", prefs.user_id);
+        }
+        PrefsCommand::Get { user_id } => match store.prefs_many(&[user_id.clone()]).await?.pop().flatten() {
+            Some(json) => println!("{json}"),
+            None => anyhow::bail!("no preferences for user {user_id}"),
+        },
+        PrefsCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let (stored, rejected) = import(store.as_ref(), &text).await?;
+            for r in &rejected {
+                eprintln!("rejected {r}");
+            }
+            println!("stored {stored} users, rejected {}", rejected.len());
+            if !rejected.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stores every valid line of `text`; returns how many, and a reason per rejected line.
+pub async fn import(store: &dyn Store, text: &str) -> anyhow::Result<(usize, Vec<String>)> {
+    let mut stored = 0;
+    let mut rejected = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match Preferences::parse(line) {
+            Ok(p) => {
+                store.set_prefs(&p.user_id, &serde_json::to_string(&p)?).await?;
+                stored += 1;
+            }
+            Err(e) => rejected.push(format!("line {}: {e}", i + 1)),
+        }
+    }
+    Ok((stored, rejected))
+}

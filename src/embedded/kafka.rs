@@ -1,0 +1,81 @@
+//! librdkafka's mock cluster, kept on a thread of its own (`MockCluster` is
+//! `!Send`) and driven through a channel.
+
+use rdkafka::mocking::MockCluster;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+enum Command {
+    CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
+    BrokerDown(i32, bool, mpsc::Sender<Result<(), String>>),
+}
+
+pub struct EmbeddedKafka {
+    bootstrap: String,
+    commands: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a cluster of `brokers` brokers on loopback.
+    pub fn start(brokers: i32) -> Result<Self, String> {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("mock-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(brokers) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Runs until every sender is dropped.
+                for command in rx {
+                    match command {
+                        Command::CreateTopic(name, partitions, reply) => {
+                            let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(|e| e.to_string()));
+                        }
+                        Command::BrokerDown(id, down, reply) => {
+                            let r = if down { cluster.broker_down(id) } else { cluster.broker_up(id) };
+                            let _ = reply.send(r.map_err(|e| e.to_string()));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let bootstrap = ready_rx.recv().map_err(|e| e.to_string())??;
+        Ok(EmbeddedKafka { bootstrap, commands: Some(tx), thread: Some(thread) })
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
+        self.ask(|reply| Command::CreateTopic(name.to_string(), partitions, reply))
+    }
+
+    /// Takes broker `id` (1-based) down or brings it back.
+    pub fn set_broker_down(&self, id: i32, down: bool) -> Result<(), String> {
+        self.ask(|reply| Command::BrokerDown(id, down, reply))
+    }
+
+    fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {
+        let (reply, answer) = mpsc::channel();
+        let commands = self.commands.as_ref().ok_or("mock cluster stopped")?;
+        commands.send(command(reply)).map_err(|_| "mock cluster stopped".to_string())?;
+        answer.recv().map_err(|_| "mock cluster stopped".to_string())?
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Real infrastructure on this machine, for `tidings dev` and the tests.
+//!
+//! - [`kafka`]: librdkafka's mock cluster (real protocol over loopback TCP).
+//! - [`redis`]: a private `redis-server` process on a free port.
+
+pub mod kafka;
+pub mod redis;
+
+pub use self::kafka::EmbeddedKafka;
+pub use self::redis::RedisServer;

@@ -1,0 +1,128 @@
+//! Building the roles from a configuration and running them as tasks.
+
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tidings_core::progress::Progress;
+use tidings_core::store::{RedisStore, SharedStore};
+use tidings_core::{Channel, Clock, Config};
+use tidings_providers::Provider;
+use tidings_workers::render::Renderer;
+use tidings_workers::service::Worker;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Connects to the configured Redis.
+pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    let store = RedisStore::connect(&config.redis.url, &config.redis.key_prefix)
+        .await
+        .with_context(|| format!("cannot reach Redis at {}", config.redis.url))?;
+    Ok(Arc::new(store))
+}
+
+/// The providers of `channel`, in failover order.
+pub fn providers(config: &Config, channel: Channel) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+    let names = config.channels.get(&channel).map(|c| c.providers.as_slice()).unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            let c = config.providers.get(name).with_context(|| format!("provider `{name}` is not configured"))?;
+            tidings_providers::build(name, c).map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))
+        })
+        .collect()
+}
+
+/// The templates folder: as configured, else the one shipped beside the sources.
+pub fn templates_dir(config: &Config) -> PathBuf {
+    let dir = &config.templates.dir;
+    if dir.is_relative() && !dir.exists() {
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+        if shipped.exists() {
+            return shipped;
+        }
+    }
+    dir.clone()
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone)]
+pub struct Roles {
+    pub intake: bool,
+    pub scheduler: bool,
+    pub channels: Vec<Channel>,
+}
+
+impl Roles {
+    /// Intake, the scheduler, and a worker for every configured channel.
+    pub fn all(config: &Config) -> Self {
+        Roles { intake: true, scheduler: true, channels: config.channels.keys().copied().collect() }
+    }
+}
+
+/// Running roles, stopped together.
+pub struct Fleet {
+    token: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+    pub progress: Arc<Progress>,
+}
+
+/// Starts `roles` as tasks of this process.
+pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles: Roles) -> anyhow::Result<Fleet> {
+    let token = CancellationToken::new();
+    let progress = Progress::shared();
+    let mut tasks = JoinSet::new();
+    if roles.intake {
+        let (c, s, p, t) = (config.clone(), store.clone(), progress.clone(), token.clone());
+        tasks.spawn(async move { Ok(tidings_intake::run(c, s, clock, p, t.cancelled_owned()).await?) });
+    }
+    if roles.scheduler {
+        let (c, s, p, t) = (config.clone(), store.clone(), progress.clone(), token.clone());
+        tasks.spawn(async move { Ok(tidings_intake::scheduler::run(c, s, clock, p, t.cancelled_owned()).await?) });
+    }
+    if !roles.channels.is_empty() {
+        let renderer = Arc::new(Renderer::load(&templates_dir(&config))?);
+        for channel in roles.channels {
+            let worker = Worker {
+                channel,
+                config: config.clone(),
+                store: store.clone(),
+                renderer: renderer.clone(),
+                providers: providers(&config, channel)?,
+                clock,
+                progress: progress.clone(),
+            };
+            let t = token.clone();
+            tasks.spawn(async move { Ok(tidings_workers::run(worker, t.cancelled_owned()).await?) });
+        }
+    }
+    Ok(Fleet { token, tasks, progress })
+}
+
+impl Fleet {
+    /// Graceful: every role drains, commits and leaves its group.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.token.cancel();
+        let mut result = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Waits until any role ends (which only happens on a fatal error) or `shutdown` completes.
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = shutdown => {}
+            Some(r) = self.tasks.join_next() => {
+                if let Ok(Err(e)) = r {
+                    self.token.cancel();
+                    while self.tasks.join_next().await.is_some() {}
+                    return Err(e);
+                }
+            }
+        }
+        self.shutdown().await
+    }
+}

@@ -1,0 +1,14 @@
+//! The `tidings` binary's library: role wiring, embedded infrastructure for
+//! `tidings dev` and tests, and the subcommands.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line.
+//! - [`fleet`]: opening the store, building providers, spawning intake, workers and the scheduler.
+//! - [`embedded`]: librdkafka's mock cluster on its own thread, and a private `redis-server`.
+//! - [`commands`]: one module per subcommand that is more than a role (`dev`, `dlq`, `prefs`, `templates`, `topics`).
+
+pub mod cli;
+pub mod commands;
+pub mod embedded;
+pub mod fleet;
