@@ -88,7 +88,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!();
     fleet.shutdown().await?;
     let dead_intake = count_topic(&config, INTAKE_DLQ_TOPIC)?;
-    println!("{}", statuses.summary(dead_intake));
+    let summary = statuses.stop().await;
+    println!("{}", summary.render(dead_intake));
+    // The cluster goes last, once every client of it is closed.
+    drop(kafka);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -178,8 +181,11 @@ fn count_topic(config: &Config, topic: &str) -> anyhow::Result<i64> {
 /// Every status record, read as it is written.
 struct StatusLog {
     records: Arc<Mutex<Vec<StatusRecord>>>,
-    _task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
 }
+
+/// Outcome counts per channel and state.
+struct Summary(BTreeMap<String, BTreeMap<&'static str, usize>>);
 
 impl StatusLog {
     fn start(config: &Config, out: Option<&std::path::Path>) -> anyhow::Result<Self> {
@@ -204,20 +210,30 @@ impl StatusLog {
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(record);
             }
         });
-        Ok(StatusLog { records, _task: task })
+        Ok(StatusLog { records, task })
     }
 
     fn len(&self) -> usize {
         self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn summary(&self, dead_intake: i64) -> String {
+    /// Stops reading (closing the consumer) and counts what was read.
+    async fn stop(self) -> Summary {
+        self.task.abort();
+        let _ = self.task.await;
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let mut table: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
+        let mut table: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
         for r in records.iter() {
             let channel = r.channel.map_or("(event)".to_string(), |c| c.to_string());
             *table.entry(channel).or_default().entry(r.state.as_str()).or_default() += 1;
         }
+        Summary(table)
+    }
+}
+
+impl Summary {
+    fn render(self, dead_intake: i64) -> String {
+        let table = self.0;
         let mut out = String::from("outcomes by channel and state:\n");
         for (channel, states) in table {
             let cells: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();

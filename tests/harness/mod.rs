@@ -1,0 +1,192 @@
+//! The test harness: real infrastructure on loopback, and ways to wait for outcomes.
+//!
+//! - [`Infra`]: librdkafka's mock cluster with every topic, and a private `redis-server`.
+//! - [`smtp`]: a real SMTP server in the test process that records, fails or stalls.
+//! - [`StatusWatch`]: reads `tidings.status` and waits, with a deadline, for outcomes.
+#![allow(dead_code)]
+
+pub mod smtp;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tidings::embedded::{EmbeddedKafka, RedisServer};
+use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::config::ChannelConfig;
+use tidings_core::{kafka, Channel, Config, State, StatusRecord};
+
+pub const PARTITIONS: i32 = 4;
+
+pub struct Infra {
+    pub kafka: EmbeddedKafka,
+    pub redis: RedisServer,
+}
+
+impl Infra {
+    pub fn start() -> Self {
+        let kafka = EmbeddedKafka::start(1).expect("mock cluster");
+        let redis = RedisServer::start().expect("redis-server (scripts/test installs it)");
+        let config = Config::from_toml(&example_toml()).unwrap();
+        for topic in tidings::commands::topics::topics(&config) {
+            kafka.create_topic(&topic, PARTITIONS).unwrap();
+        }
+        Infra { kafka, redis }
+    }
+
+    /// The example configuration pointed at this infrastructure, with the given providers.
+    pub fn config(&self, providers: &str, channels: &[(Channel, &[&str])]) -> Config {
+        let mut text = example_toml();
+        // Replace everything from the channels section on with the test's providers.
+        let cut = text.find("# ---- Channels").unwrap();
+        text.truncate(cut);
+        text.push_str(providers);
+        let mut config = Config::from_toml(&text).unwrap();
+        config.kafka.bootstrap_servers = self.kafka.bootstrap_servers().to_string();
+        config.redis.url = self.redis.url();
+        config.worker.drain_timeout = Duration::from_secs(5);
+        config.worker.claim_lease = Duration::from_secs(3);
+        config.worker.retry.initial_backoff = Duration::from_millis(20);
+        config.scheduler.poll_interval = Duration::from_millis(100);
+        config.templates.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into();
+        config.channels = channels
+            .iter()
+            .map(|(c, names)| (*c, ChannelConfig { providers: names.iter().map(|s| s.to_string()).collect() }))
+            .collect();
+        config.validate().unwrap();
+        config
+    }
+}
+
+pub fn example_toml() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tidings.example.toml")).unwrap()
+}
+
+/// TOML for an SMTP provider at `port` and a Twilio provider at `twilio_url`.
+pub fn smtp_and_twilio(port: u16, twilio_url: &str) -> String {
+    format!(
+        r#"
+[providers.smtp]
+kind = "smtp"
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+allow_plaintext = true
+from = "Shop <no-reply@shop.example>"
+timeout = "5s"
+pool_size = 4
+
+[providers.twilio]
+kind = "twilio"
+base_url = "{twilio_url}"
+account_sid = "AC123"
+auth_token = "secret"
+from = "+15550001111"
+timeout = "5s"
+"#
+    )
+}
+
+/// A user with email and SMS enabled and no quiet hours.
+pub fn user(i: usize) -> String {
+    serde_json::json!({
+        "user_id": format!("u-{i}"), "timezone": "UTC", "locale": "en",
+        "email": format!("user{i}@example.com"), "phone": format!("+1555{i:07}"),
+        "channels": {"email": true, "sms": true, "push": false}
+    })
+    .to_string()
+}
+
+/// An `order.confirmed` event for `user` whose order id carries `seq`.
+pub fn order_event(seq: usize, user: &str) -> String {
+    serde_json::json!({
+        "specversion": "1.0", "id": format!("evt-{seq}"), "type": "order.confirmed", "source": "/test",
+        "data": {
+            "user_id": user, "order_id": format!("o-{seq:06}"), "total": "10.00", "currency": "EUR",
+            "items": [], "item_count": 1, "placed_at": "2026-11-26T10:00:00Z",
+            "order_url": format!("https://shop.example/o-{seq:06}")
+        }
+    })
+    .to_string()
+}
+
+/// Reads every status record as it is written.
+pub struct StatusWatch {
+    records: Arc<Mutex<Vec<StatusRecord>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusWatch {
+    pub fn start(config: &Config) -> Self {
+        let consumer: StreamConsumer = kafka::client_config(&config.kafka)
+            .set("group.id", format!("test-status-{}", rand::random::<u64>()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[STATUS_TOPIC]).unwrap();
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let sink = records.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                if let Some(r) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) {
+                    sink.lock().unwrap().push(r);
+                }
+            }
+        });
+        StatusWatch { records, task }
+    }
+
+    pub fn records(&self) -> Vec<StatusRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the records read so far, or panics at the deadline.
+    pub async fn wait_until(&self, what: &str, deadline: Duration, done: impl Fn(&[StatusRecord]) -> bool) -> Vec<StatusRecord> {
+        let end = Instant::now() + deadline;
+        loop {
+            let records = self.records();
+            if done(&records) {
+                return records;
+            }
+            if Instant::now() > end {
+                panic!("timed out after {deadline:?} waiting for {what}; {} status records: {:?}", records.len(), count_states(&records));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a record of `notification_id` in `state`.
+    pub async fn wait_for_status(&self, notification_id: &str, state: State, deadline: Duration) -> StatusRecord {
+        let records = self
+            .wait_until(&format!("{notification_id} {state:?}"), deadline, |rs| {
+                rs.iter().any(|r| r.notification_id == notification_id && r.state == state)
+            })
+            .await;
+        records.into_iter().find(|r| r.notification_id == notification_id && r.state == state).unwrap()
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn count_states(records: &[StatusRecord]) -> HashMap<State, usize> {
+    let mut m = HashMap::new();
+    for r in records {
+        *m.entry(r.state).or_default() += 1;
+    }
+    m
+}
+
+/// Terminal records per notification id.
+pub fn terminal_counts(records: &[StatusRecord]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in records.iter().filter(|r| r.state.is_terminal()) {
+        *m.entry(r.notification_id.clone()).or_default() += 1;
+    }
+    m
+}
