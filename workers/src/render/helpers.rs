@@ -20,8 +20,16 @@ fn fail(msg: String) -> RenderError {
     RenderErrorReason::Other(msg).into()
 }
 
+/// Names the variable behind parameter `i`, so a missing one is easy to find.
+fn missing(helper: &str, h: &Helper<'_>, i: usize, wanted: &str) -> RenderError {
+    match h.param(i).and_then(|p| p.relative_path().cloned()) {
+        Some(path) => fail(format!("{helper}: `{path}` is missing or not {wanted}")),
+        None => fail(format!("{helper}: needs {wanted}")),
+    }
+}
+
 fn date(h: &Helper<'_>, _: &Handlebars<'_>, ctx: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
-    let raw = h.param(0).and_then(|p| p.value().as_str()).ok_or_else(|| fail("date: needs an RFC 3339 time".into()))?;
+    let raw = h.param(0).and_then(|p| p.value().as_str()).ok_or_else(|| missing("date", h, 0, "an RFC 3339 time"))?;
     let format = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("%-d %B %Y");
     let tz: Tz = ctx.data()["tidings"]["timezone"].as_str().and_then(|s| s.parse().ok()).unwrap_or(Tz::UTC);
     let t = DateTime::parse_from_rfc3339(raw).map_err(|e| fail(format!("date: `{raw}`: {e}")))?;
@@ -35,8 +43,8 @@ fn money(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<
         Some(Value::String(s)) => s.parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| fail("money: needs an amount".into()))?;
-    let currency = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("money: needs a currency code".into()))?;
+    .ok_or_else(|| missing("money", h, 0, "an amount"))?;
+    let currency = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| missing("money", h, 1, "a currency code"))?;
     out.write(&format_money(amount, currency))?;
     Ok(())
 }
@@ -54,7 +62,7 @@ pub fn format_money(amount: f64, currency: &str) -> String {
 }
 
 fn plural(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
-    let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| fail("plural: needs a whole number".into()))?;
+    let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
     let one = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("plural: needs the singular".into()))?;
     let many = h.param(2).and_then(|p| p.value().as_str()).map(str::to_string).unwrap_or_else(|| format!("{one}s"));
     out.write(&format!("{count} {}", if count == 1 { one } else { &many }))?;
