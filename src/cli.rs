@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use tidings_core::Channel;
 
 #[derive(Debug, Parser)]
-#[command(name = "tidings", version, about = "Kafka events in; email, SMS, push and webhooks out.")]
+#[command(
+    name = "tidings",
+    version,
+    about = "Kafka events in; email, SMS, push and webhooks out."
+)]
 pub struct Cli {
     /// The TOML configuration (see tidings.example.toml).
     #[arg(long, global = true, env = "TIDINGS_CONFIG")]

@@ -21,9 +21,15 @@ fn spawn_worker(config_file: &std::path::Path, infra: &Infra) -> Child {
         .args(["worker", "--channel", "email"])
         .env("TIDINGS_CONFIG", config_file)
         // Endpoints through the environment, as a deployment would set them.
-        .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", infra.kafka.bootstrap_servers())
+        .env(
+            "TIDINGS_KAFKA__BOOTSTRAP_SERVERS",
+            infra.kafka.bootstrap_servers(),
+        )
         .env("TIDINGS_REDIS__URL", infra.redis.url())
-        .env("TIDINGS_TEMPLATES__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
+        .env(
+            "TIDINGS_TEMPLATES__DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
+        )
         .env("TIDINGS_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -34,10 +40,18 @@ fn spawn_worker(config_file: &std::path::Path, infra: &Infra) -> Child {
 async fn recorded_outcomes(redis_url: &str) -> HashSet<String> {
     let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("tidings:dedupe:*").query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tidings:dedupe:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let mut out = HashSet::new();
     for key in keys {
-        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if value.is_some_and(|v| !v.starts_with("inflight:")) {
             out.insert(key.trim_start_matches("tidings:dedupe:").to_string());
         }
@@ -49,7 +63,10 @@ async fn recorded_outcomes(redis_url: &str) -> HashSet<String> {
 async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     let infra = Infra::start();
     let smtp = SmtpServer::start().await;
-    let mut config = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    let mut config = infra.config(
+        &smtp_and_twilio(smtp.port, "http://127.0.0.1:9"),
+        &[(Channel::Email, &["smtp"])],
+    );
     config.worker.claim_lease = Duration::from_secs(2);
     let config = Arc::new(config);
     let dir = tempfile::tempdir().unwrap();
@@ -58,28 +75,58 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     text.truncate(text.find("# ---- Channels").unwrap());
     text.push_str(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"));
     text.push_str("\n[channels.email]\nproviders = [\"smtp\"]\n");
-    text = text.replace("claim_lease = \"30s\"\ndedupe_ttl", "claim_lease = \"2s\"\ndedupe_ttl");
+    text = text.replace(
+        "claim_lease = \"30s\"\ndedupe_ttl",
+        "claim_lease = \"2s\"\ndedupe_ttl",
+    );
     std::fs::write(&file, text).unwrap();
 
     let store = fleet::open_store(&config).await.unwrap();
     for i in 0..50 {
         let mut u: serde_json::Value = serde_json::from_str(&user(i)).unwrap();
         u["channels"]["sms"] = false.into();
-        store.set_prefs(&format!("u-{i}"), &u.to_string()).await.unwrap();
+        store
+            .set_prefs(&format!("u-{i}"), &u.to_string())
+            .await
+            .unwrap();
     }
     let watch = StatusWatch::start(&config);
-    let intake = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles { intake: true, scheduler: false, channels: vec![] }).unwrap();
+    let intake = fleet::spawn_fleet(
+        config.clone(),
+        store,
+        Clock::system(),
+        Roles {
+            intake: true,
+            scheduler: false,
+            channels: vec![],
+        },
+    )
+    .unwrap();
 
     // The relay takes 150 messages, then stops answering: sends are in flight,
     // some accepted with no answer, and offsets behind them are not committed.
     smtp.shared.stall_after.store(150, Ordering::SeqCst);
     let mut worker = spawn_worker(&file, &infra);
-    let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % 50)) + "\n").collect();
-    tidings::commands::dev::feed(&config, &events).await.unwrap();
+    let events: String = (0..EVENTS)
+        .map(|seq| order_event(seq, &format!("u-{}", seq % 50)) + "\n")
+        .collect();
+    tidings::commands::dev::feed(&config, &events)
+        .await
+        .unwrap();
     watch
-        .wait_until("the relay to take 150 messages", Duration::from_secs(90), |_| smtp.received().len() > 150)
+        .wait_until(
+            "the relay to take 150 messages",
+            Duration::from_secs(90),
+            |_| smtp.received().len() > 150,
+        )
         .await;
-    watch.wait_until("sends to settle into the stall", Duration::from_secs(30), |rs| rs.iter().filter(|r| r.state == State::Sent).count() >= 100).await;
+    watch
+        .wait_until(
+            "sends to settle into the stall",
+            Duration::from_secs(30),
+            |rs| rs.iter().filter(|r| r.state == State::Sent).count() >= 100,
+        )
+        .await;
     worker.kill().unwrap();
     worker.wait().unwrap();
     let recorded = recorded_outcomes(&infra.redis.url()).await;
@@ -89,7 +136,12 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     let mut worker = spawn_worker(&file, &infra);
     let records = watch
         .wait_until("every notification sent", Duration::from_secs(120), |rs| {
-            rs.iter().filter(|r| r.state == State::Sent).map(|r| &r.notification_id).collect::<HashSet<_>>().len() == EVENTS
+            rs.iter()
+                .filter(|r| r.state == State::Sent)
+                .map(|r| &r.notification_id)
+                .collect::<HashSet<_>>()
+                .len()
+                == EVENTS
         })
         .await;
     worker.kill().unwrap();
@@ -99,12 +151,28 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     let mut sends: HashMap<String, usize> = HashMap::new();
     for m in smtp.received() {
         let id = m.header("Message-ID").unwrap();
-        *sends.entry(id.trim_matches(['<', '>']).trim_end_matches("@tidings").to_string()).or_default() += 1;
+        *sends
+            .entry(
+                id.trim_matches(['<', '>'])
+                    .trim_end_matches("@tidings")
+                    .to_string(),
+            )
+            .or_default() += 1;
     }
     assert_eq!(sends.len(), EVENTS, "no notification was lost");
     for id in &recorded {
-        assert_eq!(sends.get(id), Some(&1), "{id} had a dedupe record before the kill but was sent again");
+        assert_eq!(
+            sends.get(id),
+            Some(&1),
+            "{id} had a dedupe record before the kill but was sent again"
+        );
     }
-    let duplicates = records.iter().filter(|r| r.state == State::Duplicate).count();
-    assert!(duplicates > 0, "the restarted worker saw redelivered records (offsets were not committed)");
+    let duplicates = records
+        .iter()
+        .filter(|r| r.state == State::Duplicate)
+        .count();
+    assert!(
+        duplicates > 0,
+        "the restarted worker saw redelivered records (offsets were not committed)"
+    );
 }

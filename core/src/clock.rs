@@ -17,7 +17,9 @@ impl Clock {
 
     /// A clock that reads `start` now and advances in real time from there.
     pub fn starting_at(start: DateTime<Utc>) -> Self {
-        Clock { origin: Some((start, Instant::now())) }
+        Clock {
+            origin: Some((start, Instant::now())),
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {

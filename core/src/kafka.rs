@@ -46,9 +46,14 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer>
 
 /// Builds Kafka headers from (name, value) pairs.
 pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
-    pairs.into_iter().fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header { key, value: Some(value) })
-    })
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
 }
 
 /// A message's headers as owned (name, value) pairs.
@@ -57,7 +62,12 @@ pub fn header_pairs<M: Message>(message: &M) -> Vec<(String, Vec<u8>)> {
         .headers()
         .map(|hs| {
             hs.iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -92,7 +102,12 @@ pub async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
     loop {
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 record = r;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }

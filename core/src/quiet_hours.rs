@@ -53,7 +53,11 @@ fn bounds(w: Window, day: NaiveDate, tz: Tz) -> Option<(DateTime<Utc>, DateTime<
     if w.start == w.end {
         return None;
     }
-    let end_day = if w.end < w.start { day.succ_opt()? } else { day };
+    let end_day = if w.end < w.start {
+        day.succ_opt()?
+    } else {
+        day
+    };
     let start = resolve(tz, day.and_time(w.start))?;
     let end = resolve(tz, end_day.and_time(w.end))?;
     Some((start, end))
@@ -96,7 +100,10 @@ mod tests {
 
     fn at(tz: Tz, local: &str) -> DateTime<Utc> {
         let ndt = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M").unwrap();
-        tz.from_local_datetime(&ndt).earliest().unwrap().with_timezone(&Utc)
+        tz.from_local_datetime(&ndt)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -123,6 +130,9 @@ mod tests {
     #[test]
     fn an_empty_window_is_no_window() {
         let tz: Tz = "UTC".parse().unwrap();
-        assert_eq!(quiet_until(&window("07:00", "07:00"), tz, at(tz, "2026-01-01 07:00")), None);
+        assert_eq!(
+            quiet_until(&window("07:00", "07:00"), tz, at(tz, "2026-01-01 07:00")),
+            None
+        );
     }
 }

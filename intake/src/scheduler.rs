@@ -55,7 +55,12 @@ pub async fn run(
 }
 
 /// One pass: claim what is due, publish it, remove it. Returns how many went out.
-pub async fn release_due(config: &Config, store: &SharedStore, producer: &FutureProducer, clock: Clock) -> Result<u64, SchedulerError> {
+pub async fn release_due(
+    config: &Config,
+    store: &SharedStore,
+    producer: &FutureProducer,
+    clock: Clock,
+) -> Result<u64, SchedulerError> {
     let s = &config.scheduler;
     let mut released = 0;
     loop {
@@ -75,7 +80,14 @@ pub async fn release_due(config: &Config, store: &SharedStore, producer: &Future
             if let Some(tp) = &held.traceparent {
                 pairs.push((h::TRACEPARENT, tp.as_str()));
             }
-            let delivery = enqueue_json(producer, &n.channel.topic(n.priority), &n.user_id, n, Some(kafka::headers(pairs))).await?;
+            let delivery = enqueue_json(
+                producer,
+                &n.channel.topic(n.priority),
+                &n.user_id,
+                n,
+                Some(kafka::headers(pairs)),
+            )
+            .await?;
             pending.push((member, delivery));
         }
         for (member, delivery) in pending {

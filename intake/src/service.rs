@@ -66,7 +66,13 @@ pub async fn run(
     let consumer = kafka::consumer(&config.kafka, &config.group("intake"))?;
     let topics = config.intake.topics.clone();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let intake = Intake { producer: kafka::producer(&config.kafka)?, config, store, clock, progress };
+    let intake = Intake {
+        producer: kafka::producer(&config.kafka)?,
+        config,
+        store,
+        clock,
+        progress,
+    };
     let max_in_flight = intake.config.intake.max_in_flight.max(1);
     let mut acks = FuturesOrdered::new();
     tokio::pin!(shutdown);
@@ -109,7 +115,11 @@ async fn settle(p: Pending) -> Result<Pending, KafkaError> {
 }
 
 impl Intake {
-    fn stored(&self, consumer: &impl Consumer, done: Result<Pending, KafkaError>) -> Result<(), IntakeError> {
+    fn stored(
+        &self,
+        consumer: &impl Consumer,
+        done: Result<Pending, KafkaError>,
+    ) -> Result<(), IntakeError> {
         // A failed write leaves the offset unstored: the record is consumed again after restart.
         let done = done?;
         match consumer.store_offset(&done.topic, done.partition, done.offset) {
@@ -151,8 +161,11 @@ impl Intake {
             return match self.config.intake.unknown_types {
                 UnknownTypes::DeadLetter => self.dead_letter(m, reason, now, pending).await,
                 UnknownTypes::Suppress => {
-                    let status = event_status(&event, &user_id, Channel::Email, &event.ty, reason, now);
-                    pending.deliveries.push(enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?);
+                    let status =
+                        event_status(&event, &user_id, Channel::Email, &event.ty, reason, now);
+                    pending.deliveries.push(
+                        enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?,
+                    );
                     Ok(pending)
                 }
             };
@@ -163,16 +176,23 @@ impl Intake {
             Ok(p) => p,
             Err(reason) => {
                 let status = event_status(&event, &user_id, first_channel, template, reason, now);
-                pending.deliveries.push(enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?);
+                pending.deliveries.push(
+                    enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?,
+                );
                 return Ok(pending);
             }
         };
-        let correlation_id = event.correlationid.clone().unwrap_or_else(|| event.id.clone());
+        let correlation_id = event
+            .correlationid
+            .clone()
+            .unwrap_or_else(|| event.id.clone());
         let outcomes = route(&event, &user_id, route_cfg, &prefs, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
             let status = event_status(&event, &user_id, first_channel, template, reason, now);
-            pending.deliveries.push(enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?);
+            pending
+                .deliveries
+                .push(enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?);
         }
         for outcome in outcomes {
             let delivery = match outcome {
@@ -183,19 +203,33 @@ impl Intake {
                     }
                     pending.published += 1;
                     let topic = n.channel.topic(n.priority);
-                    enqueue_json(&self.producer, &topic, &n.user_id, &n, Some(kafka::headers(pairs))).await?
+                    enqueue_json(
+                        &self.producer,
+                        &topic,
+                        &n.user_id,
+                        &n,
+                        Some(kafka::headers(pairs)),
+                    )
+                    .await?
                 }
                 Outcome::Defer(n) => {
                     let until = n.not_before.unwrap_or(now);
                     let status = StatusRecord::of(&n, State::Deferred, now);
-                    let held = Deferred { notification: n, correlation_id: correlation_id.clone(), traceparent: event.traceparent.clone() };
+                    let held = Deferred {
+                        notification: n,
+                        correlation_id: correlation_id.clone(),
+                        traceparent: event.traceparent.clone(),
+                    };
                     let member = serde_json::to_string(&held).expect("records serialize to JSON");
                     self.retrying(|| self.store.defer(&member, until)).await?;
-                    enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None).await?
+                    enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None)
+                        .await?
                 }
                 Outcome::Suppress(n, reason) => {
-                    let status = StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
-                    enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None).await?
+                    let status =
+                        StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
+                    enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None)
+                        .await?
                 }
             };
             pending.deliveries.push(delivery);
@@ -206,10 +240,14 @@ impl Intake {
     /// The user's preferences, or why there are none to use.
     async fn prefs(&self, user_id: &str) -> Result<Preferences, String> {
         let users = [user_id.to_string()];
-        let raw = self.retrying(|| self.store.prefs_many(&users)).await.map_err(|e| e.to_string())?;
+        let raw = self
+            .retrying(|| self.store.prefs_many(&users))
+            .await
+            .map_err(|e| e.to_string())?;
         match raw.into_iter().next().flatten() {
             None => Err(format!("no preferences for user {user_id}")),
-            Some(json) => Preferences::parse(&json).map_err(|e| format!("stored preferences are unusable: {e}")),
+            Some(json) => Preferences::parse(&json)
+                .map_err(|e| format!("stored preferences are unusable: {e}")),
         }
     }
 
@@ -252,13 +290,29 @@ impl Intake {
             first_failure: now,
             last_failure: now,
         };
-        pending.deliveries.push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, m.key(), m.payload(), &letter).await?);
+        pending.deliveries.push(
+            enqueue_dead_letter(
+                &self.producer,
+                INTAKE_DLQ_TOPIC,
+                m.key(),
+                m.payload(),
+                &letter,
+            )
+            .await?,
+        );
         Ok(pending)
     }
 }
 
 /// A `suppressed` status about an event that produced no notification.
-fn event_status(event: &CloudEvent, user_id: &str, channel: Channel, template: &str, reason: String, now: DateTime<Utc>) -> StatusRecord {
+fn event_status(
+    event: &CloudEvent,
+    user_id: &str,
+    channel: Channel,
+    template: &str,
+    reason: String,
+    now: DateTime<Utc>,
+) -> StatusRecord {
     StatusRecord {
         notification_id: notification_id(&event.id, channel, user_id, template),
         event_id: event.id.clone(),

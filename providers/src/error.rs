@@ -40,14 +40,22 @@ impl ProviderError {
         Self::new(ErrorKind::ProviderDown, message)
     }
     pub fn invalid_recipient(message: impl Into<String>) -> Self {
-        ProviderError { invalid_recipient: true, ..Self::permanent(message) }
+        ProviderError {
+            invalid_recipient: true,
+            ..Self::permanent(message)
+        }
     }
     pub fn retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
         self
     }
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError { kind, message: message.into(), retry_after: None, invalid_recipient: false }
+        ProviderError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            invalid_recipient: false,
+        }
     }
 
     /// Classifies a transport-level HTTP client failure.

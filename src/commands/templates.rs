@@ -4,8 +4,8 @@ use crate::cli::TemplatesCommand;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tidings_core::{Channel, Config};
-use tidings_workers::render::{self, Renderer};
 use tidings_providers::Content;
+use tidings_workers::render::{self, Renderer};
 
 pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let dir_for = |dir: Option<PathBuf>| -> anyhow::Result<PathBuf> {
@@ -22,13 +22,28 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
             for e in &report.errors {
                 eprintln!("error: {e}");
             }
-            println!("{} renderings checked, {} errors", report.rendered.len(), report.errors.len());
-            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            println!(
+                "{} renderings checked, {} errors",
+                report.rendered.len(),
+                report.errors.len()
+            );
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        TemplatesCommand::Render { template, channel, locale, data, dir } => {
+        TemplatesCommand::Render {
+            template,
+            channel,
+            locale,
+            data,
+            dir,
+        } => {
             let dir = dir_for(dir)?;
             let data_path = data.unwrap_or_else(|| dir.join(&template).join("sample.json"));
-            let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;
+            let data: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;
             let renderer = Renderer::load(&dir)?;
             let n = render::sample_notification(&template, channel, &locale, data);
             print!("{}", show(renderer.render(&n)?, channel));
@@ -39,10 +54,17 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
 
 fn show(content: Content, channel: Channel) -> String {
     match content {
-        Content::Email { to, subject, text, html } => {
+        Content::Email {
+            to,
+            subject,
+            text,
+            html,
+        } => {
             format!("To: {to}\nSubject: {subject}\n\n--- text ---\n{text}\n--- html ---\n{html}\n")
         }
-        Content::Sms { to, body } => format!("To: {to} ({} characters)\n{body}\n", body.chars().count()),
+        Content::Sms { to, body } => {
+            format!("To: {to} ({} characters)\n{body}\n", body.chars().count())
+        }
         Content::Push { title, body, .. } => format!("{title}\n{body}\n"),
         Content::Webhook { body, .. } => format!("{channel}: {body:#}\n"),
     }

@@ -24,11 +24,18 @@ pub async fn run(command: TopicsCommand, config: Arc<Config>) -> anyhow::Result<
             }
         }
         TopicsCommand::Create => {
-            let admin: AdminClient<DefaultClientContext> = tidings_core::kafka::client_config(&config.kafka).create()?;
+            let admin: AdminClient<DefaultClientContext> =
+                tidings_core::kafka::client_config(&config.kafka).create()?;
             let names = topics(&config);
             let new: Vec<NewTopic> = names
                 .iter()
-                .map(|t| NewTopic::new(t, config.kafka.partitions, TopicReplication::Fixed(config.kafka.replication_factor)))
+                .map(|t| {
+                    NewTopic::new(
+                        t,
+                        config.kafka.partitions,
+                        TopicReplication::Fixed(config.kafka.replication_factor),
+                    )
+                })
                 .collect();
             let mut failed = false;
             for result in admin.create_topics(&new, &AdminOptions::new()).await? {

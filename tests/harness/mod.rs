@@ -52,7 +52,14 @@ impl Infra {
         config.templates.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into();
         config.channels = channels
             .iter()
-            .map(|(c, names)| (*c, ChannelConfig { providers: names.iter().map(|s| s.to_string()).collect() }))
+            .map(|(c, names)| {
+                (
+                    *c,
+                    ChannelConfig {
+                        providers: names.iter().map(|s| s.to_string()).collect(),
+                    },
+                )
+            })
             .collect();
         config.validate().unwrap();
         config
@@ -130,7 +137,10 @@ impl StatusWatch {
         let sink = records.clone();
         let task = tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
-                if let Some(r) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) {
+                if let Some(r) = m
+                    .payload()
+                    .and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok())
+                {
                     sink.lock().unwrap().push(r);
                 }
             }
@@ -143,7 +153,12 @@ impl StatusWatch {
     }
 
     /// Waits until `done` holds for the records read so far, or panics at the deadline.
-    pub async fn wait_until(&self, what: &str, deadline: Duration, done: impl Fn(&[StatusRecord]) -> bool) -> Vec<StatusRecord> {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&[StatusRecord]) -> bool,
+    ) -> Vec<StatusRecord> {
         let end = Instant::now() + deadline;
         loop {
             let records = self.records();
@@ -151,20 +166,33 @@ impl StatusWatch {
                 return records;
             }
             if Instant::now() > end {
-                panic!("timed out after {deadline:?} waiting for {what}; {} status records: {:?}", records.len(), count_states(&records));
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}; {} status records: {:?}",
+                    records.len(),
+                    count_states(&records)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Waits for a record of `notification_id` in `state`.
-    pub async fn wait_for_status(&self, notification_id: &str, state: State, deadline: Duration) -> StatusRecord {
+    pub async fn wait_for_status(
+        &self,
+        notification_id: &str,
+        state: State,
+        deadline: Duration,
+    ) -> StatusRecord {
         let records = self
             .wait_until(&format!("{notification_id} {state:?}"), deadline, |rs| {
-                rs.iter().any(|r| r.notification_id == notification_id && r.state == state)
+                rs.iter()
+                    .any(|r| r.notification_id == notification_id && r.state == state)
             })
             .await;
-        records.into_iter().find(|r| r.notification_id == notification_id && r.state == state).unwrap()
+        records
+            .into_iter()
+            .find(|r| r.notification_id == notification_id && r.state == state)
+            .unwrap()
     }
 }
 

@@ -59,7 +59,11 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
-        chain: Chain::new(worker.providers, config.worker.retry.clone(), &config.worker.breaker),
+        chain: Chain::new(
+            worker.providers,
+            config.worker.retry.clone(),
+            &config.worker.breaker,
+        ),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,
@@ -72,7 +76,12 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         let group = config.group(&format!("worker-{}-{}", worker.channel, priority));
         let consumer = kafka::consumer(&config.kafka, &group)?;
         consumer.subscribe(&[&worker.channel.topic(priority)])?;
-        loops.spawn(consume(deliverer.clone(), consumer, worker.progress.clone(), token.clone()));
+        loops.spawn(consume(
+            deliverer.clone(),
+            consumer,
+            worker.progress.clone(),
+            token.clone(),
+        ));
     }
     tracing::info!(channel = %worker.channel, "worker started");
     tokio::select! {
@@ -88,7 +97,12 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
 
 type Done = (String, i32, i64);
 
-async fn consume(deliverer: Arc<Deliverer>, consumer: StreamConsumer, progress: Arc<Progress>, token: CancellationToken) {
+async fn consume(
+    deliverer: Arc<Deliverer>,
+    consumer: StreamConsumer,
+    progress: Arc<Progress>,
+    token: CancellationToken,
+) {
     let max_in_flight = deliverer.config.worker.max_in_flight.max(1);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut offsets = Offsets::default();

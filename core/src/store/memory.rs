@@ -67,7 +67,9 @@ impl Store for MemoryStore {
     }
 
     async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.lock().dedupe.insert(id.to_string(), (record.to_string(), Instant::now() + ttl));
+        self.lock()
+            .dedupe
+            .insert(id.to_string(), (record.to_string(), Instant::now() + ttl));
         Ok(())
     }
 
@@ -76,7 +78,6 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-
     async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError> {
         let mut inner = self.lock();
         inner.deferred.retain(|(_, m)| m != member);
@@ -84,7 +85,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.lock();
         let now = millis(now);
         let until = now + lease.as_millis() as i64;

@@ -55,14 +55,18 @@ pub trait Store: Send + Sync {
     /// topic is delivered again instead of being taken for a duplicate.
     async fn forget(&self, id: &str) -> Result<(), StoreError>;
 
-
     /// Holds `member` (a notification JSON) until `due`.
     async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Atomically claims up to `limit` members due at `now` (and claims whose
     /// lease ran out) for `lease`. Two schedulers never claim the same member
     /// at once; a claimed member is not lost if its scheduler dies.
-    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError>;
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// Removes a member once it is back on its channel topic.
     async fn remove_deferred(&self, member: &str) -> Result<(), StoreError>;
@@ -79,7 +83,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.to_string() }
+        Keys {
+            prefix: prefix.to_string(),
+        }
     }
     pub fn prefs(&self, user: &str) -> String {
         format!("{}:prefs:{user}", self.prefix)

@@ -71,7 +71,10 @@ impl Store for RedisStore {
         let mut cmd = redis::cmd("MGET");
         cmd.arg(&keys);
         if keys.len() == 1 {
-            let v: Option<String> = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await?;
+            let v: Option<String> = redis::cmd("GET")
+                .arg(&keys[0])
+                .query_async(&mut conn)
+                .await?;
             return Ok(vec![v]);
         }
         Ok(cmd.query_async(&mut conn).await?)
@@ -79,7 +82,11 @@ impl Store for RedisStore {
 
     async fn set_prefs(&self, user: &str, json: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let () = redis::cmd("SET").arg(self.keys.prefs(user)).arg(json).query_async(&mut conn).await?;
+        let () = redis::cmd("SET")
+            .arg(self.keys.prefs(user))
+            .arg(json)
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -113,10 +120,12 @@ impl Store for RedisStore {
 
     async fn forget(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("DEL").arg(self.keys.dedupe(id)).query_async(&mut conn).await?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.keys.dedupe(id))
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
-
 
     async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
@@ -129,7 +138,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let until = millis(now) + lease.as_millis() as i64;
         Ok(self
@@ -145,7 +159,11 @@ impl Store for RedisStore {
 
     async fn remove_deferred(&self, member: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("ZREM").arg(self.keys.deferred_claimed()).arg(member).query_async(&mut conn).await?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.keys.deferred_claimed())
+            .arg(member)
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 

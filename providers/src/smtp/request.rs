@@ -7,7 +7,13 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
 pub fn build(from: &Mailbox, message: &Outgoing) -> Result<Message, ProviderError> {
-    let Content::Email { to, subject, text, html } = &message.content else {
+    let Content::Email {
+        to,
+        subject,
+        text,
+        html,
+    } = &message.content
+    else {
         return Err(ProviderError::permanent("not an email"));
     };
     let to: Mailbox = to
@@ -22,15 +28,27 @@ pub fn build(from: &Mailbox, message: &Outgoing) -> Result<Message, ProviderErro
         .message_id(Some(format!("<{}@tidings>", message.notification_id)))
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text.clone()))
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text.clone()),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(html.clone()),
+                ),
         )
         .map_err(|e| ProviderError::permanent(format!("cannot build email: {e}")))
 }
 
 /// Header text on one line: CR, LF and other controls become spaces.
 pub fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -60,7 +78,12 @@ mod tests {
         let from: Mailbox = "no-reply@shop.example".parse().unwrap();
         let msg = Outgoing {
             notification_id: "n1".into(),
-            content: Content::Email { to: "not an address".into(), subject: "s".into(), text: "t".into(), html: "h".into() },
+            content: Content::Email {
+                to: "not an address".into(),
+                subject: "s".into(),
+                text: "t".into(),
+                html: "h".into(),
+            },
         };
         let err = build(&from, &msg).unwrap_err();
         assert!(err.invalid_recipient);

@@ -7,7 +7,10 @@
 
 use chrono::DateTime;
 use chrono_tz::Tz;
-use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, RenderErrorReason};
+use handlebars::{
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
+    RenderErrorReason,
+};
 use serde_json::Value;
 
 pub fn register(hb: &mut Handlebars<'static>) {
@@ -28,23 +31,47 @@ fn missing(helper: &str, h: &Helper<'_>, i: usize, wanted: &str) -> RenderError 
     }
 }
 
-fn date(h: &Helper<'_>, _: &Handlebars<'_>, ctx: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
-    let raw = h.param(0).and_then(|p| p.value().as_str()).ok_or_else(|| missing("date", h, 0, "an RFC 3339 time"))?;
-    let format = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("%-d %B %Y");
-    let tz: Tz = ctx.data()["tidings"]["timezone"].as_str().and_then(|s| s.parse().ok()).unwrap_or(Tz::UTC);
+fn date(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    ctx: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let raw = h
+        .param(0)
+        .and_then(|p| p.value().as_str())
+        .ok_or_else(|| missing("date", h, 0, "an RFC 3339 time"))?;
+    let format = h
+        .param(1)
+        .and_then(|p| p.value().as_str())
+        .unwrap_or("%-d %B %Y");
+    let tz: Tz = ctx.data()["tidings"]["timezone"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(Tz::UTC);
     let t = DateTime::parse_from_rfc3339(raw).map_err(|e| fail(format!("date: `{raw}`: {e}")))?;
     out.write(&t.with_timezone(&tz).format(format).to_string())?;
     Ok(())
 }
 
-fn money(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
+fn money(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
     let amount = match h.param(0).map(|p| p.value()) {
         Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => s.parse().ok(),
         _ => None,
     }
     .ok_or_else(|| missing("money", h, 0, "an amount"))?;
-    let currency = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| missing("money", h, 1, "a currency code"))?;
+    let currency = h
+        .param(1)
+        .and_then(|p| p.value().as_str())
+        .ok_or_else(|| missing("money", h, 1, "a currency code"))?;
     out.write(&format_money(amount, currency))?;
     Ok(())
 }
@@ -61,10 +88,26 @@ pub fn format_money(amount: f64, currency: &str) -> String {
     format!("{sign}{symbol}{:.*}", decimals, amount.abs())
 }
 
-fn plural(h: &Helper<'_>, _: &Handlebars<'_>, _: &Context, _: &mut RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
-    let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
-    let one = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("plural: needs the singular".into()))?;
-    let many = h.param(2).and_then(|p| p.value().as_str()).map(str::to_string).unwrap_or_else(|| format!("{one}s"));
+fn plural(
+    h: &Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let count = h
+        .param(0)
+        .and_then(|p| p.value().as_i64())
+        .ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
+    let one = h
+        .param(1)
+        .and_then(|p| p.value().as_str())
+        .ok_or_else(|| fail("plural: needs the singular".into()))?;
+    let many = h
+        .param(2)
+        .and_then(|p| p.value().as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{one}s"));
     out.write(&format!("{count} {}", if count == 1 { one } else { &many }))?;
     Ok(())
 }

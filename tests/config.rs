@@ -1,0 +1,75 @@
+//! The shipped example configuration loads, so it cannot rot.
+
+use tidings_core::config::{ProviderConfig, UnknownTypes};
+use tidings_core::{Channel, Config, Priority};
+
+#[test]
+fn the_example_config_loads_and_routes_every_shipped_event_type() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tidings.example.toml");
+    let config = Config::load(Some(path.as_ref())).unwrap();
+    for ty in [
+        "order.confirmed",
+        "payment.failed",
+        "shipment.dispatched",
+        "shipment.out_for_delivery",
+        "shipment.delivered",
+        "shipment.delivery_exception",
+        "refund.issued",
+        "account.password_reset",
+        "marketing.campaign",
+    ] {
+        let route = config
+            .events
+            .get(ty)
+            .unwrap_or_else(|| panic!("{ty} has no route"));
+        let folder = config
+            .templates
+            .dir
+            .join(route.template.as_deref().unwrap_or(ty));
+        assert!(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(&folder)
+                .join("sample.json")
+                .exists(),
+            "{ty} has no sample.json"
+        );
+    }
+    assert_eq!(
+        config.events["account.password_reset"].priority,
+        Priority::Critical
+    );
+    assert_eq!(config.events["marketing.campaign"].priority, Priority::Bulk);
+    assert_eq!(config.intake.unknown_types, UnknownTypes::DeadLetter);
+    assert_eq!(config.channels[&Channel::Email].providers, vec!["smtp"]);
+    assert!(matches!(
+        config.providers["twilio"],
+        ProviderConfig::Twilio(_)
+    ));
+}
+
+#[test]
+fn unknown_fields_and_dangling_provider_names_are_refused() {
+    let typo = "[kafka]\nbootstrap_servers = \"k:9092\"\nbootstrp = 1\n";
+    assert!(Config::from_toml(typo)
+        .unwrap_err()
+        .to_string()
+        .contains("bootstrp"));
+    let dangling =
+        "[kafka]\nbootstrap_servers = \"k:9092\"\n[channels.email]\nproviders = [\"nope\"]\n";
+    assert!(Config::from_toml(dangling)
+        .unwrap_err()
+        .to_string()
+        .contains("`nope` is not in [providers]"));
+    let plain = "[kafka]\nbootstrap_servers = \"k:9092\"\n[providers.m]\nkind = \"smtp\"\nhost = \"h\"\ntls = \"none\"\nfrom = \"a@b.c\"\n";
+    assert!(Config::from_toml(plain)
+        .unwrap_err()
+        .to_string()
+        .contains("allow_plaintext"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let text = "[kafka]\nbootstrap_servers = \"k:9092\"\n[providers.t]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"hunter2\"\nfrom = \"+15550001111\"\n";
+    let config = Config::from_toml(text).unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
