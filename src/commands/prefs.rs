@@ -19,7 +19,12 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
             println!("stored preferences of {}", prefs.user_id);
         }
         PrefsCommand::Get { user_id } => {
-            match store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten() {
+            match store
+                .prefs_many(std::slice::from_ref(&user_id))
+                .await?
+                .pop()
+                .flatten()
+            {
                 Some(json) => println!("{json}"),
                 None => anyhow::bail!("no preferences for user {user_id}"),
             }
