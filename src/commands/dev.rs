@@ -74,6 +74,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut last_seen = usize::MAX;
+    let mut shown_idle = false;
     let stop = super::terminated();
     tokio::pin!(stop);
     loop {
@@ -87,8 +88,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 let idle = Progress::get(&progress.events) == fed as u64
                     && Progress::get(&progress.finished) >= Progress::get(&progress.published) + Progress::get(&progress.released)
                     && seen == last_seen;
-                if args.exit_when_idle && idle {
-                    break;
+                if idle && !shown_idle {
+                    shown_idle = true;
+                    println!("\n{}", statuses.summary().render(count_topic(&config, INTAKE_DLQ_TOPIC)?));
+                    if args.exit_when_idle {
+                        break;
+                    }
+                    println!("idle: every event has its outcome. Ctrl-C stops the fleet.");
                 }
                 last_seen = seen;
             }
@@ -97,8 +103,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!();
     fleet.shutdown().await?;
     let dead_intake = count_topic(&config, INTAKE_DLQ_TOPIC)?;
-    let summary = statuses.stop().await;
-    println!("{}", summary.render(dead_intake));
+    let summary = statuses.summary();
+    statuses.stop().await;
+    if !shown_idle {
+        println!("{}", summary.render(dead_intake));
+    }
     // The cluster goes last, once every client of it is closed.
     drop(kafka);
     Ok(ExitCode::SUCCESS)
@@ -261,10 +270,14 @@ impl StatusLog {
         self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Stops reading (closing the consumer) and counts what was read.
-    async fn stop(self) -> Summary {
+    /// Stops reading, closing the consumer.
+    async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
+    }
+
+    /// Outcomes read so far, per channel and state.
+    fn summary(&self) -> Summary {
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         let mut table: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
         for r in records.iter() {
