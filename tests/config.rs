@@ -73,3 +73,17 @@ fn secrets_never_print() {
     let config = Config::from_toml(text).unwrap();
     assert!(!format!("{config:?}").contains("hunter2"));
 }
+
+#[test]
+fn every_routed_channel_and_fallback_has_its_templates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tidings.example.toml");
+    let config = Config::load(Some(path.as_ref())).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.templates.dir);
+    let renderer = tidings_workers::render::Renderer::load(&dir).unwrap();
+    for (ty, route) in &config.events {
+        let template = route.template.as_deref().unwrap_or(ty);
+        for channel in route.channels.iter().chain(&route.fallback) {
+            assert!(renderer.has_channel(template, *channel), "{ty} routes to {channel} but has no {channel} templates");
+        }
+    }
+}
