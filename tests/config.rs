@@ -83,7 +83,10 @@ fn every_routed_channel_and_fallback_has_its_templates() {
     for (ty, route) in &config.events {
         let template = route.template.as_deref().unwrap_or(ty);
         for channel in route.channels.iter().chain(&route.fallback) {
-            assert!(renderer.has_channel(template, *channel), "{ty} routes to {channel} but has no {channel} templates");
+            assert!(
+                renderer.has_channel(template, *channel),
+                "{ty} routes to {channel} but has no {channel} templates"
+            );
         }
     }
 }

@@ -4,44 +4,15 @@
 mod harness;
 
 use harness::smtp::SmtpServer;
-use harness::{order_event, smtp_and_twilio, terminal_counts, user, Infra, StatusWatch};
+use harness::{fakes, order_event, smtp_and_twilio, terminal_counts, user, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};
 use tidings_core::{Channel, Clock, State};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const USERS: usize = 100;
 const EVENTS: usize = 1000;
-
-async fn twilio_fake() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(serde_json::json!({"sid": "SM1", "status": "queued"})),
-        )
-        .mount(&server)
-        .await;
-    server
-}
-
-/// (To, Body) of every SMS the fake received, in arrival order.
-async fn sms_sent(server: &MockServer) -> Vec<(String, String)> {
-    server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .map(|r| {
-            let form: HashMap<String, String> = serde_urlencoded::from_bytes(&r.body).unwrap();
-            (form["To"].clone(), form["Body"].clone())
-        })
-        .collect()
-}
 
 /// The order ids in `text`, in order of appearance.
 fn order_id(text: &str) -> String {
@@ -53,7 +24,7 @@ fn order_id(text: &str) -> String {
 async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     let infra = Infra::start();
     let smtp = SmtpServer::start().await;
-    let twilio = twilio_fake().await;
+    let twilio = fakes::twilio().await;
     let config = Arc::new(infra.config(
         &smtp_and_twilio(smtp.port, &twilio.uri()),
         &[(Channel::Email, &["smtp"]), (Channel::Sms, &["twilio"])],
@@ -103,7 +74,7 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
 
     // Exactly one send per (event, channel), at the fakes themselves.
     let mail = smtp.received();
-    let sms = sms_sent(&twilio).await;
+    let sms = fakes::twilio_sent(&twilio).await;
     assert_eq!(mail.len(), EVENTS);
     assert_eq!(sms.len(), EVENTS);
     let message_ids: HashSet<_> = mail
@@ -148,7 +119,7 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
         )
         .await;
     assert_eq!(smtp.received().len(), EVENTS);
-    assert_eq!(sms_sent(&twilio).await.len(), EVENTS);
+    assert_eq!(fakes::twilio_sent(&twilio).await.len(), EVENTS);
     let terminal = terminal_counts(&watch.records());
     assert!(
         terminal.values().all(|n| *n == 1),

@@ -1,10 +1,12 @@
 //! The test harness: real infrastructure on loopback, and ways to wait for outcomes.
 //!
 //! - [`Infra`]: librdkafka's mock cluster with every topic, and a private `redis-server`.
+//! - [`fakes`]: wiremock servers speaking the providers' APIs.
 //! - [`smtp`]: a real SMTP server in the test process that records, fails or stalls.
 //! - [`StatusWatch`]: reads `tidings.status` and waits, with a deadline, for outcomes.
 #![allow(dead_code)]
 
+pub mod fakes;
 pub mod smtp;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
