@@ -94,6 +94,7 @@ pub fn spawn_fleet(
             progress.clone(),
             token.clone(),
         );
+        let clock = clock.clone();
         tasks.spawn(
             async move { Ok(tidings_intake::run(c, s, clock, p, t.cancelled_owned()).await?) },
         );
@@ -105,6 +106,7 @@ pub fn spawn_fleet(
             progress.clone(),
             token.clone(),
         );
+        let clock = clock.clone();
         tasks.spawn(async move {
             Ok(tidings_intake::scheduler::run(c, s, clock, p, t.cancelled_owned()).await?)
         });
@@ -118,7 +120,7 @@ pub fn spawn_fleet(
                 store: store.clone(),
                 renderer: renderer.clone(),
                 providers: providers(&config, channel)?,
-                clock,
+                clock: clock.clone(),
                 progress: progress.clone(),
             };
             let t = token.clone();

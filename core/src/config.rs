@@ -87,9 +87,18 @@ pub struct IntakeConfig {
     /// What happens to an event whose type has no route: `dead_letter` or `suppress`.
     #[serde(default)]
     pub unknown_types: UnknownTypes,
-    /// Records processed concurrently (ordered per user).
+    /// Records whose writes may await acknowledgement at once.
     #[serde(default = "default_intake_in_flight")]
     pub max_in_flight: usize,
+    /// Records read and hydrated together: one Redis round trip per batch.
+    #[serde(default = "default_intake_batch")]
+    pub batch_size: usize,
+    /// Users whose preferences are cached in the process (0 turns the cache off).
+    #[serde(default = "default_cache_size")]
+    pub prefs_cache_size: u64,
+    /// How long a cached preference is used: a change is seen by intake within it.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub prefs_cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -399,6 +408,15 @@ fn default_user_pointer() -> String {
 }
 fn default_intake_in_flight() -> usize {
     1024
+}
+fn default_intake_batch() -> usize {
+    256
+}
+fn default_cache_size() -> u64 {
+    100_000
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_worker_in_flight() -> usize {
     256

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tidings_core::kafka::{self, delivered, enqueue_json};
 use tidings_core::notification::{headers as h, Deferred};
 use tidings_core::progress::Progress;
-use tidings_core::store::{SharedStore, StoreError};
+use tidings_core::store::{lane, SharedStore, StoreError};
 use tidings_core::{Clock, Config};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break,
             _ = tick.tick() => {
-                match release_due(&config, &store, &producer, clock).await {
+                match release_due(&config, &store, &producer, &clock).await {
                     Ok(n) => Progress::add(&progress.released, n),
                     Err(e) => tracing::warn!(error = %e, "scheduler pass failed; will retry"),
                 }
@@ -59,7 +59,7 @@ pub async fn release_due(
     config: &Config,
     store: &SharedStore,
     producer: &FutureProducer,
-    clock: Clock,
+    clock: &Clock,
 ) -> Result<u64, SchedulerError> {
     let s = &config.scheduler;
     let mut released = 0;
@@ -71,8 +71,10 @@ pub async fn release_due(
         let mut pending = Vec::with_capacity(claimed.len());
         for member in &claimed {
             let Ok(held) = serde_json::from_str::<Deferred>(member) else {
+                // Not ours to read: dropped, so it cannot block the schedule. Its
+                // lane, if any, expires on its own.
                 tracing::error!("unreadable deferred entry dropped from the schedule");
-                store.remove_deferred(member).await?;
+                store.remove_deferred("", member).await?;
                 continue;
             };
             let n = &held.notification;
@@ -88,11 +90,11 @@ pub async fn release_due(
                 Some(kafka::headers(pairs)),
             )
             .await?;
-            pending.push((member, delivery));
+            pending.push((lane(&n.user_id, n.channel), member, delivery));
         }
-        for (member, delivery) in pending {
+        for (lane, member, delivery) in pending {
             delivered(delivery).await?;
-            store.remove_deferred(member).await?;
+            store.remove_deferred(&lane, member).await?;
             released += 1;
         }
         if claimed.len() < s.batch {

@@ -1,32 +1,45 @@
 //! The intake consume loop.
 //!
-//! Records are handled in partition order: decode, hydrate preferences, route.
-//! Every write a record causes (notifications, statuses, dead letters,
-//! deferrals) is enqueued before the next record is read, so per-user order
-//! holds, and its offset is stored only once all of them are acknowledged.
-//! Acknowledgements are awaited in a bounded ordered queue, so the loop keeps
-//! reading while earlier writes are in flight.
+//! Records are read in batches (what is already fetched, up to `batch_size`)
+//! and handled in partition order: decode, hydrate, route. Hydration is one
+//! Redis round trip per batch (the preferences the cache lacks, and the
+//! deferral lanes of the batch's users), behind a bounded in-process cache
+//! with a TTL. Every write a record causes (notifications, statuses, dead
+//! letters, deferrals) is enqueued before the next record is handled, so
+//! per-user order holds, and its offset is stored only once all of them are
+//! acknowledged. Acknowledgements are awaited in a bounded ordered queue, so
+//! the loop keeps reading while earlier writes are in flight.
+//!
+//! Order across deferral: while a user has a notification deferred on a
+//! channel, later non-critical notifications for that user and channel are
+//! deferred behind it (same release time or later, released in order), so
+//! quiet hours never reorder a user's messages. Critical ones go at once.
 
 use crate::route::{route, Outcome};
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
+use moka::sync::Cache;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
-use tidings_core::config::UnknownTypes;
+use tidings_core::config::{EventRoute, UnknownTypes};
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::event::CloudEvent;
 use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::progress::Progress;
 use tidings_core::status::ErrorClass;
-use tidings_core::store::{SharedStore, StoreError};
-use tidings_core::{Channel, Clock, Config, Preferences, State, StatusRecord};
+use tidings_core::store::{lane, SharedStore, StoreError};
+use tidings_core::{
+    Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +50,9 @@ pub enum IntakeError {
     Store(#[from] StoreError),
 }
 
+/// A user's preferences as intake uses them, or why there are none to use.
+type Hydrated = Arc<Result<Preferences, String>>;
+
 /// Everything intake needs, shared by the loop.
 pub struct Intake {
     config: Arc<Config>,
@@ -44,6 +60,7 @@ pub struct Intake {
     producer: FutureProducer,
     clock: Clock,
     progress: Arc<Progress>,
+    cache: Cache<String, Hydrated>,
 }
 
 /// One record's writes, and where its offset goes once they are acknowledged.
@@ -53,6 +70,13 @@ struct Pending {
     offset: i64,
     published: u64,
     deliveries: Vec<DeliveryFuture>,
+}
+
+/// A decoded record, before hydration.
+enum Decoded<'c> {
+    Poison(String),
+    Unknown(CloudEvent, String),
+    Routed(CloudEvent, String, &'c EventRoute),
 }
 
 /// Runs intake until `shutdown` completes, then drains and commits.
@@ -66,14 +90,9 @@ pub async fn run(
     let consumer = kafka::consumer(&config.kafka, &config.group("intake"))?;
     let topics = config.intake.topics.clone();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let intake = Intake {
-        producer: kafka::producer(&config.kafka)?,
-        config,
-        store,
-        clock,
-        progress,
-    };
+    let intake = Intake::new(config, store, clock, progress)?;
     let max_in_flight = intake.config.intake.max_in_flight.max(1);
+    let batch_size = intake.config.intake.batch_size.max(1);
     let mut acks = FuturesOrdered::new();
     tokio::pin!(shutdown);
     tracing::info!(?topics, "intake started");
@@ -82,10 +101,19 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break,
             Some(done) = acks.next(), if !acks.is_empty() => intake.stored(&consumer, done)?,
-            message = consumer.recv(), if acks.len() < max_in_flight => match message {
+            first = consumer.recv(), if acks.len() < max_in_flight => match first {
                 Ok(m) => {
-                    let pending = intake.handle(&m).await?;
-                    acks.push_back(settle(pending));
+                    let mut batch = vec![m];
+                    // Take what is already fetched, without waiting for more.
+                    while batch.len() < batch_size {
+                        match consumer.recv().now_or_never() {
+                            Some(Ok(m)) => batch.push(m),
+                            _ => break,
+                        }
+                    }
+                    for pending in intake.handle_batch(&batch).await? {
+                        acks.push_back(settle(pending));
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "consume error");
@@ -98,7 +126,6 @@ pub async fn run(
     while let Some(done) = acks.next().await {
         intake.stored(&consumer, done)?;
     }
-    intake.producer_flush();
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "nothing to commit at shutdown");
     }
@@ -106,8 +133,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn settle(p: Pending) -> Result<Pending, KafkaError> {
-    let mut p = p;
+async fn settle(mut p: Pending) -> Result<Pending, KafkaError> {
     for d in std::mem::take(&mut p.deliveries) {
         delivered(d).await?;
     }
@@ -115,6 +141,26 @@ async fn settle(p: Pending) -> Result<Pending, KafkaError> {
 }
 
 impl Intake {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        clock: Clock,
+        progress: Arc<Progress>,
+    ) -> Result<Self, IntakeError> {
+        let cache = Cache::builder()
+            .max_capacity(config.intake.prefs_cache_size)
+            .time_to_live(config.intake.prefs_cache_ttl)
+            .build();
+        Ok(Intake {
+            producer: kafka::producer(&config.kafka)?,
+            config,
+            store,
+            clock,
+            progress,
+            cache,
+        })
+    }
+
     fn stored(
         &self,
         consumer: &impl Consumer,
@@ -122,80 +168,167 @@ impl Intake {
     ) -> Result<(), IntakeError> {
         // A failed write leaves the offset unstored: the record is consumed again after restart.
         let done = done?;
-        match consumer.store_offset(&done.topic, done.partition, done.offset) {
-            Ok(()) => {}
+        if let Err(e) = consumer.store_offset(&done.topic, done.partition, done.offset) {
             // The partition was revoked meanwhile: its new owner reads the record again.
-            Err(e) => tracing::debug!(error = %e, "offset not stored"),
+            tracing::debug!(error = %e, "offset not stored");
         }
         Progress::add(&self.progress.published, done.published);
         Progress::add(&self.progress.events, 1);
         Ok(())
     }
 
-    fn producer_flush(&self) {
-        use rdkafka::producer::Producer;
-        let _ = self.producer.flush(Duration::from_secs(10));
+    /// Decides and enqueues everything a batch of records causes, in order.
+    async fn handle_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+    ) -> Result<Vec<Pending>, IntakeError> {
+        let now = self.clock.now();
+        let decoded: Vec<Decoded<'_>> = batch.iter().map(|m| self.decode(m)).collect();
+
+        // One round trip: preferences the cache lacks, and every lane the batch may write to.
+        let mut missing = Vec::new();
+        let mut lanes = Vec::new();
+        let (mut seen_users, mut seen_lanes) = (HashSet::new(), HashSet::new());
+        for d in &decoded {
+            if let Decoded::Routed(_, user, route) = d {
+                if !self.cache.contains_key(user) && seen_users.insert(user.as_str()) {
+                    missing.push(user.clone());
+                }
+                for c in &route.channels {
+                    let l = lane(user, *c);
+                    if seen_lanes.insert(l.clone()) {
+                        lanes.push(l);
+                    }
+                }
+            }
+        }
+        let fetched = retrying(|| self.store.hydrate(&missing, &lanes)).await?;
+        let mut prefs: HashMap<&str, Hydrated> = HashMap::new();
+        for (user, raw) in missing.iter().zip(fetched.prefs) {
+            let parsed: Hydrated = Arc::new(match raw {
+                None => Err(format!("no preferences for user {user}")),
+                Some(json) => Preferences::parse(&json)
+                    .map_err(|e| format!("stored preferences are unusable: {e}")),
+            });
+            self.cache.insert(user.clone(), parsed.clone());
+            prefs.insert(user, parsed);
+        }
+        let mut holds: HashMap<String, DateTime<Utc>> = lanes
+            .into_iter()
+            .zip(fetched.holds)
+            .filter_map(|(l, h)| h.map(|h| (l, h)))
+            .collect();
+
+        let mut out = Vec::with_capacity(batch.len());
+        for (m, d) in batch.iter().zip(decoded) {
+            let mut pending = Pending {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                published: 0,
+                deliveries: Vec::new(),
+            };
+            match d {
+                Decoded::Poison(reason) => self.dead_letter(m, reason, now, &mut pending).await?,
+                Decoded::Unknown(event, user) => {
+                    let reason = format!("unknown event type `{}`", event.ty);
+                    match self.config.intake.unknown_types {
+                        UnknownTypes::DeadLetter => {
+                            self.dead_letter(m, reason, now, &mut pending).await?
+                        }
+                        UnknownTypes::Suppress => {
+                            let status =
+                                event_status(&event, &user, Channel::Email, &event.ty, reason, now);
+                            pending.deliveries.push(self.status(&status).await?);
+                        }
+                    }
+                }
+                Decoded::Routed(event, user, route_cfg) => {
+                    let hydrated = match prefs.get(user.as_str()) {
+                        Some(p) => p.clone(),
+                        None => self.cache.get(&user).unwrap_or_else(|| {
+                            Arc::new(Err(format!("no preferences for user {user}")))
+                        }),
+                    };
+                    self.route_event(
+                        &event,
+                        &user,
+                        route_cfg,
+                        &hydrated,
+                        &mut holds,
+                        now,
+                        &mut pending,
+                    )
+                    .await?;
+                }
+            }
+            out.push(pending);
+        }
+        Ok(out)
     }
 
-    /// Decides and enqueues everything one record causes.
-    async fn handle(&self, m: &BorrowedMessage<'_>) -> Result<Pending, IntakeError> {
-        let mut pending = Pending {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            published: 0,
-            deliveries: Vec::new(),
-        };
-        let headers = kafka::header_pairs(m);
-        let now = self.clock.now();
-        let event = match CloudEvent::decode(m.payload(), &headers) {
+    fn decode<'c>(&'c self, m: &BorrowedMessage<'_>) -> Decoded<'c> {
+        let event = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m)) {
             Ok(e) => e,
-            Err(e) => return self.dead_letter(m, e.to_string(), now, pending).await,
+            Err(e) => return Decoded::Poison(e.to_string()),
         };
-        let user_id = match event.user_id(&self.config.intake.user_pointer) {
+        let user = match event.user_id(&self.config.intake.user_pointer) {
             Ok(u) => u,
-            Err(e) => return self.dead_letter(m, e.to_string(), now, pending).await,
+            Err(e) => return Decoded::Poison(e.to_string()),
         };
-        let Some(route_cfg) = self.config.events.get(&event.ty) else {
-            let reason = format!("unknown event type `{}`", event.ty);
-            return match self.config.intake.unknown_types {
-                UnknownTypes::DeadLetter => self.dead_letter(m, reason, now, pending).await,
-                UnknownTypes::Suppress => {
-                    let status =
-                        event_status(&event, &user_id, Channel::Email, &event.ty, reason, now);
-                    pending.deliveries.push(
-                        enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?,
-                    );
-                    Ok(pending)
-                }
-            };
-        };
-        let first_channel = route_cfg.channels[0];
+        match self.config.events.get(&event.ty) {
+            Some(route) => Decoded::Routed(event, user, route),
+            None => Decoded::Unknown(event, user),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn route_event(
+        &self,
+        event: &CloudEvent,
+        user_id: &str,
+        route_cfg: &EventRoute,
+        prefs: &Result<Preferences, String>,
+        holds: &mut HashMap<String, DateTime<Utc>>,
+        now: DateTime<Utc>,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
         let template = route_cfg.template.as_deref().unwrap_or(&event.ty);
-        let prefs = match self.prefs(&user_id).await {
+        let prefs = match prefs {
             Ok(p) => p,
             Err(reason) => {
-                let status = event_status(&event, &user_id, first_channel, template, reason, now);
-                pending.deliveries.push(
-                    enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?,
+                let status = event_status(
+                    event,
+                    user_id,
+                    route_cfg.channels[0],
+                    template,
+                    reason.clone(),
+                    now,
                 );
-                return Ok(pending);
+                pending.deliveries.push(self.status(&status).await?);
+                return Ok(());
             }
         };
         let correlation_id = event
             .correlationid
             .clone()
             .unwrap_or_else(|| event.id.clone());
-        let outcomes = route(&event, &user_id, route_cfg, &prefs, now);
+        let outcomes = route(event, user_id, route_cfg, prefs, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
-            let status = event_status(&event, &user_id, first_channel, template, reason, now);
-            pending
-                .deliveries
-                .push(enqueue_json(&self.producer, STATUS_TOPIC, &user_id, &status, None).await?);
+            let status = event_status(event, user_id, route_cfg.channels[0], template, reason, now);
+            pending.deliveries.push(self.status(&status).await?);
         }
         for outcome in outcomes {
             let delivery = match outcome {
+                Outcome::Publish(n)
+                    if n.priority != Priority::Critical
+                        && holds.contains_key(&lane(user_id, n.channel)) =>
+                {
+                    // Behind a deferred message of the same user and channel.
+                    self.defer(n, now, holds, &correlation_id, event, now)
+                        .await?
+                }
                 Outcome::Publish(n) => {
                     let mut pairs = vec![(h::CORRELATION_ID, correlation_id.as_str())];
                     if let Some(tp) = &event.traceparent {
@@ -214,61 +347,49 @@ impl Intake {
                 }
                 Outcome::Defer(n) => {
                     let until = n.not_before.unwrap_or(now);
-                    let status = StatusRecord::of(&n, State::Deferred, now);
-                    let held = Deferred {
-                        notification: n,
-                        correlation_id: correlation_id.clone(),
-                        traceparent: event.traceparent.clone(),
-                    };
-                    let member = serde_json::to_string(&held).expect("records serialize to JSON");
-                    self.retrying(|| self.store.defer(&member, until)).await?;
-                    enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None)
+                    self.defer(n, until, holds, &correlation_id, event, now)
                         .await?
                 }
                 Outcome::Suppress(n, reason) => {
                     let status =
                         StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
-                    enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None)
-                        .await?
+                    self.status(&status).await?
                 }
             };
             pending.deliveries.push(delivery);
         }
-        Ok(pending)
+        Ok(())
     }
 
-    /// The user's preferences, or why there are none to use.
-    async fn prefs(&self, user_id: &str) -> Result<Preferences, String> {
-        let users = [user_id.to_string()];
-        let raw = self
-            .retrying(|| self.store.prefs_many(&users))
-            .await
-            .map_err(|e| e.to_string())?;
-        match raw.into_iter().next().flatten() {
-            None => Err(format!("no preferences for user {user_id}")),
-            Some(json) => Preferences::parse(&json)
-                .map_err(|e| format!("stored preferences are unusable: {e}")),
-        }
+    /// Holds `n` until `until` (or behind what its lane already holds) and
+    /// enqueues its `deferred` status.
+    async fn defer(
+        &self,
+        mut n: Notification,
+        until: DateTime<Utc>,
+        holds: &mut HashMap<String, DateTime<Utc>>,
+        correlation_id: &str,
+        event: &CloudEvent,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryFuture, IntakeError> {
+        let l = lane(&n.user_id, n.channel);
+        let until = holds.get(&l).map_or(until, |held| until.max(*held));
+        n.not_before = Some(until);
+        let held = Deferred {
+            notification: n,
+            correlation_id: correlation_id.to_string(),
+            traceparent: event.traceparent.clone(),
+        };
+        let member = serde_json::to_string(&held).expect("records serialize to JSON");
+        let released = retrying(|| self.store.defer(&l, &member, until)).await?;
+        holds.insert(l, released);
+        let mut status = StatusRecord::of(&held.notification, State::Deferred, now);
+        status.not_before = Some(released);
+        self.status(&status).await
     }
 
-    /// Retries a store call until it succeeds: Redis being away must hold
-    /// records back, never drop them.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match call().await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    tracing::warn!(error = %e, "store unavailable; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+    async fn status(&self, status: &StatusRecord) -> Result<DeliveryFuture, IntakeError> {
+        Ok(enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, status, None).await?)
     }
 
     async fn dead_letter(
@@ -276,8 +397,8 @@ impl Intake {
         m: &BorrowedMessage<'_>,
         reason: String,
         now: DateTime<Utc>,
-        mut pending: Pending,
-    ) -> Result<Pending, IntakeError> {
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
         tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "poison input dead-lettered");
         let letter = DeadLetter {
             original_topic: m.topic().to_string(),
@@ -300,7 +421,27 @@ impl Intake {
             )
             .await?,
         );
-        Ok(pending)
+        Ok(())
+    }
+}
+
+/// Retries a store call until it succeeds: Redis being away must hold
+/// records back, never drop them.
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 

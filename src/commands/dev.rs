@@ -60,7 +60,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .map(Clock::starting_at)
         .unwrap_or_else(Clock::system);
     let statuses = StatusLog::start(&config, args.status_out.as_deref())?;
-    let fleet = fleet::spawn_fleet(config.clone(), store.clone(), clock, Roles::all(&config))?;
+    let fleet = fleet::spawn_fleet(
+        config.clone(),
+        store.clone(),
+        clock.clone(),
+        Roles::all(&config),
+    )?;
     let progress = fleet.progress.clone();
 
     let events = read_or(&args.events, EXAMPLE_EVENTS)?;

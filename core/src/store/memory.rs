@@ -2,7 +2,7 @@
 //! for `tidings dev` on a machine without `redis-server`. State lives only as
 //! long as the process.
 
-use super::{claim_value, millis, Claim, Store, StoreError};
+use super::{claim_value, millis, score, Claim, Hydrated, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
@@ -18,10 +18,19 @@ pub struct MemoryStore {
 struct Inner {
     prefs: HashMap<String, String>,
     dedupe: HashMap<String, (String, Instant)>,
-    /// (due ms, member) ordered by due time.
+    /// (score, member) in release order.
     deferred: BTreeSet<(i64, String)>,
-    /// (lease end ms, member).
+    /// (lease end score, member).
     claimed: BTreeSet<(i64, String)>,
+    lanes: HashMap<String, Lane>,
+}
+
+/// As the Redis lane hash: release time of the last member, members held, sequence.
+#[derive(Default)]
+struct Lane {
+    due: i64,
+    pending: i64,
+    seq: i64,
 }
 
 impl MemoryStore {
@@ -78,11 +87,43 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn hydrate(&self, users: &[String], lanes: &[String]) -> Result<Hydrated, StoreError> {
+        let inner = self.lock();
+        Ok(Hydrated {
+            prefs: users.iter().map(|u| inner.prefs.get(u).cloned()).collect(),
+            holds: lanes
+                .iter()
+                .map(|l| {
+                    inner
+                        .lanes
+                        .get(l)
+                        .filter(|l| l.pending > 0)
+                        .and_then(|l| DateTime::from_timestamp_millis(l.due))
+                })
+                .collect(),
+        })
+    }
+
+    async fn defer(
+        &self,
+        lane: &str,
+        member: &str,
+        due: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
         let mut inner = self.lock();
-        inner.deferred.retain(|(_, m)| m != member);
-        inner.deferred.insert((millis(due), member.to_string()));
-        Ok(())
+        let l = inner.lanes.entry(lane.to_string()).or_default();
+        let mut due_ms = millis(due);
+        if l.pending > 0 {
+            due_ms = due_ms.max(l.due);
+        } else {
+            l.seq = 0;
+        }
+        l.seq += 1;
+        l.due = due_ms;
+        l.pending += 1;
+        let entry = (score(due_ms, l.seq), member.to_string());
+        inner.deferred.insert(entry);
+        Ok(DateTime::from_timestamp_millis(due_ms).unwrap_or(due))
     }
 
     async fn claim_due(
@@ -92,35 +133,49 @@ impl Store for MemoryStore {
         lease: Duration,
     ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.lock();
-        let now = millis(now);
-        let until = now + lease.as_millis() as i64;
-        let mut out: Vec<String> = inner
+        let bound = score(millis(now), 999);
+        let until = score(millis(now) + lease.as_millis() as i64, 0);
+        let stale: Vec<(i64, String)> = inner
             .claimed
             .iter()
-            .take_while(|(t, _)| *t <= now)
+            .take_while(|(t, _)| *t <= bound)
             .take(limit)
-            .map(|(_, m)| m.clone())
+            .cloned()
             .collect();
         let due: Vec<(i64, String)> = inner
             .deferred
             .iter()
-            .take_while(|(t, _)| *t <= now)
-            .take(limit - out.len())
+            .take_while(|(t, _)| *t <= bound)
+            .take(limit - stale.len())
             .cloned()
             .collect();
-        for entry in &due {
-            inner.deferred.remove(entry);
+        let mut out = Vec::with_capacity(stale.len() + due.len());
+        for entry in stale {
+            inner.claimed.remove(&entry);
+            out.push(entry.1);
         }
-        out.extend(due.into_iter().map(|(_, m)| m));
-        inner.claimed.retain(|(_, m)| !out.contains(m));
+        for entry in due {
+            inner.deferred.remove(&entry);
+            out.push(entry.1);
+        }
         for m in &out {
             inner.claimed.insert((until, m.clone()));
         }
         Ok(out)
     }
 
-    async fn remove_deferred(&self, member: &str) -> Result<(), StoreError> {
-        self.lock().claimed.retain(|(_, m)| m != member);
+    async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let before = inner.claimed.len();
+        inner.claimed.retain(|(_, m)| m != member);
+        if inner.claimed.len() < before {
+            if let Some(l) = inner.lanes.get_mut(lane) {
+                l.pending -= 1;
+                if l.pending <= 0 {
+                    inner.lanes.remove(lane);
+                }
+            }
+        }
         Ok(())
     }
 

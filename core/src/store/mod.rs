@@ -24,6 +24,28 @@ pub enum StoreError {
     Redis(#[from] ::redis::RedisError),
 }
 
+/// What [`Store::hydrate`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hydrated {
+    /// Raw preferences JSON per user, in the order asked.
+    pub prefs: Vec<Option<String>>,
+    /// Per lane, in the order asked: when the last member held on it is
+    /// released, if any member is held.
+    pub holds: Vec<Option<DateTime<Utc>>>,
+}
+
+/// The lane of a user's notifications on one channel: deferred members of a
+/// lane leave in order.
+pub fn lane(user_id: &str, channel: crate::Channel) -> String {
+    format!("{user_id}:{channel}")
+}
+
+/// A deferred member's sort score: release time in microseconds-of-millis, plus
+/// its place in the lane, so members due at the same millisecond keep order.
+fn score(due_ms: i64, seq: i64) -> i64 {
+    due_ms * 1000 + seq
+}
+
 /// What [`Store::claim`] found for a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -55,12 +77,25 @@ pub trait Store: Send + Sync {
     /// topic is delivered again instead of being taken for a duplicate.
     async fn forget(&self, id: &str) -> Result<(), StoreError>;
 
-    /// Holds `member` (a notification JSON) until `due`.
-    async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Preferences of `users` and the hold on each of `lanes`, in one round
+    /// trip: what intake needs for a consumed batch.
+    async fn hydrate(&self, users: &[String], lanes: &[String]) -> Result<Hydrated, StoreError>;
+
+    /// Holds `member` (a notification JSON) on `lane` (user and channel) until
+    /// `due`, or later: never before a member already held on the same lane,
+    /// so a user's messages leave in the order they were deferred. Returns
+    /// when it will be released.
+    async fn defer(
+        &self,
+        lane: &str,
+        member: &str,
+        due: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError>;
 
     /// Atomically claims up to `limit` members due at `now` (and claims whose
-    /// lease ran out) for `lease`. Two schedulers never claim the same member
-    /// at once; a claimed member is not lost if its scheduler dies.
+    /// lease ran out), in release order, for `lease`. Two schedulers never
+    /// claim the same member at once; a claimed member is not lost if its
+    /// scheduler dies.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -68,8 +103,8 @@ pub trait Store: Send + Sync {
         lease: Duration,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Removes a member once it is back on its channel topic.
-    async fn remove_deferred(&self, member: &str) -> Result<(), StoreError>;
+    /// Removes a member once it is back on its channel topic, releasing its lane.
+    async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError>;
 
     /// Members waiting or claimed.
     async fn deferred_len(&self) -> Result<u64, StoreError>;
@@ -96,6 +131,9 @@ impl Keys {
     pub fn deferred(&self) -> String {
         format!("{}:deferred", self.prefix)
     }
+    pub fn lane(&self, lane: &str) -> String {
+        format!("{}:lane:{lane}", self.prefix)
+    }
     pub fn deferred_claimed(&self) -> String {
         format!("{}:deferred:claimed", self.prefix)
     }
@@ -104,6 +142,10 @@ impl Keys {
 fn claim_value(owner: &str) -> String {
     format!("inflight:{owner}")
 }
+
+/// How long a lane outlives the release time of its last member: a safety
+/// net so that a lane whose member was lost cannot hold a user back forever.
+const LANE_GRACE_MS: i64 = 24 * 3600 * 1000;
 
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

@@ -1,6 +1,6 @@
 //! The Redis implementation of [`Store`].
 
-use super::{claim_value, millis, Claim, Keys, Store, StoreError};
+use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, LANE_GRACE_MS};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -18,7 +18,29 @@ if string.sub(cur, 1, 9) == 'inflight:' then return {2, ''} end
 return {0, cur}
 "#;
 
-/// Moves due members (and those whose claim ran out) into the claimed set with a new lease.
+/// Holds a member on its lane, never before a member already held there.
+/// The lane hash keeps the release time of its last member (`due`), how many
+/// members are held (`pending`), and a sequence that orders members due in the
+/// same millisecond (reset when the lane empties).
+const DEFER: &str = r#"
+local due = tonumber(ARGV[2])
+local pending = tonumber(redis.call('HGET', KEYS[2], 'pending') or '0')
+if pending > 0 then
+  local held = tonumber(redis.call('HGET', KEYS[2], 'due') or '0')
+  if held > due then due = held end
+else
+  redis.call('HSET', KEYS[2], 'seq', 0)
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('HSET', KEYS[2], 'due', due)
+redis.call('HINCRBY', KEYS[2], 'pending', 1)
+redis.call('PEXPIREAT', KEYS[2], due + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[1], due * 1000 + seq, ARGV[1])
+return due
+"#;
+
+/// Moves due members (after claims whose lease ran out) into the claimed set
+/// with a new lease, in release order.
 const CLAIM_DUE: &str = r#"
 local out = {}
 local limit = tonumber(ARGV[2])
@@ -38,11 +60,21 @@ end
 return out
 "#;
 
+/// Removes a published member and releases its place on the lane.
+const REMOVE: &str = r#"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  if redis.call('HINCRBY', KEYS[2], 'pending', -1) <= 0 then redis.call('DEL', KEYS[2]) end
+end
+return 0
+"#;
+
 pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     claim: Script,
+    defer: Script,
     claim_due: Script,
+    remove: Script,
 }
 
 impl RedisStore {
@@ -54,7 +86,9 @@ impl RedisStore {
             conn,
             keys: Keys::new(key_prefix),
             claim: Script::new(CLAIM),
+            defer: Script::new(DEFER),
             claim_due: Script::new(CLAIM_DUE),
+            remove: Script::new(REMOVE),
         })
     }
 }
@@ -127,15 +161,60 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn defer(&self, member: &str, due: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn hydrate(&self, users: &[String], lanes: &[String]) -> Result<Hydrated, StoreError> {
+        if users.is_empty() && lanes.is_empty() {
+            return Ok(Hydrated::default());
+        }
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.cmd("GET").arg(self.keys.prefs(u));
+        }
+        for l in lanes {
+            pipe.cmd("HMGET")
+                .arg(self.keys.lane(l))
+                .arg("due")
+                .arg("pending");
+        }
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(self.keys.deferred())
-            .arg(millis(due))
+        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut values = values.into_iter();
+        let mut prefs = Vec::with_capacity(users.len());
+        for _ in users {
+            prefs.push(
+                redis::FromRedisValue::from_redis_value(values.next().unwrap_or(redis::Value::Nil))
+                    .map_err(redis::RedisError::from)?,
+            );
+        }
+        let mut holds = Vec::with_capacity(lanes.len());
+        for _ in lanes {
+            let (due, pending): (Option<i64>, Option<i64>) =
+                redis::FromRedisValue::from_redis_value(values.next().unwrap_or(redis::Value::Nil))
+                    .map_err(redis::RedisError::from)?;
+            holds.push(match (due, pending) {
+                (Some(due), Some(p)) if p > 0 => DateTime::from_timestamp_millis(due),
+                _ => None,
+            });
+        }
+        Ok(Hydrated { prefs, holds })
+    }
+
+    async fn defer(
+        &self,
+        lane: &str,
+        member: &str,
+        due: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let mut conn = self.conn.clone();
+        let released: i64 = self
+            .defer
+            .key(self.keys.deferred())
+            .key(self.keys.lane(lane))
             .arg(member)
-            .query_async(&mut conn)
+            .arg(millis(due))
+            .arg(LANE_GRACE_MS)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(DateTime::from_timestamp_millis(released).unwrap_or(due))
     }
 
     async fn claim_due(
@@ -150,19 +229,21 @@ impl Store for RedisStore {
             .claim_due
             .key(self.keys.deferred())
             .key(self.keys.deferred_claimed())
-            .arg(millis(now))
+            .arg(score(millis(now), 999))
             .arg(limit)
-            .arg(until)
+            .arg(score(until, 0))
             .invoke_async(&mut conn)
             .await?)
     }
 
-    async fn remove_deferred(&self, member: &str) -> Result<(), StoreError> {
+    async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("ZREM")
-            .arg(self.keys.deferred_claimed())
+        let _: i64 = self
+            .remove
+            .key(self.keys.deferred_claimed())
+            .key(self.keys.lane(lane))
             .arg(member)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
