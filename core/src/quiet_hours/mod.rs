@@ -7,7 +7,9 @@
 //! instant.
 
 use crate::prefs::{QuietHours, Window, WEEKDAYS};
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 
 /// If `now` falls inside a quiet window, the instant the window (and any window
@@ -84,55 +86,5 @@ pub fn resolve(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     }
 }
 
-use chrono::Timelike;
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::NaiveTime;
-
-    fn window(start: &str, end: &str) -> QuietHours {
-        QuietHours::Daily(Window {
-            start: NaiveTime::parse_from_str(start, "%H:%M").unwrap(),
-            end: NaiveTime::parse_from_str(end, "%H:%M").unwrap(),
-        })
-    }
-
-    fn at(tz: Tz, local: &str) -> DateTime<Utc> {
-        let ndt = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M").unwrap();
-        tz.from_local_datetime(&ndt)
-            .earliest()
-            .unwrap()
-            .with_timezone(&Utc)
-    }
-
-    #[test]
-    fn late_evening_defers_to_local_morning_across_midnight() {
-        let tz: Tz = "Europe/Paris".parse().unwrap();
-        let q = window("22:00", "07:00");
-        let until = quiet_until(&q, tz, at(tz, "2026-11-26 23:00")).unwrap();
-        assert_eq!(until, at(tz, "2026-11-27 07:00"));
-        let until = quiet_until(&q, tz, at(tz, "2026-11-27 03:00")).unwrap();
-        assert_eq!(until, at(tz, "2026-11-27 07:00"));
-        assert_eq!(quiet_until(&q, tz, at(tz, "2026-11-27 07:00")), None);
-        assert_eq!(quiet_until(&q, tz, at(tz, "2026-11-26 12:00")), None);
-    }
-
-    #[test]
-    fn window_ending_in_a_dst_gap_ends_after_the_gap() {
-        // New York springs forward 2026-03-08 02:00 -> 03:00.
-        let tz: Tz = "America/New_York".parse().unwrap();
-        let q = window("23:00", "02:30");
-        let until = quiet_until(&q, tz, at(tz, "2026-03-08 01:00")).unwrap();
-        assert_eq!(until.to_rfc3339(), "2026-03-08T07:00:00+00:00");
-    }
-
-    #[test]
-    fn an_empty_window_is_no_window() {
-        let tz: Tz = "UTC".parse().unwrap();
-        assert_eq!(
-            quiet_until(&window("07:00", "07:00"), tz, at(tz, "2026-01-01 07:00")),
-            None
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,295 @@
+//! Quiet-hours math: fixed cases for every kind of DST day, and properties
+//! over many zones and dates.
+
+use super::*;
+use crate::prefs::Window;
+use chrono::{NaiveTime, Offset};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn hm(s: &str) -> NaiveTime {
+    NaiveTime::parse_from_str(s, "%H:%M").unwrap()
+}
+
+fn daily(start: &str, end: &str) -> QuietHours {
+    QuietHours::Daily(Window {
+        start: hm(start),
+        end: hm(end),
+    })
+}
+
+fn weekly(days: &[(&str, &str, &str)]) -> QuietHours {
+    QuietHours::Weekly(
+        days.iter()
+            .map(|(d, s, e)| {
+                (
+                    d.to_string(),
+                    Window {
+                        start: hm(s),
+                        end: hm(e),
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+    )
+}
+
+fn tz(name: &str) -> Tz {
+    name.parse().unwrap()
+}
+
+/// An unambiguous local time as an instant.
+fn local(zone: &str, s: &str) -> DateTime<Utc> {
+    let ndt = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+    tz(zone)
+        .from_local_datetime(&ndt)
+        .single()
+        .expect("unambiguous")
+        .with_timezone(&Utc)
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+#[test]
+fn late_evening_defers_to_local_morning_across_midnight() {
+    let q = daily("22:00", "07:00");
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Europe/Paris"),
+            local("Europe/Paris", "2026-11-26 23:00")
+        ),
+        Some(local("Europe/Paris", "2026-11-27 07:00"))
+    );
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Europe/Paris"),
+            local("Europe/Paris", "2026-11-27 03:00")
+        ),
+        Some(local("Europe/Paris", "2026-11-27 07:00"))
+    );
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Europe/Paris"),
+            local("Europe/Paris", "2026-11-27 07:00")
+        ),
+        None,
+        "the end is not quiet"
+    );
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Europe/Paris"),
+            local("Europe/Paris", "2026-11-26 21:59")
+        ),
+        None
+    );
+}
+
+#[test]
+fn a_window_ending_in_a_dst_gap_ends_at_the_first_instant_after_it() {
+    // New York springs forward 2026-03-08 02:00 -> 03:00 (EST -5 -> EDT -4).
+    let q = daily("23:00", "02:30");
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("America/New_York"),
+            local("America/New_York", "2026-03-08 01:00")
+        ),
+        Some(utc("2026-03-08T07:00:00Z"))
+    );
+    // London springs forward 2026-03-29 01:00 -> 02:00 (GMT -> BST).
+    let q = daily("23:00", "01:30");
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Europe/London"),
+            local("Europe/London", "2026-03-29 00:30")
+        ),
+        Some(utc("2026-03-29T01:00:00Z"))
+    );
+    // Lord Howe moves 30 minutes, 2026-10-04 02:00 -> 02:30 (+10:30 -> +11).
+    let q = daily("22:00", "02:15");
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Australia/Lord_Howe"),
+            local("Australia/Lord_Howe", "2026-10-03 23:00")
+        ),
+        Some(utc("2026-10-03T15:30:00Z"))
+    );
+}
+
+#[test]
+fn an_ambiguous_end_resolves_to_the_earlier_instant() {
+    // New York falls back 2026-11-01: 01:00-02:00 happens twice.
+    let q = daily("22:00", "01:30");
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("America/New_York"),
+            local("America/New_York", "2026-10-31 23:00")
+        ),
+        Some(utc("2026-11-01T05:30:00Z"))
+    );
+    // London falls back 2026-10-25: 01:00-02:00 happens twice.
+    let q = daily("00:00", "01:30");
+    assert_eq!(
+        quiet_until(&q, tz("Europe/London"), utc("2026-10-24T23:10:00Z")),
+        Some(utc("2026-10-25T00:30:00Z"))
+    );
+    // Lord Howe falls back 30 minutes 2026-04-05: 01:30-02:00 happens twice.
+    let q = daily("22:00", "01:45");
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Australia/Lord_Howe"),
+            local("Australia/Lord_Howe", "2026-04-04 23:00")
+        ),
+        Some(utc("2026-04-04T14:45:00Z"))
+    );
+}
+
+#[test]
+fn zones_with_quarter_and_half_hour_offsets() {
+    let q = daily("22:00", "07:00");
+    // Kathmandu is +05:45: 07:00 local is 01:15Z.
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Asia/Kathmandu"),
+            local("Asia/Kathmandu", "2026-11-26 23:00")
+        ),
+        Some(utc("2026-11-27T01:15:00Z"))
+    );
+    // Adelaide in summer is +10:30.
+    assert_eq!(
+        quiet_until(
+            &q,
+            tz("Australia/Adelaide"),
+            local("Australia/Adelaide", "2026-12-01 05:00")
+        ),
+        Some(utc("2026-11-30T20:30:00Z"))
+    );
+}
+
+#[test]
+fn per_weekday_windows_apply_on_their_own_days_and_chain() {
+    let zone = "Australia/Lord_Howe";
+    // 2026-11-23 is a Monday.
+    let q = weekly(&[("mon", "22:00", "06:30"), ("sat", "23:00", "09:00")]);
+    assert_eq!(
+        quiet_until(&q, tz(zone), local(zone, "2026-11-23 23:00")),
+        Some(local(zone, "2026-11-24 06:30"))
+    );
+    assert_eq!(
+        quiet_until(&q, tz(zone), local(zone, "2026-11-24 23:00")),
+        None,
+        "no Tuesday window"
+    );
+    // Saturday's window still runs on Sunday morning.
+    assert_eq!(
+        quiet_until(&q, tz(zone), local(zone, "2026-11-29 08:00")),
+        Some(local(zone, "2026-11-29 09:00"))
+    );
+    // Monday's window ends inside Tuesday's: the user stays quiet until Tuesday's ends.
+    let q = weekly(&[("mon", "22:00", "02:00"), ("tue", "01:00", "05:00")]);
+    assert_eq!(
+        quiet_until(&q, tz("UTC"), utc("2026-11-23T23:00:00Z")),
+        Some(utc("2026-11-24T05:00:00Z"))
+    );
+}
+
+#[test]
+fn an_empty_window_is_no_window() {
+    assert_eq!(
+        quiet_until(
+            &daily("07:00", "07:00"),
+            tz("UTC"),
+            utc("2026-01-01T07:00:00Z")
+        ),
+        None
+    );
+    assert_eq!(
+        quiet_until(&weekly(&[]), tz("UTC"), utc("2026-01-01T03:00:00Z")),
+        None
+    );
+}
+
+const ZONES: &[&str] = &[
+    "UTC",
+    "America/New_York",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Paris",
+    "Asia/Kathmandu",
+    "Asia/Kolkata",
+    "Asia/Tokyo",
+    "Australia/Lord_Howe",
+    "Australia/Adelaide",
+    "Pacific/Chatham",
+    "Pacific/Auckland",
+];
+
+/// Whether the zone's offset is the same for a day and more around `at`, so
+/// wall-clock arithmetic is exact there.
+fn steady(zone: Tz, at: DateTime<Utc>) -> bool {
+    let offset = |t: DateTime<Utc>| t.with_timezone(&zone).offset().fix().local_minus_utc();
+    (-30..=30).all(|h| offset(at + chrono::Duration::hours(h)) == offset(at))
+}
+
+fn in_window(t: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {
+    if start < end {
+        start <= t && t < end
+    } else {
+        t >= start || t < end
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// The end of a deferral is never quiet itself and never in the past.
+    #[test]
+    fn the_deferral_end_is_after_now_and_not_quiet(
+        zone in proptest::sample::select(ZONES),
+        secs in 1_577_836_800i64..1_893_456_000i64, // 2020..2030
+        start in 0u32..96, end in 0u32..96,
+    ) {
+        let zone: Tz = zone.parse().unwrap();
+        let now = DateTime::from_timestamp(secs, 0).unwrap();
+        let w = Window { start: NaiveTime::from_hms_opt(start / 4, start % 4 * 15, 0).unwrap(), end: NaiveTime::from_hms_opt(end / 4, end % 4 * 15, 0).unwrap() };
+        let q = QuietHours::Daily(w);
+        if let Some(until) = quiet_until(&q, zone, now) {
+            prop_assert!(until > now);
+            prop_assert!(until - now <= chrono::Duration::hours(26));
+            prop_assert_eq!(quiet_until(&q, zone, until), None);
+        }
+    }
+
+    /// Away from DST changes, deferral matches the wall clock exactly.
+    #[test]
+    fn away_from_transitions_it_matches_the_wall_clock(
+        zone in proptest::sample::select(ZONES),
+        secs in 1_577_836_800i64..1_893_456_000i64,
+        start in 0u32..96, end in 0u32..96,
+    ) {
+        let zone: Tz = zone.parse().unwrap();
+        let now = DateTime::from_timestamp(secs, 0).unwrap();
+        prop_assume!(steady(zone, now));
+        let (s, e) = (NaiveTime::from_hms_opt(start / 4, start % 4 * 15, 0).unwrap(), NaiveTime::from_hms_opt(end / 4, end % 4 * 15, 0).unwrap());
+        let q = QuietHours::Daily(Window { start: s, end: e });
+        let wall = now.with_timezone(&zone).time();
+        let quiet = s != e && in_window(wall, s, e);
+        let until = quiet_until(&q, zone, now);
+        prop_assert_eq!(until.is_some(), quiet);
+        if let Some(until) = until {
+            prop_assert_eq!(until.with_timezone(&zone).time(), e);
+        }
+    }
+}
