@@ -7,7 +7,6 @@ mod harness;
 use harness::smtp::SmtpServer;
 use harness::{order_event, smtp_and_twilio, user, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,26 +14,6 @@ use tidings::fleet::{self, Roles};
 use tidings_core::{Channel, Clock, State};
 
 const EVENTS: usize = 400;
-
-fn spawn_worker(config_file: &std::path::Path, infra: &Infra) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["worker", "--channel", "email"])
-        .env("TIDINGS_CONFIG", config_file)
-        // Endpoints through the environment, as a deployment would set them.
-        .env(
-            "TIDINGS_KAFKA__BOOTSTRAP_SERVERS",
-            infra.kafka.bootstrap_servers(),
-        )
-        .env("TIDINGS_REDIS__URL", infra.redis.url())
-        .env(
-            "TIDINGS_TEMPLATES__DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/templates"),
-        )
-        .env("TIDINGS_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the tidings binary")
-}
 
 /// Notification ids whose dedupe record (an outcome, not a claim) is in Redis.
 async fn recorded_outcomes(redis_url: &str) -> HashSet<String> {
@@ -70,16 +49,12 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     config.worker.claim_lease = Duration::from_secs(2);
     let config = Arc::new(config);
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tidings.toml");
-    let mut text = harness::example_toml();
-    text.truncate(text.find("# ---- Channels").unwrap());
-    text.push_str(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"));
-    text.push_str("\n[channels.email]\nproviders = [\"smtp\"]\n");
-    text = text.replace(
-        "claim_lease = \"30s\"\ndedupe_ttl",
-        "claim_lease = \"2s\"\ndedupe_ttl",
+    let file = harness::config_file(
+        dir.path(),
+        &smtp_and_twilio(smtp.port, "http://127.0.0.1:9"),
+        "\n[channels.email]\nproviders = [\"smtp\"]\n",
+        &[("claim_lease = \"30s\"\ndedupe_ttl", "claim_lease = \"2s\"\ndedupe_ttl")],
     );
-    std::fs::write(&file, text).unwrap();
 
     let store = fleet::open_store(&config).await.unwrap();
     for i in 0..50 {
@@ -106,7 +81,7 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     // The relay takes 150 messages, then stops answering: sends are in flight,
     // some accepted with no answer, and offsets behind them are not committed.
     smtp.shared.stall_after.store(150, Ordering::SeqCst);
-    let mut worker = spawn_worker(&file, &infra);
+    let mut worker = infra.spawn(&file, &["worker", "--channel", "email"]);
     let events: String = (0..EVENTS)
         .map(|seq| order_event(seq, &format!("u-{}", seq % 50)) + "\n")
         .collect();
@@ -133,7 +108,7 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     assert!(!recorded.is_empty());
 
     smtp.shared.stall_after.store(usize::MAX, Ordering::SeqCst);
-    let mut worker = spawn_worker(&file, &infra);
+    let mut worker = infra.spawn(&file, &["worker", "--channel", "email"]);
     let records = watch
         .wait_until("every notification sent", Duration::from_secs(120), |rs| {
             rs.iter()

@@ -37,6 +37,27 @@ impl Infra {
         Infra { kafka, redis }
     }
 
+    /// Environment overrides that point a `tidings` process at this infrastructure.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", self.kafka.bootstrap_servers().to_string()),
+            ("TIDINGS_REDIS__URL", self.redis.url()),
+            ("TIDINGS_TEMPLATES__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_string()),
+            ("TIDINGS_LOG", "warn".to_string()),
+        ]
+    }
+
+    /// Runs `tidings <args>` as a process of its own, configured by `file`.
+    pub fn spawn(&self, file: &std::path::Path, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(args)
+            .env("TIDINGS_CONFIG", file)
+            .envs(self.env())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the tidings binary")
+    }
+
     /// The example configuration pointed at this infrastructure, with the given providers.
     pub fn config(&self, providers: &str, channels: &[(Channel, &[&str])]) -> Config {
         let mut text = example_toml();
@@ -66,6 +87,23 @@ impl Infra {
         config.validate().unwrap();
         config
     }
+}
+
+/// A configuration file for a `tidings` process: the example with `providers`
+/// and `channels` (TOML), and `replace` pairs applied to the text. Endpoints
+/// come from the environment (see [`Infra::env`]).
+pub fn config_file(dir: &std::path::Path, providers: &str, channels: &str, replace: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = example_toml();
+    text.truncate(text.find("# ---- Channels").unwrap());
+    text.push_str(providers);
+    text.push_str(channels);
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from} is not in the example config");
+        text = text.replace(from, to);
+    }
+    let file = dir.join("tidings.toml");
+    std::fs::write(&file, text).unwrap();
+    file
 }
 
 pub fn example_toml() -> String {
