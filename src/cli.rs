@@ -48,6 +48,25 @@ pub enum Command {
     Prefs(PrefsCommand),
     /// The whole fleet in one process on embedded infrastructure.
     Dev(DevArgs),
+    /// Measure throughput on embedded infrastructure.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Intake events/s with a warm and a cold preference cache, next to a bare passthrough.
+    Intake(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Events measured per run (each run consumes twice as many: the first half warms up).
+    #[arg(long, default_value_t = 50_000)]
+    pub events: usize,
+    /// Distinct users the events are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
 }
 
 #[derive(Debug, Subcommand)]

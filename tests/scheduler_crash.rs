@@ -34,14 +34,20 @@ fn deferred(seq: usize) -> (String, String, String) {
         locale: "en".into(),
         timezone: "UTC".into(),
         recipient: Recipient::Email { address: format!("{user}@example.com") },
-        data: serde_json::json!({"order_id": format!("o-{seq:06}"), "total": "1.00", "currency": "EUR", "items": [],
-            "item_count": 1, "placed_at": "2026-11-26T10:00:00Z", "order_url": "https://shop.example/o"}),
+        data: serde_json::value::to_raw_value(&serde_json::json!({"order_id": format!("o-{seq:06}"), "total": "1.00",
+            "currency": "EUR", "items": [], "item_count": 1, "placed_at": "2026-11-26T10:00:00Z", "order_url": "https://shop.example/o"}))
+        .unwrap(),
         created_at: chrono::Utc::now(),
         not_before: None,
         fallback: vec![],
         attempt: 0,
     };
-    let member = serde_json::to_string(&Deferred { notification: n, correlation_id: "c".into(), traceparent: None }).unwrap();
+    let member = serde_json::to_string(&Deferred {
+        notification: n,
+        correlation_id: "c".into(),
+        traceparent: None,
+    })
+    .unwrap();
     (id, lane(&user, Channel::Email), member)
 }
 
@@ -64,20 +70,36 @@ async fn killed_scheduler_loses_nothing_and_the_worker_sends_nothing_twice() {
     }
 
     let watch = StatusWatch::start(&config);
-    let worker = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), Roles { intake: false, scheduler: false, channels: vec![Channel::Email] }).unwrap();
+    let worker = fleet::spawn_fleet(
+        config.clone(),
+        store.clone(),
+        Clock::system(),
+        Roles {
+            intake: false,
+            scheduler: false,
+            channels: vec![Channel::Email],
+        },
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = harness::config_file(
         dir.path(),
         &providers,
         "\n[channels.email]\nproviders = [\"smtp\"]\n",
-        &[("batch = 500\nclaim_lease = \"30s\"", "batch = 50\nclaim_lease = \"2s\"")],
+        &[(
+            "batch = 500\nclaim_lease = \"30s\"",
+            "batch = 50\nclaim_lease = \"2s\"",
+        )],
     );
 
     let mut scheduler = infra.spawn(&file, &["scheduler"]);
     // Kill it part-way through the move.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while store.deferred_len().await.unwrap() > (HELD - 325) as u64 {
-        assert!(std::time::Instant::now() < deadline, "the scheduler moved nothing");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler moved nothing"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     scheduler.kill().unwrap();
@@ -87,23 +109,46 @@ async fn killed_scheduler_loses_nothing_and_the_worker_sends_nothing_twice() {
 
     let mut scheduler = infra.spawn(&file, &["scheduler"]);
     let records = watch
-        .wait_until("every held notification sent", Duration::from_secs(120), |rs| {
-            rs.iter().filter(|r| r.state == State::Sent).map(|r| &r.notification_id).collect::<HashSet<_>>().len() == HELD
-        })
+        .wait_until(
+            "every held notification sent",
+            Duration::from_secs(120),
+            |rs| {
+                rs.iter()
+                    .filter(|r| r.state == State::Sent)
+                    .map(|r| &r.notification_id)
+                    .collect::<HashSet<_>>()
+                    .len()
+                    == HELD
+            },
+        )
         .await;
     scheduler.kill().unwrap();
     scheduler.wait().unwrap();
     worker.shutdown().await.unwrap();
 
-    let sent: HashSet<_> = records.iter().filter(|r| r.state == State::Sent).map(|r| r.notification_id.clone()).collect();
+    let sent: HashSet<_> = records
+        .iter()
+        .filter(|r| r.state == State::Sent)
+        .map(|r| r.notification_id.clone())
+        .collect();
     assert_eq!(sent, ids, "nothing lost");
     let mut copies: HashMap<String, usize> = HashMap::new();
     for m in smtp.received() {
         *copies.entry(m.header("Message-ID").unwrap()).or_default() += 1;
     }
     assert_eq!(copies.len(), HELD);
-    assert!(copies.values().all(|n| *n == 1), "a notification reached the relay twice");
-    assert_eq!(store.deferred_len().await.unwrap(), 0, "the schedule is empty");
-    let republished = records.iter().filter(|r| r.state == State::Duplicate).count();
+    assert!(
+        copies.values().all(|n| *n == 1),
+        "a notification reached the relay twice"
+    );
+    assert_eq!(
+        store.deferred_len().await.unwrap(),
+        0,
+        "the schedule is empty"
+    );
+    let republished = records
+        .iter()
+        .filter(|r| r.state == State::Duplicate)
+        .count();
     eprintln!("{left} held at the kill; {republished} republished copies absorbed by dedupe");
 }

@@ -53,7 +53,10 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
         dir.path(),
         &smtp_and_twilio(smtp.port, "http://127.0.0.1:9"),
         "\n[channels.email]\nproviders = [\"smtp\"]\n",
-        &[("claim_lease = \"30s\"\ndedupe_ttl", "claim_lease = \"2s\"\ndedupe_ttl")],
+        &[(
+            "claim_lease = \"30s\"\ndedupe_ttl",
+            "claim_lease = \"2s\"\ndedupe_ttl",
+        )],
     );
 
     let store = fleet::open_store(&config).await.unwrap();

@@ -7,9 +7,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CloudEvent {
     pub specversion: String,
     pub id: String,
@@ -24,8 +27,14 @@ pub struct CloudEvent {
     pub correlationid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    #[serde(default)]
-    pub data: Value,
+    /// The event's data, kept as the JSON text it arrived as: intake passes it
+    /// on to notifications without building it up and tearing it down.
+    #[serde(default = "null")]
+    pub data: Box<RawValue>,
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
 }
 
 /// Why an input record is not a usable event. Each ends on `tidings.intake.dlq`.
@@ -59,10 +68,10 @@ impl CloudEvent {
         };
         let event = if let Some(specversion) = header("ce_specversion") {
             let data = match value {
-                None | Some(b"") => Value::Null,
-                Some(bytes) => {
-                    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?
-                }
+                None | Some(b"") => null(),
+                Some(bytes) => serde_json::from_slice::<&RawValue>(bytes)
+                    .map_err(|e| DecodeError::Json(e.to_string()))?
+                    .to_owned(),
             };
             let time = match header("ce_time") {
                 None => None,
@@ -103,13 +112,38 @@ impl CloudEvent {
     /// The user this event is about, found at a JSON pointer into the
     /// structured form (`/data/user_id` by default, `/subject` also works).
     pub fn user_id(&self, pointer: &str) -> Result<String, DecodeError> {
-        let json = serde_json::to_value(self).map_err(|e| DecodeError::Shape(e.to_string()))?;
-        match json.pointer(pointer) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        let found = match pointer {
+            "/subject" => self.subject.clone().map(Value::String),
+            "/source" => Some(Value::String(self.source.clone())),
+            p if p.starts_with("/data/") => lookup(&self.data, &p["/data".len()..]),
+            // Anything else: look it up in the structured form.
+            p => serde_json::to_value(self)
+                .ok()
+                .and_then(|j| j.pointer(p).cloned()),
+        };
+        match found {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
             Some(Value::Number(n)) => Ok(n.to_string()),
             _ => Err(DecodeError::NoUser(pointer.to_string())),
         }
     }
+}
+
+/// The value at JSON `pointer` inside `raw`, reading only the objects and
+/// arrays on the way (siblings stay unparsed text).
+fn lookup(raw: &RawValue, pointer: &str) -> Option<Value> {
+    let mut here: &RawValue = raw;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        here = match serde_json::from_str::<BTreeMap<Cow<'_, str>, &RawValue>>(here.get()) {
+            Ok(map) => *map.get(token.as_str())?,
+            Err(_) => {
+                let items: Vec<&RawValue> = serde_json::from_str(here.get()).ok()?;
+                *items.get(token.parse::<usize>().ok()?)?
+            }
+        };
+    }
+    serde_json::from_str(here.get()).ok()
 }
 
 #[cfg(test)]
@@ -140,7 +174,7 @@ mod tests {
         ];
         let event = CloudEvent::decode(Some(br#"{"carrier":"UPS"}"#), &headers).unwrap();
         assert_eq!(event.id, "e2");
-        assert_eq!(event.data["carrier"], "UPS");
+        assert_eq!(event.data.get(), r#"{"carrier":"UPS"}"#);
         assert_eq!(event.user_id("/subject").unwrap(), "u-7");
     }
 
@@ -156,13 +190,26 @@ mod tests {
         ));
         let v = br#"{"specversion":"0.3","id":"e","type":"t","source":"s"}"#;
         assert_eq!(
-            CloudEvent::decode(Some(v), &[]),
-            Err(DecodeError::Version("0.3".into()))
+            CloudEvent::decode(Some(v), &[]).unwrap_err(),
+            DecodeError::Version("0.3".into())
         );
         let headers = vec![("ce_specversion".to_string(), b"1.0".to_vec())];
         assert_eq!(
-            CloudEvent::decode(Some(b"{}"), &headers),
-            Err(DecodeError::MissingHeader("ce_id"))
+            CloudEvent::decode(Some(b"{}"), &headers).unwrap_err(),
+            DecodeError::MissingHeader("ce_id")
         );
+    }
+
+    #[test]
+    fn pointers_reach_into_nested_data_without_parsing_the_rest() {
+        let raw = br#"{"specversion":"1.0","id":"e","type":"t","source":"s",
+            "data":{"order":{"customer":{"id":"u-9"},"lines":[{"sku":"a"},{"sku":"b/c"}]},"n":7,"a~b":"x"}}"#;
+        let event = CloudEvent::decode(Some(raw), &[]).unwrap();
+        assert_eq!(event.user_id("/data/order/customer/id").unwrap(), "u-9");
+        assert_eq!(event.user_id("/data/order/lines/1/sku").unwrap(), "b/c");
+        assert_eq!(event.user_id("/data/n").unwrap(), "7");
+        assert_eq!(event.user_id("/data/a~0b").unwrap(), "x");
+        assert_eq!(event.user_id("/source").unwrap(), "s");
+        assert!(event.user_id("/data/order/lines/5/sku").is_err());
     }
 }

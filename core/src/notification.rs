@@ -4,7 +4,7 @@
 use crate::{Channel, Priority};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// A push device token and the service it belongs to (`fcm` or `apns`).
@@ -24,7 +24,7 @@ pub enum Recipient {
     Webhook { url: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
     /// Deterministic: see [`notification_id`].
     pub notification_id: String,
@@ -41,8 +41,8 @@ pub struct Notification {
     /// IANA time zone of the user, for dates in templates and quiet hours.
     pub timezone: String,
     pub recipient: Recipient,
-    /// Template variables: the event's `data`.
-    pub data: Value,
+    /// Template variables: the event's `data`, as the JSON text it arrived as.
+    pub data: Box<RawValue>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
@@ -102,7 +102,7 @@ mod tests {
 }
 
 /// A notification held until its `not_before`, with the headers it goes back with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deferred {
     pub notification: Notification,
     pub correlation_id: String,

@@ -10,7 +10,7 @@ use tidings_core::quiet_hours::quiet_until;
 use tidings_core::{Channel, Notification, Preferences, Priority, Recipient};
 
 /// What becomes of one notification intake creates.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Goes to `tidings.<channel>.<priority>` now.
     Publish(Notification),

@@ -1,5 +1,6 @@
 //! Subcommands that are more than running a role.
 
+pub mod bench;
 pub mod dev;
 pub mod dlq;
 pub mod prefs;

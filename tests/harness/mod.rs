@@ -40,9 +40,15 @@ impl Infra {
     /// Environment overrides that point a `tidings` process at this infrastructure.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", self.kafka.bootstrap_servers().to_string()),
+            (
+                "TIDINGS_KAFKA__BOOTSTRAP_SERVERS",
+                self.kafka.bootstrap_servers().to_string(),
+            ),
             ("TIDINGS_REDIS__URL", self.redis.url()),
-            ("TIDINGS_TEMPLATES__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_string()),
+            (
+                "TIDINGS_TEMPLATES__DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_string(),
+            ),
             ("TIDINGS_LOG", "warn".to_string()),
         ]
     }
@@ -92,7 +98,12 @@ impl Infra {
 /// A configuration file for a `tidings` process: the example with `providers`
 /// and `channels` (TOML), and `replace` pairs applied to the text. Endpoints
 /// come from the environment (see [`Infra::env`]).
-pub fn config_file(dir: &std::path::Path, providers: &str, channels: &str, replace: &[(&str, &str)]) -> std::path::PathBuf {
+pub fn config_file(
+    dir: &std::path::Path,
+    providers: &str,
+    channels: &str,
+    replace: &[(&str, &str)],
+) -> std::path::PathBuf {
     let mut text = example_toml();
     text.truncate(text.find("# ---- Channels").unwrap());
     text.push_str(providers);

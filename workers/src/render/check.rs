@@ -129,7 +129,7 @@ pub fn sample_notification(
         locale: locale.into(),
         timezone: "Europe/Paris".into(),
         recipient,
-        data,
+        data: serde_json::value::to_raw_value(&data).expect("JSON values serialize"),
         created_at: chrono::Utc::now(),
         not_before: None,
         fallback: vec![],

@@ -148,9 +148,10 @@ pub fn parts(channel: Channel) -> &'static [&'static str] {
 /// The data a template sees: the event's `data`, plus `tidings` with the
 /// user's time zone and locale (read by the date helper).
 fn context(n: &Notification) -> Value {
-    let mut ctx = match &n.data {
-        Value::Object(m) => Value::Object(m.clone()),
-        other => json!({ "data": other }),
+    let mut ctx = match serde_json::from_str::<Value>(n.data.get()) {
+        Ok(Value::Object(m)) => Value::Object(m),
+        Ok(other) => json!({ "data": other }),
+        Err(_) => json!({}),
     };
     ctx["tidings"] = json!({
         "timezone": n.timezone,

@@ -1,0 +1,188 @@
+//! `tidings bench intake`: intake throughput on the embedded broker, with a
+//! warm and a cold preference cache, next to a bare consume→produce
+//! passthrough on the same broker.
+//!
+//! Each run consumes `2 × events` records under a fresh consumer group; the
+//! first half warms up (connections, group join, and for the warm run the
+//! cache), and the figure is the second half: events per second from the
+//! moment the first half is done to the moment the second is. Every event
+//! becomes exactly one record in every run (bench users enable one channel,
+//! no quiet hours), so the three figures compare like with like.
+
+use crate::cli::BenchArgs;
+use crate::embedded::{EmbeddedKafka, RedisServer};
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tidings_core::kafka;
+use tidings_core::progress::Progress;
+use tidings_core::store::SharedStore;
+use tidings_core::{Clock, Config};
+use tokio_util::sync::CancellationToken;
+
+const INPUT: &str = "orders.events";
+const PASSTHROUGH: &str = "bench.passthrough";
+const PARTITIONS: i32 = 32;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(RedisServer::available(), "the benchmark needs redis-server");
+    let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
+    let redis = RedisServer::start()?;
+    let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
+    config.kafka.bootstrap_servers = kafka.bootstrap_servers().to_string();
+    config.kafka.options.clear();
+    config.redis.url = redis.url();
+    config.intake.topics = vec![INPUT.to_string()];
+    for topic in super::topics::topics(&config)
+        .into_iter()
+        .chain([PASSTHROUGH.to_string()])
+    {
+        kafka
+            .create_topic(&topic, PARTITIONS)
+            .map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
+    }
+    let store = crate::fleet::open_store(&config).await?;
+    let users: String = (0..args.users)
+        .map(|i| {
+            serde_json::json!({"user_id": format!("u-{i}"), "timezone": "Europe/Paris", "email": format!("u{i}@example.com"),
+                "channels": {"email": true}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    super::prefs::import(store.as_ref(), &users).await?;
+    let total = 2 * args.events;
+    let events: String = (0..total)
+        .map(|seq| {
+            serde_json::json!({"specversion": "1.0", "id": format!("evt-{seq}"), "type": "order.confirmed", "source": "/bench",
+                "time": "2026-11-26T12:00:00Z",
+                "data": {"user_id": format!("u-{}", seq % args.users), "order_id": format!("o-{seq}"), "total": "89.90",
+                    "currency": "EUR", "items": [{"name": "Linen shirt", "quantity": 2, "price": "29.95"}], "item_count": 2,
+                    "placed_at": "2026-11-26T09:15:00Z", "order_url": "https://shop.example/orders/o"}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    super::dev::feed(&config, &events).await?;
+    println!(
+        "{} events for {} users on {PARTITIONS} partitions; measuring the second {} of each run",
+        total, args.users, args.events
+    );
+
+    let progress = Progress::shared();
+    let token = CancellationToken::new();
+    let run = passthrough(
+        config.clone(),
+        progress.clone(),
+        token.clone().cancelled_owned(),
+    );
+    let passthrough = measure(args.events, progress, token, run).await?;
+    println!("passthrough (consume -> produce):  {passthrough:>9.0} events/s");
+    let cold = intake_run(&config, &store, "cold", 0, args.events).await?;
+    println!(
+        "intake, cold cache (no cache):      {cold:>9.0} events/s  ({:.0} % of passthrough)",
+        100.0 * cold / passthrough
+    );
+    let warm = intake_run(&config, &store, "warm", args.users as u64 * 2, args.events).await?;
+    println!(
+        "intake, warm cache:                 {warm:>9.0} events/s  ({:.0} % of passthrough)",
+        100.0 * warm / passthrough
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn intake_run(
+    config: &Config,
+    store: &SharedStore,
+    name: &str,
+    cache: u64,
+    events: usize,
+) -> anyhow::Result<f64> {
+    let mut config = config.clone();
+    config.kafka.group_prefix = format!("bench-{name}");
+    config.intake.prefs_cache_size = cache;
+    config.intake.prefs_cache_ttl = Duration::from_secs(3600);
+    let progress = Progress::shared();
+    let token = CancellationToken::new();
+    let run = tidings_intake::run(
+        Arc::new(config),
+        store.clone(),
+        Clock::system(),
+        progress.clone(),
+        token.clone().cancelled_owned(),
+    );
+    measure(events, progress, token, async move { Ok(run.await?) }).await
+}
+
+/// Runs `run` until it has handled `2 × events` records (counted in
+/// `progress.events`); returns events/s over the second half.
+async fn measure(
+    events: usize,
+    progress: Arc<Progress>,
+    token: CancellationToken,
+    run: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<f64> {
+    let task = tokio::spawn(run);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut start = None;
+    loop {
+        let done = Progress::get(&progress.events);
+        if start.is_none() && done >= events as u64 {
+            start = Some(Instant::now());
+        }
+        if done >= 2 * events as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "benchmark run did not finish in 10 minutes ({done} done)"
+        );
+        anyhow::ensure!(
+            !task.is_finished(),
+            "benchmark run stopped early ({done} done)"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    token.cancel();
+    task.await??;
+    Ok(events as f64 / elapsed.as_secs_f64())
+}
+
+/// The baseline: the same consumer and producer settings as intake, each
+/// record copied to another topic, its offset stored once acknowledged.
+async fn passthrough(
+    config: Config,
+    progress: Arc<Progress>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = kafka::consumer(&config.kafka, "bench-passthrough")?;
+    consumer.subscribe(&[INPUT])?;
+    let producer = kafka::producer(&config.kafka)?;
+    let mut acks = FuturesOrdered::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            Some(done) = acks.next(), if !acks.is_empty() => {
+                let (topic, partition, offset): (String, i32, i64) = done?;
+                let _ = consumer.store_offset(&topic, partition, offset);
+                Progress::add(&progress.events, 1);
+            }
+            m = consumer.recv(), if acks.len() < config.intake.max_in_flight => {
+                let m = m?;
+                let record = FutureRecord::<[u8], [u8]>::to(PASSTHROUGH).key(m.key().unwrap_or_default()).payload(m.payload().unwrap_or_default());
+                let delivery = kafka::enqueue(&producer, record).await?;
+                let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                acks.push_back(async move { kafka::delivered(delivery).await.map(|()| (topic, partition, offset)) });
+            }
+        }
+    }
+    Ok(())
+}
