@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use tidings_core::Channel;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tidings",
-    version,
-    about = "Kafka events in; email, SMS, push and webhooks out."
-)]
+#[command(name = "tidings", version, about = "Kafka events in; email, SMS, push and webhooks out.")]
 pub struct Cli {
     /// The TOML configuration (see tidings.example.toml).
     #[arg(long, global = true, env = "TIDINGS_CONFIG")]
@@ -67,6 +63,9 @@ pub struct BenchArgs {
     /// Distinct users the events are spread over.
     #[arg(long, default_value_t = 10_000)]
     pub users: usize,
+    /// Runs of each kind; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Subcommand)]

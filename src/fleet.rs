@@ -22,18 +22,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
 
 /// The providers of `channel`, in failover order.
 pub fn providers(config: &Config, channel: Channel) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
-    let names = config
-        .channels
-        .get(&channel)
-        .map(|c| c.providers.as_slice())
-        .unwrap_or_default();
+    let names = config.channels.get(&channel).map(|c| c.providers.as_slice()).unwrap_or_default();
     names
         .iter()
         .map(|name| {
-            let c = config
-                .providers
-                .get(name)
-                .with_context(|| format!("provider `{name}` is not configured"))?;
+            let c = config.providers.get(name).with_context(|| format!("provider `{name}` is not configured"))?;
             tidings_providers::build(name, c).map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))
         })
         .collect()
@@ -62,11 +55,7 @@ pub struct Roles {
 impl Roles {
     /// Intake, the scheduler, and a worker for every configured channel.
     pub fn all(config: &Config) -> Self {
-        Roles {
-            intake: true,
-            scheduler: true,
-            channels: config.channels.keys().copied().collect(),
-        }
+        Roles { intake: true, scheduler: true, channels: config.channels.keys().copied().collect() }
     }
 }
 
@@ -78,38 +67,19 @@ pub struct Fleet {
 }
 
 /// Starts `roles` as tasks of this process.
-pub fn spawn_fleet(
-    config: Arc<Config>,
-    store: SharedStore,
-    clock: Clock,
-    roles: Roles,
-) -> anyhow::Result<Fleet> {
+pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles: Roles) -> anyhow::Result<Fleet> {
     let token = CancellationToken::new();
     let progress = Progress::shared();
     let mut tasks = JoinSet::new();
     if roles.intake {
-        let (c, s, p, t) = (
-            config.clone(),
-            store.clone(),
-            progress.clone(),
-            token.clone(),
-        );
+        let (c, s, p, t) = (config.clone(), store.clone(), progress.clone(), token.clone());
         let clock = clock.clone();
-        tasks.spawn(
-            async move { Ok(tidings_intake::run(c, s, clock, p, t.cancelled_owned()).await?) },
-        );
+        tasks.spawn(async move { Ok(tidings_intake::run(c, s, clock, p, t.cancelled_owned()).await?) });
     }
     if roles.scheduler {
-        let (c, s, p, t) = (
-            config.clone(),
-            store.clone(),
-            progress.clone(),
-            token.clone(),
-        );
+        let (c, s, p, t) = (config.clone(), store.clone(), progress.clone(), token.clone());
         let clock = clock.clone();
-        tasks.spawn(async move {
-            Ok(tidings_intake::scheduler::run(c, s, clock, p, t.cancelled_owned()).await?)
-        });
+        tasks.spawn(async move { Ok(tidings_intake::scheduler::run(c, s, clock, p, t.cancelled_owned()).await?) });
     }
     if !roles.channels.is_empty() {
         let renderer = Arc::new(Renderer::load(&templates_dir(&config))?);
@@ -124,15 +94,10 @@ pub fn spawn_fleet(
                 progress: progress.clone(),
             };
             let t = token.clone();
-            tasks
-                .spawn(async move { Ok(tidings_workers::run(worker, t.cancelled_owned()).await?) });
+            tasks.spawn(async move { Ok(tidings_workers::run(worker, t.cancelled_owned()).await?) });
         }
     }
-    Ok(Fleet {
-        token,
-        tasks,
-        progress,
-    })
+    Ok(Fleet { token, tasks, progress })
 }
 
 impl Fleet {
@@ -149,10 +114,7 @@ impl Fleet {
     }
 
     /// Waits until any role ends (which only happens on a fatal error) or `shutdown` completes.
-    pub async fn run_until(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         tokio::select! {
             _ = shutdown => {}
             Some(r) = self.tasks.join_next() => {

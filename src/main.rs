@@ -20,36 +20,23 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let load = || -> anyhow::Result<Arc<Config>> {
-        let path = cli.config.as_deref().ok_or_else(|| {
-            anyhow::anyhow!("no configuration: pass --config or set TIDINGS_CONFIG")
-        })?;
+        let path = cli
+            .config
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no configuration: pass --config or set TIDINGS_CONFIG"))?;
         Ok(Arc::new(Config::load(Some(path))?))
     };
     match cli.command {
         Command::Dev(args) => commands::dev::run(args).await,
-        Command::Bench(tidings::cli::BenchCommand::Intake(args)) => {
-            commands::bench::run(args).await
-        }
+        Command::Bench(tidings::cli::BenchCommand::Intake(args)) => commands::bench::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()),
         Command::Intake | Command::Scheduler | Command::Worker { .. } => {
             let config = load()?;
             let store = fleet::open_store(&config).await?;
             let roles = match cli.command {
-                Command::Intake => Roles {
-                    intake: true,
-                    scheduler: false,
-                    channels: vec![],
-                },
-                Command::Scheduler => Roles {
-                    intake: false,
-                    scheduler: true,
-                    channels: vec![],
-                },
-                Command::Worker { channel } => Roles {
-                    intake: false,
-                    scheduler: false,
-                    channels: vec![channel],
-                },
+                Command::Intake => Roles { intake: true, scheduler: false, channels: vec![] },
+                Command::Scheduler => Roles { intake: false, scheduler: true, channels: vec![] },
+                Command::Worker { channel } => Roles { intake: false, scheduler: false, channels: vec![channel] },
                 _ => unreachable!("matched above"),
             };
             let fleet = fleet::spawn_fleet(config, store, Clock::system(), roles)?;
@@ -64,11 +51,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TIDINGS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

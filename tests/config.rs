@@ -18,53 +18,28 @@ fn the_example_config_loads_and_routes_every_shipped_event_type() {
         "account.password_reset",
         "marketing.campaign",
     ] {
-        let route = config
-            .events
-            .get(ty)
-            .unwrap_or_else(|| panic!("{ty} has no route"));
-        let folder = config
-            .templates
-            .dir
-            .join(route.template.as_deref().unwrap_or(ty));
+        let route = config.events.get(ty).unwrap_or_else(|| panic!("{ty} has no route"));
+        let folder = config.templates.dir.join(route.template.as_deref().unwrap_or(ty));
         assert!(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(&folder)
-                .join("sample.json")
-                .exists(),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&folder).join("sample.json").exists(),
             "{ty} has no sample.json"
         );
     }
-    assert_eq!(
-        config.events["account.password_reset"].priority,
-        Priority::Critical
-    );
+    assert_eq!(config.events["account.password_reset"].priority, Priority::Critical);
     assert_eq!(config.events["marketing.campaign"].priority, Priority::Bulk);
     assert_eq!(config.intake.unknown_types, UnknownTypes::DeadLetter);
     assert_eq!(config.channels[&Channel::Email].providers, vec!["smtp"]);
-    assert!(matches!(
-        config.providers["twilio"],
-        ProviderConfig::Twilio(_)
-    ));
+    assert!(matches!(config.providers["twilio"], ProviderConfig::Twilio(_)));
 }
 
 #[test]
 fn unknown_fields_and_dangling_provider_names_are_refused() {
     let typo = "[kafka]\nbootstrap_servers = \"k:9092\"\nbootstrp = 1\n";
-    assert!(Config::from_toml(typo)
-        .unwrap_err()
-        .to_string()
-        .contains("bootstrp"));
-    let dangling =
-        "[kafka]\nbootstrap_servers = \"k:9092\"\n[channels.email]\nproviders = [\"nope\"]\n";
-    assert!(Config::from_toml(dangling)
-        .unwrap_err()
-        .to_string()
-        .contains("`nope` is not in [providers]"));
+    assert!(Config::from_toml(typo).unwrap_err().to_string().contains("bootstrp"));
+    let dangling = "[kafka]\nbootstrap_servers = \"k:9092\"\n[channels.email]\nproviders = [\"nope\"]\n";
+    assert!(Config::from_toml(dangling).unwrap_err().to_string().contains("`nope` is not in [providers]"));
     let plain = "[kafka]\nbootstrap_servers = \"k:9092\"\n[providers.m]\nkind = \"smtp\"\nhost = \"h\"\ntls = \"none\"\nfrom = \"a@b.c\"\n";
-    assert!(Config::from_toml(plain)
-        .unwrap_err()
-        .to_string()
-        .contains("allow_plaintext"));
+    assert!(Config::from_toml(plain).unwrap_err().to_string().contains("allow_plaintext"));
 }
 
 #[test]

@@ -31,44 +31,26 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     ));
     let store = fleet::open_store(&config).await.unwrap();
     let users: String = (0..USERS).map(|i| user(i) + "\n").collect();
-    let (stored, rejected) = tidings::commands::prefs::import(store.as_ref(), &users)
-        .await
-        .unwrap();
+    let (stored, rejected) = tidings::commands::prefs::import(store.as_ref(), &users).await.unwrap();
     assert_eq!((stored, rejected.len()), (USERS, 0));
 
     let watch = StatusWatch::start(&config);
-    let fleet =
-        fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
-    let events: String = (0..EVENTS)
-        .map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n")
-        .collect();
-    assert_eq!(
-        tidings::commands::dev::feed(&config, &events)
-            .await
-            .unwrap(),
-        EVENTS
-    );
+    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();
+    assert_eq!(tidings::commands::dev::feed(&config, &events).await.unwrap(), EVENTS);
 
     // Email and SMS enabled, push disabled: two notifications per event.
     let expected = 2 * EVENTS;
     let records = watch
-        .wait_until(
-            "a terminal status for every notification",
-            Duration::from_secs(120),
-            |rs| terminal_counts(rs).len() >= expected,
-        )
+        .wait_until("a terminal status for every notification", Duration::from_secs(120), |rs| {
+            terminal_counts(rs).len() >= expected
+        })
         .await;
     let terminal = terminal_counts(&records);
     assert_eq!(terminal.len(), expected);
+    assert!(terminal.values().all(|n| *n == 1), "a notification has more than one terminal status");
     assert!(
-        terminal.values().all(|n| *n == 1),
-        "a notification has more than one terminal status"
-    );
-    assert!(
-        records
-            .iter()
-            .filter(|r| r.state.is_terminal())
-            .all(|r| r.state == State::Sent),
+        records.iter().filter(|r| r.state.is_terminal()).all(|r| r.state == State::Sent),
         "every notification is sent"
     );
 
@@ -77,15 +59,8 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     let sms = fakes::twilio_sent(&twilio).await;
     assert_eq!(mail.len(), EVENTS);
     assert_eq!(sms.len(), EVENTS);
-    let message_ids: HashSet<_> = mail
-        .iter()
-        .map(|m| m.header("Message-ID").unwrap())
-        .collect();
-    assert_eq!(
-        message_ids.len(),
-        EVENTS,
-        "every email is a different notification"
-    );
+    let message_ids: HashSet<_> = mail.iter().map(|m| m.header("Message-ID").unwrap()).collect();
+    assert_eq!(message_ids.len(), EVENTS, "every email is a different notification");
     let sms_orders: HashSet<_> = sms.iter().map(|(_, body)| order_id(body)).collect();
     assert_eq!(sms_orders.len(), EVENTS, "every SMS is a different event");
 
@@ -94,11 +69,7 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     for m in &mail {
         let id = order_id(&m.header("Subject").unwrap());
         let prev = last.insert(m.rcpt[0].clone(), id.clone());
-        assert!(
-            prev.is_none_or(|p| p < id),
-            "email out of order for {}",
-            m.rcpt[0]
-        );
+        assert!(prev.is_none_or(|p| p < id), "email out of order for {}", m.rcpt[0]);
     }
     last.clear();
     for (to, body) in &sms {
@@ -108,23 +79,16 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     }
 
     // Replaying the same events sends nothing new: every copy is a duplicate.
-    tidings::commands::dev::feed(&config, &events)
-        .await
-        .unwrap();
+    tidings::commands::dev::feed(&config, &events).await.unwrap();
     watch
-        .wait_until(
-            "a duplicate status for every replayed notification",
-            Duration::from_secs(120),
-            |rs| rs.iter().filter(|r| r.state == State::Duplicate).count() >= expected,
-        )
+        .wait_until("a duplicate status for every replayed notification", Duration::from_secs(120), |rs| {
+            rs.iter().filter(|r| r.state == State::Duplicate).count() >= expected
+        })
         .await;
     assert_eq!(smtp.received().len(), EVENTS);
     assert_eq!(fakes::twilio_sent(&twilio).await.len(), EVENTS);
     let terminal = terminal_counts(&watch.records());
-    assert!(
-        terminal.values().all(|n| *n == 1),
-        "a replay added a terminal status"
-    );
+    assert!(terminal.values().all(|n| *n == 1), "a replay added a terminal status");
 
     fleet.shutdown().await.unwrap();
 }

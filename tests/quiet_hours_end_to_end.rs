@@ -26,18 +26,13 @@ fn prefs(user: &str, opt_out: &[&str]) -> String {
 
 fn event(id: &str, ty: &str, user: &str) -> String {
     let sample: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!(
-            "{}/templates/{ty}/sample.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(format!("{}/templates/{ty}/sample.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
     )
     .unwrap();
     let mut data = sample;
     data["user_id"] = user.into();
     data["order_id"] = id.into();
-    serde_json::json!({"specversion": "1.0", "id": id, "type": ty, "source": "/test", "data": data})
-        .to_string()
+    serde_json::json!({"specversion": "1.0", "id": id, "type": ty, "source": "/test", "data": data}).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -51,22 +46,13 @@ async fn quiet_hours_defer_critical_bypasses_and_opt_outs_suppress() {
     ));
     let store = fleet::open_store(&config).await.unwrap();
     store.set_prefs("ana", &prefs("ana", &[])).await.unwrap();
-    store
-        .set_prefs("bob", &prefs("bob", &["marketing"]))
-        .await
-        .unwrap();
+    store.set_prefs("bob", &prefs("bob", &["marketing"])).await.unwrap();
     store.set_prefs("cleo", &prefs("cleo", &[])).await.unwrap();
 
     // 23:00 in Paris.
     let clock = Clock::starting_at("2026-11-26T22:00:00Z".parse().unwrap());
     let watch = StatusWatch::start(&config);
-    let fleet = fleet::spawn_fleet(
-        config.clone(),
-        store.clone(),
-        clock.clone(),
-        Roles::all(&config),
-    )
-    .unwrap();
+    let fleet = fleet::spawn_fleet(config.clone(), store.clone(), clock.clone(), Roles::all(&config)).unwrap();
     let events = [
         event("o-000001", "order.confirmed", "ana"),
         event("reset-1", "account.password_reset", "ana"),
@@ -75,104 +61,37 @@ async fn quiet_hours_defer_critical_bypasses_and_opt_outs_suppress() {
         event("o-000003", "order.confirmed", "cleo"),
     ]
     .join("\n");
-    tidings::commands::dev::feed(&config, &events)
-        .await
-        .unwrap();
-    let id = |event: &str, user: &str, template: &str| {
-        notification_id(event, Channel::Email, user, template)
-    };
+    tidings::commands::dev::feed(&config, &events).await.unwrap();
+    let id = |event: &str, user: &str, template: &str| notification_id(event, Channel::Email, user, template);
     let wait = Duration::from_secs(60);
 
     // The order at 23:00 local waits for 07:00 local (06:00Z).
-    let first = watch
-        .wait_for_status(
-            &id("o-000001", "ana", "order.confirmed"),
-            State::Deferred,
-            wait,
-        )
-        .await;
-    assert_eq!(
-        first.not_before,
-        Some("2026-11-27T06:00:00Z".parse().unwrap())
-    );
+    let first = watch.wait_for_status(&id("o-000001", "ana", "order.confirmed"), State::Deferred, wait).await;
+    assert_eq!(first.not_before, Some("2026-11-27T06:00:00Z".parse().unwrap()));
     // The later order queues behind it.
-    let second = watch
-        .wait_for_status(
-            &id("o-000002", "ana", "order.confirmed"),
-            State::Deferred,
-            wait,
-        )
-        .await;
+    let second = watch.wait_for_status(&id("o-000002", "ana", "order.confirmed"), State::Deferred, wait).await;
     assert_eq!(second.not_before, first.not_before);
     // The password reset goes now.
-    let reset = watch
-        .wait_for_status(
-            &id("reset-1", "ana", "account.password_reset"),
-            State::Sent,
-            wait,
-        )
-        .await;
+    let reset = watch.wait_for_status(&id("reset-1", "ana", "account.password_reset"), State::Sent, wait).await;
     assert_eq!(reset.provider.as_deref(), Some("smtp"));
     // Marketing for a user who opted out of it.
-    let campaign = watch
-        .wait_for_status(
-            &id("camp-1", "bob", "marketing.campaign"),
-            State::Suppressed,
-            wait,
-        )
-        .await;
-    assert_eq!(
-        campaign.error.as_deref(),
-        Some("user opted out of marketing")
-    );
-    watch
-        .wait_for_status(
-            &id("o-000003", "cleo", "order.confirmed"),
-            State::Deferred,
-            wait,
-        )
-        .await;
+    let campaign = watch.wait_for_status(&id("camp-1", "bob", "marketing.campaign"), State::Suppressed, wait).await;
+    assert_eq!(campaign.error.as_deref(), Some("user opted out of marketing"));
+    watch.wait_for_status(&id("o-000003", "cleo", "order.confirmed"), State::Deferred, wait).await;
     assert_eq!(smtp.received().len(), 1, "only the reset went out at night");
 
     // Cleo opts out of transactional messages while hers waits.
-    store
-        .set_prefs("cleo", &prefs("cleo", &["transactional"]))
-        .await
-        .unwrap();
+    store.set_prefs("cleo", &prefs("cleo", &["transactional"])).await.unwrap();
 
     // Morning comes: the scheduler hands both orders to the worker, in order.
     clock.advance(Duration::from_secs(8 * 3600 + 60));
-    watch
-        .wait_for_status(&id("o-000001", "ana", "order.confirmed"), State::Sent, wait)
-        .await;
-    watch
-        .wait_for_status(&id("o-000002", "ana", "order.confirmed"), State::Sent, wait)
-        .await;
-    let late = watch
-        .wait_for_status(
-            &id("o-000003", "cleo", "order.confirmed"),
-            State::Suppressed,
-            wait,
-        )
-        .await;
-    assert_eq!(
-        late.error.as_deref(),
-        Some("user opted out of transactional")
-    );
+    watch.wait_for_status(&id("o-000001", "ana", "order.confirmed"), State::Sent, wait).await;
+    watch.wait_for_status(&id("o-000002", "ana", "order.confirmed"), State::Sent, wait).await;
+    let late = watch.wait_for_status(&id("o-000003", "cleo", "order.confirmed"), State::Suppressed, wait).await;
+    assert_eq!(late.error.as_deref(), Some("user opted out of transactional"));
 
-    let subjects: Vec<String> = smtp
-        .received()
-        .iter()
-        .map(|m| m.header("Subject").unwrap())
-        .collect();
-    assert_eq!(
-        subjects,
-        vec![
-            "Reset your password",
-            "Order o-000001 confirmed",
-            "Order o-000002 confirmed"
-        ]
-    );
+    let subjects: Vec<String> = smtp.received().iter().map(|m| m.header("Subject").unwrap()).collect();
+    assert_eq!(subjects, vec!["Reset your password", "Order o-000001 confirmed", "Order o-000002 confirmed"]);
     assert_eq!(store.deferred_len().await.unwrap(), 0);
     fleet.shutdown().await.unwrap();
 }

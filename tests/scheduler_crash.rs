@@ -42,12 +42,8 @@ fn deferred(seq: usize) -> (String, String, String) {
         fallback: vec![],
         attempt: 0,
     };
-    let member = serde_json::to_string(&Deferred {
-        notification: n,
-        correlation_id: "c".into(),
-        traceparent: None,
-    })
-    .unwrap();
+    let member =
+        serde_json::to_string(&Deferred { notification: n, correlation_id: "c".into(), traceparent: None }).unwrap();
     (id, lane(&user, Channel::Email), member)
 }
 
@@ -74,11 +70,7 @@ async fn killed_scheduler_loses_nothing_and_the_worker_sends_nothing_twice() {
         config.clone(),
         store.clone(),
         Clock::system(),
-        Roles {
-            intake: false,
-            scheduler: false,
-            channels: vec![Channel::Email],
-        },
+        Roles { intake: false, scheduler: false, channels: vec![Channel::Email] },
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -86,20 +78,14 @@ async fn killed_scheduler_loses_nothing_and_the_worker_sends_nothing_twice() {
         dir.path(),
         &providers,
         "\n[channels.email]\nproviders = [\"smtp\"]\n",
-        &[(
-            "batch = 500\nclaim_lease = \"30s\"",
-            "batch = 50\nclaim_lease = \"2s\"",
-        )],
+        &[("batch = 500\nclaim_lease = \"30s\"", "batch = 50\nclaim_lease = \"2s\"")],
     );
 
     let mut scheduler = infra.spawn(&file, &["scheduler"]);
     // Kill it part-way through the move.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while store.deferred_len().await.unwrap() > (HELD - 325) as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scheduler moved nothing"
-        );
+        assert!(std::time::Instant::now() < deadline, "the scheduler moved nothing");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     scheduler.kill().unwrap();
@@ -109,46 +95,25 @@ async fn killed_scheduler_loses_nothing_and_the_worker_sends_nothing_twice() {
 
     let mut scheduler = infra.spawn(&file, &["scheduler"]);
     let records = watch
-        .wait_until(
-            "every held notification sent",
-            Duration::from_secs(120),
-            |rs| {
-                rs.iter()
-                    .filter(|r| r.state == State::Sent)
-                    .map(|r| &r.notification_id)
-                    .collect::<HashSet<_>>()
-                    .len()
-                    == HELD
-            },
-        )
+        .wait_until("every held notification sent", Duration::from_secs(120), |rs| {
+            rs.iter().filter(|r| r.state == State::Sent).map(|r| &r.notification_id).collect::<HashSet<_>>().len()
+                == HELD
+        })
         .await;
     scheduler.kill().unwrap();
     scheduler.wait().unwrap();
     worker.shutdown().await.unwrap();
 
-    let sent: HashSet<_> = records
-        .iter()
-        .filter(|r| r.state == State::Sent)
-        .map(|r| r.notification_id.clone())
-        .collect();
+    let sent: HashSet<_> =
+        records.iter().filter(|r| r.state == State::Sent).map(|r| r.notification_id.clone()).collect();
     assert_eq!(sent, ids, "nothing lost");
     let mut copies: HashMap<String, usize> = HashMap::new();
     for m in smtp.received() {
         *copies.entry(m.header("Message-ID").unwrap()).or_default() += 1;
     }
     assert_eq!(copies.len(), HELD);
-    assert!(
-        copies.values().all(|n| *n == 1),
-        "a notification reached the relay twice"
-    );
-    assert_eq!(
-        store.deferred_len().await.unwrap(),
-        0,
-        "the schedule is empty"
-    );
-    let republished = records
-        .iter()
-        .filter(|r| r.state == State::Duplicate)
-        .count();
+    assert!(copies.values().all(|n| *n == 1), "a notification reached the relay twice");
+    assert_eq!(store.deferred_len().await.unwrap(), 0, "the schedule is empty");
+    let republished = records.iter().filter(|r| r.state == State::Duplicate).count();
     eprintln!("{left} held at the kill; {republished} republished copies absorbed by dedupe");
 }

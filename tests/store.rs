@@ -23,34 +23,15 @@ fn at(s: &str) -> DateTime<Utc> {
 async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
     with_both(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
-        assert_eq!(
-            store.claim("n1", "w1", lease).await.unwrap(),
-            Claim::Acquired
-        );
-        assert_eq!(
-            store.claim("n1", "w1", lease).await.unwrap(),
-            Claim::Acquired,
-            "the owner renews"
-        );
+        assert_eq!(store.claim("n1", "w1", lease).await.unwrap(), Claim::Acquired);
+        assert_eq!(store.claim("n1", "w1", lease).await.unwrap(), Claim::Acquired, "the owner renews");
         assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Held);
         store.finish("n1", "{\"sent\":1}", lease).await.unwrap();
-        assert_eq!(
-            store.claim("n1", "w2", lease).await.unwrap(),
-            Claim::Done("{\"sent\":1}".into())
-        );
+        assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Done("{\"sent\":1}".into()));
         store.forget("n1").await.unwrap();
-        assert_eq!(
-            store.claim("n1", "w2", lease).await.unwrap(),
-            Claim::Acquired
-        );
+        assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Acquired);
 
-        assert_eq!(
-            store
-                .claim("n2", "w1", Duration::from_millis(100))
-                .await
-                .unwrap(),
-            Claim::Acquired
-        );
+        assert_eq!(store.claim("n2", "w1", Duration::from_millis(100)).await.unwrap(), Claim::Acquired);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             match store.claim("n2", "w2", lease).await.unwrap() {
@@ -71,40 +52,25 @@ async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
         let l = lane("u1", Channel::Email);
         let night = at("2026-11-26T22:00:00Z");
         let morning = at("2026-11-27T06:00:00Z");
-        assert_eq!(
-            store.hydrate(&[], &[l.clone()]).await.unwrap().holds,
-            vec![None]
-        );
+        assert_eq!(store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds, vec![None]);
         assert_eq!(store.defer(&l, "first", morning).await.unwrap(), morning);
         // Due earlier, but queued behind the first.
         assert_eq!(store.defer(&l, "second", night).await.unwrap(), morning);
         assert_eq!(store.defer(&l, "third", morning).await.unwrap(), morning);
         // Another user's lane is independent.
         let other = lane("u2", Channel::Email);
-        assert_eq!(
-            store.defer(&other, "elsewhere", night).await.unwrap(),
-            night
-        );
-        assert_eq!(
-            store.hydrate(&[], &[l.clone()]).await.unwrap().holds,
-            vec![Some(morning)]
-        );
+        assert_eq!(store.defer(&other, "elsewhere", night).await.unwrap(), night);
+        assert_eq!(store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds, vec![Some(morning)]);
 
         let lease = Duration::from_secs(60);
-        assert_eq!(
-            store.claim_due(night, 10, lease).await.unwrap(),
-            vec!["elsewhere"]
-        );
+        assert_eq!(store.claim_due(night, 10, lease).await.unwrap(), vec!["elsewhere"]);
         store.remove_deferred(&other, "elsewhere").await.unwrap();
-        assert_eq!(
-            store.claim_due(morning, 10, lease).await.unwrap(),
-            vec!["first", "second", "third"]
-        );
+        assert_eq!(store.claim_due(morning, 10, lease).await.unwrap(), vec!["first", "second", "third"]);
         for m in ["first", "second", "third"] {
             store.remove_deferred(&l, m).await.unwrap();
         }
         assert_eq!(
-            store.hydrate(&[], &[l.clone()]).await.unwrap().holds,
+            store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds,
             vec![None],
             "an empty lane holds nothing"
         );
@@ -118,34 +84,17 @@ async fn concurrent_claims_are_disjoint_and_an_abandoned_claim_comes_back() {
     with_both(async |store: &dyn Store| {
         let due = at("2026-11-27T06:00:00Z");
         for i in 0..200 {
-            store
-                .defer(&lane(&format!("u{i}"), Channel::Sms), &format!("m{i}"), due)
-                .await
-                .unwrap();
+            store.defer(&lane(&format!("u{i}"), Channel::Sms), &format!("m{i}"), due).await.unwrap();
         }
         let lease = Duration::from_secs(30);
-        let (a, b) = tokio::join!(
-            store.claim_due(due, 150, lease),
-            store.claim_due(due, 150, lease)
-        );
+        let (a, b) = tokio::join!(store.claim_due(due, 150, lease), store.claim_due(due, 150, lease));
         let (a, b) = (a.unwrap(), b.unwrap());
         let all: HashSet<_> = a.iter().chain(&b).collect();
         assert_eq!(a.len() + b.len(), 200);
         assert_eq!(all.len(), 200, "no member was claimed twice");
         // Nobody removes them (their scheduler died): after the lease they are claimed again.
-        assert!(store
-            .claim_due(due + Span::seconds(10), 500, lease)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            store
-                .claim_due(due + Span::seconds(31), 500, lease)
-                .await
-                .unwrap()
-                .len(),
-            200
-        );
+        assert!(store.claim_due(due + Span::seconds(10), 500, lease).await.unwrap().is_empty());
+        assert_eq!(store.claim_due(due + Span::seconds(31), 500, lease).await.unwrap().len(), 200);
     })
     .await;
 }
@@ -155,21 +104,9 @@ async fn hydrate_reads_preferences_and_holds_in_one_call() {
     with_both(async |store: &dyn Store| {
         store.set_prefs("u1", "{\"user_id\":\"u1\"}").await.unwrap();
         let l = lane("u1", Channel::Push);
-        store
-            .defer(&l, "m", at("2026-11-27T06:00:00Z"))
-            .await
-            .unwrap();
-        let h = store
-            .hydrate(
-                &["u1".into(), "nobody".into()],
-                &[l, lane("u1", Channel::Sms)],
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            h.prefs,
-            vec![Some("{\"user_id\":\"u1\"}".to_string()), None]
-        );
+        store.defer(&l, "m", at("2026-11-27T06:00:00Z")).await.unwrap();
+        let h = store.hydrate(&["u1".into(), "nobody".into()], &[l, lane("u1", Channel::Sms)]).await.unwrap();
+        assert_eq!(h.prefs, vec![Some("{\"user_id\":\"u1\"}".to_string()), None]);
         assert_eq!(h.holds, vec![Some(at("2026-11-27T06:00:00Z")), None]);
     })
     .await;

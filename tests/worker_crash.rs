@@ -19,18 +19,10 @@ const EVENTS: usize = 400;
 async fn recorded_outcomes(redis_url: &str) -> HashSet<String> {
     let client = redis::Client::open(redis_url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("tidings:dedupe:*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("tidings:dedupe:*").query_async(&mut conn).await.unwrap();
     let mut out = HashSet::new();
     for key in keys {
-        let value: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
         if value.is_some_and(|v| !v.starts_with("inflight:")) {
             out.insert(key.trim_start_matches("tidings:dedupe:").to_string());
         }
@@ -42,10 +34,7 @@ async fn recorded_outcomes(redis_url: &str) -> HashSet<String> {
 async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     let infra = Infra::start();
     let smtp = SmtpServer::start().await;
-    let mut config = infra.config(
-        &smtp_and_twilio(smtp.port, "http://127.0.0.1:9"),
-        &[(Channel::Email, &["smtp"])],
-    );
+    let mut config = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
     config.worker.claim_lease = Duration::from_secs(2);
     let config = Arc::new(config);
     let dir = tempfile::tempdir().unwrap();
@@ -53,31 +42,21 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
         dir.path(),
         &smtp_and_twilio(smtp.port, "http://127.0.0.1:9"),
         "\n[channels.email]\nproviders = [\"smtp\"]\n",
-        &[(
-            "claim_lease = \"30s\"\ndedupe_ttl",
-            "claim_lease = \"2s\"\ndedupe_ttl",
-        )],
+        &[("claim_lease = \"30s\"\ndedupe_ttl", "claim_lease = \"2s\"\ndedupe_ttl")],
     );
 
     let store = fleet::open_store(&config).await.unwrap();
     for i in 0..50 {
         let mut u: serde_json::Value = serde_json::from_str(&user(i)).unwrap();
         u["channels"]["sms"] = false.into();
-        store
-            .set_prefs(&format!("u-{i}"), &u.to_string())
-            .await
-            .unwrap();
+        store.set_prefs(&format!("u-{i}"), &u.to_string()).await.unwrap();
     }
     let watch = StatusWatch::start(&config);
     let intake = fleet::spawn_fleet(
         config.clone(),
         store,
         Clock::system(),
-        Roles {
-            intake: true,
-            scheduler: false,
-            channels: vec![],
-        },
+        Roles { intake: true, scheduler: false, channels: vec![] },
     )
     .unwrap();
 
@@ -85,25 +64,13 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     // some accepted with no answer, and offsets behind them are not committed.
     smtp.shared.stall_after.store(150, Ordering::SeqCst);
     let mut worker = infra.spawn(&file, &["worker", "--channel", "email"]);
-    let events: String = (0..EVENTS)
-        .map(|seq| order_event(seq, &format!("u-{}", seq % 50)) + "\n")
-        .collect();
-    tidings::commands::dev::feed(&config, &events)
-        .await
-        .unwrap();
+    let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % 50)) + "\n").collect();
+    tidings::commands::dev::feed(&config, &events).await.unwrap();
+    watch.wait_until("the relay to take 150 messages", Duration::from_secs(90), |_| smtp.received().len() > 150).await;
     watch
-        .wait_until(
-            "the relay to take 150 messages",
-            Duration::from_secs(90),
-            |_| smtp.received().len() > 150,
-        )
-        .await;
-    watch
-        .wait_until(
-            "sends to settle into the stall",
-            Duration::from_secs(30),
-            |rs| rs.iter().filter(|r| r.state == State::Sent).count() >= 100,
-        )
+        .wait_until("sends to settle into the stall", Duration::from_secs(30), |rs| {
+            rs.iter().filter(|r| r.state == State::Sent).count() >= 100
+        })
         .await;
     worker.kill().unwrap();
     worker.wait().unwrap();
@@ -114,11 +81,7 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     let mut worker = infra.spawn(&file, &["worker", "--channel", "email"]);
     let records = watch
         .wait_until("every notification sent", Duration::from_secs(120), |rs| {
-            rs.iter()
-                .filter(|r| r.state == State::Sent)
-                .map(|r| &r.notification_id)
-                .collect::<HashSet<_>>()
-                .len()
+            rs.iter().filter(|r| r.state == State::Sent).map(|r| &r.notification_id).collect::<HashSet<_>>().len()
                 == EVENTS
         })
         .await;
@@ -129,28 +92,12 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
     let mut sends: HashMap<String, usize> = HashMap::new();
     for m in smtp.received() {
         let id = m.header("Message-ID").unwrap();
-        *sends
-            .entry(
-                id.trim_matches(['<', '>'])
-                    .trim_end_matches("@tidings")
-                    .to_string(),
-            )
-            .or_default() += 1;
+        *sends.entry(id.trim_matches(['<', '>']).trim_end_matches("@tidings").to_string()).or_default() += 1;
     }
     assert_eq!(sends.len(), EVENTS, "no notification was lost");
     for id in &recorded {
-        assert_eq!(
-            sends.get(id),
-            Some(&1),
-            "{id} had a dedupe record before the kill but was sent again"
-        );
+        assert_eq!(sends.get(id), Some(&1), "{id} had a dedupe record before the kill but was sent again");
     }
-    let duplicates = records
-        .iter()
-        .filter(|r| r.state == State::Duplicate)
-        .count();
-    assert!(
-        duplicates > 0,
-        "the restarted worker saw redelivered records (offsets were not committed)"
-    );
+    let duplicates = records.iter().filter(|r| r.state == State::Duplicate).count();
+    assert!(duplicates > 0, "the restarted worker saw redelivered records (offsets were not committed)");
 }

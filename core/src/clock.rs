@@ -21,26 +21,20 @@ impl Clock {
 
     /// A clock that reads `start` now and advances in real time from there.
     pub fn starting_at(start: DateTime<Utc>) -> Self {
-        Clock {
-            origin: Some((start, Instant::now())),
-            ..Clock::default()
-        }
+        Clock { origin: Some((start, Instant::now())), ..Clock::default() }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         let base = match self.origin {
             None => Utc::now(),
-            Some((start, at)) => {
-                start + chrono::Duration::from_std(at.elapsed()).unwrap_or_default()
-            }
+            Some((start, at)) => start + chrono::Duration::from_std(at.elapsed()).unwrap_or_default(),
         };
         base + chrono::Duration::milliseconds(self.skew_ms.load(Ordering::Relaxed))
     }
 
     /// Moves this clock and every clone of it forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
-        self.skew_ms
-            .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
+        self.skew_ms.fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
 }
 

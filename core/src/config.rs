@@ -320,9 +320,7 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        let env = Env::prefixed("TIDINGS_")
-            .filter(|k| k.as_str().contains("__"))
-            .split("__");
+        let env = Env::prefixed("TIDINGS_").filter(|k| k.as_str().contains("__")).split("__");
         let config: Config = figment.merge(env).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -336,9 +334,7 @@ impl Config {
                 return bad(format!("events.\"{ty}\": no channels"));
             }
             if !route.fallback.is_empty() && route.priority != Priority::Critical {
-                return bad(format!(
-                    "events.\"{ty}\": fallback is for critical events only"
-                ));
+                return bad(format!("events.\"{ty}\": fallback is for critical events only"));
             }
         }
         for (channel, c) in &self.channels {
@@ -347,23 +343,17 @@ impl Config {
             }
             for name in &c.providers {
                 if !self.providers.contains_key(name) {
-                    return bad(format!(
-                        "channels.{channel}: provider `{name}` is not in [providers]"
-                    ));
+                    return bad(format!("channels.{channel}: provider `{name}` is not in [providers]"));
                 }
             }
         }
         for (name, p) in &self.providers {
             match p {
                 ProviderConfig::Smtp(s) if s.tls == SmtpTls::None && !s.allow_plaintext => {
-                    return bad(format!(
-                        "providers.{name}: tls = \"none\" needs allow_plaintext = true"
-                    ));
+                    return bad(format!("providers.{name}: tls = \"none\" needs allow_plaintext = true"));
                 }
                 ProviderConfig::Sandbox(s) if !(0.0..=1.0).contains(&s.error_rate) => {
-                    return bad(format!(
-                        "providers.{name}: error_rate must be within 0.0..=1.0"
-                    ));
+                    return bad(format!("providers.{name}: error_rate must be within 0.0..=1.0"));
                 }
                 _ => {}
             }
@@ -393,15 +383,9 @@ fn default_key_prefix() -> String {
     "tidings".into()
 }
 fn default_input_topics() -> Vec<String> {
-    [
-        "orders.events",
-        "payments.events",
-        "shipments.events",
-        "accounts.events",
-        "marketing.events",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["orders.events", "payments.events", "shipments.events", "accounts.events", "marketing.events"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_user_pointer() -> String {
     "/data/user_id".into()

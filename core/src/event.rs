@@ -56,22 +56,15 @@ pub enum DecodeError {
 impl CloudEvent {
     /// Decodes a Kafka record. `headers` are (name, value) pairs; a
     /// `ce_specversion` header selects binary mode.
-    pub fn decode(
-        value: Option<&[u8]>,
-        headers: &[(String, Vec<u8>)],
-    ) -> Result<Self, DecodeError> {
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+    pub fn decode(value: Option<&[u8]>, headers: &[(String, Vec<u8>)]) -> Result<Self, DecodeError> {
+        let header =
+            |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
         let event = if let Some(specversion) = header("ce_specversion") {
             let data = match value {
                 None | Some(b"") => null(),
-                Some(bytes) => serde_json::from_slice::<&RawValue>(bytes)
-                    .map_err(|e| DecodeError::Json(e.to_string()))?
-                    .to_owned(),
+                Some(bytes) => {
+                    serde_json::from_slice::<&RawValue>(bytes).map_err(|e| DecodeError::Json(e.to_string()))?.to_owned()
+                }
             };
             let time = match header("ce_time") {
                 None => None,
@@ -94,17 +87,14 @@ impl CloudEvent {
             }
         } else {
             let bytes = value.ok_or_else(|| DecodeError::Shape("empty value".into()))?;
-            let json: Value =
-                serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+            let json: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
             serde_json::from_value(json).map_err(|e| DecodeError::Shape(e.to_string()))?
         };
         if event.specversion != "1.0" {
             return Err(DecodeError::Version(event.specversion));
         }
         if event.id.is_empty() || event.ty.is_empty() {
-            return Err(DecodeError::Shape(
-                "`id` and `type` must not be empty".into(),
-            ));
+            return Err(DecodeError::Shape("`id` and `type` must not be empty".into()));
         }
         Ok(event)
     }
@@ -117,9 +107,7 @@ impl CloudEvent {
             "/source" => Some(Value::String(self.source.clone())),
             p if p.starts_with("/data/") => lookup(&self.data, &p["/data".len()..]),
             // Anything else: look it up in the structured form.
-            p => serde_json::to_value(self)
-                .ok()
-                .and_then(|j| j.pointer(p).cloned()),
+            p => serde_json::to_value(self).ok().and_then(|j| j.pointer(p).cloned()),
         };
         match found {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
@@ -157,10 +145,7 @@ mod tests {
         let event = CloudEvent::decode(Some(raw), &[]).unwrap();
         assert_eq!(event.ty, "order.confirmed");
         assert_eq!(event.user_id("/data/user_id").unwrap(), "u-1");
-        assert_eq!(
-            event.user_id("/data/nope"),
-            Err(DecodeError::NoUser("/data/nope".into()))
-        );
+        assert_eq!(event.user_id("/data/nope"), Err(DecodeError::NoUser("/data/nope".into())));
     }
 
     #[test]
@@ -180,24 +165,12 @@ mod tests {
 
     #[test]
     fn malformed_input_is_a_clear_error() {
-        assert!(matches!(
-            CloudEvent::decode(Some(b"{not json"), &[]),
-            Err(DecodeError::Json(_))
-        ));
-        assert!(matches!(
-            CloudEvent::decode(Some(br#"{"id":"x"}"#), &[]),
-            Err(DecodeError::Shape(_))
-        ));
+        assert!(matches!(CloudEvent::decode(Some(b"{not json"), &[]), Err(DecodeError::Json(_))));
+        assert!(matches!(CloudEvent::decode(Some(br#"{"id":"x"}"#), &[]), Err(DecodeError::Shape(_))));
         let v = br#"{"specversion":"0.3","id":"e","type":"t","source":"s"}"#;
-        assert_eq!(
-            CloudEvent::decode(Some(v), &[]).unwrap_err(),
-            DecodeError::Version("0.3".into())
-        );
+        assert_eq!(CloudEvent::decode(Some(v), &[]).unwrap_err(), DecodeError::Version("0.3".into()));
         let headers = vec![("ce_specversion".to_string(), b"1.0".to_vec())];
-        assert_eq!(
-            CloudEvent::decode(Some(b"{}"), &headers).unwrap_err(),
-            DecodeError::MissingHeader("ce_id")
-        );
+        assert_eq!(CloudEvent::decode(Some(b"{}"), &headers).unwrap_err(), DecodeError::MissingHeader("ce_id"));
     }
 
     #[test]

@@ -46,30 +46,14 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer>
 
 /// Builds Kafka headers from (name, value) pairs.
 pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
-    pairs
-        .into_iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value),
-            })
-        })
+    pairs.into_iter().fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value) }))
 }
 
 /// A message's headers as owned (name, value) pairs.
 pub fn header_pairs<M: Message>(message: &M) -> Vec<(String, Vec<u8>)> {
     message
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_string(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
+        .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
         .unwrap_or_default()
 }
 
@@ -85,11 +69,7 @@ pub async fn send(
     if let Some(h) = headers {
         record = record.headers(h);
     }
-    producer
-        .send(record, Duration::from_secs(30))
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| e)
+    producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
 }
 
 /// Enqueues a record without waiting for its acknowledgement, waiting only
@@ -102,12 +82,7 @@ pub async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
     loop {
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ),
-                r,
-            )) => {
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }

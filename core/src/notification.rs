@@ -80,24 +80,12 @@ mod tests {
     #[test]
     fn notification_id_is_deterministic_and_separates_its_parts() {
         let a = notification_id("e1", Channel::Email, "u1", "order.confirmed");
-        assert_eq!(
-            a,
-            notification_id("e1", Channel::Email, "u1", "order.confirmed")
-        );
+        assert_eq!(a, notification_id("e1", Channel::Email, "u1", "order.confirmed"));
         assert_eq!(a.len(), 32);
-        assert_ne!(
-            a,
-            notification_id("e1", Channel::Sms, "u1", "order.confirmed")
-        );
-        assert_ne!(
-            a,
-            notification_id("e2", Channel::Email, "u1", "order.confirmed")
-        );
+        assert_ne!(a, notification_id("e1", Channel::Sms, "u1", "order.confirmed"));
+        assert_ne!(a, notification_id("e2", Channel::Email, "u1", "order.confirmed"));
         // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(
-            notification_id("ab", Channel::Email, "c", "t"),
-            notification_id("a", Channel::Email, "bc", "t")
-        );
+        assert_ne!(notification_id("ab", Channel::Email, "c", "t"), notification_id("a", Channel::Email, "bc", "t"));
     }
 }
 

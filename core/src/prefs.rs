@@ -102,30 +102,22 @@ impl Preferences {
         }
         if let Some(phone) = &self.phone {
             if !is_e164(phone) {
-                return Err(format!(
-                    "user {user}: `{phone}` is not an E.164 phone number like +33612345678"
-                ));
+                return Err(format!("user {user}: `{phone}` is not an E.164 phone number like +33612345678"));
             }
         }
         for t in &self.push_tokens {
             if !matches!(t.platform.as_str(), "fcm" | "apns") || t.token.trim().is_empty() {
-                return Err(format!(
-                    "user {user}: push token must have platform fcm or apns and a token"
-                ));
+                return Err(format!("user {user}: push token must have platform fcm or apns and a token"));
             }
         }
         if let Some(url) = &self.webhook_url {
-            if !(url.starts_with("https://") || url.starts_with("http://"))
-                || url.contains(char::is_whitespace)
-            {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
                 return Err(format!("user {user}: `{url}` is not an http(s) URL"));
             }
         }
         if let Some(QuietHours::Weekly(days)) = &self.quiet_hours {
             if let Some(bad) = days.keys().find(|d| !WEEKDAYS.contains(&d.as_str())) {
-                return Err(format!(
-                    "user {user}: quiet_hours day `{bad}` is not one of mon…sun"
-                ));
+                return Err(format!("user {user}: quiet_hours day `{bad}` is not one of mon…sun"));
             }
         }
         Ok(())
@@ -167,9 +159,7 @@ pub fn is_e164(s: &str) -> bool {
     let Some(digits) = s.strip_prefix('+') else {
         return false;
     };
-    (8..=15).contains(&digits.len())
-        && digits.chars().all(|c| c.is_ascii_digit())
-        && !digits.starts_with('0')
+    (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) && !digits.starts_with('0')
 }
 
 #[cfg(test)]
@@ -190,10 +180,7 @@ mod tests {
         assert!(!p.channel_enabled(Channel::Push));
         assert!(!p.channel_enabled(Channel::Webhook));
         assert_eq!(p.extra["loyalty_tier"], "gold");
-        assert_eq!(
-            p.suppression(Channel::Email, "marketing").unwrap(),
-            "user opted out of marketing"
-        );
+        assert_eq!(p.suppression(Channel::Email, "marketing").unwrap(), "user opted out of marketing");
         assert_eq!(p.suppression(Channel::Email, "transactional"), None);
         let back: serde_json::Value = serde_json::to_value(&p).unwrap();
         assert_eq!(back["quiet_hours"]["start"], "22:00");
@@ -202,13 +189,9 @@ mod tests {
     #[test]
     fn invalid_addresses_are_refused_with_the_reason() {
         let bad_phone = ANA.replace("+33612345678", "0612345678");
-        assert!(Preferences::parse(&bad_phone)
-            .unwrap_err()
-            .contains("E.164"));
+        assert!(Preferences::parse(&bad_phone).unwrap_err().contains("E.164"));
         let bad_email = ANA.replace("ana@example.com", "ana at example");
-        assert!(Preferences::parse(&bad_email)
-            .unwrap_err()
-            .contains("email"));
+        assert!(Preferences::parse(&bad_email).unwrap_err().contains("email"));
         let bad_tz = ANA.replace("Europe/Paris", "Mars/Olympus");
         assert!(Preferences::parse(&bad_tz).unwrap_err().contains("IANA"));
         let bad_time = ANA.replace("22:00", "late");

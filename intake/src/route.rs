@@ -30,9 +30,8 @@ pub fn route(
     now: DateTime<Utc>,
 ) -> Vec<Outcome> {
     let template = route.template.clone().unwrap_or_else(|| event.ty.clone());
-    let tz: Tz = prefs.timezone.parse().unwrap_or(Tz::UTC);
     let quiet = match (&prefs.quiet_hours, route.priority) {
-        (Some(q), Priority::Normal | Priority::Bulk) => quiet_until(q, tz, now),
+        (Some(q), Priority::Normal | Priority::Bulk) => quiet_until(q, prefs.timezone.parse().unwrap_or(Tz::UTC), now),
         _ => None,
     };
     let mut outcomes = Vec::new();
@@ -52,18 +51,10 @@ pub fn route(
             data: event.data.clone(),
             created_at: now,
             not_before: None,
-            fallback: route
-                .fallback
-                .iter()
-                .copied()
-                .filter(|c| *c != channel)
-                .collect(),
+            fallback: route.fallback.iter().copied().filter(|c| *c != channel).collect(),
             attempt: 0,
         };
-        let outcome = match (
-            recipient(prefs, channel),
-            prefs.suppression(channel, &route.category),
-        ) {
+        let outcome = match (recipient(prefs, channel), prefs.suppression(channel, &route.category)) {
             (_, Some(reason)) => Outcome::Suppress(n, reason),
             (None, None) => Outcome::Suppress(n, format!("user has no {channel} address")),
             (Some(r), None) => {
@@ -89,18 +80,10 @@ pub fn route(
 /// The user's address on `channel`, if they have one.
 pub fn recipient(prefs: &Preferences, channel: Channel) -> Option<Recipient> {
     match channel {
-        Channel::Email => prefs
-            .email
-            .clone()
-            .map(|address| Recipient::Email { address }),
+        Channel::Email => prefs.email.clone().map(|address| Recipient::Email { address }),
         Channel::Sms => prefs.phone.clone().map(|phone| Recipient::Sms { phone }),
-        Channel::Push => (!prefs.push_tokens.is_empty()).then(|| Recipient::Push {
-            tokens: prefs.push_tokens.clone(),
-        }),
-        Channel::Webhook => prefs
-            .webhook_url
-            .clone()
-            .map(|url| Recipient::Webhook { url }),
+        Channel::Push => (!prefs.push_tokens.is_empty()).then(|| Recipient::Push { tokens: prefs.push_tokens.clone() }),
+        Channel::Webhook => prefs.webhook_url.clone().map(|url| Recipient::Webhook { url }),
     }
 }
 
@@ -121,9 +104,7 @@ mod tests {
             "channels": {"email": true, "sms": true, "push": true},
             "quiet_hours": {"start": "22:00", "end": "07:00"}
         });
-        base.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         serde_json::from_value(base).unwrap()
     }
 
@@ -148,9 +129,7 @@ mod tests {
             at("2026-11-26T12:00:00Z"),
         );
         assert_eq!(out.len(), 3);
-        assert!(
-            matches!(&out[0], Outcome::Suppress(n, r) if n.channel == Channel::Push && r.contains("no push"))
-        );
+        assert!(matches!(&out[0], Outcome::Suppress(n, r) if n.channel == Channel::Push && r.contains("no push")));
         assert!(
             matches!(&out[1], Outcome::Publish(n) if n.recipient == Recipient::Email { address: "a@example.com".into() })
         );
@@ -166,11 +145,7 @@ mod tests {
             &prefs(serde_json::json!({})),
             at("2026-11-26T12:00:00Z"),
         );
-        assert_eq!(
-            out.len(),
-            2,
-            "push is suppressed (no token), email is the first that can send"
-        );
+        assert_eq!(out.len(), 2, "push is suppressed (no token), email is the first that can send");
         assert!(matches!(&out[1], Outcome::Publish(n) if n.channel == Channel::Email));
     }
 
@@ -180,9 +155,7 @@ mod tests {
         let now = at("2026-11-26T22:00:00Z");
         let p = prefs(serde_json::json!({}));
         let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, now);
-        assert!(
-            matches!(&out[1], Outcome::Defer(n) if n.not_before == Some(at("2026-11-27T06:00:00Z")))
-        );
+        assert!(matches!(&out[1], Outcome::Defer(n) if n.not_before == Some(at("2026-11-27T06:00:00Z"))));
         let out = route(&event("t"), "u1", &route_of("critical", "all"), &p, now);
         assert!(matches!(&out[1], Outcome::Publish(_)));
     }
@@ -190,26 +163,10 @@ mod tests {
     #[test]
     fn opt_out_and_mute_suppress_with_reason() {
         let p = prefs(serde_json::json!({"opt_out": ["transactional"]}));
-        let out = route(
-            &event("t"),
-            "u1",
-            &route_of("normal", "all"),
-            &p,
-            at("2026-11-26T12:00:00Z"),
-        );
-        assert!(out
-            .iter()
-            .all(|o| matches!(o, Outcome::Suppress(_, r) if r.contains("opted out"))));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, at("2026-11-26T12:00:00Z"));
+        assert!(out.iter().all(|o| matches!(o, Outcome::Suppress(_, r) if r.contains("opted out"))));
         let p = prefs(serde_json::json!({"muted": true}));
-        let out = route(
-            &event("t"),
-            "u1",
-            &route_of("normal", "all"),
-            &p,
-            at("2026-11-26T12:00:00Z"),
-        );
-        assert!(out
-            .iter()
-            .all(|o| matches!(o, Outcome::Suppress(_, r) if r == "user is muted")));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, at("2026-11-26T12:00:00Z"));
+        assert!(out.iter().all(|o| matches!(o, Outcome::Suppress(_, r) if r == "user is muted")));
     }
 }

@@ -82,14 +82,9 @@ pub async fn release_due(
             if let Some(tp) = &held.traceparent {
                 pairs.push((h::TRACEPARENT, tp.as_str()));
             }
-            let delivery = enqueue_json(
-                producer,
-                &n.channel.topic(n.priority),
-                &n.user_id,
-                n,
-                Some(kafka::headers(pairs)),
-            )
-            .await?;
+            let delivery =
+                enqueue_json(producer, &n.channel.topic(n.priority), &n.user_id, n, Some(kafka::headers(pairs)))
+                    .await?;
             pending.push((lane(&n.user_id, n.channel), member, delivery));
         }
         for (lane, member, delivery) in pending {

@@ -37,9 +37,7 @@ use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::progress::Progress;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{lane, SharedStore, StoreError};
-use tidings_core::{
-    Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord,
-};
+use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -151,21 +149,10 @@ impl Intake {
             .max_capacity(config.intake.prefs_cache_size)
             .time_to_live(config.intake.prefs_cache_ttl)
             .build();
-        Ok(Intake {
-            producer: kafka::producer(&config.kafka)?,
-            config,
-            store,
-            clock,
-            progress,
-            cache,
-        })
+        Ok(Intake { producer: kafka::producer(&config.kafka)?, config, store, clock, progress, cache })
     }
 
-    fn stored(
-        &self,
-        consumer: &impl Consumer,
-        done: Result<Pending, KafkaError>,
-    ) -> Result<(), IntakeError> {
+    fn stored(&self, consumer: &impl Consumer, done: Result<Pending, KafkaError>) -> Result<(), IntakeError> {
         // A failed write leaves the offset unstored: the record is consumed again after restart.
         let done = done?;
         if let Err(e) = consumer.store_offset(&done.topic, done.partition, done.offset) {
@@ -178,49 +165,58 @@ impl Intake {
     }
 
     /// Decides and enqueues everything a batch of records causes, in order.
-    async fn handle_batch(
-        &self,
-        batch: &[BorrowedMessage<'_>],
-    ) -> Result<Vec<Pending>, IntakeError> {
+    async fn handle_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<Vec<Pending>, IntakeError> {
         let now = self.clock.now();
         let decoded: Vec<Decoded<'_>> = batch.iter().map(|m| self.decode(m)).collect();
 
-        // One round trip: preferences the cache lacks, and every lane the batch may write to.
+        // One round trip: the preferences the cache lacks, and the lanes the
+        // batch may defer behind (non-critical channels the user has on, or
+        // every channel of the route while the preferences are unknown).
+        let mut prefs: HashMap<&str, Hydrated> = HashMap::new();
         let mut missing = Vec::new();
+        let mut asked = HashSet::new();
         let mut lanes = Vec::new();
-        let (mut seen_users, mut seen_lanes) = (HashSet::new(), HashSet::new());
         for d in &decoded {
-            if let Decoded::Routed(_, user, route) = d {
-                if !self.cache.contains_key(user) && seen_users.insert(user.as_str()) {
-                    missing.push(user.clone());
-                }
-                for c in &route.channels {
-                    let l = lane(user, *c);
-                    if seen_lanes.insert(l.clone()) {
-                        lanes.push(l);
+            let Decoded::Routed(_, user, route) = d else { continue };
+            if !prefs.contains_key(user.as_str()) && asked.insert(user.as_str()) {
+                match self.cache.get(user) {
+                    Some(p) => {
+                        prefs.insert(user, p);
                     }
+                    None => missing.push(user.clone()),
+                }
+            }
+            if route.priority == Priority::Critical {
+                continue;
+            }
+            let known = prefs.get(user.as_str()).map(|p| p.as_ref().as_ref().ok());
+            for c in &route.channels {
+                let wanted = match known {
+                    Some(Some(p)) => p.channel_enabled(*c),
+                    Some(None) => false,
+                    None => true,
+                };
+                if wanted {
+                    lanes.push(lane(user, *c));
                 }
             }
         }
+        lanes.sort_unstable();
+        lanes.dedup();
         let fetched = retrying(|| self.store.hydrate(&missing, &lanes)).await?;
-        let mut prefs: HashMap<&str, Hydrated> = HashMap::new();
         for (user, raw) in missing.iter().zip(fetched.prefs) {
             let parsed: Hydrated = Arc::new(match raw {
                 None => Err(format!("no preferences for user {user}")),
-                Some(json) => Preferences::parse(&json)
-                    .map_err(|e| format!("stored preferences are unusable: {e}")),
+                Some(json) => Preferences::parse(&json).map_err(|e| format!("stored preferences are unusable: {e}")),
             });
             self.cache.insert(user.clone(), parsed.clone());
             prefs.insert(user, parsed);
         }
-        let mut holds: HashMap<String, DateTime<Utc>> = lanes
-            .into_iter()
-            .zip(fetched.holds)
-            .filter_map(|(l, h)| h.map(|h| (l, h)))
-            .collect();
+        let mut holds: HashMap<String, DateTime<Utc>> =
+            lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
 
         let mut out = Vec::with_capacity(batch.len());
-        for (m, d) in batch.iter().zip(decoded) {
+        for (m, d) in batch.iter().zip(&decoded) {
             let mut pending = Pending {
                 topic: m.topic().to_string(),
                 partition: m.partition(),
@@ -229,37 +225,23 @@ impl Intake {
                 deliveries: Vec::new(),
             };
             match d {
-                Decoded::Poison(reason) => self.dead_letter(m, reason, now, &mut pending).await?,
+                Decoded::Poison(reason) => self.dead_letter(m, reason.clone(), now, &mut pending).await?,
                 Decoded::Unknown(event, user) => {
                     let reason = format!("unknown event type `{}`", event.ty);
                     match self.config.intake.unknown_types {
-                        UnknownTypes::DeadLetter => {
-                            self.dead_letter(m, reason, now, &mut pending).await?
-                        }
+                        UnknownTypes::DeadLetter => self.dead_letter(m, reason, now, &mut pending).await?,
                         UnknownTypes::Suppress => {
-                            let status =
-                                event_status(&event, &user, Channel::Email, &event.ty, reason, now);
+                            let status = event_status(event, user, Channel::Email, &event.ty, reason, now);
                             pending.deliveries.push(self.status(&status).await?);
                         }
                     }
                 }
                 Decoded::Routed(event, user, route_cfg) => {
-                    let hydrated = match prefs.get(user.as_str()) {
-                        Some(p) => p.clone(),
-                        None => self.cache.get(&user).unwrap_or_else(|| {
-                            Arc::new(Err(format!("no preferences for user {user}")))
-                        }),
-                    };
-                    self.route_event(
-                        &event,
-                        &user,
-                        route_cfg,
-                        &hydrated,
-                        &mut holds,
-                        now,
-                        &mut pending,
-                    )
-                    .await?;
+                    let hydrated = prefs
+                        .get(user.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Err(format!("no preferences for user {user}"))));
+                    self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &mut pending).await?;
                 }
             }
             out.push(pending);
@@ -297,22 +279,12 @@ impl Intake {
         let prefs = match prefs {
             Ok(p) => p,
             Err(reason) => {
-                let status = event_status(
-                    event,
-                    user_id,
-                    route_cfg.channels[0],
-                    template,
-                    reason.clone(),
-                    now,
-                );
+                let status = event_status(event, user_id, route_cfg.channels[0], template, reason.clone(), now);
                 pending.deliveries.push(self.status(&status).await?);
                 return Ok(());
             }
         };
-        let correlation_id = event
-            .correlationid
-            .clone()
-            .unwrap_or_else(|| event.id.clone());
+        let correlation_id = event.correlationid.clone().unwrap_or_else(|| event.id.clone());
         let outcomes = route(event, user_id, route_cfg, prefs, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
@@ -322,12 +294,10 @@ impl Intake {
         for outcome in outcomes {
             let delivery = match outcome {
                 Outcome::Publish(n)
-                    if n.priority != Priority::Critical
-                        && holds.contains_key(&lane(user_id, n.channel)) =>
+                    if n.priority != Priority::Critical && holds.contains_key(&lane(user_id, n.channel)) =>
                 {
                     // Behind a deferred message of the same user and channel.
-                    self.defer(n, now, holds, &correlation_id, event, now)
-                        .await?
+                    self.defer(n, now, holds, &correlation_id, event, now).await?
                 }
                 Outcome::Publish(n) => {
                     let mut pairs = vec![(h::CORRELATION_ID, correlation_id.as_str())];
@@ -336,23 +306,14 @@ impl Intake {
                     }
                     pending.published += 1;
                     let topic = n.channel.topic(n.priority);
-                    enqueue_json(
-                        &self.producer,
-                        &topic,
-                        &n.user_id,
-                        &n,
-                        Some(kafka::headers(pairs)),
-                    )
-                    .await?
+                    enqueue_json(&self.producer, &topic, &n.user_id, &n, Some(kafka::headers(pairs))).await?
                 }
                 Outcome::Defer(n) => {
                     let until = n.not_before.unwrap_or(now);
-                    self.defer(n, until, holds, &correlation_id, event, now)
-                        .await?
+                    self.defer(n, until, holds, &correlation_id, event, now).await?
                 }
                 Outcome::Suppress(n, reason) => {
-                    let status =
-                        StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
+                    let status = StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
                     self.status(&status).await?
                 }
             };
@@ -411,16 +372,9 @@ impl Intake {
             first_failure: now,
             last_failure: now,
         };
-        pending.deliveries.push(
-            enqueue_dead_letter(
-                &self.producer,
-                INTAKE_DLQ_TOPIC,
-                m.key(),
-                m.payload(),
-                &letter,
-            )
-            .await?,
-        );
+        pending
+            .deliveries
+            .push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, m.key(), m.payload(), &letter).await?);
         Ok(())
     }
 }

@@ -40,22 +40,14 @@ impl ProviderError {
         Self::new(ErrorKind::ProviderDown, message)
     }
     pub fn invalid_recipient(message: impl Into<String>) -> Self {
-        ProviderError {
-            invalid_recipient: true,
-            ..Self::permanent(message)
-        }
+        ProviderError { invalid_recipient: true, ..Self::permanent(message) }
     }
     pub fn retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
         self
     }
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError {
-            kind,
-            message: message.into(),
-            retry_after: None,
-            invalid_recipient: false,
-        }
+        ProviderError { kind, message: message.into(), retry_after: None, invalid_recipient: false }
     }
 
     /// Classifies a transport-level HTTP client failure.
@@ -81,12 +73,5 @@ impl std::error::Error for ProviderError {}
 /// Reads a `Retry-After` header given in seconds (the HTTP-date form is rare
 /// from these providers and is treated as absent).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }

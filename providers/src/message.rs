@@ -15,25 +15,10 @@ pub struct Outgoing {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "channel")]
 pub enum Content {
-    Email {
-        to: String,
-        subject: String,
-        text: String,
-        html: String,
-    },
-    Sms {
-        to: String,
-        body: String,
-    },
-    Push {
-        tokens: Vec<PushToken>,
-        title: String,
-        body: String,
-    },
-    Webhook {
-        url: String,
-        body: serde_json::Value,
-    },
+    Email { to: String, subject: String, text: String, html: String },
+    Sms { to: String, body: String },
+    Push { tokens: Vec<PushToken>, title: String, body: String },
+    Webhook { url: String, body: serde_json::Value },
 }
 
 impl Content {

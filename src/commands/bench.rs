@@ -38,13 +38,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     config.kafka.options.clear();
     config.redis.url = redis.url();
     config.intake.topics = vec![INPUT.to_string()];
-    for topic in super::topics::topics(&config)
-        .into_iter()
-        .chain([PASSTHROUGH.to_string()])
-    {
-        kafka
-            .create_topic(&topic, PARTITIONS)
-            .map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
+    for topic in super::topics::topics(&config).into_iter().chain([PASSTHROUGH.to_string()]) {
+        kafka.create_topic(&topic, PARTITIONS).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
     }
     let store = crate::fleet::open_store(&config).await?;
     let users: String = (0..args.users)
@@ -74,26 +69,36 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         total, args.users, args.events
     );
 
-    let progress = Progress::shared();
-    let token = CancellationToken::new();
-    let run = passthrough(
-        config.clone(),
-        progress.clone(),
-        token.clone().cancelled_owned(),
-    );
-    let passthrough = measure(args.events, progress, token, run).await?;
-    println!("passthrough (consume -> produce):  {passthrough:>9.0} events/s");
-    let cold = intake_run(&config, &store, "cold", 0, args.events).await?;
-    println!(
-        "intake, cold cache (no cache):      {cold:>9.0} events/s  ({:.0} % of passthrough)",
-        100.0 * cold / passthrough
-    );
-    let warm = intake_run(&config, &store, "warm", args.users as u64 * 2, args.events).await?;
-    println!(
-        "intake, warm cache:                 {warm:>9.0} events/s  ({:.0} % of passthrough)",
-        100.0 * warm / passthrough
-    );
+    // Runs alternate, so that a noisy moment on the machine does not favour one kind.
+    let (mut bare, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.runs.max(1) {
+        let progress = Progress::shared();
+        let token = CancellationToken::new();
+        let group = format!("bench-passthrough-{run}");
+        let copy = passthrough(config.clone(), group, progress.clone(), token.clone().cancelled_owned());
+        bare.push(measure(args.events, progress, token, copy).await?);
+        cold.push(intake_run(&config, &store, &format!("cold-{run}"), 0, args.events).await?);
+        let warm_cache = args.users as u64 * 2;
+        warm.push(intake_run(&config, &store, &format!("warm-{run}"), warm_cache, args.events).await?);
+        eprintln!(
+            "run {}: passthrough {:.0}, cold {:.0}, warm {:.0} events/s",
+            run + 1,
+            bare[run],
+            cold[run],
+            warm[run]
+        );
+    }
+    let (bare, cold, warm) = (median(bare), median(cold), median(warm));
+    println!("median of {} runs:", args.runs.max(1));
+    println!("  passthrough (consume -> produce): {bare:>9.0} events/s");
+    println!("  intake, cold cache (no cache):    {cold:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * cold / bare);
+    println!("  intake, warm cache:               {warm:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * warm / bare);
     Ok(ExitCode::SUCCESS)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 async fn intake_run(
@@ -138,14 +143,8 @@ async fn measure(
         if done >= 2 * events as u64 {
             break;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "benchmark run did not finish in 10 minutes ({done} done)"
-        );
-        anyhow::ensure!(
-            !task.is_finished(),
-            "benchmark run stopped early ({done} done)"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "benchmark run did not finish in 10 minutes ({done} done)");
+        anyhow::ensure!(!task.is_finished(), "benchmark run stopped early ({done} done)");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
@@ -158,10 +157,11 @@ async fn measure(
 /// record copied to another topic, its offset stored once acknowledged.
 async fn passthrough(
     config: Config,
+    group: String,
     progress: Arc<Progress>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = kafka::consumer(&config.kafka, "bench-passthrough")?;
+    let consumer: StreamConsumer = kafka::consumer(&config.kafka, &group)?;
     consumer.subscribe(&[INPUT])?;
     let producer = kafka::producer(&config.kafka)?;
     let mut acks = FuturesOrdered::new();

@@ -33,39 +33,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let redis = if RedisServer::available() {
         Some(RedisServer::start()?)
     } else {
-        println!("redis-server is not installed: running on an in-process store (same semantics, nothing kept on exit)");
+        println!(
+            "redis-server is not installed: running on an in-process store (same semantics, nothing kept on exit)"
+        );
         None
     };
-    let config = Arc::new(dev_config(
-        kafka.bootstrap_servers(),
-        redis.as_ref().map(RedisServer::url),
-        &args,
-    )?);
+    let config = Arc::new(dev_config(kafka.bootstrap_servers(), redis.as_ref().map(RedisServer::url), &args)?);
     let store: SharedStore = match &redis {
         Some(_) => fleet::open_store(&config).await?,
         None => Arc::new(MemoryStore::new()),
     };
     for topic in super::topics::topics(&config) {
-        kafka
-            .create_topic(&topic, PARTITIONS)
-            .map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
+        kafka.create_topic(&topic, PARTITIONS).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
     }
     let users = read_or(&args.users, EXAMPLE_USERS)?;
     let (stored, rejected) = super::prefs::import(store.as_ref(), &users).await?;
     for r in &rejected {
         println!("user rejected: {r}");
     }
-    let clock = args
-        .now
-        .map(Clock::starting_at)
-        .unwrap_or_else(Clock::system);
+    let clock = args.now.map(Clock::starting_at).unwrap_or_else(Clock::system);
     let statuses = StatusLog::start(&config, args.status_out.as_deref())?;
-    let fleet = fleet::spawn_fleet(
-        config.clone(),
-        store.clone(),
-        clock.clone(),
-        Roles::all(&config),
-    )?;
+    let fleet = fleet::spawn_fleet(config.clone(), store.clone(), clock.clone(), Roles::all(&config))?;
     let progress = fleet.progress.clone();
 
     let events = read_or(&args.events, EXAMPLE_EVENTS)?;
@@ -120,11 +108,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 
 /// The shipped example configuration, pointed at the embedded cluster and
 /// Redis, with a sandbox provider on every channel.
-fn dev_config(
-    bootstrap: &str,
-    redis_url: Option<String>,
-    args: &DevArgs,
-) -> anyhow::Result<Config> {
+fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> anyhow::Result<Config> {
     let mut config = Config::from_toml(EXAMPLE_CONFIG)?;
     config.kafka.bootstrap_servers = bootstrap.to_string();
     config.kafka.options.clear();
@@ -143,17 +127,8 @@ fn dev_config(
             outages: vec![],
         }),
     );
-    config.channels = Channel::ALL
-        .into_iter()
-        .map(|c| {
-            (
-                c,
-                ChannelConfig {
-                    providers: vec!["sandbox".into()],
-                },
-            )
-        })
-        .collect();
+    config.channels =
+        Channel::ALL.into_iter().map(|c| (c, ChannelConfig { providers: vec!["sandbox".into()] })).collect();
     config.validate()?;
     Ok(config)
 }
@@ -173,15 +148,9 @@ pub async fn feed(config: &Config, events: &str) -> anyhow::Result<usize> {
     for line in events.lines().filter(|l| !l.trim().is_empty()) {
         let json: Option<serde_json::Value> = serde_json::from_str(line).ok();
         let ty = json.as_ref().and_then(|j| j["type"].as_str()).unwrap_or("");
-        let key = json
-            .as_ref()
-            .and_then(|j| j["data"]["user_id"].as_str())
-            .unwrap_or("")
-            .to_string();
+        let key = json.as_ref().and_then(|j| j["data"]["user_id"].as_str()).unwrap_or("").to_string();
         let topic = input_topic(config, ty);
-        let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic)
-            .key(&key)
-            .payload(line.as_bytes());
+        let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(&key).payload(line.as_bytes());
         deliveries.push(kafka::enqueue(&producer, record).await?);
     }
     let fed = deliveries.len();
@@ -238,10 +207,7 @@ struct Summary(BTreeMap<String, BTreeMap<&'static str, usize>>);
 impl StatusLog {
     fn start(config: &Config, out: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = kafka::client_config(&config.kafka)
-            .set(
-                "group.id",
-                format!("{}-dev-status", config.kafka.group_prefix),
-            )
+            .set("group.id", format!("{}-dev-status", config.kafka.group_prefix))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .create()?;
@@ -254,16 +220,11 @@ impl StatusLog {
         let sink = records.clone();
         let task = tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
-                let Some(record) = m
-                    .payload()
-                    .and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok())
-                else {
+                let Some(record) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) else {
                     continue;
                 };
                 if let Some(f) = file.as_mut() {
-                    let _ = serde_json::to_writer(&mut *f, &record)
-                        .map(|_| f.write_all(b"\n"))
-                        .map(|_| f.flush());
+                    let _ = serde_json::to_writer(&mut *f, &record).map(|_| f.write_all(b"\n")).map(|_| f.flush());
                 }
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(record);
             }
@@ -287,11 +248,7 @@ impl StatusLog {
         let mut table: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
         for r in records.iter() {
             let channel = r.channel.map_or("(event)".to_string(), |c| c.to_string());
-            *table
-                .entry(channel)
-                .or_default()
-                .entry(r.state.as_str())
-                .or_default() += 1;
+            *table.entry(channel).or_default().entry(r.state.as_str()).or_default() += 1;
         }
         Summary(table)
     }

@@ -24,10 +24,7 @@ fn topic_of(from: &str) -> anyhow::Result<String> {
     if from == "intake" {
         Ok(INTAKE_DLQ_TOPIC.to_string())
     } else {
-        Ok(from
-            .parse::<Channel>()
-            .map_err(|e| anyhow::anyhow!(e))?
-            .dlq_topic())
+        Ok(from.parse::<Channel>().map_err(|e| anyhow::anyhow!(e))?.dlq_topic())
     }
 }
 
@@ -35,11 +32,7 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
     match command {
         DlqCommand::List { from, max } => {
             let topic = topic_of(&from)?;
-            let group = format!(
-                "{}-dlq-list-{}",
-                config.kafka.group_prefix,
-                rand::random::<u32>()
-            );
+            let group = format!("{}-dlq-list-{}", config.kafka.group_prefix, rand::random::<u32>());
             let consumer = reader(&config, &group, &topic, Offset::Beginning)?;
             let mut shown = 0;
             read_to_end(&consumer, &topic, max, |m| {
@@ -72,11 +65,7 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
                     .find(|(k, _)| k == dead_letter::ORIGINAL_TOPIC)
                     .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
                     .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "offset {}: no {} header",
-                            m.offset(),
-                            dead_letter::ORIGINAL_TOPIC
-                        )
+                        anyhow::anyhow!("offset {}: no {} header", m.offset(), dead_letter::ORIGINAL_TOPIC)
                     })?;
                 records.push((
                     original,
@@ -90,10 +79,7 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
             let mut offsets = TopicPartitionList::new();
             for (target, partition, offset, key, value) in &records {
                 if topic != INTAKE_DLQ_TOPIC {
-                    if let Some(n) = value
-                        .as_deref()
-                        .and_then(|v| serde_json::from_slice::<Notification>(v).ok())
-                    {
+                    if let Some(n) = value.as_deref().and_then(|v| serde_json::from_slice::<Notification>(v).ok()) {
                         store.forget(&n.notification_id).await?;
                     }
                 }
@@ -116,12 +102,7 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn reader(
-    config: &Config,
-    group: &str,
-    topic: &str,
-    start: Offset,
-) -> anyhow::Result<BaseConsumer> {
+fn reader(config: &Config, group: &str, topic: &str, start: Offset) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = kafka::client_config(&config.kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
@@ -154,9 +135,7 @@ fn read_to_end(
     let mut seen = 0;
     let mut position = std::collections::HashMap::new();
     let done = |position: &std::collections::HashMap<i32, i64>| {
-        remaining
-            .iter()
-            .all(|(p, high)| *high == 0 || position.get(p).is_some_and(|o: &i64| *o + 1 >= *high))
+        remaining.iter().all(|(p, high)| *high == 0 || position.get(p).is_some_and(|o: &i64| *o + 1 >= *high))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seen < max && !done(&position) && std::time::Instant::now() < deadline {

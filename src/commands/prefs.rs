@@ -13,25 +13,17 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
     match command {
         PrefsCommand::Set { json } => {
             let prefs = Preferences::parse(&json).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
-            store
-                .set_prefs(&prefs.user_id, &serde_json::to_string(&prefs)?)
-                .await?;
+            store.set_prefs(&prefs.user_id, &serde_json::to_string(&prefs)?).await?;
             println!("stored preferences of {}", prefs.user_id);
         }
         PrefsCommand::Get { user_id } => {
-            match store
-                .prefs_many(std::slice::from_ref(&user_id))
-                .await?
-                .pop()
-                .flatten()
-            {
+            match store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten() {
                 Some(json) => println!("{json}"),
                 None => anyhow::bail!("no preferences for user {user_id}"),
             }
         }
         PrefsCommand::Import { file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let (stored, rejected) = import(store.as_ref(), &text).await?;
             for r in &rejected {
                 eprintln!("rejected {r}");
@@ -49,16 +41,10 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
 pub async fn import(store: &dyn Store, text: &str) -> anyhow::Result<(usize, Vec<String>)> {
     let mut stored = 0;
     let mut rejected = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         match Preferences::parse(line) {
             Ok(p) => {
-                store
-                    .set_prefs(&p.user_id, &serde_json::to_string(&p)?)
-                    .await?;
+                store.set_prefs(&p.user_id, &serde_json::to_string(&p)?).await?;
                 stored += 1;
             }
             Err(e) => rejected.push(format!("line {}: {e}", i + 1)),

@@ -22,28 +22,13 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
             for e in &report.errors {
                 eprintln!("error: {e}");
             }
-            println!(
-                "{} renderings checked, {} errors",
-                report.rendered.len(),
-                report.errors.len()
-            );
-            Ok(if report.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            println!("{} renderings checked, {} errors", report.rendered.len(), report.errors.len());
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        TemplatesCommand::Render {
-            template,
-            channel,
-            locale,
-            data,
-            dir,
-        } => {
+        TemplatesCommand::Render { template, channel, locale, data, dir } => {
             let dir = dir_for(dir)?;
             let data_path = data.unwrap_or_else(|| dir.join(&template).join("sample.json"));
-            let data: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;
+            let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;
             let renderer = Renderer::load(&dir)?;
             let n = render::sample_notification(&template, channel, &locale, data);
             print!("{}", show(renderer.render(&n)?, channel));
@@ -54,12 +39,7 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
 
 fn show(content: Content, channel: Channel) -> String {
     match content {
-        Content::Email {
-            to,
-            subject,
-            text,
-            html,
-        } => {
+        Content::Email { to, subject, text, html } => {
             format!("To: {to}\nSubject: {subject}\n\n--- text ---\n{text}\n--- html ---\n{html}\n")
         }
         Content::Sms { to, body } => {

@@ -30,11 +30,7 @@ pub async fn run(command: TopicsCommand, config: Arc<Config>) -> anyhow::Result<
             let new: Vec<NewTopic> = names
                 .iter()
                 .map(|t| {
-                    NewTopic::new(
-                        t,
-                        config.kafka.partitions,
-                        TopicReplication::Fixed(config.kafka.replication_factor),
-                    )
+                    NewTopic::new(t, config.kafka.partitions, TopicReplication::Fixed(config.kafka.replication_factor))
                 })
                 .collect();
             let mut failed = false;

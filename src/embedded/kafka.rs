@@ -36,18 +36,10 @@ impl EmbeddedKafka {
                 for command in rx {
                     match command {
                         Command::CreateTopic(name, partitions, reply) => {
-                            let _ = reply.send(
-                                cluster
-                                    .create_topic(&name, partitions, 1)
-                                    .map_err(|e| e.to_string()),
-                            );
+                            let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(|e| e.to_string()));
                         }
                         Command::BrokerDown(id, down, reply) => {
-                            let r = if down {
-                                cluster.broker_down(id)
-                            } else {
-                                cluster.broker_up(id)
-                            };
+                            let r = if down { cluster.broker_down(id) } else { cluster.broker_up(id) };
                             let _ = reply.send(r.map_err(|e| e.to_string()));
                         }
                     }
@@ -55,11 +47,7 @@ impl EmbeddedKafka {
             })
             .map_err(|e| e.to_string())?;
         let bootstrap = ready_rx.recv().map_err(|e| e.to_string())??;
-        Ok(EmbeddedKafka {
-            bootstrap,
-            commands: Some(tx),
-            thread: Some(thread),
-        })
+        Ok(EmbeddedKafka { bootstrap, commands: Some(tx), thread: Some(thread) })
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -75,18 +63,11 @@ impl EmbeddedKafka {
         self.ask(|reply| Command::BrokerDown(id, down, reply))
     }
 
-    fn ask(
-        &self,
-        command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command,
-    ) -> Result<(), String> {
+    fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {
         let (reply, answer) = mpsc::channel();
         let commands = self.commands.as_ref().ok_or("mock cluster stopped")?;
-        commands
-            .send(command(reply))
-            .map_err(|_| "mock cluster stopped".to_string())?;
-        answer
-            .recv()
-            .map_err(|_| "mock cluster stopped".to_string())?
+        commands.send(command(reply)).map_err(|_| "mock cluster stopped".to_string())?;
+        answer.recv().map_err(|_| "mock cluster stopped".to_string())?
     }
 }
 

@@ -17,25 +17,14 @@ pub struct RedisServer {
 impl RedisServer {
     /// Whether `redis-server` can be run here.
     pub fn available() -> bool {
-        Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
+        Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
     }
 
     pub fn start() -> io::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("tidings-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut server = RedisServer {
-            port,
-            dir,
-            child: None,
-        };
+        let mut server = RedisServer { port, dir, child: None };
         server.restart()?;
         Ok(server)
     }
@@ -56,14 +45,7 @@ impl RedisServer {
     pub fn restart(&mut self) -> io::Result<()> {
         self.stop();
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
             .arg("--dir")
             .arg(&self.dir)
@@ -78,10 +60,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "redis-server did not start within 10 s",
-        ))
+        Err(io::Error::new(io::ErrorKind::TimedOut, "redis-server did not start within 10 s"))
     }
 }
 

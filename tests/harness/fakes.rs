@@ -11,10 +11,7 @@ pub async fn twilio() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(TWILIO_MESSAGES))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(serde_json::json!({"sid": "SM1", "status": "queued"})),
-        )
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"sid": "SM1", "status": "queued"})))
         .mount(&server)
         .await;
     server

@@ -40,15 +40,9 @@ impl Infra {
     /// Environment overrides that point a `tidings` process at this infrastructure.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            (
-                "TIDINGS_KAFKA__BOOTSTRAP_SERVERS",
-                self.kafka.bootstrap_servers().to_string(),
-            ),
+            ("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", self.kafka.bootstrap_servers().to_string()),
             ("TIDINGS_REDIS__URL", self.redis.url()),
-            (
-                "TIDINGS_TEMPLATES__DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_string(),
-            ),
+            ("TIDINGS_TEMPLATES__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/templates").to_string()),
             ("TIDINGS_LOG", "warn".to_string()),
         ]
     }
@@ -81,14 +75,7 @@ impl Infra {
         config.templates.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into();
         config.channels = channels
             .iter()
-            .map(|(c, names)| {
-                (
-                    *c,
-                    ChannelConfig {
-                        providers: names.iter().map(|s| s.to_string()).collect(),
-                    },
-                )
-            })
+            .map(|(c, names)| (*c, ChannelConfig { providers: names.iter().map(|s| s.to_string()).collect() }))
             .collect();
         config.validate().unwrap();
         config
@@ -188,10 +175,7 @@ impl StatusWatch {
         let sink = records.clone();
         let task = tokio::spawn(async move {
             while let Ok(m) = consumer.recv().await {
-                if let Some(r) = m
-                    .payload()
-                    .and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok())
-                {
+                if let Some(r) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) {
                     sink.lock().unwrap().push(r);
                 }
             }
@@ -228,22 +212,13 @@ impl StatusWatch {
     }
 
     /// Waits for a record of `notification_id` in `state`.
-    pub async fn wait_for_status(
-        &self,
-        notification_id: &str,
-        state: State,
-        deadline: Duration,
-    ) -> StatusRecord {
+    pub async fn wait_for_status(&self, notification_id: &str, state: State, deadline: Duration) -> StatusRecord {
         let records = self
             .wait_until(&format!("{notification_id} {state:?}"), deadline, |rs| {
-                rs.iter()
-                    .any(|r| r.notification_id == notification_id && r.state == state)
+                rs.iter().any(|r| r.notification_id == notification_id && r.state == state)
             })
             .await;
-        records
-            .into_iter()
-            .find(|r| r.notification_id == notification_id && r.state == state)
-            .unwrap()
+        records.into_iter().find(|r| r.notification_id == notification_id && r.state == state).unwrap()
     }
 }
 

@@ -43,10 +43,7 @@ impl SmtpServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let shared = Arc::new(Shared {
-            stall_after: AtomicUsize::new(usize::MAX),
-            ..Default::default()
-        });
+        let shared = Arc::new(Shared { stall_after: AtomicUsize::new(usize::MAX), ..Default::default() });
         let s = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -90,11 +87,7 @@ async fn session(socket: tokio::net::TcpStream, shared: Arc<Shared>) {
                 }
             }
         } else if upper == "DATA" {
-            if write
-                .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-                .await
-                .is_err()
-            {
+            if write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await.is_err() {
                 return;
             }
             let mut data = String::new();
@@ -102,19 +95,12 @@ async fn session(socket: tokio::net::TcpStream, shared: Arc<Shared>) {
                 if l == "." {
                     break;
                 }
-                data.push_str(
-                    l.strip_prefix('.')
-                        .filter(|_| l.starts_with(".."))
-                        .unwrap_or(&l),
-                );
+                data.push_str(l.strip_prefix('.').filter(|_| l.starts_with("..")).unwrap_or(&l));
                 data.push('\n');
             }
             let n = {
                 let mut received = shared.received.lock().unwrap();
-                received.push(Received {
-                    rcpt: rcpt.clone(),
-                    data,
-                });
+                received.push(Received { rcpt: rcpt.clone(), data });
                 received.len()
             };
             if n > shared.stall_after.load(Ordering::SeqCst) {

@@ -77,9 +77,7 @@ impl Breaker {
         let mut state = self.lock();
         let open = match *state {
             State::Closed { failures } if failures + 1 < self.threshold => {
-                *state = State::Closed {
-                    failures: failures + 1,
-                };
+                *state = State::Closed { failures: failures + 1 };
                 false
             }
             State::Open { .. } => false,
@@ -87,9 +85,7 @@ impl Breaker {
         };
         if open {
             let jitter = self.reset.mul_f64(rand::random::<f64>() * 0.25);
-            *state = State::Open {
-                until: Instant::now() + self.reset + jitter,
-            };
+            *state = State::Open { until: Instant::now() + self.reset + jitter };
             tracing::warn!(provider = %self.name, reset_in = ?(self.reset + jitter), "breaker open");
         }
     }
@@ -113,10 +109,7 @@ mod tests {
         assert!(!b.allow(), "the third opens it");
         let until = b.reopens_at().unwrap();
         let wait = until - Instant::now();
-        assert!(
-            wait >= Duration::from_secs(10) && wait <= Duration::from_millis(12_500),
-            "{wait:?}"
-        );
+        assert!(wait >= Duration::from_secs(10) && wait <= Duration::from_millis(12_500), "{wait:?}");
         tokio::time::advance(wait).await;
         assert!(b.allow(), "the probe passes");
         assert!(!b.allow(), "only one probe at a time");

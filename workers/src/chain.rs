@@ -47,19 +47,11 @@ pub struct Failed {
 }
 
 impl Chain {
-    pub fn new(
-        providers: Vec<Arc<dyn Provider>>,
-        retry: RetryConfig,
-        breaker: &BreakerConfig,
-    ) -> Self {
+    pub fn new(providers: Vec<Arc<dyn Provider>>, retry: RetryConfig, breaker: &BreakerConfig) -> Self {
         let links = providers
             .into_iter()
             .map(|provider| Link {
-                breaker: Breaker::new(
-                    provider.name(),
-                    breaker.failure_threshold,
-                    breaker.reset_timeout,
-                ),
+                breaker: Breaker::new(provider.name(), breaker.failure_threshold, breaker.reset_timeout),
                 provider,
             })
             .collect();
@@ -98,13 +90,7 @@ impl Chain {
                         first_failure.get_or_insert(now);
                         tracing::warn!(provider = link.provider.name(), kind = ?e.kind, error = %e, "send failed");
                         if e.kind == ErrorKind::Permanent {
-                            return Err(self.failed(
-                                e,
-                                false,
-                                &attempts,
-                                tried,
-                                first_failure.unwrap_or(now),
-                            ));
+                            return Err(self.failed(e, false, &attempts, tried, first_failure.unwrap_or(now)));
                         }
                         last_error = Some(e);
                     }
@@ -115,26 +101,15 @@ impl Chain {
                 return Err(self.failed(e, true, &attempts, tried, first));
             }
             if !any_allowed {
-                let wake = self
-                    .links
-                    .iter()
-                    .filter_map(|l| l.breaker.reopens_at())
-                    .min();
-                let wake = wake.unwrap_or_else(|| {
-                    tokio::time::Instant::now() + std::time::Duration::from_millis(100)
-                });
+                let wake = self.links.iter().filter_map(|l| l.breaker.reopens_at()).min();
+                let wake = wake.unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_millis(100));
                 tracing::warn!("every provider of the channel is open; holding the message");
                 tokio::time::sleep_until(wake).await;
             }
         }
     }
 
-    async fn try_link(
-        &self,
-        link: &Link,
-        message: &Outgoing,
-        attempts: &AtomicU32,
-    ) -> Result<Receipt, ProviderError> {
+    async fn try_link(&self, link: &Link, message: &Outgoing, attempts: &AtomicU32) -> Result<Receipt, ProviderError> {
         let backoff = ExponentialBuilder::new()
             .with_min_delay(self.retry.initial_backoff)
             .with_max_delay(self.retry.max_backoff)
@@ -145,10 +120,7 @@ impl Chain {
         let call = || async {
             // The first call was admitted by the caller; retries ask the breaker again.
             if here.fetch_add(1, Ordering::Relaxed) > 0 && !link.breaker.allow() {
-                return Err(ProviderError::down(format!(
-                    "{}: breaker open",
-                    link.provider.name()
-                )));
+                return Err(ProviderError::down(format!("{}: breaker open", link.provider.name())));
             }
             attempts.fetch_add(1, Ordering::Relaxed);
             let result = link.provider.send(message).await;
@@ -162,9 +134,7 @@ impl Chain {
         call.retry(backoff)
             .sleep(tokio::time::sleep)
             // A provider asking for a longer pause than we wait is as good as down for this message.
-            .when(|e: &ProviderError| {
-                e.kind == ErrorKind::Transient && e.retry_after.is_none_or(|d| d <= max_wait)
-            })
+            .when(|e: &ProviderError| e.kind == ErrorKind::Transient && e.retry_after.is_none_or(|d| d <= max_wait))
             .adjust(|e: &ProviderError, d| e.retry_after.or(d))
             .await
     }

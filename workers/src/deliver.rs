@@ -89,20 +89,14 @@ impl Deliverer {
                     providers_tried: vec![],
                     first_failure: Utc::now(),
                 };
-                self.must("dead-letter", || self.dead_letter(input, &letter))
-                    .await;
+                self.must("dead-letter", || self.dead_letter(input, &letter)).await;
                 return;
             }
         };
         tracing::Span::current().record("notification_id", n.notification_id.as_str());
         let lease = self.config.worker.claim_lease;
         loop {
-            match self
-                .must("claim", || {
-                    self.store.claim(&n.notification_id, &self.owner, lease)
-                })
-                .await
-            {
+            match self.must("claim", || self.store.claim(&n.notification_id, &self.owner, lease)).await {
                 Claim::Acquired => break,
                 Claim::Done(record) => return self.duplicate(&n, &record).await,
                 // Another worker is sending it (a rebalance moved the partition
@@ -117,14 +111,8 @@ impl Deliverer {
     /// Everything between the claim and the outcome.
     async fn deliver(&self, input: &Input, n: &Notification) -> StatusRecord {
         let users = [n.user_id.clone()];
-        let prefs = self
-            .must("read preferences", || self.store.prefs_many(&users))
-            .await;
-        let prefs = prefs
-            .into_iter()
-            .next()
-            .flatten()
-            .map(|json| Preferences::parse(&json));
+        let prefs = self.must("read preferences", || self.store.prefs_many(&users)).await;
+        let prefs = prefs.into_iter().next().flatten().map(|json| Preferences::parse(&json));
         let suppressed = match &prefs {
             None => Some(format!("no preferences for user {}", n.user_id)),
             Some(Err(e)) => Some(format!("stored preferences are unusable: {e}")),
@@ -143,17 +131,11 @@ impl Deliverer {
                     providers_tried: vec![],
                     first_failure: Utc::now(),
                 };
-                self.must("dead-letter", || self.dead_letter(input, &letter))
-                    .await;
-                return self
-                    .status(n, State::DeadLettered)
-                    .with_error(Some(ErrorClass::Render), e.to_string());
+                self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+                return self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
             }
         };
-        let outgoing = Outgoing {
-            notification_id: n.notification_id.clone(),
-            content,
-        };
+        let outgoing = Outgoing { notification_id: n.notification_id.clone(), content };
         match self.chain.send(&outgoing).await {
             Ok(sent) => {
                 let mut s = self.status(n, State::Sent);
@@ -173,16 +155,9 @@ impl Deliverer {
         s.provider = failed.providers_tried.last().cloned();
         if failed.error.invalid_recipient {
             // Reported so the owning service can clean the address or token up.
-            return s.with_error(
-                Some(ErrorClass::Permanent),
-                format!("invalid recipient: {}", failed.error),
-            );
+            return s.with_error(Some(ErrorClass::Permanent), format!("invalid recipient: {}", failed.error));
         }
-        let class = if failed.exhausted {
-            ErrorClass::Exhausted
-        } else {
-            ErrorClass::Permanent
-        };
+        let class = if failed.exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
         let letter = Letter {
             class,
             error: failed.error.to_string(),
@@ -190,8 +165,7 @@ impl Deliverer {
             providers_tried: failed.providers_tried,
             first_failure: failed.first_failure,
         };
-        self.must("dead-letter", || self.dead_letter(input, &letter))
-            .await;
+        self.must("dead-letter", || self.dead_letter(input, &letter)).await;
         s.state = State::DeadLettered;
         s.with_error(Some(class), failed.error.to_string())
     }
@@ -199,23 +173,13 @@ impl Deliverer {
     /// Steps 3 to 5: dedupe record, status, published mark.
     async fn record(&self, n: &Notification, status: StatusRecord) {
         let ttl = self.config.worker.dedupe_ttl;
-        let mut record = DedupeRecord {
-            status,
-            published: false,
-        };
+        let mut record = DedupeRecord { status, published: false };
         let json = serde_json::to_string(&record).expect("records serialize to JSON");
-        self.must("record outcome", || {
-            self.store.finish(&n.notification_id, &json, ttl)
-        })
-        .await;
-        self.must("write status", || self.publish(&record.status))
-            .await;
+        self.must("record outcome", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        self.must("write status", || self.publish(&record.status)).await;
         record.published = true;
         let json = serde_json::to_string(&record).expect("records serialize to JSON");
-        self.must("mark published", || {
-            self.store.finish(&n.notification_id, &json, ttl)
-        })
-        .await;
+        self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
         tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
     }
 
@@ -224,15 +188,11 @@ impl Deliverer {
         if let Ok(mut record) = serde_json::from_str::<DedupeRecord>(raw) {
             if !record.published {
                 // The worker that sent it died before its status was acknowledged.
-                self.must("write status", || self.publish(&record.status))
-                    .await;
+                self.must("write status", || self.publish(&record.status)).await;
                 record.published = true;
                 let json = serde_json::to_string(&record).expect("records serialize to JSON");
                 let ttl = self.config.worker.dedupe_ttl;
-                self.must("mark published", || {
-                    self.store.finish(&n.notification_id, &json, ttl)
-                })
-                .await;
+                self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
             }
         }
         let status = self.status(n, State::Duplicate);
@@ -244,15 +204,10 @@ impl Deliverer {
     }
 
     async fn publish(&self, status: &StatusRecord) -> Result<(), rdkafka::error::KafkaError> {
-        delivered(enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, status, None).await?)
-            .await
+        delivered(enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, status, None).await?).await
     }
 
-    async fn dead_letter(
-        &self,
-        input: &Input,
-        letter: &Letter,
-    ) -> Result<(), rdkafka::error::KafkaError> {
+    async fn dead_letter(&self, input: &Input, letter: &Letter) -> Result<(), rdkafka::error::KafkaError> {
         let dl = DeadLetter {
             original_topic: input.topic.clone(),
             original_partition: input.partition,
@@ -266,14 +221,7 @@ impl Deliverer {
         };
         let topic = self.channel.dlq_topic();
         delivered(
-            enqueue_dead_letter(
-                &self.producer,
-                &topic,
-                input.key.as_deref(),
-                input.payload.as_deref(),
-                &dl,
-            )
-            .await?,
+            enqueue_dead_letter(&self.producer, &topic, input.key.as_deref(), input.payload.as_deref(), &dl).await?,
         )
         .await
     }

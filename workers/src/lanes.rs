@@ -39,8 +39,7 @@ impl Lanes {
 
     /// Forgets keys whose last task has finished.
     fn sweep(&mut self) {
-        self.tails
-            .retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        self.tails.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
     }
 
     pub fn len(&self) -> usize {

@@ -23,10 +23,7 @@ struct Partition {
 
 impl Offsets {
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let p = self
-            .partitions
-            .entry((topic.to_string(), partition))
-            .or_default();
+        let p = self.partitions.entry((topic.to_string(), partition)).or_default();
         *p.pending.entry(offset).or_insert(0) += 1;
     }
 
@@ -54,10 +51,7 @@ impl Offsets {
 
     /// Records in flight, over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.partitions
-            .values()
-            .map(|p| p.pending.values().sum::<u32>() as usize)
-            .sum()
+        self.partitions.values().map(|p| p.pending.values().sum::<u32>() as usize).sum()
     }
 }
 
@@ -73,11 +67,7 @@ mod tests {
         }
         assert_eq!(o.finish("t", 0, 2), None, "0 and 1 are still running");
         assert_eq!(o.finish("t", 0, 0), Some(0));
-        assert_eq!(
-            o.finish("t", 0, 1),
-            Some(2),
-            "1 done and 2 was already done"
-        );
+        assert_eq!(o.finish("t", 0, 1), Some(2), "1 done and 2 was already done");
         assert_eq!(o.finish("t", 0, 3), Some(3));
         assert_eq!(o.in_flight(), 0);
     }

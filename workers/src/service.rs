@@ -59,11 +59,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
-        chain: Chain::new(
-            worker.providers,
-            config.worker.retry.clone(),
-            &config.worker.breaker,
-        ),
+        chain: Chain::new(worker.providers, config.worker.retry.clone(), &config.worker.breaker),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,
@@ -76,12 +72,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         let group = config.group(&format!("worker-{}-{}", worker.channel, priority));
         let consumer = kafka::consumer(&config.kafka, &group)?;
         consumer.subscribe(&[&worker.channel.topic(priority)])?;
-        loops.spawn(consume(
-            deliverer.clone(),
-            consumer,
-            worker.progress.clone(),
-            token.clone(),
-        ));
+        loops.spawn(consume(deliverer.clone(), consumer, worker.progress.clone(), token.clone()));
     }
     tracing::info!(channel = %worker.channel, "worker started");
     tokio::select! {

@@ -7,9 +7,7 @@
 //! instant.
 
 use crate::prefs::{QuietHours, Window, WEEKDAYS};
-use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc,
-};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// If `now` falls inside a quiet window, the instant the window (and any window
@@ -55,11 +53,7 @@ fn bounds(w: Window, day: NaiveDate, tz: Tz) -> Option<(DateTime<Utc>, DateTime<
     if w.start == w.end {
         return None;
     }
-    let end_day = if w.end < w.start {
-        day.succ_opt()?
-    } else {
-        day
-    };
+    let end_day = if w.end < w.start { day.succ_opt()? } else { day };
     let start = resolve(tz, day.and_time(w.start))?;
     let end = resolve(tz, end_day.and_time(w.end))?;
     Some((start, end))

@@ -12,25 +12,12 @@ fn hm(s: &str) -> NaiveTime {
 }
 
 fn daily(start: &str, end: &str) -> QuietHours {
-    QuietHours::Daily(Window {
-        start: hm(start),
-        end: hm(end),
-    })
+    QuietHours::Daily(Window { start: hm(start), end: hm(end) })
 }
 
 fn weekly(days: &[(&str, &str, &str)]) -> QuietHours {
     QuietHours::Weekly(
-        days.iter()
-            .map(|(d, s, e)| {
-                (
-                    d.to_string(),
-                    Window {
-                        start: hm(s),
-                        end: hm(e),
-                    },
-                )
-            })
-            .collect::<BTreeMap<_, _>>(),
+        days.iter().map(|(d, s, e)| (d.to_string(), Window { start: hm(s), end: hm(e) })).collect::<BTreeMap<_, _>>(),
     )
 }
 
@@ -41,11 +28,7 @@ fn tz(name: &str) -> Tz {
 /// An unambiguous local time as an instant.
 fn local(zone: &str, s: &str) -> DateTime<Utc> {
     let ndt = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
-    tz(zone)
-        .from_local_datetime(&ndt)
-        .single()
-        .expect("unambiguous")
-        .with_timezone(&Utc)
+    tz(zone).from_local_datetime(&ndt).single().expect("unambiguous").with_timezone(&Utc)
 }
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -56,38 +39,19 @@ fn utc(s: &str) -> DateTime<Utc> {
 fn late_evening_defers_to_local_morning_across_midnight() {
     let q = daily("22:00", "07:00");
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Europe/Paris"),
-            local("Europe/Paris", "2026-11-26 23:00")
-        ),
+        quiet_until(&q, tz("Europe/Paris"), local("Europe/Paris", "2026-11-26 23:00")),
         Some(local("Europe/Paris", "2026-11-27 07:00"))
     );
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Europe/Paris"),
-            local("Europe/Paris", "2026-11-27 03:00")
-        ),
+        quiet_until(&q, tz("Europe/Paris"), local("Europe/Paris", "2026-11-27 03:00")),
         Some(local("Europe/Paris", "2026-11-27 07:00"))
     );
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Europe/Paris"),
-            local("Europe/Paris", "2026-11-27 07:00")
-        ),
+        quiet_until(&q, tz("Europe/Paris"), local("Europe/Paris", "2026-11-27 07:00")),
         None,
         "the end is not quiet"
     );
-    assert_eq!(
-        quiet_until(
-            &q,
-            tz("Europe/Paris"),
-            local("Europe/Paris", "2026-11-26 21:59")
-        ),
-        None
-    );
+    assert_eq!(quiet_until(&q, tz("Europe/Paris"), local("Europe/Paris", "2026-11-26 21:59")), None);
 }
 
 #[test]
@@ -95,31 +59,19 @@ fn a_window_ending_in_a_dst_gap_ends_at_the_first_instant_after_it() {
     // New York springs forward 2026-03-08 02:00 -> 03:00 (EST -5 -> EDT -4).
     let q = daily("23:00", "02:30");
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("America/New_York"),
-            local("America/New_York", "2026-03-08 01:00")
-        ),
+        quiet_until(&q, tz("America/New_York"), local("America/New_York", "2026-03-08 01:00")),
         Some(utc("2026-03-08T07:00:00Z"))
     );
     // London springs forward 2026-03-29 01:00 -> 02:00 (GMT -> BST).
     let q = daily("23:00", "01:30");
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Europe/London"),
-            local("Europe/London", "2026-03-29 00:30")
-        ),
+        quiet_until(&q, tz("Europe/London"), local("Europe/London", "2026-03-29 00:30")),
         Some(utc("2026-03-29T01:00:00Z"))
     );
     // Lord Howe moves 30 minutes, 2026-10-04 02:00 -> 02:30 (+10:30 -> +11).
     let q = daily("22:00", "02:15");
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Australia/Lord_Howe"),
-            local("Australia/Lord_Howe", "2026-10-03 23:00")
-        ),
+        quiet_until(&q, tz("Australia/Lord_Howe"), local("Australia/Lord_Howe", "2026-10-03 23:00")),
         Some(utc("2026-10-03T15:30:00Z"))
     );
 }
@@ -129,27 +81,16 @@ fn an_ambiguous_end_resolves_to_the_earlier_instant() {
     // New York falls back 2026-11-01: 01:00-02:00 happens twice.
     let q = daily("22:00", "01:30");
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("America/New_York"),
-            local("America/New_York", "2026-10-31 23:00")
-        ),
+        quiet_until(&q, tz("America/New_York"), local("America/New_York", "2026-10-31 23:00")),
         Some(utc("2026-11-01T05:30:00Z"))
     );
     // London falls back 2026-10-25: 01:00-02:00 happens twice.
     let q = daily("00:00", "01:30");
-    assert_eq!(
-        quiet_until(&q, tz("Europe/London"), utc("2026-10-24T23:10:00Z")),
-        Some(utc("2026-10-25T00:30:00Z"))
-    );
+    assert_eq!(quiet_until(&q, tz("Europe/London"), utc("2026-10-24T23:10:00Z")), Some(utc("2026-10-25T00:30:00Z")));
     // Lord Howe falls back 30 minutes 2026-04-05: 01:30-02:00 happens twice.
     let q = daily("22:00", "01:45");
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Australia/Lord_Howe"),
-            local("Australia/Lord_Howe", "2026-04-04 23:00")
-        ),
+        quiet_until(&q, tz("Australia/Lord_Howe"), local("Australia/Lord_Howe", "2026-04-04 23:00")),
         Some(utc("2026-04-04T14:45:00Z"))
     );
 }
@@ -159,20 +100,12 @@ fn zones_with_quarter_and_half_hour_offsets() {
     let q = daily("22:00", "07:00");
     // Kathmandu is +05:45: 07:00 local is 01:15Z.
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Asia/Kathmandu"),
-            local("Asia/Kathmandu", "2026-11-26 23:00")
-        ),
+        quiet_until(&q, tz("Asia/Kathmandu"), local("Asia/Kathmandu", "2026-11-26 23:00")),
         Some(utc("2026-11-27T01:15:00Z"))
     );
     // Adelaide in summer is +10:30.
     assert_eq!(
-        quiet_until(
-            &q,
-            tz("Australia/Adelaide"),
-            local("Australia/Adelaide", "2026-12-01 05:00")
-        ),
+        quiet_until(&q, tz("Australia/Adelaide"), local("Australia/Adelaide", "2026-12-01 05:00")),
         Some(utc("2026-11-30T20:30:00Z"))
     );
 }
@@ -182,42 +115,19 @@ fn per_weekday_windows_apply_on_their_own_days_and_chain() {
     let zone = "Australia/Lord_Howe";
     // 2026-11-23 is a Monday.
     let q = weekly(&[("mon", "22:00", "06:30"), ("sat", "23:00", "09:00")]);
-    assert_eq!(
-        quiet_until(&q, tz(zone), local(zone, "2026-11-23 23:00")),
-        Some(local(zone, "2026-11-24 06:30"))
-    );
-    assert_eq!(
-        quiet_until(&q, tz(zone), local(zone, "2026-11-24 23:00")),
-        None,
-        "no Tuesday window"
-    );
+    assert_eq!(quiet_until(&q, tz(zone), local(zone, "2026-11-23 23:00")), Some(local(zone, "2026-11-24 06:30")));
+    assert_eq!(quiet_until(&q, tz(zone), local(zone, "2026-11-24 23:00")), None, "no Tuesday window");
     // Saturday's window still runs on Sunday morning.
-    assert_eq!(
-        quiet_until(&q, tz(zone), local(zone, "2026-11-29 08:00")),
-        Some(local(zone, "2026-11-29 09:00"))
-    );
+    assert_eq!(quiet_until(&q, tz(zone), local(zone, "2026-11-29 08:00")), Some(local(zone, "2026-11-29 09:00")));
     // Monday's window ends inside Tuesday's: the user stays quiet until Tuesday's ends.
     let q = weekly(&[("mon", "22:00", "02:00"), ("tue", "01:00", "05:00")]);
-    assert_eq!(
-        quiet_until(&q, tz("UTC"), utc("2026-11-23T23:00:00Z")),
-        Some(utc("2026-11-24T05:00:00Z"))
-    );
+    assert_eq!(quiet_until(&q, tz("UTC"), utc("2026-11-23T23:00:00Z")), Some(utc("2026-11-24T05:00:00Z")));
 }
 
 #[test]
 fn an_empty_window_is_no_window() {
-    assert_eq!(
-        quiet_until(
-            &daily("07:00", "07:00"),
-            tz("UTC"),
-            utc("2026-01-01T07:00:00Z")
-        ),
-        None
-    );
-    assert_eq!(
-        quiet_until(&weekly(&[]), tz("UTC"), utc("2026-01-01T03:00:00Z")),
-        None
-    );
+    assert_eq!(quiet_until(&daily("07:00", "07:00"), tz("UTC"), utc("2026-01-01T07:00:00Z")), None);
+    assert_eq!(quiet_until(&weekly(&[]), tz("UTC"), utc("2026-01-01T03:00:00Z")), None);
 }
 
 const ZONES: &[&str] = &[

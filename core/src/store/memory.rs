@@ -76,9 +76,7 @@ impl Store for MemoryStore {
     }
 
     async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.lock()
-            .dedupe
-            .insert(id.to_string(), (record.to_string(), Instant::now() + ttl));
+        self.lock().dedupe.insert(id.to_string(), (record.to_string(), Instant::now() + ttl));
         Ok(())
     }
 
@@ -94,22 +92,13 @@ impl Store for MemoryStore {
             holds: lanes
                 .iter()
                 .map(|l| {
-                    inner
-                        .lanes
-                        .get(l)
-                        .filter(|l| l.pending > 0)
-                        .and_then(|l| DateTime::from_timestamp_millis(l.due))
+                    inner.lanes.get(l).filter(|l| l.pending > 0).and_then(|l| DateTime::from_timestamp_millis(l.due))
                 })
                 .collect(),
         })
     }
 
-    async fn defer(
-        &self,
-        lane: &str,
-        member: &str,
-        due: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, StoreError> {
+    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         let mut inner = self.lock();
         let l = inner.lanes.entry(lane.to_string()).or_default();
         let mut due_ms = millis(due);
@@ -126,29 +115,14 @@ impl Store for MemoryStore {
         Ok(DateTime::from_timestamp_millis(due_ms).unwrap_or(due))
     }
 
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
         let mut inner = self.lock();
         let bound = score(millis(now), 999);
         let until = score(millis(now) + lease.as_millis() as i64, 0);
-        let stale: Vec<(i64, String)> = inner
-            .claimed
-            .iter()
-            .take_while(|(t, _)| *t <= bound)
-            .take(limit)
-            .cloned()
-            .collect();
-        let due: Vec<(i64, String)> = inner
-            .deferred
-            .iter()
-            .take_while(|(t, _)| *t <= bound)
-            .take(limit - stale.len())
-            .cloned()
-            .collect();
+        let stale: Vec<(i64, String)> =
+            inner.claimed.iter().take_while(|(t, _)| *t <= bound).take(limit).cloned().collect();
+        let due: Vec<(i64, String)> =
+            inner.deferred.iter().take_while(|(t, _)| *t <= bound).take(limit - stale.len()).cloned().collect();
         let mut out = Vec::with_capacity(stale.len() + due.len());
         for entry in stale {
             inner.claimed.remove(&entry);

@@ -85,23 +85,13 @@ pub trait Store: Send + Sync {
     /// `due`, or later: never before a member already held on the same lane,
     /// so a user's messages leave in the order they were deferred. Returns
     /// when it will be released.
-    async fn defer(
-        &self,
-        lane: &str,
-        member: &str,
-        due: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, StoreError>;
+    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
 
     /// Atomically claims up to `limit` members due at `now` (and claims whose
     /// lease ran out), in release order, for `lease`. Two schedulers never
     /// claim the same member at once; a claimed member is not lost if its
     /// scheduler dies.
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<String>, StoreError>;
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError>;
 
     /// Removes a member once it is back on its channel topic, releasing its lane.
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError>;
@@ -118,9 +108,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Keys {
-            prefix: prefix.to_string(),
-        }
+        Keys { prefix: prefix.to_string() }
     }
     pub fn prefs(&self, user: &str) -> String {
         format!("{}:prefs:{user}", self.prefix)
@@ -131,8 +119,8 @@ impl Keys {
     pub fn deferred(&self) -> String {
         format!("{}:deferred", self.prefix)
     }
-    pub fn lane(&self, lane: &str) -> String {
-        format!("{}:lane:{lane}", self.prefix)
+    pub fn lanes(&self) -> String {
+        format!("{}:lanes", self.prefix)
     }
     pub fn deferred_claimed(&self) -> String {
         format!("{}:deferred:claimed", self.prefix)
@@ -142,10 +130,6 @@ impl Keys {
 fn claim_value(owner: &str) -> String {
     format!("inflight:{owner}")
 }
-
-/// How long a lane outlives the release time of its last member: a safety
-/// net so that a lane whose member was lost cannot hold a user back forever.
-const LANE_GRACE_MS: i64 = 24 * 3600 * 1000;
 
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

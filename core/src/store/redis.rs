@@ -1,6 +1,6 @@
 //! The Redis implementation of [`Store`].
 
-use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, LANE_GRACE_MS};
+use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -19,23 +19,25 @@ return {0, cur}
 "#;
 
 /// Holds a member on its lane, never before a member already held there.
-/// The lane hash keeps the release time of its last member (`due`), how many
-/// members are held (`pending`), and a sequence that orders members due in the
-/// same millisecond (reset when the lane empties).
+/// Every lane is a field of one hash (so a batch reads all its lanes with one
+/// HMGET) whose value is `due,pending,seq`: the release time of its last
+/// member, how many members are held, and a sequence that orders members due
+/// in the same millisecond (restarting when the lane empties).
 const DEFER: &str = r#"
 local due = tonumber(ARGV[2])
-local pending = tonumber(redis.call('HGET', KEYS[2], 'pending') or '0')
-if pending > 0 then
-  local held = tonumber(redis.call('HGET', KEYS[2], 'due') or '0')
-  if held > due then due = held end
-else
-  redis.call('HSET', KEYS[2], 'seq', 0)
+local pending, seq = 0, 0
+local v = redis.call('HGET', KEYS[2], ARGV[3])
+if v then
+  local d, p, s = string.match(v, '^(%-?%d+),(%d+),(%d+)$')
+  pending = tonumber(p)
+  if pending > 0 then
+    seq = tonumber(s)
+    if tonumber(d) > due then due = tonumber(d) end
+  end
 end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('HSET', KEYS[2], 'due', due)
-redis.call('HINCRBY', KEYS[2], 'pending', 1)
-redis.call('PEXPIREAT', KEYS[2], due + tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[1], due * 1000 + seq, ARGV[1])
+seq = seq + 1
+redis.call('HSET', KEYS[2], ARGV[3], string.format('%.0f,%d,%d', due, pending + 1, seq))
+redis.call('ZADD', KEYS[1], string.format('%.0f', due * 1000 + seq), ARGV[1])
 return due
 "#;
 
@@ -63,7 +65,16 @@ return out
 /// Removes a published member and releases its place on the lane.
 const REMOVE: &str = r#"
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], 'pending', -1) <= 0 then redis.call('DEL', KEYS[2]) end
+  local v = redis.call('HGET', KEYS[2], ARGV[2])
+  if v then
+    local d, p, s = string.match(v, '^(%-?%d+),(%d+),(%d+)$')
+    local pending = tonumber(p) - 1
+    if pending <= 0 then
+      redis.call('HDEL', KEYS[2], ARGV[2])
+    else
+      redis.call('HSET', KEYS[2], ARGV[2], d .. ',' .. pending .. ',' .. s)
+    end
+  end
 end
 return 0
 "#;
@@ -105,10 +116,7 @@ impl Store for RedisStore {
         let mut cmd = redis::cmd("MGET");
         cmd.arg(&keys);
         if keys.len() == 1 {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(&keys[0])
-                .query_async(&mut conn)
-                .await?;
+            let v: Option<String> = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await?;
             return Ok(vec![v]);
         }
         Ok(cmd.query_async(&mut conn).await?)
@@ -116,11 +124,7 @@ impl Store for RedisStore {
 
     async fn set_prefs(&self, user: &str, json: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let () = redis::cmd("SET")
-            .arg(self.keys.prefs(user))
-            .arg(json)
-            .query_async(&mut conn)
-            .await?;
+        let () = redis::cmd("SET").arg(self.keys.prefs(user)).arg(json).query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -154,10 +158,7 @@ impl Store for RedisStore {
 
     async fn forget(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("DEL")
-            .arg(self.keys.dedupe(id))
-            .query_async(&mut conn)
-            .await?;
+        let _: i64 = redis::cmd("DEL").arg(self.keys.dedupe(id)).query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -166,63 +167,39 @@ impl Store for RedisStore {
             return Ok(Hydrated::default());
         }
         let mut pipe = redis::pipe();
-        for u in users {
-            pipe.cmd("GET").arg(self.keys.prefs(u));
+        if !users.is_empty() {
+            pipe.cmd("MGET").arg(users.iter().map(|u| self.keys.prefs(u)).collect::<Vec<_>>());
         }
-        for l in lanes {
-            pipe.cmd("HMGET")
-                .arg(self.keys.lane(l))
-                .arg("due")
-                .arg("pending");
+        if !lanes.is_empty() {
+            pipe.cmd("HMGET").arg(self.keys.lanes()).arg(lanes);
         }
         let mut conn = self.conn.clone();
-        let values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let mut values = values.into_iter();
-        let mut prefs = Vec::with_capacity(users.len());
-        for _ in users {
-            prefs.push(
-                redis::FromRedisValue::from_redis_value(values.next().unwrap_or(redis::Value::Nil))
-                    .map_err(redis::RedisError::from)?,
-            );
-        }
-        let mut holds = Vec::with_capacity(lanes.len());
-        for _ in lanes {
-            let (due, pending): (Option<i64>, Option<i64>) =
-                redis::FromRedisValue::from_redis_value(values.next().unwrap_or(redis::Value::Nil))
-                    .map_err(redis::RedisError::from)?;
-            holds.push(match (due, pending) {
-                (Some(due), Some(p)) if p > 0 => DateTime::from_timestamp_millis(due),
-                _ => None,
-            });
-        }
+        let mut replies = pipe.query_async::<Vec<redis::Value>>(&mut conn).await?.into_iter();
+        let mut next = || -> Result<Vec<Option<String>>, StoreError> {
+            let v = replies.next().unwrap_or(redis::Value::Nil);
+            Ok(redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?)
+        };
+        let prefs = if users.is_empty() { Vec::new() } else { next()? };
+        let holds = if lanes.is_empty() { Vec::new() } else { next()? };
+        let holds = holds.into_iter().map(|v| v.and_then(|v| held_until(&v))).collect();
         Ok(Hydrated { prefs, holds })
     }
 
-    async fn defer(
-        &self,
-        lane: &str,
-        member: &str,
-        due: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, StoreError> {
+    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         let mut conn = self.conn.clone();
         let released: i64 = self
             .defer
             .key(self.keys.deferred())
-            .key(self.keys.lane(lane))
+            .key(self.keys.lanes())
             .arg(member)
             .arg(millis(due))
-            .arg(LANE_GRACE_MS)
+            .arg(lane)
             .invoke_async(&mut conn)
             .await?;
         Ok(DateTime::from_timestamp_millis(released).unwrap_or(due))
     }
 
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
         let until = millis(now) + lease.as_millis() as i64;
         Ok(self
@@ -241,8 +218,9 @@ impl Store for RedisStore {
         let _: i64 = self
             .remove
             .key(self.keys.deferred_claimed())
-            .key(self.keys.lane(lane))
+            .key(self.keys.lanes())
             .arg(member)
+            .arg(lane)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -259,4 +237,12 @@ impl Store for RedisStore {
             .await?;
         Ok(a + b)
     }
+}
+
+/// The release time of a lane's last member, if it holds any (`due,pending,seq`).
+fn held_until(value: &str) -> Option<DateTime<Utc>> {
+    let mut parts = value.split(',');
+    let due: i64 = parts.next()?.parse().ok()?;
+    let pending: i64 = parts.next()?.parse().ok()?;
+    (pending > 0).then(|| DateTime::from_timestamp_millis(due)).flatten()
 }

@@ -27,9 +27,7 @@ impl Sandbox {
         let outages = c
             .outages
             .iter()
-            .map(|w| {
-                parse_window(w).map_err(|e| ProviderError::down(format!("sandbox {name}: {e}")))
-            })
+            .map(|w| parse_window(w).map_err(|e| ProviderError::down(format!("sandbox {name}: {e}"))))
             .collect::<Result<_, _>>()?;
         Ok(Sandbox {
             name: name.to_string(),
@@ -57,21 +55,11 @@ impl Provider for Sandbox {
             tokio::time::sleep(self.latency).await;
         }
         let elapsed = self.started.elapsed();
-        if self
-            .outages
-            .iter()
-            .any(|(from, to)| (*from..*to).contains(&elapsed))
-        {
-            return Err(ProviderError::down(format!(
-                "sandbox {}: in an outage window",
-                self.name
-            )));
+        if self.outages.iter().any(|(from, to)| (*from..*to).contains(&elapsed)) {
+            return Err(ProviderError::down(format!("sandbox {}: in an outage window", self.name)));
         }
         if self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate {
-            return Err(ProviderError::transient(format!(
-                "sandbox {}: injected error",
-                self.name
-            )));
+            return Err(ProviderError::transient(format!("sandbox {}: injected error", self.name)));
         }
         let channel = message.content.channel();
         let dir = self.outbox.join(channel.as_str());
@@ -92,8 +80,6 @@ impl Provider for Sandbox {
         let io = |e: std::io::Error| ProviderError::down(format!("sandbox {}: {e}", self.name));
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
         tokio::fs::write(dir.join(&file), body).await.map_err(io)?;
-        Ok(Receipt {
-            provider_message_id: Some(format!("sandbox-{}", message.notification_id)),
-        })
+        Ok(Receipt { provider_message_id: Some(format!("sandbox-{}", message.notification_id)) })
     }
 }

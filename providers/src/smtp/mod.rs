@@ -38,17 +38,9 @@ impl Smtp {
             SmtpTls::None => return Err(bad(&"plain SMTP needs allow_plaintext = true")),
         };
         if let (Some(user), Some(pass)) = (&c.username, &c.password) {
-            builder = builder.credentials(Credentials::new(
-                user.clone(),
-                pass.expose_secret().to_string(),
-            ));
+            builder = builder.credentials(Credentials::new(user.clone(), pass.expose_secret().to_string()));
         }
-        Ok(Smtp {
-            name: name.to_string(),
-            from,
-            transport: builder.build(),
-            timeout: c.timeout,
-        })
+        Ok(Smtp { name: name.to_string(), from, transport: builder.build(), timeout: c.timeout })
     }
 }
 
@@ -68,14 +60,9 @@ impl Provider for Smtp {
         };
         let email = request::build(&self.from, message)?;
         match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
-            Err(_) => Err(ProviderError::transient(format!(
-                "smtp {}: timed out",
-                self.name
-            ))),
+            Err(_) => Err(ProviderError::transient(format!("smtp {}: timed out", self.name))),
             Ok(Err(e)) => Err(classify(&e)),
-            Ok(Ok(reply)) => Ok(Receipt {
-                provider_message_id: reply.first_line().map(str::to_string),
-            }),
+            Ok(Ok(reply)) => Ok(Receipt { provider_message_id: reply.first_line().map(str::to_string) }),
         }
     }
 }

@@ -7,18 +7,11 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
 pub fn build(from: &Mailbox, message: &Outgoing) -> Result<Message, ProviderError> {
-    let Content::Email {
-        to,
-        subject,
-        text,
-        html,
-    } = &message.content
-    else {
+    let Content::Email { to, subject, text, html } = &message.content else {
         return Err(ProviderError::permanent("not an email"));
     };
-    let to: Mailbox = to
-        .parse()
-        .map_err(|e| ProviderError::invalid_recipient(format!("invalid address `{to}`: {e}")))?;
+    let to: Mailbox =
+        to.parse().map_err(|e| ProviderError::invalid_recipient(format!("invalid address `{to}`: {e}")))?;
     Message::builder()
         .from(from.clone())
         .to(to)
@@ -28,27 +21,15 @@ pub fn build(from: &Mailbox, message: &Outgoing) -> Result<Message, ProviderErro
         .message_id(Some(format!("<{}@tidings>", message.notification_id)))
         .multipart(
             MultiPart::alternative()
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_PLAIN)
-                        .body(text.clone()),
-                )
-                .singlepart(
-                    SinglePart::builder()
-                        .header(ContentType::TEXT_HTML)
-                        .body(html.clone()),
-                ),
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text.clone()))
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
         )
         .map_err(|e| ProviderError::permanent(format!("cannot build email: {e}")))
 }
 
 /// Header text on one line: CR, LF and other controls become spaces.
 pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
 }
 
 #[cfg(test)]

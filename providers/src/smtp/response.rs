@@ -27,15 +27,13 @@ pub fn classify(err: &lettre::transport::smtp::Error) -> ProviderError {
 
 /// The first `class.subject.detail` code in a reply text, e.g. `5.1.1`.
 pub fn enhanced_code(text: &str) -> Option<(u8, u16, u16)> {
-    text.split(|c: char| c.is_whitespace() || c == ':' || c == ',')
-        .find_map(|word| {
-            let mut parts = word.split('.');
-            let class: u8 = parts.next()?.parse().ok()?;
-            let subject: u16 = parts.next()?.parse().ok()?;
-            let detail: u16 = parts.next()?.parse().ok()?;
-            (parts.next().is_none() && matches!(class, 2 | 4 | 5))
-                .then_some((class, subject, detail))
-        })
+    text.split(|c: char| c.is_whitespace() || c == ':' || c == ',').find_map(|word| {
+        let mut parts = word.split('.');
+        let class: u8 = parts.next()?.parse().ok()?;
+        let subject: u16 = parts.next()?.parse().ok()?;
+        let detail: u16 = parts.next()?.parse().ok()?;
+        (parts.next().is_none() && matches!(class, 2 | 4 | 5)).then_some((class, subject, detail))
+    })
 }
 
 #[cfg(test)]
@@ -44,14 +42,8 @@ mod tests {
 
     #[test]
     fn finds_the_enhanced_status_code_in_reply_text() {
-        assert_eq!(
-            enhanced_code("permanent error (550): 5.1.1 <x@y.z>: user unknown"),
-            Some((5, 1, 1))
-        );
-        assert_eq!(
-            enhanced_code("transient error (452): 4.2.2 mailbox full"),
-            Some((4, 2, 2))
-        );
+        assert_eq!(enhanced_code("permanent error (550): 5.1.1 <x@y.z>: user unknown"), Some((5, 1, 1)));
+        assert_eq!(enhanced_code("transient error (452): 4.2.2 mailbox full"), Some((4, 2, 2)));
         assert_eq!(enhanced_code("version 1.2.3 of nothing"), None);
         assert_eq!(enhanced_code("no code here"), None);
     }

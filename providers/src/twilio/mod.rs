@@ -25,9 +25,7 @@ impl Twilio {
             (Some(sid), _) => request::Sender::MessagingService(sid.clone()),
             (None, Some(from)) => request::Sender::From(from.clone()),
             (None, None) => {
-                return Err(ProviderError::down(format!(
-                    "twilio {name}: set `from` or `messaging_service_sid`"
-                )))
+                return Err(ProviderError::down(format!("twilio {name}: set `from` or `messaging_service_sid`")))
             }
         };
         let client = reqwest::Client::builder()
@@ -37,11 +35,7 @@ impl Twilio {
         Ok(Twilio {
             name: name.to_string(),
             client,
-            url: format!(
-                "{}/2010-04-01/Accounts/{}/Messages.json",
-                c.base_url.trim_end_matches('/'),
-                c.account_sid
-            ),
+            url: format!("{}/2010-04-01/Accounts/{}/Messages.json", c.base_url.trim_end_matches('/'), c.account_sid),
             account_sid: c.account_sid.clone(),
             auth_token: c.auth_token.clone(),
             sender,
@@ -67,10 +61,7 @@ impl Provider for Twilio {
         let response = self
             .client
             .post(&self.url)
-            .basic_auth(
-                &self.account_sid,
-                Some(secrecy::ExposeSecret::expose_secret(&self.auth_token)),
-            )
+            .basic_auth(&self.account_sid, Some(secrecy::ExposeSecret::expose_secret(&self.auth_token)))
             .form(&form)
             .send()
             .await

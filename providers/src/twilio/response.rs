@@ -22,29 +22,19 @@ pub async fn read(name: &str, response: reqwest::Response) -> Result<Receipt, Pr
     let status = response.status();
     let wait = retry_after(response.headers());
     if status.is_success() {
-        let created: Created = response.json().await.map_err(|e| {
-            ProviderError::transient(format!("twilio {name}: unreadable success body: {e}"))
-        })?;
-        return Ok(Receipt {
-            provider_message_id: Some(created.sid),
-        });
+        let created: Created = response
+            .json()
+            .await
+            .map_err(|e| ProviderError::transient(format!("twilio {name}: unreadable success body: {e}")))?;
+        return Ok(Receipt { provider_message_id: Some(created.sid) });
     }
     let failure: Failure = response.json().await.unwrap_or_default();
-    Err(classify(
-        name,
-        status.as_u16(),
-        failure.code,
-        failure.message.as_deref().unwrap_or(""),
-    )
-    .retry_after(wait))
+    Err(classify(name, status.as_u16(), failure.code, failure.message.as_deref().unwrap_or("")).retry_after(wait))
 }
 
 /// Maps an HTTP status and Twilio error code to what the worker does next.
 pub fn classify(name: &str, status: u16, code: Option<u32>, message: &str) -> ProviderError {
-    let what = format!(
-        "twilio {name}: HTTP {status} code {} {message}",
-        code.map_or("-".into(), |c| c.to_string())
-    );
+    let what = format!("twilio {name}: HTTP {status} code {} {message}", code.map_or("-".into(), |c| c.to_string()));
     match (status, code) {
         // 21211 invalid To, 21610 unsubscribed (STOP), 21614 not a mobile number.
         (_, Some(21211 | 21610 | 21614)) => ProviderError::invalid_recipient(what),

@@ -24,10 +24,7 @@ fn twilio_at(base_url: &str) -> Twilio {
 fn sms(to: &str) -> Outgoing {
     Outgoing {
         notification_id: "n1".into(),
-        content: Content::Sms {
-            to: to.into(),
-            body: "Your order shipped & more".into(),
-        },
+        content: Content::Sms { to: to.into(), body: "Your order shipped & more".into() },
     }
 }
 
@@ -42,10 +39,7 @@ async fn sends_the_documented_form_with_basic_auth_and_reads_the_sid() {
         .and(body_string_contains("To=%2B33612345678"))
         .and(body_string_contains("From=%2B15550001111"))
         .and(body_string_contains("Body=Your+order+shipped+%26+more"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(serde_json::json!({"sid": "SM42", "status": "queued"})),
-        )
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"sid": "SM42", "status": "queued"})))
         .expect(1)
         .mount(&server)
         .await;
@@ -53,75 +47,37 @@ async fn sends_the_documented_form_with_basic_auth_and_reads_the_sid() {
     assert_eq!(receipt.provider_message_id.as_deref(), Some("SM42"));
 }
 
-async fn failure(
-    status: u16,
-    body: serde_json::Value,
-    retry_after: Option<&str>,
-) -> crate::ProviderError {
+async fn failure(status: u16, body: serde_json::Value, retry_after: Option<&str>) -> crate::ProviderError {
     let server = MockServer::start().await;
     let mut response = ResponseTemplate::new(status).set_body_json(body);
     if let Some(s) = retry_after {
         response = response.insert_header("Retry-After", s);
     }
-    Mock::given(method("POST"))
-        .and(path(PATH))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    twilio(&server)
-        .send(&sms("+33612345678"))
-        .await
-        .unwrap_err()
+    Mock::given(method("POST")).and(path(PATH)).respond_with(response).mount(&server).await;
+    twilio(&server).send(&sms("+33612345678")).await.unwrap_err()
 }
 
 #[tokio::test]
 async fn classifies_documented_errors() {
     for code in [21211, 21610, 21614] {
-        let e = failure(
-            400,
-            serde_json::json!({"code": code, "message": "bad", "status": 400}),
-            None,
-        )
-        .await;
+        let e = failure(400, serde_json::json!({"code": code, "message": "bad", "status": 400}), None).await;
         assert_eq!(e.kind, ErrorKind::Permanent, "{code}");
         assert!(e.invalid_recipient, "{code}");
     }
-    let e = failure(
-        429,
-        serde_json::json!({"code": 20429, "message": "Too Many Requests"}),
-        Some("7"),
-    )
-    .await;
-    assert_eq!(
-        (e.kind, e.retry_after),
-        (ErrorKind::Transient, Some(Duration::from_secs(7)))
-    );
+    let e = failure(429, serde_json::json!({"code": 20429, "message": "Too Many Requests"}), Some("7")).await;
+    assert_eq!((e.kind, e.retry_after), (ErrorKind::Transient, Some(Duration::from_secs(7))));
     let e = failure(503, serde_json::json!({}), None).await;
     assert_eq!(e.kind, ErrorKind::Transient);
-    let e = failure(
-        401,
-        serde_json::json!({"code": 20003, "message": "Authenticate"}),
-        None,
-    )
-    .await;
+    let e = failure(401, serde_json::json!({"code": 20003, "message": "Authenticate"}), None).await;
     assert_eq!(e.kind, ErrorKind::ProviderDown);
-    let e = failure(
-        400,
-        serde_json::json!({"code": 21602, "message": "Body required"}),
-        None,
-    )
-    .await;
+    let e = failure(400, serde_json::json!({"code": 21602, "message": "Body required"}), None).await;
     assert_eq!((e.kind, e.invalid_recipient), (ErrorKind::Permanent, false));
 }
 
 #[tokio::test]
 async fn a_refused_connection_is_provider_down() {
     // Nothing listens on a port that was bound and released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let provider = twilio_at(&format!("http://127.0.0.1:{port}"));
     let e = provider.send(&sms("+33612345678")).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::ProviderDown, "{e}");

@@ -18,19 +18,13 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
     let renderer = Renderer::load(dir)?;
     let mut report = CheckReport::default();
     let mut folders: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| super::RenderError::Load {
-            path: dir.into(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| super::RenderError::Load { path: dir.into(), reason: e.to_string() })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
     folders.sort();
     for folder in folders {
-        let name = folder
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = folder.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         if name == "partials" || name == "layouts" {
             continue;
         }
@@ -50,10 +44,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
         };
         let mut channels = 0;
         for channel in Channel::ALL.into_iter().filter(|c| *c != Channel::Webhook) {
-            if !parts(channel)
-                .iter()
-                .any(|p| folder.join(format!("{p}.hbs")).exists())
-            {
+            if !parts(channel).iter().any(|p| folder.join(format!("{p}.hbs")).exists()) {
                 continue;
             }
             channels += 1;
@@ -61,9 +52,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
                 let n = sample_notification(&name, channel, &locale, data.clone());
                 match renderer.render(&n) {
                     Ok(_) => report.rendered.push(format!("{name} {channel} {locale}")),
-                    Err(e) => report
-                        .errors
-                        .push(format!("{name} {channel} {locale}: {e}")),
+                    Err(e) => report.errors.push(format!("{name} {channel} {locale}: {e}")),
                 }
             }
         }
@@ -99,23 +88,12 @@ fn locales(folder: &Path) -> Vec<String> {
 }
 
 /// A notification as intake would make it, for previews and checks.
-pub fn sample_notification(
-    template: &str,
-    channel: Channel,
-    locale: &str,
-    data: serde_json::Value,
-) -> Notification {
+pub fn sample_notification(template: &str, channel: Channel, locale: &str, data: serde_json::Value) -> Notification {
     let recipient = match channel {
-        Channel::Email => Recipient::Email {
-            address: "preview@example.com".into(),
-        },
-        Channel::Sms => Recipient::Sms {
-            phone: "+15550100000".into(),
-        },
+        Channel::Email => Recipient::Email { address: "preview@example.com".into() },
+        Channel::Sms => Recipient::Sms { phone: "+15550100000".into() },
         Channel::Push => Recipient::Push { tokens: vec![] },
-        Channel::Webhook => Recipient::Webhook {
-            url: "https://example.com/hook".into(),
-        },
+        Channel::Webhook => Recipient::Webhook { url: "https://example.com/hook".into() },
     };
     Notification {
         notification_id: "preview".into(),

@@ -7,10 +7,7 @@
 
 use chrono::DateTime;
 use chrono_tz::Tz;
-use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError,
-    RenderErrorReason,
-};
+use handlebars::{Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderError, RenderErrorReason};
 use serde_json::Value;
 
 pub fn register(hb: &mut Handlebars<'static>) {
@@ -38,18 +35,9 @@ fn date(
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
 ) -> HelperResult {
-    let raw = h
-        .param(0)
-        .and_then(|p| p.value().as_str())
-        .ok_or_else(|| missing("date", h, 0, "an RFC 3339 time"))?;
-    let format = h
-        .param(1)
-        .and_then(|p| p.value().as_str())
-        .unwrap_or("%-d %B %Y");
-    let tz: Tz = ctx.data()["tidings"]["timezone"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(Tz::UTC);
+    let raw = h.param(0).and_then(|p| p.value().as_str()).ok_or_else(|| missing("date", h, 0, "an RFC 3339 time"))?;
+    let format = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("%-d %B %Y");
+    let tz: Tz = ctx.data()["tidings"]["timezone"].as_str().and_then(|s| s.parse().ok()).unwrap_or(Tz::UTC);
     let t = DateTime::parse_from_rfc3339(raw).map_err(|e| fail(format!("date: `{raw}`: {e}")))?;
     out.write(&t.with_timezone(&tz).format(format).to_string())?;
     Ok(())
@@ -68,10 +56,8 @@ fn money(
         _ => None,
     }
     .ok_or_else(|| missing("money", h, 0, "an amount"))?;
-    let currency = h
-        .param(1)
-        .and_then(|p| p.value().as_str())
-        .ok_or_else(|| missing("money", h, 1, "a currency code"))?;
+    let currency =
+        h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| missing("money", h, 1, "a currency code"))?;
     out.write(&format_money(amount, currency))?;
     Ok(())
 }
@@ -95,19 +81,9 @@ fn plural(
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
 ) -> HelperResult {
-    let count = h
-        .param(0)
-        .and_then(|p| p.value().as_i64())
-        .ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
-    let one = h
-        .param(1)
-        .and_then(|p| p.value().as_str())
-        .ok_or_else(|| fail("plural: needs the singular".into()))?;
-    let many = h
-        .param(2)
-        .and_then(|p| p.value().as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{one}s"));
+    let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
+    let one = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("plural: needs the singular".into()))?;
+    let many = h.param(2).and_then(|p| p.value().as_str()).map(str::to_string).unwrap_or_else(|| format!("{one}s"));
     out.write(&format!("{count} {}", if count == 1 { one } else { &many }))?;
     Ok(())
 }

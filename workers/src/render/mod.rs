@@ -54,10 +54,7 @@ impl Renderer {
                 } else {
                     hb.register_template_string(&name, &source)
                 };
-                registered.map_err(|e| RenderError::Failed {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?;
+                registered.map_err(|e| RenderError::Failed { name: name.clone(), reason: e.to_string() })?;
             }
         }
         Ok(Renderer { html, text })
@@ -74,10 +71,9 @@ impl Renderer {
                 text: part("email.text")?,
                 html: part("email.html")?,
             },
-            (Recipient::Sms { phone }, Channel::Sms) => Content::Sms {
-                to: phone.clone(),
-                body: part("sms")?.trim().to_string(),
-            },
+            (Recipient::Sms { phone }, Channel::Sms) => {
+                Content::Sms { to: phone.clone(), body: part("sms")?.trim().to_string() }
+            }
             (Recipient::Push { tokens }, Channel::Push) => Content::Push {
                 tokens: tokens.clone(),
                 title: part("push.title")?.trim().to_string(),
@@ -100,38 +96,19 @@ impl Renderer {
 
     /// Whether `template` has the parts `channel` needs.
     pub fn has_channel(&self, template: &str, channel: Channel) -> bool {
-        channel == Channel::Webhook
-            || parts(channel)
-                .iter()
-                .all(|p| self.text.has_template(&format!("{template}/{p}")))
+        channel == Channel::Webhook || parts(channel).iter().all(|p| self.text.has_template(&format!("{template}/{p}")))
     }
 
     fn part(&self, n: &Notification, part: &str, ctx: &Value) -> Result<String, RenderError> {
-        let lang = n
-            .locale
-            .split(['-', '_'])
-            .next()
-            .unwrap_or("")
-            .to_lowercase();
+        let lang = n.locale.split(['-', '_']).next().unwrap_or("").to_lowercase();
         let localized = format!("{}/{part}.{lang}", n.template);
         let plain = format!("{}/{part}", n.template);
-        let name = if !lang.is_empty() && self.text.has_template(&localized) {
-            localized
-        } else {
-            plain
-        };
-        let hb = if part.ends_with(".html") {
-            &self.html
-        } else {
-            &self.text
-        };
+        let name = if !lang.is_empty() && self.text.has_template(&localized) { localized } else { plain };
+        let hb = if part.ends_with(".html") { &self.html } else { &self.text };
         if !hb.has_template(&name) {
             return Err(RenderError::Missing(name));
         }
-        hb.render(&name, ctx).map_err(|e| RenderError::Failed {
-            name,
-            reason: e.to_string(),
-        })
+        hb.render(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })
     }
 }
 
@@ -164,10 +141,7 @@ fn context(n: &Notification) -> Value {
 
 /// (name, source, is_partial) for every `.hbs` file under `dir`.
 fn sources(dir: &Path) -> Result<Vec<(String, String, bool)>, RenderError> {
-    let load = |path: &Path, reason: String| RenderError::Load {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let load = |path: &Path, reason: String| RenderError::Load { path: path.to_path_buf(), reason };
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| load(dir, e.to_string()))?;
     for entry in entries {
@@ -175,17 +149,10 @@ fn sources(dir: &Path) -> Result<Vec<(String, String, bool)>, RenderError> {
         if !folder.is_dir() {
             continue;
         }
-        let folder_name = folder
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let folder_name = folder.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         for file in std::fs::read_dir(&folder).map_err(|e| load(&folder, e.to_string()))? {
             let path = file.map_err(|e| load(&folder, e.to_string()))?.path();
-            let Some(stem) = path
-                .file_name()
-                .and_then(|f| f.to_str())
-                .and_then(|f| f.strip_suffix(".hbs"))
-            else {
+            let Some(stem) = path.file_name().and_then(|f| f.to_str()).and_then(|f| f.strip_suffix(".hbs")) else {
                 continue;
             };
             let source = std::fs::read_to_string(&path).map_err(|e| load(&path, e.to_string()))?;
