@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CloudEvent {
@@ -117,21 +116,81 @@ impl CloudEvent {
     }
 }
 
-/// The value at JSON `pointer` inside `raw`, reading only the objects and
-/// arrays on the way (siblings stay unparsed text).
+/// The value at JSON `pointer` inside `raw`, walking only the objects and
+/// arrays on the way: siblings are skipped, never built.
 fn lookup(raw: &RawValue, pointer: &str) -> Option<Value> {
     let mut here: &RawValue = raw;
     for token in pointer.strip_prefix('/')?.split('/') {
         let token = token.replace("~1", "/").replace("~0", "~");
-        here = match serde_json::from_str::<BTreeMap<Cow<'_, str>, &RawValue>>(here.get()) {
-            Ok(map) => *map.get(token.as_str())?,
-            Err(_) => {
-                let items: Vec<&RawValue> = serde_json::from_str(here.get()).ok()?;
-                *items.get(token.parse::<usize>().ok()?)?
-            }
-        };
+        let mut de = serde_json::Deserializer::from_str(here.get());
+        here = serde::de::DeserializeSeed::deserialize(Step(&token), &mut de).ok()??;
     }
     serde_json::from_str(here.get()).ok()
+}
+
+/// One step of a JSON pointer: the member `.0` of an object, or the element
+/// at index `.0` of an array.
+struct Step<'t>(&'t str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Step<'_> {
+    type Value = Option<&'de RawValue>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Step<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object or an array")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if found.is_none() && key.0 == self.0 {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let wanted: Option<usize> = self.0.parse().ok();
+        let (mut i, mut found) = (0, None);
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if Some(i) == wanted {
+                found = Some(item);
+            }
+            i += 1;
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, borrowed from the input unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 #[cfg(test)]
