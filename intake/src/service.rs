@@ -1,7 +1,8 @@
 //! The intake consume loop.
 //!
-//! Records are read in batches (what is already fetched, up to `batch_size`)
-//! and handled in partition order: decode, hydrate, route. Hydration is one
+//! Two stages, so that both cores work: a reader task takes records in
+//! batches (what is already fetched, up to `batch_size`) and decodes them;
+//! the router handles each batch in partition order: hydrate, route, write. Hydration is one
 //! Redis round trip per batch (the preferences the cache lacks, and the
 //! deferral lanes of the batch's users), behind a bounded in-process cache
 //! with a TTL. Every write a record causes (notifications, statuses, dead
@@ -20,7 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use moka::sync::Cache;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
@@ -38,6 +39,8 @@ use tidings_core::progress::Progress;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{lane, SharedStore, StoreError};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,18 +66,33 @@ pub struct Intake {
 
 /// One record's writes, and where its offset goes once they are acknowledged.
 struct Pending {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
     published: u64,
     deliveries: Vec<DeliveryFuture>,
 }
 
+/// A record as the reader hands it over: where it came from, and what it says.
+struct Read {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    decoded: Decoded,
+}
+
 /// A decoded record, before hydration.
-enum Decoded<'c> {
+enum Decoded {
+    /// An event with a route (`config.events[&event.ty]`) and its user.
+    Routed(CloudEvent, String),
+    /// Not usable as it is: why, and (for the dead-letter topic) the original
+    /// key and value; the event, if it decoded, and its user.
+    Rejected { reason: Rejection, key: Option<Vec<u8>>, value: Option<Vec<u8>> },
+}
+
+enum Rejection {
     Poison(String),
     Unknown(CloudEvent, String),
-    Routed(CloudEvent, String, &'c EventRoute),
 }
 
 /// Runs intake until `shutdown` completes, then drains and commits.
@@ -85,12 +103,15 @@ pub async fn run(
     progress: Arc<Progress>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), IntakeError> {
-    let consumer = kafka::consumer(&config.kafka, &config.group("intake"))?;
+    let consumer = Arc::new(kafka::consumer(&config.kafka, &config.group("intake"))?);
     let topics = config.intake.topics.clone();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let intake = Intake::new(config, store, clock, progress)?;
-    let max_in_flight = intake.config.intake.max_in_flight.max(1);
-    let batch_size = intake.config.intake.batch_size.max(1);
+    let intake = Intake::new(config.clone(), store, clock, progress)?;
+    let max_in_flight = config.intake.max_in_flight.max(1);
+    // A couple of batches decoded ahead; the rest waits in librdkafka.
+    let (batches, mut ready) = mpsc::channel(2);
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn(read(consumer.clone(), config, batches, stop.clone()));
     let mut acks = FuturesOrdered::new();
     tokio::pin!(shutdown);
     tracing::info!(?topics, "intake started");
@@ -98,37 +119,88 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            Some(done) = acks.next(), if !acks.is_empty() => intake.stored(&consumer, done)?,
-            first = consumer.recv(), if acks.len() < max_in_flight => match first {
-                Ok(m) => {
-                    let mut batch = vec![m];
-                    // Take what is already fetched, without waiting for more.
-                    while batch.len() < batch_size {
-                        match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => batch.push(m),
-                            _ => break,
-                        }
-                    }
-                    for pending in intake.handle_batch(&batch).await? {
+            Some(done) = acks.next(), if !acks.is_empty() => intake.stored(consumer.as_ref(), done)?,
+            batch = ready.recv(), if acks.len() < max_in_flight => match batch {
+                Some(batch) => {
+                    for pending in intake.handle_batch(batch).await? {
                         acks.push_back(settle(pending));
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                None => break,
             },
         }
     }
-    // Drain what is in flight, then commit what is stored.
+    // Stop reading (decoded batches not handled are read again after a
+    // restart), drain what is in flight, then commit what is stored.
+    stop.cancel();
+    drop(ready);
+    let _ = reader.await;
     while let Some(done) = acks.next().await {
-        intake.stored(&consumer, done)?;
+        intake.stored(consumer.as_ref(), done)?;
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "nothing to commit at shutdown");
     }
     tracing::info!("intake stopped");
     Ok(())
+}
+
+/// The reader stage: consume and decode, a batch at a time, in order.
+async fn read(
+    consumer: Arc<StreamConsumer>,
+    config: Arc<Config>,
+    batches: mpsc::Sender<Vec<Read>>,
+    stop: CancellationToken,
+) {
+    let size = config.intake.batch_size.max(1);
+    let mut topic: Arc<str> = Arc::from("");
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            m = consumer.recv() => m,
+        };
+        let m = match first {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut batch = Vec::with_capacity(size);
+        batch.push(decode(&config, &m, &mut topic));
+        // Take what is already fetched, without waiting for more.
+        while batch.len() < size {
+            match consumer.recv().now_or_never() {
+                Some(Ok(m)) => batch.push(decode(&config, &m, &mut topic)),
+                _ => break,
+            }
+        }
+        if batches.send(batch).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Read {
+    if topic.as_ref() != m.topic() {
+        *topic = Arc::from(m.topic());
+    }
+    let reason = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m)) {
+        Err(e) => Rejection::Poison(e.to_string()),
+        Ok(event) => match event.user_id(&config.intake.user_pointer) {
+            Err(e) => Rejection::Poison(e.to_string()),
+            Ok(user) if config.events.contains_key(&event.ty) => {
+                let decoded = Decoded::Routed(event, user);
+                return Read { topic: topic.clone(), partition: m.partition(), offset: m.offset(), decoded };
+            }
+            Ok(user) => Rejection::Unknown(event, user),
+        },
+    };
+    let decoded =
+        Decoded::Rejected { reason, key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec) };
+    Read { topic: topic.clone(), partition: m.partition(), offset: m.offset(), decoded }
 }
 
 async fn settle(mut p: Pending) -> Result<Pending, KafkaError> {
@@ -165,9 +237,9 @@ impl Intake {
     }
 
     /// Decides and enqueues everything a batch of records causes, in order.
-    async fn handle_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<Vec<Pending>, IntakeError> {
+    async fn handle_batch(&self, batch: Vec<Read>) -> Result<Vec<Pending>, IntakeError> {
         let now = self.clock.now();
-        let decoded: Vec<Decoded<'_>> = batch.iter().map(|m| self.decode(m)).collect();
+        let events = &self.config.events;
 
         // One round trip: the preferences the cache lacks, and the lanes the
         // batch may defer behind (non-critical channels the user has on, or
@@ -176,8 +248,9 @@ impl Intake {
         let mut missing = Vec::new();
         let mut asked = HashSet::new();
         let mut lanes = Vec::new();
-        for d in &decoded {
-            let Decoded::Routed(_, user, route) = d else { continue };
+        for read in &batch {
+            let Decoded::Routed(event, user) = &read.decoded else { continue };
+            let route = &events[&event.ty];
             if !prefs.contains_key(user.as_str()) && asked.insert(user.as_str()) {
                 match self.cache.get(user) {
                     Some(p) => {
@@ -216,52 +289,40 @@ impl Intake {
             lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
 
         let mut out = Vec::with_capacity(batch.len());
-        for (m, d) in batch.iter().zip(&decoded) {
+        for read in &batch {
             let mut pending = Pending {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
+                topic: read.topic.clone(),
+                partition: read.partition,
+                offset: read.offset,
                 published: 0,
                 deliveries: Vec::new(),
             };
-            match d {
-                Decoded::Poison(reason) => self.dead_letter(m, reason.clone(), now, &mut pending).await?,
-                Decoded::Unknown(event, user) => {
+            match &read.decoded {
+                Decoded::Rejected { reason: Rejection::Poison(reason), .. } => {
+                    self.dead_letter(read, reason.clone(), now, &mut pending).await?
+                }
+                Decoded::Rejected { reason: Rejection::Unknown(event, user), .. } => {
                     let reason = format!("unknown event type `{}`", event.ty);
                     match self.config.intake.unknown_types {
-                        UnknownTypes::DeadLetter => self.dead_letter(m, reason, now, &mut pending).await?,
+                        UnknownTypes::DeadLetter => self.dead_letter(read, reason, now, &mut pending).await?,
                         UnknownTypes::Suppress => {
                             let status = event_status(event, user, Channel::Email, &event.ty, reason, now);
                             pending.deliveries.push(self.status(&status).await?);
                         }
                     }
                 }
-                Decoded::Routed(event, user, route_cfg) => {
+                Decoded::Routed(event, user) => {
                     let hydrated = prefs
                         .get(user.as_str())
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Err(format!("no preferences for user {user}"))));
+                    let route_cfg = &events[&event.ty];
                     self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &mut pending).await?;
                 }
             }
             out.push(pending);
         }
         Ok(out)
-    }
-
-    fn decode<'c>(&'c self, m: &BorrowedMessage<'_>) -> Decoded<'c> {
-        let event = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m)) {
-            Ok(e) => e,
-            Err(e) => return Decoded::Poison(e.to_string()),
-        };
-        let user = match event.user_id(&self.config.intake.user_pointer) {
-            Ok(u) => u,
-            Err(e) => return Decoded::Poison(e.to_string()),
-        };
-        match self.config.events.get(&event.ty) {
-            Some(route) => Decoded::Routed(event, user, route),
-            None => Decoded::Unknown(event, user),
-        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -355,16 +416,16 @@ impl Intake {
 
     async fn dead_letter(
         &self,
-        m: &BorrowedMessage<'_>,
+        read: &Read,
         reason: String,
         now: DateTime<Utc>,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
-        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), %reason, "poison input dead-lettered");
+        tracing::warn!(topic = %read.topic, partition = read.partition, offset = read.offset, %reason, "input dead-lettered");
         let letter = DeadLetter {
-            original_topic: m.topic().to_string(),
-            original_partition: m.partition(),
-            original_offset: m.offset(),
+            original_topic: read.topic.to_string(),
+            original_partition: read.partition,
+            original_offset: read.offset,
             error_class: ErrorClass::Poison,
             error: reason,
             attempts: 1,
@@ -372,9 +433,11 @@ impl Intake {
             first_failure: now,
             last_failure: now,
         };
-        pending
-            .deliveries
-            .push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, m.key(), m.payload(), &letter).await?);
+        let (key, value) = match &read.decoded {
+            Decoded::Rejected { key, value, .. } => (key.as_deref(), value.as_deref()),
+            Decoded::Routed(..) => (None, None),
+        };
+        pending.deliveries.push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?);
         Ok(())
     }
 }
