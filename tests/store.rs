@@ -1,6 +1,8 @@
 //! The store's semantics, checked the same way against a real `redis-server`
 //! and against the in-process store `tidings dev` falls back to.
 
+mod harness;
+
 use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,16 +34,14 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
         assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Acquired);
 
         assert_eq!(store.claim("n2", "w1", Duration::from_millis(100)).await.unwrap(), Claim::Acquired);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match store.claim("n2", "w2", lease).await.unwrap() {
-                Claim::Acquired => break,
-                Claim::Held if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                other => panic!("an expired claim should be taken over, got {other:?}"),
-            }
-        }
+        assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), Claim::Held);
+        harness::eventually(
+            "the expired claim to be taken over",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::Acquired },
+        )
+        .await;
     })
     .await;
 }

@@ -59,11 +59,24 @@ pub struct Window {
 }
 
 /// Either one window for every day, or windows per weekday (`mon` … `sun`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum QuietHours {
     Daily(Window),
     Weekly(BTreeMap<String, Window>),
+}
+
+impl<'de> Deserialize<'de> for QuietHours {
+    /// By shape, so that a mistake inside a window is reported as itself.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        if map.contains_key("start") || map.contains_key("end") {
+            serde_json::from_value(map.into()).map(QuietHours::Daily).map_err(D::Error::custom)
+        } else {
+            serde_json::from_value(map.into()).map(QuietHours::Weekly).map_err(D::Error::custom)
+        }
+    }
 }
 
 fn ser_hhmm<S: Serializer>(t: &NaiveTime, s: S) -> Result<S::Ok, S::Error> {

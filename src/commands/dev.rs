@@ -182,7 +182,7 @@ fn progress_line(p: &Progress, fed: usize, statuses: usize) -> String {
 }
 
 /// Records in `topic`, by high watermark.
-fn count_topic(config: &Config, topic: &str) -> anyhow::Result<i64> {
+pub fn count_topic(config: &Config, topic: &str) -> anyhow::Result<i64> {
     let consumer: rdkafka::consumer::BaseConsumer = kafka::client_config(&config.kafka).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let mut total = 0;

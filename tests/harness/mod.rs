@@ -195,6 +195,7 @@ impl StatusWatch {
         done: impl Fn(&[StatusRecord]) -> bool,
     ) -> Vec<StatusRecord> {
         let end = Instant::now() + deadline;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             let records = self.records();
             if done(&records) {
@@ -207,7 +208,7 @@ impl StatusWatch {
                     count_states(&records)
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tick.tick().await;
         }
     }
 
@@ -225,6 +226,23 @@ impl StatusWatch {
 impl Drop for StatusWatch {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Checks `condition` every `every` until it holds; panics at the deadline.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, every: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
     }
 }
 

@@ -1,0 +1,88 @@
+//! Intake choices an operator configures: unknown types, and how soon a
+//! preference change reaches intake through its cache.
+
+mod harness;
+
+use harness::smtp::SmtpServer;
+use harness::{order_event, smtp_and_twilio, user, Infra, StatusWatch};
+use std::sync::Arc;
+use std::time::Duration;
+use tidings::fleet::{self, Roles};
+use tidings_core::config::UnknownTypes;
+use tidings_core::notification::notification_id;
+use tidings_core::{Channel, Clock, State};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_types_can_be_suppressed_instead_of_dead_lettered() {
+    let infra = Infra::start();
+    let smtp = SmtpServer::start().await;
+    let mut config = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    config.intake.unknown_types = UnknownTypes::Suppress;
+    let config = Arc::new(config);
+    let store = fleet::open_store(&config).await.unwrap();
+    let watch = StatusWatch::start(&config);
+    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let unknown =
+        r#"{"specversion":"1.0","id":"evt-u","type":"loyalty.points_expired","source":"/t","data":{"user_id":"u-1"}}"#;
+    tidings::commands::dev::feed(&config, unknown).await.unwrap();
+    let records = watch
+        .wait_until("a suppressed status for the unknown event", Duration::from_secs(60), |rs| {
+            rs.iter().any(|r| r.event_id == "evt-u" && r.state == State::Suppressed)
+        })
+        .await;
+    let r = records.iter().find(|r| r.event_id == "evt-u").unwrap();
+    assert_eq!(r.error.as_deref(), Some("unknown event type `loyalty.points_expired`"));
+    assert_eq!(r.event_type, "loyalty.points_expired");
+    fleet.shutdown().await.unwrap();
+    let dlq = tidings::commands::dev::count_topic(&config, tidings_core::channel::INTAKE_DLQ_TOPIC).unwrap();
+    assert_eq!(dlq, 0, "nothing was dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preference_change_reaches_intake_within_the_cache_ttl_and_workers_at_once() {
+    let infra = Infra::start();
+    let smtp = SmtpServer::start().await;
+    let mut config = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    config.intake.prefs_cache_ttl = Duration::from_secs(1);
+    let config = Arc::new(config);
+    let store = fleet::open_store(&config).await.unwrap();
+    let mut prefs: serde_json::Value = serde_json::from_str(&user(1)).unwrap();
+    prefs["channels"]["sms"] = false.into();
+    store.set_prefs("u-1", &prefs.to_string()).await.unwrap();
+    let watch = StatusWatch::start(&config);
+    let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), Roles::all(&config)).unwrap();
+
+    tidings::commands::dev::feed(&config, &order_event(1, "u-1")).await.unwrap();
+    let first = notification_id("evt-1", Channel::Email, "u-1", "order.confirmed");
+    watch.wait_for_status(&first, State::Sent, Duration::from_secs(60)).await;
+
+    // The user turns email off. Intake may still route from its cache for up
+    // to a second; the worker reads preferences afresh and suppresses.
+    prefs["channels"]["email"] = false.into();
+    store.set_prefs("u-1", &prefs.to_string()).await.unwrap();
+    let mut seq = 2;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let seen_by_intake = loop {
+        tidings::commands::dev::feed(&config, &order_event(seq, "u-1")).await.unwrap();
+        let event = format!("evt-{seq}");
+        let records = watch
+            .wait_until("the event's outcome", Duration::from_secs(30), |rs| {
+                rs.iter().any(|r| r.event_id == event && r.state.is_terminal())
+            })
+            .await;
+        let r = records.into_iter().find(|r| r.event_id == event && r.state.is_terminal()).unwrap();
+        assert_eq!(r.state, State::Suppressed, "nothing reaches a disabled channel");
+        match r.error.as_deref() {
+            Some("user has none of this event's channels enabled") => break true,
+            Some("user disabled the email channel") => {}
+            other => panic!("unexpected reason {other:?}"),
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        seq += 1;
+    };
+    assert!(seen_by_intake, "intake never saw the change");
+    assert_eq!(smtp.received().len(), 1);
+    fleet.shutdown().await.unwrap();
+}
