@@ -149,12 +149,27 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
-    /// Consecutive provider-down or exhausted failures that open the breaker.
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    /// How long an open breaker waits before a probe (jittered by up to 25 %).
+    /// How far back the closed breaker looks at outcomes.
+    #[serde(default = "default_breaker_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// Calls the window must hold before the rates below count.
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// Share of failed calls (0.0 to 1.0) in the window that opens the breaker.
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate: f64,
+    /// A call taking this long or longer is slow.
+    #[serde(default = "default_slow_call", with = "humantime_serde")]
+    pub slow_call: Duration,
+    /// Share of slow calls (0.0 to 1.0) in the window that opens the breaker.
+    #[serde(default = "default_slow_call_rate")]
+    pub slow_call_rate: f64,
+    /// How long an open breaker waits before probing (jittered by up to +25 %).
     #[serde(default = "default_reset_timeout", with = "humantime_serde")]
     pub reset_timeout: Duration,
+    /// Calls admitted while half-open; all must succeed to close the breaker.
+    #[serde(default = "default_half_open_probes")]
+    pub half_open_probes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -337,6 +352,10 @@ impl Config {
                 return bad(format!("events.\"{ty}\": fallback is for critical events only"));
             }
         }
+        let b = &self.worker.breaker;
+        if !(0.0..=1.0).contains(&b.failure_rate) || !(0.0..=1.0).contains(&b.slow_call_rate) {
+            return bad("worker.breaker: failure_rate and slow_call_rate must be within 0.0..=1.0".into());
+        }
         for (channel, c) in &self.channels {
             if c.providers.is_empty() {
                 return bad(format!("channels.{channel}: no providers"));
@@ -423,8 +442,23 @@ fn default_initial_backoff() -> Duration {
 fn default_max_backoff() -> Duration {
     Duration::from_secs(5)
 }
-fn default_failure_threshold() -> u32 {
-    5
+fn default_breaker_window() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_min_calls() -> u32 {
+    10
+}
+fn default_failure_rate() -> f64 {
+    0.5
+}
+fn default_slow_call() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_slow_call_rate() -> f64 {
+    0.8
+}
+fn default_half_open_probes() -> u32 {
+    3
 }
 fn default_reset_timeout() -> Duration {
     Duration::from_secs(30)

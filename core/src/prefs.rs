@@ -3,7 +3,7 @@
 //! refused at the door rather than bounced by a provider later.
 
 use crate::notification::PushToken;
-use crate::Channel;
+use crate::{Channel, Recipient};
 use chrono::NaiveTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -134,6 +134,18 @@ impl Preferences {
             }
         }
         Ok(())
+    }
+
+    /// The user's address on `channel`, if they have one.
+    pub fn recipient(&self, channel: Channel) -> Option<Recipient> {
+        match channel {
+            Channel::Email => self.email.clone().map(|address| Recipient::Email { address }),
+            Channel::Sms => self.phone.clone().map(|phone| Recipient::Sms { phone }),
+            Channel::Push => {
+                (!self.push_tokens.is_empty()).then(|| Recipient::Push { tokens: self.push_tokens.clone() })
+            }
+            Channel::Webhook => self.webhook_url.clone().map(|url| Recipient::Webhook { url }),
+        }
     }
 
     pub fn channel_enabled(&self, channel: Channel) -> bool {

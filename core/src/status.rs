@@ -82,6 +82,9 @@ pub struct StatusRecord {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// For `failed_over`: the notification on the next channel that carries on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_notification_id: Option<String>,
     /// When the notification was created by intake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
@@ -105,6 +108,7 @@ impl StatusRecord {
             error_class: None,
             error: None,
             not_before: notification.not_before,
+            fallback_notification_id: None,
             created_at: Some(notification.created_at),
             at,
         }

@@ -7,7 +7,7 @@ use tidings_core::config::{ChannelMode, EventRoute};
 use tidings_core::event::CloudEvent;
 use tidings_core::notification::notification_id;
 use tidings_core::quiet_hours::quiet_until;
-use tidings_core::{Channel, Notification, Preferences, Priority, Recipient};
+use tidings_core::{Notification, Preferences, Priority, Recipient};
 
 /// What becomes of one notification intake creates.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub fn route(
             fallback: route.fallback.iter().copied().filter(|c| *c != channel).collect(),
             attempt: 0,
         };
-        let outcome = match (recipient(prefs, channel), prefs.suppression(channel, &route.category)) {
+        let outcome = match (prefs.recipient(channel), prefs.suppression(channel, &route.category)) {
             (_, Some(reason)) => Outcome::Suppress(n, reason),
             (None, None) => Outcome::Suppress(n, format!("user has no {channel} address")),
             (Some(r), None) => {
@@ -77,19 +77,10 @@ pub fn route(
     outcomes
 }
 
-/// The user's address on `channel`, if they have one.
-pub fn recipient(prefs: &Preferences, channel: Channel) -> Option<Recipient> {
-    match channel {
-        Channel::Email => prefs.email.clone().map(|address| Recipient::Email { address }),
-        Channel::Sms => prefs.phone.clone().map(|phone| Recipient::Sms { phone }),
-        Channel::Push => (!prefs.push_tokens.is_empty()).then(|| Recipient::Push { tokens: prefs.push_tokens.clone() }),
-        Channel::Webhook => prefs.webhook_url.clone().map(|url| Recipient::Webhook { url }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidings_core::Channel;
 
     fn event(ty: &str) -> CloudEvent {
         serde_json::from_value(serde_json::json!({

@@ -484,6 +484,7 @@ fn event_status(
         error_class: None,
         error: Some(reason),
         not_before: None,
+        fallback_notification_id: None,
         created_at: Some(now),
         at: now,
     }

@@ -1,97 +1,179 @@
-//! A circuit breaker with explicit states.
+//! A circuit breaker per provider, with explicit states.
 //!
-//! Closed: calls pass; `failure_threshold` consecutive failures open it.
-//! Open: calls are refused until a reset timeout (jittered by up to 25 %, so a
-//! fleet does not probe in step) has passed. Half-open: one probe passes;
-//! its success closes the breaker, its failure opens it again.
+//! - **Closed**: calls pass. Every outcome is kept for a sliding `window`;
+//!   once it holds `min_calls`, a share of failures at or above
+//!   `failure_rate`, or of calls slower than `slow_call` at or above
+//!   `slow_call_rate`, opens the breaker.
+//! - **Open**: calls are refused until the reset timeout has passed. The
+//!   timeout is jittered (up to +25 %) so a fleet does not probe in step.
+//! - **Half-open**: up to `half_open_probes` calls pass; all of them
+//!   succeeding closes the breaker, any failure opens it again.
+//!
+//! Every transition is logged and exported as the gauge
+//! `tidings_breaker_state{provider}` (0 closed, 1 half-open, 2 open).
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
+use tidings_core::config::BreakerConfig;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    Closed { failures: u32 },
+    Closed,
     Open { until: Instant },
-    HalfOpen { probing: bool },
+    HalfOpen { admitted: u32, succeeded: u32 },
+}
+
+/// What a recorded outcome did to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Opened { until: Instant },
+    Closed,
 }
 
 #[derive(Debug)]
 pub struct Breaker {
     name: String,
-    threshold: u32,
-    reset: Duration,
-    state: Mutex<State>,
+    config: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// (when, failed, slow) of recent calls while closed.
+    calls: VecDeque<(Instant, bool, bool)>,
 }
 
 impl Breaker {
-    pub fn new(name: &str, threshold: u32, reset: Duration) -> Self {
-        Breaker {
+    pub fn new(name: &str, config: &BreakerConfig) -> Self {
+        let breaker = Breaker {
             name: name.to_string(),
-            threshold: threshold.max(1),
-            reset,
-            state: Mutex::new(State::Closed { failures: 0 }),
-        }
+            config: config.clone(),
+            inner: Mutex::new(Inner { state: State::Closed, calls: VecDeque::new() }),
+        };
+        breaker.export(State::Closed);
+        breaker
     }
 
     pub fn state(&self) -> State {
-        *self.lock()
+        self.lock().state
     }
 
-    /// Whether a call may go out now. In half-open this admits the one probe.
+    /// Whether a call may go out now; in half-open this takes a probe slot.
     pub fn allow(&self) -> bool {
-        let mut state = self.lock();
-        match *state {
-            State::Closed { .. } => true,
+        let mut inner = self.lock();
+        match inner.state {
+            State::Closed => true,
             State::Open { until } if Instant::now() >= until => {
                 tracing::info!(provider = %self.name, "breaker half-open: probing");
-                *state = State::HalfOpen { probing: true };
+                self.set(&mut inner, State::HalfOpen { admitted: 1, succeeded: 0 });
                 true
             }
             State::Open { .. } => false,
-            State::HalfOpen { probing: true } => false,
-            State::HalfOpen { probing: false } => {
-                *state = State::HalfOpen { probing: true };
+            State::HalfOpen { admitted, succeeded } if admitted < self.config.half_open_probes.max(1) => {
+                inner.state = State::HalfOpen { admitted: admitted + 1, succeeded };
                 true
             }
+            State::HalfOpen { .. } => false,
         }
+    }
+
+    /// Open now, refusing calls until `until` has passed.
+    pub fn is_open(&self) -> bool {
+        matches!(self.lock().state, State::Open { until } if Instant::now() < until)
     }
 
     /// When an open breaker admits its next probe.
     pub fn reopens_at(&self) -> Option<Instant> {
-        match *self.lock() {
+        match self.lock().state {
             State::Open { until } => Some(until),
             _ => None,
         }
     }
 
-    pub fn success(&self) {
-        let mut state = self.lock();
-        if !matches!(*state, State::Closed { .. }) {
-            tracing::info!(provider = %self.name, "breaker closed");
-        }
-        *state = State::Closed { failures: 0 };
-    }
-
-    pub fn failure(&self) {
-        let mut state = self.lock();
-        let open = match *state {
-            State::Closed { failures } if failures + 1 < self.threshold => {
-                *state = State::Closed { failures: failures + 1 };
-                false
+    /// Records a call's outcome: whether it failed in a way that counts
+    /// against the provider, and how long it took.
+    pub fn record(&self, failed: bool, elapsed: Duration) -> Option<Transition> {
+        let mut inner = self.lock();
+        let slow = elapsed >= self.config.slow_call;
+        match inner.state {
+            State::Closed => {
+                let now = Instant::now();
+                inner.calls.push_back((now, failed, slow));
+                while inner.calls.front().is_some_and(|(t, ..)| now.duration_since(*t) > self.config.window) {
+                    inner.calls.pop_front();
+                }
+                let n = inner.calls.len();
+                if n < self.config.min_calls.max(1) as usize {
+                    return None;
+                }
+                let failures = inner.calls.iter().filter(|c| c.1).count() as f64 / n as f64;
+                let slows = inner.calls.iter().filter(|c| c.2).count() as f64 / n as f64;
+                if failures >= self.config.failure_rate || slows >= self.config.slow_call_rate {
+                    let why = if failures >= self.config.failure_rate { "failure rate" } else { "slow-call rate" };
+                    tracing::warn!(provider = %self.name, failures, slows, "breaker opens on {why}");
+                    return Some(self.open(&mut inner));
+                }
+                None
             }
-            State::Open { .. } => false,
-            _ => true,
-        };
-        if open {
-            let jitter = self.reset.mul_f64(rand::random::<f64>() * 0.25);
-            *state = State::Open { until: Instant::now() + self.reset + jitter };
-            tracing::warn!(provider = %self.name, reset_in = ?(self.reset + jitter), "breaker open");
+            State::HalfOpen { admitted, succeeded } => {
+                if failed || slow {
+                    tracing::warn!(provider = %self.name, "probe failed; breaker opens again");
+                    Some(self.open(&mut inner))
+                } else if succeeded + 1 >= self.config.half_open_probes.max(1) {
+                    tracing::info!(provider = %self.name, "probes succeeded; breaker closed");
+                    inner.calls.clear();
+                    self.set(&mut inner, State::Closed);
+                    Some(Transition::Closed)
+                } else {
+                    inner.state = State::HalfOpen { admitted, succeeded: succeeded + 1 };
+                    None
+                }
+            }
+            // A late answer to a call made before the breaker opened.
+            State::Open { .. } => None,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens the breaker because another process of the fleet opened it. Its
+    /// own reset timeout still decides when this process probes.
+    pub fn open_from_fleet(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.state == State::Closed {
+            tracing::warn!(provider = %self.name, "breaker opened by another worker of the fleet");
+            self.open(&mut inner);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn open(&self, inner: &mut Inner) -> Transition {
+        let jitter = self.config.reset_timeout.mul_f64(rand::random::<f64>() * 0.25);
+        let until = Instant::now() + self.config.reset_timeout + jitter;
+        inner.calls.clear();
+        self.set(inner, State::Open { until });
+        Transition::Opened { until }
+    }
+
+    fn set(&self, inner: &mut Inner, state: State) {
+        inner.state = state;
+        self.export(state);
+    }
+
+    fn export(&self, state: State) {
+        let value = match state {
+            State::Closed => 0.0,
+            State::HalfOpen { .. } => 1.0,
+            State::Open { .. } => 2.0,
+        };
+        metrics::gauge!("tidings_breaker_state", "provider" => self.name.clone()).set(value);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -99,41 +181,92 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn config() -> BreakerConfig {
+        serde_json::from_value(serde_json::json!({
+            "window": "10s", "min_calls": 4, "failure_rate": 0.5, "slow_call": "2s", "slow_call_rate": 0.75,
+            "reset_timeout": "10s", "half_open_probes": 2
+        }))
+        .unwrap()
+    }
+
+    const FAST: Duration = Duration::from_millis(10);
+
     #[tokio::test(start_paused = true)]
-    async fn opens_after_threshold_then_probes_once_and_closes_on_success() {
-        let b = Breaker::new("p", 3, Duration::from_secs(10));
-        b.failure();
-        b.failure();
-        assert!(b.allow(), "two failures stay closed");
-        b.failure();
-        assert!(!b.allow(), "the third opens it");
-        let until = b.reopens_at().unwrap();
-        let wait = until - Instant::now();
+    async fn opens_on_the_failure_rate_once_the_window_has_enough_calls() {
+        let b = Breaker::new("p", &config());
+        assert_eq!(b.record(true, FAST), None);
+        assert_eq!(b.record(true, FAST), None, "two calls are too few to judge");
+        assert_eq!(b.record(false, FAST), None);
+        assert!(matches!(b.record(false, FAST), Some(Transition::Opened { .. })), "2 of 4 failed");
+        assert!(!b.allow());
+        assert!(b.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_calls_leave_the_window() {
+        let b = Breaker::new("p", &config());
+        for _ in 0..3 {
+            b.record(true, FAST);
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for _ in 0..3 {
+            assert_eq!(b.record(false, FAST), None);
+        }
+        assert_eq!(b.record(false, FAST), None, "the old failures no longer count");
+        assert_eq!(b.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_calls_open_it_too() {
+        let b = Breaker::new("p", &config());
+        for _ in 0..3 {
+            assert_eq!(b.record(false, Duration::from_secs(3)), None);
+        }
+        assert!(matches!(b.record(false, Duration::from_secs(3)), Some(Transition::Opened { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reset_is_jittered_then_probes_close_it() {
+        let b = Breaker::new("p", &config());
+        for _ in 0..4 {
+            b.record(true, FAST);
+        }
+        let wait = b.reopens_at().unwrap() - Instant::now();
         assert!(wait >= Duration::from_secs(10) && wait <= Duration::from_millis(12_500), "{wait:?}");
-        tokio::time::advance(wait).await;
-        assert!(b.allow(), "the probe passes");
-        assert!(!b.allow(), "only one probe at a time");
-        b.success();
-        assert_eq!(b.state(), State::Closed { failures: 0 });
+        tokio::time::advance(wait - Duration::from_millis(1)).await;
+        assert!(!b.allow(), "not before the reset timeout");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(b.allow(), "first probe");
+        assert!(b.allow(), "second probe");
+        assert!(!b.allow(), "only two probes at a time");
+        assert_eq!(b.record(false, FAST), None);
+        assert_eq!(b.record(false, FAST), Some(Transition::Closed));
+        assert_eq!(b.state(), State::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_opens_it_again() {
-        let b = Breaker::new("p", 1, Duration::from_secs(5));
-        b.failure();
-        tokio::time::advance(Duration::from_secs(7)).await;
+        let b = Breaker::new("p", &config());
+        for _ in 0..4 {
+            b.record(true, FAST);
+        }
+        tokio::time::advance(Duration::from_secs(13)).await;
         assert!(b.allow());
-        b.failure();
+        assert!(matches!(b.record(true, FAST), Some(Transition::Opened { .. })));
         assert!(!b.allow());
-        assert!(matches!(b.state(), State::Open { .. }));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn success_resets_the_count() {
-        let b = Breaker::new("p", 2, Duration::from_secs(5));
-        b.failure();
-        b.success();
-        b.failure();
-        assert!(b.allow());
+    async fn jitter_spreads_a_fleet() {
+        let resets: std::collections::HashSet<_> = (0..20)
+            .map(|_| {
+                let b = Breaker::new("p", &config());
+                for _ in 0..4 {
+                    b.record(true, FAST);
+                }
+                b.reopens_at().unwrap() - Instant::now()
+            })
+            .collect();
+        assert!(resets.len() > 10, "reset timeouts differ between breakers");
     }
 }

@@ -4,20 +4,30 @@
 //! transient errors with exponential backoff and jitter (a `Retry-After` the
 //! provider sent wins when it fits), and guarded by the provider's breaker.
 //! A provider that is down, or whose retries ran out, hands the message to
-//! the next one with the same `notification_id`. A permanent error stops the
-//! chain: the message itself is at fault.
+//! the next one with the same `notification_id`; an open breaker is skipped
+//! without a call. A permanent error stops the chain: the message itself is
+//! at fault.
+//!
+//! A breaker that opens here is announced to the fleet through Redis
+//! ([`Chain::sync_fleet`]), so other workers stop sending there within a
+//! second; their own breakers still decide when to probe.
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Transition};
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tidings_core::config::{BreakerConfig, RetryConfig};
+use tidings_core::store::SharedStore;
 use tidings_providers::{ErrorKind, Outgoing, Provider, ProviderError, Receipt};
+use tokio::time::Instant;
 
 pub struct Chain {
     links: Vec<Link>,
     retry: RetryConfig,
+    /// Where breaker openings are shared with the fleet.
+    fleet: Option<SharedStore>,
 }
 
 struct Link {
@@ -38,7 +48,7 @@ pub struct Sent {
 #[derive(Debug)]
 pub struct Failed {
     pub error: ProviderError,
-    /// Every provider was tried and none took it (as opposed to a permanent error).
+    /// Every provider was tried or is open (as opposed to a permanent error).
     pub exhausted: bool,
     pub attempts: u32,
     pub providers_tried: Vec<String>,
@@ -46,22 +56,36 @@ pub struct Failed {
     pub last_failure: DateTime<Utc>,
 }
 
+/// What to do when every provider's breaker is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenDown {
+    /// Wait for a probe to be due: the message is held, not burnt.
+    Hold,
+    /// Give up at once (a critical message that can fall back to another channel).
+    GiveUp,
+}
+
 impl Chain {
-    pub fn new(providers: Vec<Arc<dyn Provider>>, retry: RetryConfig, breaker: &BreakerConfig) -> Self {
+    pub fn new(
+        providers: Vec<Arc<dyn Provider>>,
+        retry: RetryConfig,
+        breaker: &BreakerConfig,
+        fleet: Option<SharedStore>,
+    ) -> Self {
         let links = providers
             .into_iter()
-            .map(|provider| Link {
-                breaker: Breaker::new(provider.name(), breaker.failure_threshold, breaker.reset_timeout),
-                provider,
-            })
+            .map(|provider| Link { breaker: Breaker::new(provider.name(), breaker), provider })
             .collect();
-        Chain { links, retry }
+        Chain { links, retry, fleet }
     }
 
-    /// Sends `message` through the first provider that takes it. When every
-    /// breaker is open it waits for the first to admit a probe rather than
-    /// failing the message: an outage holds messages back, it does not burn them.
-    pub async fn send(&self, message: &Outgoing) -> Result<Sent, Failed> {
+    /// Every provider's breaker is open: the channel cannot send now.
+    pub fn all_open(&self) -> bool {
+        self.links.iter().all(|l| l.breaker.is_open())
+    }
+
+    /// Sends `message` through the first provider that takes it.
+    pub async fn send(&self, message: &Outgoing, when_down: WhenDown) -> Result<Sent, Failed> {
         let attempts = AtomicU32::new(0);
         let mut tried = Vec::new();
         let mut first_failure = None;
@@ -73,7 +97,7 @@ impl Chain {
                     continue;
                 }
                 any_allowed = true;
-                if !tried.contains(&link.provider.name().to_string()) {
+                if !tried.iter().any(|t| t == link.provider.name()) {
                     tried.push(link.provider.name().to_string());
                 }
                 match self.try_link(link, message, &attempts).await {
@@ -101,9 +125,13 @@ impl Chain {
                 return Err(self.failed(e, true, &attempts, tried, first));
             }
             if !any_allowed {
+                if when_down == WhenDown::GiveUp {
+                    let e = ProviderError::down("every provider of the channel is open");
+                    return Err(self.failed(e, true, &attempts, tried, first_failure.unwrap_or_else(Utc::now)));
+                }
                 let wake = self.links.iter().filter_map(|l| l.breaker.reopens_at()).min();
-                let wake = wake.unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_millis(100));
-                tracing::warn!("every provider of the channel is open; holding the message");
+                let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+                tracing::debug!("every provider of the channel is open; holding the message");
                 tokio::time::sleep_until(wake).await;
             }
         }
@@ -123,11 +151,12 @@ impl Chain {
                 return Err(ProviderError::down(format!("{}: breaker open", link.provider.name())));
             }
             attempts.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             let result = link.provider.send(message).await;
-            match &result {
-                Ok(_) => link.breaker.success(),
-                Err(e) if e.kind != ErrorKind::Permanent => link.breaker.failure(),
-                Err(_) => {}
+            // A permanent error is the message's fault, not the provider's.
+            let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent);
+            if let Some(Transition::Opened { until }) = link.breaker.record(failed, started.elapsed()) {
+                self.announce(link.provider.name(), until).await;
             }
             result
         };
@@ -137,6 +166,33 @@ impl Chain {
             .when(|e: &ProviderError| e.kind == ErrorKind::Transient && e.retry_after.is_none_or(|d| d <= max_wait))
             .adjust(|e: &ProviderError, d| e.retry_after.or(d))
             .await
+    }
+
+    /// Tells the fleet that `provider`'s breaker opened until `until`.
+    async fn announce(&self, provider: &str, until: Instant) {
+        if let Some(store) = &self.fleet {
+            let open_for = until.saturating_duration_since(Instant::now());
+            if let Err(e) = store.open_breaker(provider, open_for).await {
+                tracing::warn!(provider, error = %e, "could not share the breaker state with the fleet");
+            }
+        }
+    }
+
+    /// Opens the breakers that another worker of the fleet opened. Called
+    /// about every half second by the worker.
+    pub async fn sync_fleet(&self) {
+        let Some(store) = &self.fleet else { return };
+        let names: Vec<String> = self.links.iter().map(|l| l.provider.name().to_string()).collect();
+        match store.open_breakers(&names).await {
+            Ok(open) => {
+                for (link, open) in self.links.iter().zip(open) {
+                    if open {
+                        link.breaker.open_from_fleet();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not read the fleet's breakers"),
+        }
     }
 
     fn failed(

@@ -16,7 +16,7 @@
 //! the message is sent again. It is as short as one Redis write; email carries
 //! a stable `Message-ID` so a receiving system can fold such a copy.
 
-use crate::chain::{Chain, Failed};
+use crate::chain::{Chain, Failed, WhenDown};
 use crate::render::Renderer;
 use chrono::Utc;
 use rdkafka::producer::FutureProducer;
@@ -27,9 +27,10 @@ use std::time::Duration;
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{delivered, enqueue_dead_letter, enqueue_json};
+use tidings_core::notification::notification_id;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{Claim, SharedStore};
-use tidings_core::{Channel, Clock, Config, Notification, Preferences, State, StatusRecord};
+use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 use tidings_providers::Outgoing;
 
 /// A consumed channel-topic record, detached from the consumer.
@@ -113,13 +114,13 @@ impl Deliverer {
         let users = [n.user_id.clone()];
         let prefs = self.must("read preferences", || self.store.prefs_many(&users)).await;
         let prefs = prefs.into_iter().next().flatten().map(|json| Preferences::parse(&json));
-        let suppressed = match &prefs {
-            None => Some(format!("no preferences for user {}", n.user_id)),
-            Some(Err(e)) => Some(format!("stored preferences are unusable: {e}")),
-            Some(Ok(p)) => p.suppression(n.channel, &n.category),
+        let prefs = match prefs {
+            None => return self.suppressed(n, format!("no preferences for user {}", n.user_id)),
+            Some(Err(e)) => return self.suppressed(n, format!("stored preferences are unusable: {e}")),
+            Some(Ok(p)) => p,
         };
-        if let Some(reason) = suppressed {
-            return self.status(n, State::Suppressed).with_error(None, reason);
+        if let Some(reason) = prefs.suppression(n.channel, &n.category) {
+            return self.suppressed(n, reason);
         }
         let content = match self.renderer.render(n) {
             Ok(c) => c,
@@ -136,7 +137,10 @@ impl Deliverer {
             }
         };
         let outgoing = Outgoing { notification_id: n.notification_id.clone(), content };
-        match self.chain.send(&outgoing).await {
+        // A critical message that can go another way does not wait out an outage.
+        let can_fall_back = n.priority == Priority::Critical && !n.fallback.is_empty();
+        let when_down = if can_fall_back { WhenDown::GiveUp } else { WhenDown::Hold };
+        match self.chain.send(&outgoing, when_down).await {
             Ok(sent) => {
                 let mut s = self.status(n, State::Sent);
                 s.provider = Some(sent.provider);
@@ -144,15 +148,28 @@ impl Deliverer {
                 s.attempts = n.attempt + sent.attempts;
                 s
             }
-            Err(failed) => self.failed(input, n, failed).await,
+            Err(failed) => self.failed(input, n, &prefs, failed).await,
         }
     }
 
-    async fn failed(&self, input: &Input, n: &Notification, failed: Failed) -> StatusRecord {
+    fn suppressed(&self, n: &Notification, reason: String) -> StatusRecord {
+        self.status(n, State::Suppressed).with_error(None, reason)
+    }
+
+    async fn failed(&self, input: &Input, n: &Notification, prefs: &Preferences, failed: Failed) -> StatusRecord {
         let attempts = n.attempt + failed.attempts;
         let mut s = self.status(n, State::Suppressed);
         s.attempts = attempts;
         s.provider = failed.providers_tried.last().cloned();
+        if n.priority == Priority::Critical {
+            if let Some(next) = self.fall_back(n, prefs).await {
+                tracing::warn!(to = %next.channel, error = %failed.error, "critical notification falls back to another channel");
+                s.state = State::FailedOver;
+                s.fallback_notification_id = Some(next.notification_id);
+                let class = if failed.exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
+                return s.with_error(Some(class), failed.error.to_string());
+            }
+        }
         if failed.error.invalid_recipient {
             // Reported so the owning service can clean the address or token up.
             return s.with_error(Some(ErrorClass::Permanent), format!("invalid recipient: {}", failed.error));
@@ -168,6 +185,33 @@ impl Deliverer {
         self.must("dead-letter", || self.dead_letter(input, &letter)).await;
         s.state = State::DeadLettered;
         s.with_error(Some(class), failed.error.to_string())
+    }
+
+    /// Hands a critical notification that failed for good on this channel to
+    /// the next channel of its fallback list that the user can receive. The
+    /// copy has its own deterministic id, so a redelivery republishes the
+    /// same one and its worker's dedupe absorbs it.
+    async fn fall_back(&self, n: &Notification, prefs: &Preferences) -> Option<Notification> {
+        let at = n
+            .fallback
+            .iter()
+            .position(|c| prefs.recipient(*c).is_some() && prefs.suppression(*c, &n.category).is_none())?;
+        let channel = n.fallback[at];
+        let next = Notification {
+            notification_id: notification_id(&n.event_id, channel, &n.user_id, &n.template),
+            channel,
+            recipient: prefs.recipient(channel)?,
+            fallback: n.fallback[at + 1..].to_vec(),
+            attempt: 0,
+            created_at: self.clock.now(),
+            ..n.clone()
+        };
+        let topic = channel.topic(Priority::Critical);
+        self.must("publish the fallback", || async {
+            delivered(enqueue_json(&self.producer, &topic, &next.user_id, &next, None).await?).await
+        })
+        .await;
+        Some(next)
     }
 
     /// Steps 3 to 5: dedupe record, status, published mark.

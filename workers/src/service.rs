@@ -59,7 +59,12 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
-        chain: Chain::new(worker.providers, config.worker.retry.clone(), &config.worker.breaker),
+        chain: Chain::new(
+            worker.providers,
+            config.worker.retry.clone(),
+            &config.worker.breaker,
+            Some(worker.store.clone()),
+        ),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,
@@ -74,6 +79,17 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         consumer.subscribe(&[&worker.channel.topic(priority)])?;
         loops.spawn(consume(deliverer.clone(), consumer, worker.progress.clone(), token.clone()));
     }
+    // Learn of breakers other workers of the fleet opened.
+    let (d, t) = (deliverer.clone(), token.clone());
+    loops.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => return,
+                _ = tick.tick() => d.chain.sync_fleet().await,
+            }
+        }
+    });
     tracing::info!(channel = %worker.channel, "worker started");
     tokio::select! {
         _ = shutdown => {}
@@ -87,6 +103,15 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 type Done = (String, i32, i64);
+
+fn pause(consumer: &StreamConsumer, pause: bool) -> Result<(), KafkaError> {
+    let assignment = consumer.assignment()?;
+    if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    }
+}
 
 async fn consume(
     deliverer: Arc<Deliverer>,
@@ -108,11 +133,26 @@ async fn consume(
         }
         Progress::add(&progress.finished, 1);
     };
+    // Every provider open: stop fetching (keep polling, so the group keeps us)
+    // until a breaker is due to probe.
+    let mut paused = false;
+    let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
             Some(done) = done_rx.recv() => finish(&mut offsets, done),
+            _ = check.tick() => {
+                let down = deliverer.chain.all_open();
+                if down != paused {
+                    if let Err(e) = pause(&consumer, down) {
+                        tracing::warn!(error = %e, "cannot pause or resume consumption");
+                    } else {
+                        paused = down;
+                        tracing::warn!(channel = %deliverer.channel, paused, "every provider is open: consumption {}", if down { "paused" } else { "resumed" });
+                    }
+                }
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             message = consumer.recv(), if offsets.in_flight() < max_in_flight => match message {
                 Ok(m) => {

@@ -23,6 +23,7 @@ struct Inner {
     /// (lease end score, member).
     claimed: BTreeSet<(i64, String)>,
     lanes: HashMap<String, Lane>,
+    breakers: HashMap<String, Instant>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -151,6 +152,17 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn open_breaker(&self, provider: &str, open_for: Duration) -> Result<(), StoreError> {
+        self.lock().breakers.insert(provider.to_string(), Instant::now() + open_for);
+        Ok(())
+    }
+
+    async fn open_breakers(&self, providers: &[String]) -> Result<Vec<bool>, StoreError> {
+        let inner = self.lock();
+        let now = Instant::now();
+        Ok(providers.iter().map(|p| inner.breakers.get(p).is_some_and(|until| *until > now)).collect())
     }
 
     async fn deferred_len(&self) -> Result<u64, StoreError> {

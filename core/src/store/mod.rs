@@ -96,6 +96,12 @@ pub trait Store: Send + Sync {
     /// Removes a member once it is back on its channel topic, releasing its lane.
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError>;
 
+    /// Marks `provider`'s breaker open for the fleet, for `open_for`.
+    async fn open_breaker(&self, provider: &str, open_for: Duration) -> Result<(), StoreError>;
+
+    /// Whether each of `providers` has a breaker opened by some worker of the fleet.
+    async fn open_breakers(&self, providers: &[String]) -> Result<Vec<bool>, StoreError>;
+
     /// Members waiting or claimed.
     async fn deferred_len(&self) -> Result<u64, StoreError>;
 }
@@ -118,6 +124,9 @@ impl Keys {
     }
     pub fn deferred(&self) -> String {
         format!("{}:deferred", self.prefix)
+    }
+    pub fn breaker(&self, provider: &str) -> String {
+        format!("{}:breaker:{provider}", self.prefix)
     }
     pub fn lanes(&self) -> String {
         format!("{}:lanes", self.prefix)

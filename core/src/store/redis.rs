@@ -226,6 +226,31 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn open_breaker(&self, provider: &str, open_for: Duration) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("SET")
+            .arg(self.keys.breaker(provider))
+            .arg(1)
+            .arg("PX")
+            .arg(open_for.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn open_breakers(&self, providers: &[String]) -> Result<Vec<bool>, StoreError> {
+        if providers.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut pipe = redis::pipe();
+        for p in providers {
+            pipe.cmd("EXISTS").arg(self.keys.breaker(p));
+        }
+        let mut conn = self.conn.clone();
+        let found: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(found.into_iter().map(|n| n > 0).collect())
+    }
+
     async fn deferred_len(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
         let (a, b): (u64, u64) = redis::pipe()
