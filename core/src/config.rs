@@ -144,6 +144,10 @@ pub struct RetryConfig {
     /// Longest backoff.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Passes over all of a channel's providers before a message that fails on
+    /// every one of them is dead-lettered, counted only while no breaker is open.
+    #[serde(default = "default_passes")]
+    pub passes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,6 +239,7 @@ pub struct ChannelConfig {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProviderConfig {
     Smtp(SmtpConfig),
+    Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
     Sandbox(SandboxConfig),
 }
@@ -263,6 +268,19 @@ pub struct SmtpConfig {
     /// Pooled connections kept open.
     #[serde(default = "default_pool")]
     pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendgridConfig {
+    /// `https://api.sendgrid.com` in production.
+    #[serde(default = "default_sendgrid_url")]
+    pub base_url: String,
+    pub api_key: SecretString,
+    /// The sender, e.g. `Shop <no-reply@shop.example>`.
+    pub from: String,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -439,6 +457,9 @@ fn default_attempts() -> u32 {
 fn default_initial_backoff() -> Duration {
     Duration::from_millis(200)
 }
+fn default_passes() -> u32 {
+    3
+}
 fn default_max_backoff() -> Duration {
     Duration::from_secs(5)
 }
@@ -480,6 +501,9 @@ fn default_provider_timeout() -> Duration {
 }
 fn default_pool() -> u32 {
     8
+}
+fn default_sendgrid_url() -> String {
+    "https://api.sendgrid.com".into()
 }
 fn default_twilio_url() -> String {
     "https://api.twilio.com".into()

@@ -7,6 +7,7 @@
 //! - [`message`]: the rendered message a provider sends, and the receipt it returns.
 //! - [`error`]: the classification every answer maps to (`Transient`, `Permanent`, `ProviderDown`).
 //! - [`smtp`]: email over SMTP (lettre), pooled, STARTTLS or implicit TLS.
+//! - [`sendgrid`]: email through the SendGrid v3 `mail/send` API.
 //! - [`twilio`]: SMS through the Twilio Messages API.
 //! - [`sandbox`]: writes each message to an outbox folder, with latency, error-rate and outage knobs.
 //!
@@ -17,6 +18,7 @@
 pub mod error;
 pub mod message;
 pub mod sandbox;
+pub mod sendgrid;
 pub mod smtp;
 pub mod twilio;
 
@@ -47,5 +49,6 @@ pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, P
         ProviderConfig::Smtp(c) => Arc::new(smtp::Smtp::new(name, c)?),
         ProviderConfig::Twilio(c) => Arc::new(twilio::Twilio::new(name, c)?),
         ProviderConfig::Sandbox(c) => Arc::new(sandbox::Sandbox::new(name, c)?),
+        ProviderConfig::Sendgrid(c) => Arc::new(sendgrid::Sendgrid::new(name, c)?),
     })
 }

@@ -31,3 +31,59 @@ pub async fn twilio_sent(server: &MockServer) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A SendGrid v3 fake that can be down (503) until a given instant.
+pub struct Sendgrid {
+    pub server: MockServer,
+    pub state: std::sync::Arc<SendgridState>,
+}
+
+#[derive(Default)]
+pub struct SendgridState {
+    /// Answers 503 until this instant.
+    pub down_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Notification ids of the messages it accepted, in order.
+    pub accepted: std::sync::Mutex<Vec<String>>,
+    /// Requests it refused.
+    pub refused: std::sync::atomic::AtomicUsize,
+}
+
+impl SendgridState {
+    pub fn is_up(&self) -> bool {
+        self.down_until.lock().unwrap().is_none_or(|t| std::time::Instant::now() >= t)
+    }
+    pub fn accepted(&self) -> Vec<String> {
+        self.accepted.lock().unwrap().clone()
+    }
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+struct SendgridResponder(std::sync::Arc<SendgridState>);
+
+impl wiremock::Respond for SendgridResponder {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        if !self.0.is_up() {
+            self.0.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return ResponseTemplate::new(503)
+                .set_body_json(serde_json::json!({"errors": [{"message": "unavailable"}]}));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let id = body["custom_args"]["notification_id"].as_str().unwrap_or_default().to_string();
+        let mut accepted = self.0.accepted.lock().unwrap();
+        accepted.push(id);
+        ResponseTemplate::new(202).insert_header("X-Message-Id", format!("sg-{}", accepted.len()))
+    }
+}
+
+pub async fn sendgrid() -> Sendgrid {
+    let server = MockServer::start().await;
+    let state = std::sync::Arc::new(SendgridState::default());
+    Mock::given(method("POST"))
+        .and(path("/v3/mail/send"))
+        .respond_with(SendgridResponder(state.clone()))
+        .mount(&server)
+        .await;
+    Sendgrid { server, state }
+}

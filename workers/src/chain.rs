@@ -6,13 +6,16 @@
 //! A provider that is down, or whose retries ran out, hands the message to
 //! the next one with the same `notification_id`; an open breaker is skipped
 //! without a call. A permanent error stops the chain: the message itself is
-//! at fault.
+//! at fault. When every provider fails a message, it is held and tried again
+//! while any breaker is open (an outage burns nothing into the dead-letter
+//! topic); with every breaker closed it is dead-lettered after
+//! `retry.passes` passes.
 //!
 //! A breaker that opens here is announced to the fleet through Redis
 //! ([`Chain::sync_fleet`]), so other workers stop sending there within a
 //! second; their own breakers still decide when to probe.
 
-use crate::breaker::{Breaker, Transition};
+use crate::breaker::{Breaker, State, Transition};
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +92,7 @@ impl Chain {
         let attempts = AtomicU32::new(0);
         let mut tried = Vec::new();
         let mut first_failure = None;
+        let mut passes = 0u32;
         loop {
             let mut last_error = None;
             let mut any_allowed = false;
@@ -121,8 +125,19 @@ impl Chain {
                 }
             }
             if let Some(e) = last_error {
-                let first = first_failure.unwrap_or_else(Utc::now);
-                return Err(self.failed(e, true, &attempts, tried, first));
+                // Every provider failed this message. While a breaker is open
+                // that is an outage: hold the message and go round again. With
+                // every breaker closed the providers are up and it is this
+                // message that fails: dead-letter it after a few passes.
+                passes += 1;
+                let outage = self.links.iter().any(|l| l.breaker.state() != State::Closed);
+                if when_down == WhenDown::GiveUp || (!outage && passes >= self.retry.passes.max(1)) {
+                    let first = first_failure.unwrap_or_else(Utc::now);
+                    return Err(self.failed(e, true, &attempts, tried, first));
+                }
+                let pause = self.retry.initial_backoff.saturating_mul(1 << passes.min(16)).min(self.retry.max_backoff);
+                tokio::time::sleep(pause).await;
+                continue;
             }
             if !any_allowed {
                 if when_down == WhenDown::GiveUp {

@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use tidings_core::config::{SmtpConfig, SmtpTls};
 use tidings_core::Channel;
 
+pub use request::one_line;
 pub use response::classify;
 
 pub struct Smtp {
