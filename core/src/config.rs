@@ -219,6 +219,16 @@ pub struct EventRoute {
     pub fallback: Vec<Channel>,
 }
 
+impl ChannelConfig {
+    /// These providers, in this order, with the default limits.
+    pub fn with_providers(providers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ChannelConfig {
+            providers: providers.into_iter().map(Into::into).collect(),
+            max_segments: default_max_segments(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelMode {
@@ -232,6 +242,9 @@ pub enum ChannelMode {
 pub struct ChannelConfig {
     /// Provider names (keys of `[providers]`), in failover order.
     pub providers: Vec<String>,
+    /// SMS only: the most segments a body may take; longer ones are dead-lettered, never sent.
+    #[serde(default = "default_max_segments")]
+    pub max_segments: u32,
 }
 
 /// One provider's settings; `kind` picks the adapter.
@@ -241,6 +254,7 @@ pub enum ProviderConfig {
     Smtp(SmtpConfig),
     Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
+    Vonage(VonageConfig),
     Sandbox(SandboxConfig),
 }
 
@@ -306,6 +320,20 @@ pub struct TwilioConfig {
     /// Messaging service SID, used instead of `from` when set.
     #[serde(default)]
     pub messaging_service_sid: Option<String>,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VonageConfig {
+    /// `https://rest.nexmo.com` in production.
+    #[serde(default = "default_vonage_url")]
+    pub base_url: String,
+    pub api_key: String,
+    pub api_secret: SecretString,
+    /// Sender number or alphanumeric sender id.
+    pub from: String,
     #[serde(default = "default_provider_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -502,8 +530,14 @@ fn default_provider_timeout() -> Duration {
 fn default_pool() -> u32 {
     8
 }
+fn default_max_segments() -> u32 {
+    4
+}
 fn default_sendgrid_url() -> String {
     "https://api.sendgrid.com".into()
+}
+fn default_vonage_url() -> String {
+    "https://rest.nexmo.com".into()
 }
 fn default_twilio_url() -> String {
     "https://api.twilio.com".into()

@@ -9,6 +9,8 @@
 //! - [`smtp`]: email over SMTP (lettre), pooled, STARTTLS or implicit TLS.
 //! - [`sendgrid`]: email through the SendGrid v3 `mail/send` API.
 //! - [`twilio`]: SMS through the Twilio Messages API.
+//! - [`vonage`]: SMS through the Vonage SMS API (per-message status in a 200 answer).
+//! - [`rules`]: what each channel accepts (E.164, SMS segments, push payload size), checked before sending.
 //! - [`sandbox`]: writes each message to an outbox folder, with latency, error-rate and outage knobs.
 //!
 //! Each adapter folder has the same shape: `mod.rs` (the [`Provider`] impl and
@@ -17,10 +19,12 @@
 
 pub mod error;
 pub mod message;
+pub mod rules;
 pub mod sandbox;
 pub mod sendgrid;
 pub mod smtp;
 pub mod twilio;
+pub mod vonage;
 
 pub use error::{ErrorKind, ProviderError};
 pub use message::{Content, Outgoing, Receipt};
@@ -50,5 +54,6 @@ pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, P
         ProviderConfig::Twilio(c) => Arc::new(twilio::Twilio::new(name, c)?),
         ProviderConfig::Sandbox(c) => Arc::new(sandbox::Sandbox::new(name, c)?),
         ProviderConfig::Sendgrid(c) => Arc::new(sendgrid::Sendgrid::new(name, c)?),
+        ProviderConfig::Vonage(c) => Arc::new(vonage::Vonage::new(name, c)?),
     })
 }

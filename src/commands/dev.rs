@@ -127,8 +127,7 @@ fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> any
             outages: vec![],
         }),
     );
-    config.channels =
-        Channel::ALL.into_iter().map(|c| (c, ChannelConfig { providers: vec!["sandbox".into()] })).collect();
+    config.channels = Channel::ALL.into_iter().map(|c| (c, ChannelConfig::with_providers(["sandbox"]))).collect();
     config.validate()?;
     Ok(config)
 }

@@ -73,10 +73,8 @@ impl Infra {
         config.worker.retry.initial_backoff = Duration::from_millis(20);
         config.scheduler.poll_interval = Duration::from_millis(100);
         config.templates.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/templates").into();
-        config.channels = channels
-            .iter()
-            .map(|(c, names)| (*c, ChannelConfig { providers: names.iter().map(|s| s.to_string()).collect() }))
-            .collect();
+        config.channels =
+            channels.iter().map(|(c, names)| (*c, ChannelConfig::with_providers(names.iter().copied()))).collect();
         config.validate().unwrap();
         config
     }

@@ -31,7 +31,7 @@ use tidings_core::notification::notification_id;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
-use tidings_providers::Outgoing;
+use tidings_providers::{rules, Outgoing};
 
 /// A consumed channel-topic record, detached from the consumer.
 #[derive(Debug, Clone)]
@@ -136,6 +136,19 @@ impl Deliverer {
                 return self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
             }
         };
+        let max_segments = self.config.channels.get(&n.channel).map_or(u32::MAX, |c| c.max_segments);
+        if let Err(error) = rules::check(&content, max_segments) {
+            let now = Utc::now();
+            let refused = Failed {
+                error,
+                exhausted: false,
+                attempts: 0,
+                providers_tried: vec![],
+                first_failure: now,
+                last_failure: now,
+            };
+            return self.failed(input, n, &prefs, refused).await;
+        }
         let outgoing = Outgoing { notification_id: n.notification_id.clone(), content };
         // A critical message that can go another way does not wait out an outage.
         let can_fall_back = n.priority == Priority::Critical && !n.fallback.is_empty();

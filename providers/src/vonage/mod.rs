@@ -1,0 +1,63 @@
+//! SMS through the Vonage SMS API: `POST /sms/json`, form-encoded, key and
+//! secret in the body. The HTTP status is 200 even when a message failed:
+//! the per-message `status` in the body says what happened.
+
+mod request;
+mod response;
+
+#[cfg(test)]
+mod tests;
+
+use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use tidings_core::config::VonageConfig;
+use tidings_core::Channel;
+
+pub struct Vonage {
+    name: String,
+    client: reqwest::Client,
+    url: String,
+    api_key: String,
+    api_secret: SecretString,
+    from: String,
+}
+
+impl Vonage {
+    pub fn new(name: &str, c: &VonageConfig) -> Result<Self, ProviderError> {
+        let client = reqwest::Client::builder()
+            .timeout(c.timeout)
+            .build()
+            .map_err(|e| ProviderError::down(format!("vonage {name}: {e}")))?;
+        Ok(Vonage {
+            name: name.to_string(),
+            client,
+            url: format!("{}/sms/json", c.base_url.trim_end_matches('/')),
+            api_key: c.api_key.clone(),
+            api_secret: c.api_secret.clone(),
+            from: c.from.clone(),
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Vonage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serves(&self, channel: Channel) -> bool {
+        channel == Channel::Sms
+    }
+
+    async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError> {
+        let Content::Sms { to, body } = &message.content else {
+            return Err(ProviderError::permanent("vonage sends SMS only"));
+        };
+        let secret = self.api_secret.expose_secret();
+        let form = request::form(&self.api_key, secret, &self.from, to, body, &message.notification_id);
+        let response =
+            self.client.post(&self.url).form(&form).send().await.map_err(|e| ProviderError::from_http(&e))?;
+        response::read(&self.name, response).await
+    }
+}
