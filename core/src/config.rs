@@ -255,6 +255,7 @@ pub enum ProviderConfig {
     Sendgrid(SendgridConfig),
     Twilio(TwilioConfig),
     Vonage(VonageConfig),
+    Webhook(WebhookConfig),
     Sandbox(SandboxConfig),
 }
 
@@ -334,6 +335,18 @@ pub struct VonageConfig {
     pub api_secret: SecretString,
     /// Sender number or alphanumeric sender id.
     pub from: String,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Standard Webhooks signing secret, `whsec_<base64>`.
+    pub secret: SecretString,
+    /// Allow destinations on loopback, link-local and private addresses (tests, internal hooks).
+    #[serde(default)]
+    pub allow_private: bool,
     #[serde(default = "default_provider_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }

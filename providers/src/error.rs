@@ -27,6 +27,9 @@ pub struct ProviderError {
     /// The address, number or token is invalid or unsubscribed: the owning
     /// service should clean it up.
     pub invalid_recipient: bool,
+    /// The failure belongs to the recipient's own endpoint (a user's webhook),
+    /// not to the provider: it is retried, but does not count against the breaker.
+    pub recipient_fault: bool,
 }
 
 impl ProviderError {
@@ -42,12 +45,22 @@ impl ProviderError {
     pub fn invalid_recipient(message: impl Into<String>) -> Self {
         ProviderError { invalid_recipient: true, ..Self::permanent(message) }
     }
+    pub fn at_recipient(mut self) -> Self {
+        self.recipient_fault = true;
+        self
+    }
     pub fn retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
         self
     }
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ProviderError { kind, message: message.into(), retry_after: None, invalid_recipient: false }
+        ProviderError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            invalid_recipient: false,
+            recipient_fault: false,
+        }
     }
 
     /// Classifies a transport-level HTTP client failure.

@@ -9,6 +9,7 @@
 //! - [`smtp`]: email over SMTP (lettre), pooled, STARTTLS or implicit TLS.
 //! - [`sendgrid`]: email through the SendGrid v3 `mail/send` API.
 //! - [`twilio`]: SMS through the Twilio Messages API.
+//! - [`webhook`]: signed (Standard Webhooks) POSTs to users' URLs, never to internal addresses.
 //! - [`vonage`]: SMS through the Vonage SMS API (per-message status in a 200 answer).
 //! - [`rules`]: what each channel accepts (E.164, SMS segments, push payload size), checked before sending.
 //! - [`sandbox`]: writes each message to an outbox folder, with latency, error-rate and outage knobs.
@@ -25,6 +26,7 @@ pub mod sendgrid;
 pub mod smtp;
 pub mod twilio;
 pub mod vonage;
+pub mod webhook;
 
 pub use error::{ErrorKind, ProviderError};
 pub use message::{Content, Outgoing, Receipt};
@@ -55,5 +57,6 @@ pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, P
         ProviderConfig::Sandbox(c) => Arc::new(sandbox::Sandbox::new(name, c)?),
         ProviderConfig::Sendgrid(c) => Arc::new(sendgrid::Sendgrid::new(name, c)?),
         ProviderConfig::Vonage(c) => Arc::new(vonage::Vonage::new(name, c)?),
+        ProviderConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c)?),
     })
 }

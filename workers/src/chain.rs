@@ -168,8 +168,9 @@ impl Chain {
             attempts.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let result = link.provider.send(message).await;
-            // A permanent error is the message's fault, not the provider's.
-            let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent);
+            // A permanent error is the message's fault, an endpoint's error the recipient's:
+            // neither is the provider's.
+            let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent && !e.recipient_fault);
             if let Some(Transition::Opened { until }) = link.breaker.record(failed, started.elapsed()) {
                 self.announce(link.provider.name(), until).await;
             }

@@ -1,0 +1,122 @@
+//! Where a webhook may go: http(s) only, and not to loopback, link-local,
+//! private, shared or unspecified addresses unless allowed.
+
+use crate::ProviderError;
+use std::net::{IpAddr, SocketAddr};
+
+/// Whether `ip` is one a webhook must not reach from inside our network.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                // 100.64.0.0/10, carrier-grade NAT.
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                // fc00::/7 unique local, fe80::/10 link-local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Parses and checks a destination URL; an IP literal is checked here, a
+/// name when it is resolved.
+pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, ProviderError> {
+    let url =
+        reqwest::Url::parse(raw).map_err(|e| ProviderError::invalid_recipient(format!("webhook URL `{raw}`: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(ProviderError::invalid_recipient(format!("webhook URL `{raw}` is not http(s)")));
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err(ProviderError::invalid_recipient(format!("webhook URL `{raw}` has no host"))),
+    };
+    if let Some(ip) = literal {
+        if !allow_private && is_internal(ip) {
+            return Err(ProviderError::invalid_recipient(format!("webhook destination {ip} is an internal address")));
+        }
+    }
+    Ok(url)
+}
+
+/// A destination whose name resolves only to internal addresses.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves only to internal addresses", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A resolver that drops internal addresses from every answer.
+pub struct Resolver {
+    pub allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                found.into_iter().filter(|a| allow_private || !is_internal(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(Box::new(Refused(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_ranges_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("https://hooks.example.com/x", false).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/x", false).unwrap_err().invalid_recipient);
+        assert!(check_url("http://[::1]/x", false).is_err());
+        assert!(check_url("http://127.0.0.1:8080/x", true).is_ok());
+        assert!(check_url("ftp://example.com/x", false).is_err());
+        assert!(check_url("not a url", false).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! The adapter against a wiremock endpoint, verifying the signature the way
+//! a receiver would, with the Standard Webhooks reference library.
+
+use super::Webhook;
+use crate::{Content, ErrorKind, Outgoing, Provider};
+use tidings_core::config::WebhookConfig;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn webhook(allow_private: bool) -> Webhook {
+    let config: WebhookConfig =
+        serde_json::from_value(serde_json::json!({"secret": SECRET, "allow_private": allow_private, "timeout": "2s"}))
+            .unwrap();
+    Webhook::new("webhook", &config).unwrap()
+}
+
+fn hook(url: String) -> Outgoing {
+    Outgoing {
+        notification_id: "n1".into(),
+        content: Content::Webhook {
+            url,
+            body: serde_json::json!({"type": "order.confirmed", "data": {"order_id": "o-1"}}),
+        },
+    }
+}
+
+#[tokio::test]
+async fn posts_json_signed_per_standard_webhooks() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/tidings"))
+        .and(header("content-type", "application/json"))
+        .and(header("webhook-id", "n1"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&server)
+        .await;
+    webhook(true).send(&hook(format!("{}/hooks/tidings", server.uri()))).await.unwrap();
+    let request = &server.received_requests().await.unwrap()[0];
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let value = request.headers.get(name).unwrap().to_str().unwrap();
+        assert!(name != "webhook-signature" || value.starts_with("v1,"), "{value}");
+        headers.insert(name, value.parse().unwrap());
+    }
+    standardwebhooks::Webhook::new(SECRET)
+        .unwrap()
+        .verify(&request.body, &headers)
+        .expect("a receiver accepts the signature");
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["data"]["order_id"], "o-1");
+}
+
+#[tokio::test]
+async fn internal_destinations_are_refused_without_a_request() {
+    let server = MockServer::start().await;
+    let e = webhook(false).send(&hook(format!("{}/x", server.uri()))).await.unwrap_err();
+    assert!(e.invalid_recipient, "{e}");
+    let e = webhook(false).send(&hook("http://localhost:1/x".into())).await.unwrap_err();
+    assert!(e.invalid_recipient, "a name resolving to loopback is refused too: {e}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+async fn answer(status: u16) -> crate::ProviderError {
+    let server = MockServer::start().await;
+    let mut response = ResponseTemplate::new(status);
+    if status == 302 {
+        response = response.insert_header("location", "http://169.254.169.254/latest/meta-data");
+    }
+    Mock::given(method("POST")).respond_with(response).mount(&server).await;
+    webhook(true).send(&hook(format!("{}/x", server.uri()))).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn endpoint_answers_are_classified_as_the_endpoints_fault() {
+    let e = answer(302).await;
+    assert_eq!(e.kind, ErrorKind::Permanent, "redirects are not followed");
+    assert!(answer(410).await.invalid_recipient);
+    let e = answer(503).await;
+    assert_eq!((e.kind, e.recipient_fault), (ErrorKind::Transient, true));
+    let e = answer(429).await;
+    assert_eq!((e.kind, e.recipient_fault), (ErrorKind::Transient, true));
+    assert_eq!(answer(400).await.kind, ErrorKind::Permanent);
+}
