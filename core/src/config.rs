@@ -256,6 +256,8 @@ pub enum ProviderConfig {
     Twilio(TwilioConfig),
     Vonage(VonageConfig),
     Webhook(WebhookConfig),
+    Fcm(FcmConfig),
+    Apns(ApnsConfig),
     Sandbox(SandboxConfig),
 }
 
@@ -347,6 +349,50 @@ pub struct WebhookConfig {
     /// Allow destinations on loopback, link-local and private addresses (tests, internal hooks).
     #[serde(default)]
     pub allow_private: bool,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// `https://fcm.googleapis.com` in production.
+    #[serde(default = "default_fcm_url")]
+    pub base_url: String,
+    /// The Firebase project; the service account's when left out.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// Path of the service-account key file (JSON).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// The service-account key itself (JSON), e.g. from `TIDINGS_PROVIDERS__FCM__CREDENTIALS_JSON`.
+    #[serde(default)]
+    pub credentials_json: Option<SecretString>,
+    /// OAuth2 token endpoint; the key's `token_uri` when left out.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// `https://api.push.apple.com` (or `https://api.sandbox.push.apple.com`).
+    #[serde(default = "default_apns_url")]
+    pub base_url: String,
+    /// Path of the `.p8` signing key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The `.p8` signing key itself (PEM).
+    #[serde(default)]
+    pub key_pem: Option<SecretString>,
+    /// The key's id (the JWT `kid`).
+    pub key_id: String,
+    /// The Apple developer team id (the JWT `iss`).
+    pub team_id: String,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
     #[serde(default = "default_provider_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -548,6 +594,12 @@ fn default_max_segments() -> u32 {
 }
 fn default_sendgrid_url() -> String {
     "https://api.sendgrid.com".into()
+}
+fn default_fcm_url() -> String {
+    "https://fcm.googleapis.com".into()
+}
+fn default_apns_url() -> String {
+    "https://api.push.apple.com".into()
 }
 fn default_vonage_url() -> String {
     "https://rest.nexmo.com".into()

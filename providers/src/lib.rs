@@ -6,6 +6,8 @@
 //!
 //! - [`message`]: the rendered message a provider sends, and the receipt it returns.
 //! - [`error`]: the classification every answer maps to (`Transient`, `Permanent`, `ProviderDown`).
+//! - [`fcm`]: push through FCM HTTP v1, with OAuth2 tokens from a service-account key.
+//! - [`apns`]: push through APNs over HTTP/2 with an ES256 provider token.
 //! - [`smtp`]: email over SMTP (lettre), pooled, STARTTLS or implicit TLS.
 //! - [`sendgrid`]: email through the SendGrid v3 `mail/send` API.
 //! - [`twilio`]: SMS through the Twilio Messages API.
@@ -18,7 +20,9 @@
 //! construction), `request.rs` (building the provider's request), and
 //! `response.rs` (classifying its answers).
 
+pub mod apns;
 pub mod error;
+pub mod fcm;
 pub mod message;
 pub mod rules;
 pub mod sandbox;
@@ -45,6 +49,12 @@ pub trait Provider: Send + Sync {
     /// Whether this provider can deliver on `channel`.
     fn serves(&self, channel: Channel) -> bool;
 
+    /// Whether this provider can take this particular message (a push
+    /// provider takes messages with tokens of its platform).
+    fn accepts(&self, _content: &Content) -> bool {
+        true
+    }
+
     /// Sends one message. The call is bounded by the provider's own timeout.
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError>;
 }
@@ -58,5 +68,7 @@ pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, P
         ProviderConfig::Sendgrid(c) => Arc::new(sendgrid::Sendgrid::new(name, c)?),
         ProviderConfig::Vonage(c) => Arc::new(vonage::Vonage::new(name, c)?),
         ProviderConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c)?),
+        ProviderConfig::Fcm(c) => Arc::new(fcm::Fcm::new(name, c)?),
+        ProviderConfig::Apns(c) => Arc::new(apns::Apns::new(name, c)?),
     })
 }

@@ -2,13 +2,15 @@
 
 use serde::Serialize;
 use tidings_core::notification::PushToken;
-use tidings_core::Channel;
+use tidings_core::{Channel, Priority};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Outgoing {
     /// Stable across redeliveries: adapters pass it on where the provider
     /// takes an idempotency key or message id.
     pub notification_id: String,
+    /// Adapters with a notion of urgency (APNs) use it.
+    pub priority: Priority,
     pub content: Content,
 }
 
@@ -36,4 +38,29 @@ impl Content {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Receipt {
     pub provider_message_id: Option<String>,
+}
+
+/// One receipt for a message sent to several devices: sent when any device
+/// took it. When none did, the error that says most about what to do next:
+/// a retryable one first, then the provider being down, then the message's
+/// own fault, and an invalid recipient only when every device was invalid.
+pub fn fan_in(sent: Vec<String>, failures: Vec<crate::ProviderError>) -> Result<Receipt, crate::ProviderError> {
+    use crate::ErrorKind::*;
+    for f in failures.iter().filter(|f| f.invalid_recipient) {
+        tracing::warn!(error = %f, "a device token was refused");
+    }
+    if let Some(first) = sent.into_iter().next() {
+        return Ok(Receipt { provider_message_id: Some(first) });
+    }
+    let rank = |e: &crate::ProviderError| match (e.kind, e.invalid_recipient) {
+        (Transient, _) => 0,
+        (ProviderDown, _) => 1,
+        (Permanent, false) => 2,
+        (Permanent, true) => 3,
+    };
+    failures
+        .into_iter()
+        .min_by_key(rank)
+        .map(Err)
+        .unwrap_or_else(|| Err(crate::ProviderError::invalid_recipient("no device token for this provider")))
 }

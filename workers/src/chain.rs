@@ -96,7 +96,7 @@ impl Chain {
         loop {
             let mut last_error = None;
             let mut any_allowed = false;
-            for link in &self.links {
+            for link in self.links.iter().filter(|l| l.provider.accepts(&message.content)) {
                 if !link.breaker.allow() {
                     continue;
                 }

@@ -149,7 +149,7 @@ impl Deliverer {
             };
             return self.failed(input, n, &prefs, refused).await;
         }
-        let outgoing = Outgoing { notification_id: n.notification_id.clone(), content };
+        let outgoing = Outgoing { notification_id: n.notification_id.clone(), priority: n.priority, content };
         // A critical message that can go another way does not wait out an outage.
         let can_fall_back = n.priority == Priority::Critical && !n.fallback.is_empty();
         let when_down = if can_fall_back { WhenDown::GiveUp } else { WhenDown::Hold };

@@ -18,6 +18,7 @@ fn sendgrid(base_url: &str) -> Sendgrid {
 fn email(to: &str) -> Outgoing {
     Outgoing {
         notification_id: "n1".into(),
+        priority: tidings_core::Priority::Normal,
         content: Content::Email {
             to: to.into(),
             subject: "Hi\r\nBcc: x@y.z".into(),

@@ -41,6 +41,7 @@ mod tests {
         let from: Mailbox = "Shop <no-reply@shop.example>".parse().unwrap();
         let msg = Outgoing {
             notification_id: "n1".into(),
+            priority: tidings_core::Priority::Normal,
             content: Content::Email {
                 to: "ana@example.com".into(),
                 subject: "Hello\r\nBcc: victim@example.com".into(),
@@ -59,6 +60,7 @@ mod tests {
         let from: Mailbox = "no-reply@shop.example".parse().unwrap();
         let msg = Outgoing {
             notification_id: "n1".into(),
+            priority: tidings_core::Priority::Normal,
             content: Content::Email {
                 to: "not an address".into(),
                 subject: "s".into(),

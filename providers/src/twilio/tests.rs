@@ -24,6 +24,7 @@ fn twilio_at(base_url: &str) -> Twilio {
 fn sms(to: &str) -> Outgoing {
     Outgoing {
         notification_id: "n1".into(),
+        priority: tidings_core::Priority::Normal,
         content: Content::Sms { to: to.into(), body: "Your order shipped & more".into() },
     }
 }

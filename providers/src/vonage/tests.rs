@@ -15,7 +15,11 @@ fn vonage(server: &MockServer) -> Vonage {
 }
 
 fn sms(body: &str) -> Outgoing {
-    Outgoing { notification_id: "n1".into(), content: Content::Sms { to: "+447700900123".into(), body: body.into() } }
+    Outgoing {
+        notification_id: "n1".into(),
+        priority: tidings_core::Priority::Normal,
+        content: Content::Sms { to: "+447700900123".into(), body: body.into() },
+    }
 }
 
 fn answer(parts: serde_json::Value) -> ResponseTemplate {

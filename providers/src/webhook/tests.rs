@@ -19,6 +19,7 @@ fn webhook(allow_private: bool) -> Webhook {
 fn hook(url: String) -> Outgoing {
     Outgoing {
         notification_id: "n1".into(),
+        priority: tidings_core::Priority::Normal,
         content: Content::Webhook {
             url,
             body: serde_json::json!({"type": "order.confirmed", "data": {"order_id": "o-1"}}),
