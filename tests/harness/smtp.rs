@@ -31,6 +31,10 @@ pub struct Shared {
     pub stall_after: AtomicUsize,
     /// Reply to every RCPT with this line instead of 250 (e.g. "550 5.1.1 no such user").
     pub rcpt_reply: Mutex<Option<String>>,
+    /// Reply to every MAIL FROM with this line instead of 250.
+    pub mail_reply: Mutex<Option<String>>,
+    /// Every MAIL FROM line, as sent.
+    pub mail_from: Mutex<Vec<String>>,
 }
 
 pub struct SmtpServer {
@@ -77,7 +81,11 @@ async fn session(socket: tokio::net::TcpStream, shared: Arc<Shared>) {
             "250-test\r\n250 8BITMIME\r\n".into()
         } else if upper.starts_with("MAIL FROM") {
             rcpt.clear();
-            "250 2.1.0 Ok\r\n".into()
+            shared.mail_from.lock().unwrap().push(line.clone());
+            match shared.mail_reply.lock().unwrap().clone() {
+                Some(r) => format!("{r}\r\n"),
+                None => "250 2.1.0 Ok\r\n".into(),
+            }
         } else if upper.starts_with("RCPT TO") {
             match shared.rcpt_reply.lock().unwrap().clone() {
                 Some(r) => format!("{r}\r\n"),

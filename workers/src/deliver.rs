@@ -31,7 +31,7 @@ use tidings_core::notification::notification_id;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
-use tidings_providers::{rules, Outgoing};
+use tidings_providers::{rules, Content, Outgoing};
 
 /// A consumed channel-topic record, detached from the consumer.
 #[derive(Debug, Clone)]
@@ -153,16 +153,30 @@ impl Deliverer {
         // A critical message that can go another way does not wait out an outage.
         let can_fall_back = n.priority == Priority::Critical && !n.fallback.is_empty();
         let when_down = if can_fall_back { WhenDown::GiveUp } else { WhenDown::Hold };
-        match self.chain.send(&outgoing, when_down).await {
-            Ok(sent) => {
-                let mut s = self.status(n, State::Sent);
-                s.provider = Some(sent.provider);
-                s.provider_message_id = sent.receipt.provider_message_id;
-                s.attempts = n.attempt + sent.attempts;
-                s
+        // A push to devices on several platforms goes through each platform's provider.
+        let mut sent = Vec::new();
+        let mut failed = Vec::new();
+        for part in by_platform(outgoing) {
+            match self.chain.send(&part, when_down).await {
+                Ok(s) => sent.push(s),
+                Err(f) => failed.push(f),
             }
-            Err(failed) => self.failed(input, n, &prefs, failed).await,
         }
+        if sent.is_empty() {
+            let first = failed.into_iter().next().expect("a message has at least one part");
+            return self.failed(input, n, &prefs, first).await;
+        }
+        let mut s = self.status(n, State::Sent);
+        s.provider = Some(sent.iter().map(|p| p.provider.as_str()).collect::<Vec<_>>().join("+"));
+        s.provider_message_id = sent.iter().find_map(|p| p.receipt.provider_message_id.clone());
+        s.attempts = n.attempt + sent.iter().map(|p| p.attempts).sum::<u32>();
+        if !failed.is_empty() {
+            // Sent to some devices: say which failed, so invalid tokens can be cleaned up.
+            let why: Vec<String> = failed.iter().map(|f| f.error.to_string()).collect();
+            let class = failed.iter().any(|f| f.error.invalid_recipient).then_some(ErrorClass::Permanent);
+            s = s.with_error(class, format!("not every device took it: {}", why.join("; ")));
+        }
+        s
     }
 
     fn suppressed(&self, n: &Notification, reason: String) -> StatusRecord {
@@ -303,4 +317,26 @@ impl Deliverer {
             }
         }
     }
+}
+
+/// Splits a push to devices on several platforms into one message a platform.
+fn by_platform(message: Outgoing) -> Vec<Outgoing> {
+    let Content::Push { tokens, title, body } = &message.content else { return vec![message] };
+    let mut platforms: Vec<&str> = tokens.iter().map(|t| t.platform.as_str()).collect();
+    platforms.sort_unstable();
+    platforms.dedup();
+    if platforms.len() < 2 {
+        return vec![message];
+    }
+    platforms
+        .into_iter()
+        .map(|platform| Outgoing {
+            content: Content::Push {
+                tokens: tokens.iter().filter(|t| t.platform == platform).cloned().collect(),
+                title: title.clone(),
+                body: body.clone(),
+            },
+            ..message.clone()
+        })
+        .collect()
 }

@@ -14,7 +14,10 @@ pub fn classify(err: &lettre::transport::smtp::Error) -> ProviderError {
             // 5.1.x: bad destination mailbox or address.
             Some((5, 1, _)) => ProviderError::invalid_recipient(format!("smtp {text}")),
             // 5.7.x from a relay that refuses us is about us, not the message.
-            Some((5, 7, 0 | 8)) => ProviderError::down(format!("smtp authentication: {text}")),
+            Some((5, 7, 0 | 8)) => {
+                tracing::error!(error = %text, "the SMTP relay refused our credentials");
+                ProviderError::down(format!("smtp authentication: {text}"))
+            }
             _ => ProviderError::permanent(format!("smtp {text}")),
         }
     } else if err.is_timeout() {
