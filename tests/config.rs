@@ -28,8 +28,21 @@ fn the_example_config_loads_and_routes_every_shipped_event_type() {
     assert_eq!(config.events["account.password_reset"].priority, Priority::Critical);
     assert_eq!(config.events["marketing.campaign"].priority, Priority::Bulk);
     assert_eq!(config.intake.unknown_types, UnknownTypes::DeadLetter);
-    assert_eq!(config.channels[&Channel::Email].providers, vec!["smtp"]);
-    assert!(matches!(config.providers["twilio"], ProviderConfig::Twilio(_)));
+    assert_eq!(config.channels[&Channel::Email].providers, vec!["smtp", "sendgrid"]);
+    assert_eq!(config.channels[&Channel::Sms].max_segments, 4);
+    for (name, kind) in [("smtp", "smtp"), ("sendgrid", "sendgrid"), ("twilio", "twilio"), ("vonage", "vonage"), ("fcm", "fcm"), ("apns", "apns"), ("webhook", "webhook")] {
+        let found = match &config.providers[name] {
+            ProviderConfig::Smtp(_) => "smtp",
+            ProviderConfig::Sendgrid(_) => "sendgrid",
+            ProviderConfig::Twilio(_) => "twilio",
+            ProviderConfig::Vonage(_) => "vonage",
+            ProviderConfig::Fcm(_) => "fcm",
+            ProviderConfig::Apns(_) => "apns",
+            ProviderConfig::Webhook(_) => "webhook",
+            ProviderConfig::Sandbox(_) => "sandbox",
+        };
+        assert_eq!(found, kind);
+    }
 }
 
 #[test]
