@@ -4,7 +4,7 @@
 mod harness;
 
 use harness::smtp::SmtpServer;
-use harness::{order_event, smtp_and_twilio, user, Infra, StatusWatch};
+use harness::{email_user, order_event, smtp_and_twilio, Infra, StatusWatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use std::sync::Arc;
@@ -45,9 +45,7 @@ async fn malformed_unknown_and_unknown_user_are_reported_while_others_flow() {
         Arc::new(infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]));
     let store = fleet::open_store(&config).await.unwrap();
     // u-1 has email only, so the good event makes exactly one notification.
-    let mut u1: serde_json::Value = serde_json::from_str(&user(1)).unwrap();
-    u1["channels"]["sms"] = false.into();
-    store.set_prefs("u-1", &u1.to_string()).await.unwrap();
+    store.set_prefs("u-1", &email_user(1)).await.unwrap();
 
     let watch = StatusWatch::start(&config);
     let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
@@ -83,8 +81,7 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
     let config =
         Arc::new(infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]));
     let store = fleet::open_store(&config).await.unwrap();
-    let mut u1: serde_json::Value = serde_json::from_str(&user(1)).unwrap();
-    u1["channels"]["sms"] = false.into();
+    let mut u1: serde_json::Value = serde_json::from_str(&email_user(1)).unwrap();
     store.set_prefs("u-1", &u1.to_string()).await.unwrap();
 
     // Intake only: the notification is queued while the user still wants it.

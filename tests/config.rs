@@ -30,7 +30,15 @@ fn the_example_config_loads_and_routes_every_shipped_event_type() {
     assert_eq!(config.intake.unknown_types, UnknownTypes::DeadLetter);
     assert_eq!(config.channels[&Channel::Email].providers, vec!["smtp", "sendgrid"]);
     assert_eq!(config.channels[&Channel::Sms].max_segments, 4);
-    for (name, kind) in [("smtp", "smtp"), ("sendgrid", "sendgrid"), ("twilio", "twilio"), ("vonage", "vonage"), ("fcm", "fcm"), ("apns", "apns"), ("webhook", "webhook")] {
+    for (name, kind) in [
+        ("smtp", "smtp"),
+        ("sendgrid", "sendgrid"),
+        ("twilio", "twilio"),
+        ("vonage", "vonage"),
+        ("fcm", "fcm"),
+        ("apns", "apns"),
+        ("webhook", "webhook"),
+    ] {
         let found = match &config.providers[name] {
             ProviderConfig::Smtp(_) => "smtp",
             ProviderConfig::Sendgrid(_) => "sendgrid",

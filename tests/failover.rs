@@ -42,13 +42,7 @@ fn tuned(mut config: Config) -> Config {
 }
 
 fn users(n: usize) -> String {
-    (0..n)
-        .map(|i| {
-            let mut u: serde_json::Value = serde_json::from_str(&harness::user(i)).unwrap();
-            u["channels"]["sms"] = false.into();
-            u.to_string() + "\n"
-        })
-        .collect()
+    (0..n).map(|i| harness::email_user(i) + "\n").collect()
 }
 
 fn events(from: usize, to: usize, users: usize) -> String {
@@ -68,6 +62,31 @@ fn deliveries(sendgrid: &fakes::SendgridState, smtp: &SmtpServer) -> HashMap<Str
     seen
 }
 
+/// The fleet with SendGrid then SMTP for email, `users` users with email on.
+struct Rig {
+    _infra: Infra,
+    smtp: SmtpServer,
+    sendgrid: fakes::Sendgrid,
+    config: Arc<Config>,
+    watch: StatusWatch,
+    fleet: fleet::Fleet,
+}
+
+impl Rig {
+    async fn start(users_with_email: usize) -> Self {
+        let infra = Infra::start();
+        let smtp = SmtpServer::start().await;
+        let sendgrid = fakes::sendgrid().await;
+        let providers = providers(&sendgrid.server.uri(), smtp.port, "http://127.0.0.1:9");
+        let config = Arc::new(tuned(infra.config(&providers, &[(Channel::Email, &["sendgrid", "smtp"])])));
+        let store = fleet::open_store(&config).await.unwrap();
+        tidings::commands::prefs::import(store.as_ref(), &users(users_with_email)).await.unwrap();
+        let watch = StatusWatch::start(&config);
+        let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+        Rig { _infra: infra, smtp, sendgrid, config, watch, fleet }
+    }
+}
+
 fn sent(records: &[tidings_core::StatusRecord]) -> usize {
     records.iter().filter(|r| r.state == State::Sent).count()
 }
@@ -75,18 +94,7 @@ fn sent(records: &[tidings_core::StatusRecord]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn primary_outage_fails_over_without_loss_then_the_breaker_closes() {
     const MESSAGES: usize = 2000;
-    let infra = Infra::start();
-    let smtp = SmtpServer::start().await;
-    let sendgrid = fakes::sendgrid().await;
-    let config = infra.config(
-        &providers(&sendgrid.server.uri(), smtp.port, "http://127.0.0.1:9"),
-        &[(Channel::Email, &["sendgrid", "smtp"])],
-    );
-    let config = Arc::new(tuned(config));
-    let store = fleet::open_store(&config).await.unwrap();
-    tidings::commands::prefs::import(store.as_ref(), &users(100)).await.unwrap();
-    let watch = StatusWatch::start(&config);
-    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let Rig { _infra, smtp, sendgrid, config, watch, fleet } = Rig::start(100).await;
 
     // SendGrid answers 503 for 30 seconds.
     *sendgrid.state.down_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(30));
@@ -137,18 +145,7 @@ async fn primary_outage_fails_over_without_loss_then_the_breaker_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_every_provider_down_nothing_is_dead_lettered_and_all_is_delivered_after() {
     const MESSAGES: usize = 300;
-    let infra = Infra::start();
-    let smtp = SmtpServer::start().await;
-    let sendgrid = fakes::sendgrid().await;
-    let config = infra.config(
-        &providers(&sendgrid.server.uri(), smtp.port, "http://127.0.0.1:9"),
-        &[(Channel::Email, &["sendgrid", "smtp"])],
-    );
-    let config = Arc::new(tuned(config));
-    let store = fleet::open_store(&config).await.unwrap();
-    tidings::commands::prefs::import(store.as_ref(), &users(50)).await.unwrap();
-    let watch = StatusWatch::start(&config);
-    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let Rig { _infra, smtp, sendgrid, config, watch, fleet } = Rig::start(50).await;
 
     *sendgrid.state.down_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(3600));
     *smtp.shared.rcpt_reply.lock().unwrap() = Some("451 4.3.0 Try again later".into());

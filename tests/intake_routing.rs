@@ -4,7 +4,7 @@
 mod harness;
 
 use harness::smtp::SmtpServer;
-use harness::{order_event, smtp_and_twilio, user, Infra, StatusWatch};
+use harness::{order_event, smtp_and_twilio, Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};
@@ -46,8 +46,7 @@ async fn a_preference_change_reaches_intake_within_the_cache_ttl_and_workers_at_
     config.intake.prefs_cache_ttl = Duration::from_secs(1);
     let config = Arc::new(config);
     let store = fleet::open_store(&config).await.unwrap();
-    let mut prefs: serde_json::Value = serde_json::from_str(&user(1)).unwrap();
-    prefs["channels"]["sms"] = false.into();
+    let mut prefs: serde_json::Value = serde_json::from_str(&harness::email_user(1)).unwrap();
     store.set_prefs("u-1", &prefs.to_string()).await.unwrap();
     let watch = StatusWatch::start(&config);
     let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), Roles::all(&config)).unwrap();

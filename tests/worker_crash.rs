@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::smtp::SmtpServer;
-use harness::{order_event, smtp_and_twilio, user, Infra, StatusWatch};
+use harness::{order_event, smtp_and_twilio, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,9 +47,7 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
 
     let store = fleet::open_store(&config).await.unwrap();
     for i in 0..50 {
-        let mut u: serde_json::Value = serde_json::from_str(&user(i)).unwrap();
-        u["channels"]["sms"] = false.into();
-        store.set_prefs(&format!("u-{i}"), &u.to_string()).await.unwrap();
+        store.set_prefs(&format!("u-{i}"), &harness::email_user(i)).await.unwrap();
     }
     let watch = StatusWatch::start(&config);
     let intake = fleet::spawn_fleet(

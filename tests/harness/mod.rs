@@ -141,6 +141,13 @@ pub fn user(i: usize) -> String {
     .to_string()
 }
 
+/// A user with email only.
+pub fn email_user(i: usize) -> String {
+    let mut u: serde_json::Value = serde_json::from_str(&user(i)).unwrap();
+    u["channels"]["sms"] = false.into();
+    u.to_string()
+}
+
 /// An `order.confirmed` event for `user` whose order id carries `seq`.
 pub fn order_event(seq: usize, user: &str) -> String {
     serde_json::json!({
