@@ -44,6 +44,21 @@ pub fn templates_dir(config: &Config) -> PathBuf {
     dir.clone()
 }
 
+/// Serves Prometheus metrics when `[metrics] listen` is set: breaker state
+/// (`tidings_breaker_state`), outcomes (`tidings_notifications_total`) and
+/// provider call latency (`tidings_provider_call_seconds`), labelled by
+/// channel, provider, state and outcome only.
+pub fn install_metrics(config: &Config) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics.listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(%addr, "metrics at /metrics");
+    }
+    Ok(())
+}
+
 /// Which roles a process runs.
 #[derive(Debug, Clone)]
 pub struct Roles {

@@ -38,6 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()),
         Command::Intake | Command::Scheduler | Command::Worker { .. } => {
             let config = load()?;
+            fleet::install_metrics(&config)?;
             let store = fleet::open_store(&config).await?;
             let roles = match cli.command {
                 Command::Intake => Roles { intake: true, scheduler: false, channels: vec![] },

@@ -33,6 +33,9 @@ pub struct Config {
     /// Where templates live.
     #[serde(default)]
     pub templates: TemplatesConfig,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Event type -> how it becomes notifications.
     #[serde(default)]
     pub events: BTreeMap<String, EventRoute>,
@@ -196,6 +199,14 @@ pub struct TemplatesConfig {
     /// The templates folder (`<event type>/<channel>.<part>.hbs`, `partials/`, `layouts/`).
     #[serde(default = "default_templates_dir")]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at `http://<listen>/metrics`, e.g. `"0.0.0.0:9464"`; off when left out.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How one event type becomes notifications.

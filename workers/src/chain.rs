@@ -171,6 +171,14 @@ impl Chain {
             // A permanent error is the message's fault, an endpoint's error the recipient's:
             // neither is the provider's.
             let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent && !e.recipient_fault);
+            let outcome = match &result {
+                Ok(_) => "sent",
+                Err(e) if e.kind == ErrorKind::Transient => "transient",
+                Err(e) if e.kind == ErrorKind::ProviderDown => "down",
+                Err(_) => "permanent",
+            };
+            metrics::histogram!("tidings_provider_call_seconds", "provider" => link.provider.name().to_string(), "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
             if let Some(Transition::Opened { until }) = link.breaker.record(failed, started.elapsed()) {
                 self.announce(link.provider.name(), until).await;
             }

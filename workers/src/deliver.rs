@@ -252,6 +252,8 @@ impl Deliverer {
         let json = serde_json::to_string(&record).expect("records serialize to JSON");
         self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
         tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
+        metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => record.status.state.as_str())
+            .increment(1);
     }
 
     /// A copy of a notification that already has an outcome.
