@@ -5,36 +5,22 @@ mod harness;
 
 use harness::smtp::SmtpServer;
 use harness::{email_user, order_event, smtp_and_twilio, Infra, StatusWatch};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tidings::fleet::{self, Roles};
 use tidings_core::channel::INTAKE_DLQ_TOPIC;
 use tidings_core::notification::notification_id;
-use tidings_core::{kafka, Channel, Clock, State};
+use tidings_core::{Channel, Clock, State};
 
-/// Every dead letter on `topic`: (value, error header), polled until `n` arrive or the deadline.
+/// Every dead letter on `topic`: (value, error header), until `n` arrive or the deadline.
 fn dead_letters(config: &tidings_core::Config, topic: &str, n: usize) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = kafka::client_config(&config.kafka)
-        .set("group.id", format!("test-dlq-{}", rand::random::<u64>()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let end = Instant::now() + Duration::from_secs(60);
-    while out.len() < n && Instant::now() < end {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let error = kafka::header_pairs(&m)
-                .into_iter()
-                .find(|(k, _)| k == tidings_core::dead_letter::ERROR)
-                .map(|(_, v)| String::from_utf8(v).unwrap())
-                .unwrap_or_default();
-            out.push((String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), error));
-        }
-    }
-    out
+    harness::read_topic(config, topic, n)
+        .into_iter()
+        .map(|r| {
+            let error = r.headers.get(tidings_core::dead_letter::ERROR).cloned().unwrap_or_default();
+            (r.value, error)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

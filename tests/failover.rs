@@ -201,6 +201,9 @@ async fn a_critical_notification_falls_back_to_sms_when_email_is_down() {
     assert_eq!(over.fallback_notification_id.as_deref(), Some(sms.as_str()));
     let sent = watch.wait_for_status(&sms, State::Sent, Duration::from_secs(60)).await;
     assert_eq!(sent.channel, Some(Channel::Sms));
+    // The fallback notification carries the event's correlation id on.
+    let fallback = harness::read_topic(&config, &Channel::Sms.topic(tidings_core::Priority::Critical), 1);
+    assert_eq!(fallback[0].headers.get("correlation_id").map(String::as_str), Some("reset-1"));
     let texts = fakes::twilio_sent(&twilio).await;
     assert_eq!(texts.len(), 1);
     assert!(texts[0].1.contains("https://shop.example/reset?t=1"), "{}", texts[0].1);

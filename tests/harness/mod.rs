@@ -234,6 +234,36 @@ impl Drop for StatusWatch {
     }
 }
 
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub value: String,
+    pub headers: HashMap<String, String>,
+}
+
+/// The first `n` records of `topic` (fewer if the deadline of 60 s passes first).
+pub fn read_topic(config: &Config, topic: &str, n: usize) -> Vec<Record> {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = kafka::client_config(&config.kafka)
+        .set("group.id", format!("test-read-{}", rand::random::<u64>()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while out.len() < n && Instant::now() < end {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = kafka::header_pairs(&m)
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            out.push(Record { value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), headers });
+        }
+    }
+    out
+}
+
 /// Checks `condition` every `every` until it holds; panics at the deadline.
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, every: Duration, mut condition: F)
 where

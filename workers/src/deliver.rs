@@ -27,7 +27,7 @@ use std::time::Duration;
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{delivered, enqueue_dead_letter, enqueue_json};
-use tidings_core::notification::notification_id;
+use tidings_core::notification::{headers, notification_id};
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
@@ -41,6 +41,8 @@ pub struct Input {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
+    /// `correlation_id` and `traceparent`, passed on to a fallback notification.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// What the dedupe record holds once a notification has an outcome.
@@ -189,7 +191,7 @@ impl Deliverer {
         s.attempts = attempts;
         s.provider = failed.providers_tried.last().cloned();
         if n.priority == Priority::Critical {
-            if let Some(next) = self.fall_back(n, prefs).await {
+            if let Some(next) = self.fall_back(input, n, prefs).await {
                 tracing::warn!(to = %next.channel, error = %failed.error, "critical notification falls back to another channel");
                 s.state = State::FailedOver;
                 s.fallback_notification_id = Some(next.notification_id);
@@ -218,7 +220,7 @@ impl Deliverer {
     /// the next channel of its fallback list that the user can receive. The
     /// copy has its own deterministic id, so a redelivery republishes the
     /// same one and its worker's dedupe absorbs it.
-    async fn fall_back(&self, n: &Notification, prefs: &Preferences) -> Option<Notification> {
+    async fn fall_back(&self, input: &Input, n: &Notification, prefs: &Preferences) -> Option<Notification> {
         let at = n
             .fallback
             .iter()
@@ -235,7 +237,13 @@ impl Deliverer {
         };
         let topic = channel.topic(Priority::Critical);
         self.must("publish the fallback", || async {
-            delivered(enqueue_json(&self.producer, &topic, &next.user_id, &next, None).await?).await
+            let passed_on = input
+                .headers
+                .iter()
+                .filter(|(k, _)| k == headers::CORRELATION_ID || k == headers::TRACEPARENT)
+                .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap_or_default()));
+            let passed_on = tidings_core::kafka::headers(passed_on);
+            delivered(enqueue_json(&self.producer, &topic, &next.user_id, &next, Some(passed_on)).await?).await
         })
         .await;
         Some(next)

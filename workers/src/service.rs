@@ -162,6 +162,7 @@ async fn consume(
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
+                        headers: kafka::header_pairs(&m),
                     };
                     offsets.begin(&input.topic, input.partition, input.offset);
                     let mut turn = lanes.enter(&String::from_utf8_lossy(input.key.as_deref().unwrap_or_default()));
