@@ -57,21 +57,6 @@ pub fn header_pairs<M: Message>(message: &M) -> Vec<(String, Vec<u8>)> {
         .unwrap_or_default()
 }
 
-/// Writes one record and waits for the broker to acknowledge it.
-pub async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-    headers: Option<OwnedHeaders>,
-) -> KafkaResult<()> {
-    let mut record = FutureRecord::to(topic).key(key).payload(payload);
-    if let Some(h) = headers {
-        record = record.headers(h);
-    }
-    producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
-}
-
 /// Enqueues a record without waiting for its acknowledgement, waiting only
 /// while librdkafka's local queue is full. Records enqueued one after another
 /// keep their order per partition.

@@ -7,7 +7,6 @@ use std::thread::JoinHandle;
 
 enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
-    BrokerDown(i32, bool, mpsc::Sender<Result<(), String>>),
 }
 
 pub struct EmbeddedKafka {
@@ -34,15 +33,8 @@ impl EmbeddedKafka {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Runs until every sender is dropped.
                 for command in rx {
-                    match command {
-                        Command::CreateTopic(name, partitions, reply) => {
-                            let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(|e| e.to_string()));
-                        }
-                        Command::BrokerDown(id, down, reply) => {
-                            let r = if down { cluster.broker_down(id) } else { cluster.broker_up(id) };
-                            let _ = reply.send(r.map_err(|e| e.to_string()));
-                        }
-                    }
+                    let Command::CreateTopic(name, partitions, reply) = command;
+                    let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(|e| e.to_string()));
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -56,11 +48,6 @@ impl EmbeddedKafka {
 
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
         self.ask(|reply| Command::CreateTopic(name.to_string(), partitions, reply))
-    }
-
-    /// Takes broker `id` (1-based) down or brings it back.
-    pub fn set_broker_down(&self, id: i32, down: bool) -> Result<(), String> {
-        self.ask(|reply| Command::BrokerDown(id, down, reply))
     }
 
     fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {

@@ -41,14 +41,6 @@ impl Lanes {
     fn sweep(&mut self) {
         self.tails.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
     }
-
-    pub fn len(&self) -> usize {
-        self.tails.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tails.is_empty()
-    }
 }
 
 #[cfg(test)]
