@@ -3,13 +3,12 @@
 
 mod harness;
 
-use harness::smtp::SmtpServer;
-use harness::{fakes, order_event, smtp_and_twilio, terminal_counts, user, Infra, StatusWatch};
+use harness::{fakes, order_event, terminal_counts, user, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};
-use tidings_core::{Channel, Clock, State};
+use tidings_core::{Clock, State};
 
 const USERS: usize = 100;
 const EVENTS: usize = 1000;
@@ -23,12 +22,8 @@ fn order_id(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     let infra = Infra::start();
-    let smtp = SmtpServer::start().await;
-    let twilio = fakes::twilio().await;
-    let config = Arc::new(infra.config(
-        &smtp_and_twilio(smtp.port, &twilio.uri()),
-        &[(Channel::Email, &["smtp"]), (Channel::Sms, &["twilio"])],
-    ));
+    let (smtp, twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
     let store = fleet::open_store(&config).await.unwrap();
     let users: String = (0..USERS).map(|i| user(i) + "\n").collect();
     let (stored, rejected) = tidings::commands::prefs::import(store.as_ref(), &users).await.unwrap();

@@ -5,8 +5,7 @@
 
 mod harness;
 
-use harness::smtp::SmtpServer;
-use harness::{fakes, smtp_and_twilio, Infra, StatusWatch};
+use harness::{Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};
@@ -38,12 +37,8 @@ fn event(id: &str, ty: &str, user: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quiet_hours_defer_critical_bypasses_and_opt_outs_suppress() {
     let infra = Infra::start();
-    let smtp = SmtpServer::start().await;
-    let twilio = fakes::twilio().await;
-    let config = Arc::new(infra.config(
-        &smtp_and_twilio(smtp.port, &twilio.uri()),
-        &[(Channel::Email, &["smtp"]), (Channel::Sms, &["twilio"])],
-    ));
+    let (smtp, _twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
     let store = fleet::open_store(&config).await.unwrap();
     store.set_prefs("ana", &prefs("ana", &[])).await.unwrap();
     store.set_prefs("bob", &prefs("bob", &["marketing"])).await.unwrap();

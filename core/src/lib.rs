@@ -7,6 +7,7 @@
 //! - [`notification`]: the record intake writes to a channel topic, with its deterministic id.
 //! - [`status`]: the outcome record on `tidings.status`.
 //! - [`dead_letter`]: the headers a dead-lettered record carries.
+//! - [`persist`]: retrying Redis and Kafka calls until they succeed.
 //! - [`prefs`]: a user's preferences, validated when written.
 //! - [`quiet_hours`]: when a user's quiet window ends, across time zones and DST.
 //! - [`config`]: the TOML configuration, every field documented.
@@ -22,6 +23,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod kafka;
 pub mod notification;
+pub mod persist;
 pub mod prefs;
 pub mod progress;
 pub mod quiet_hours;

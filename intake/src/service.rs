@@ -35,9 +35,10 @@ use tidings_core::dead_letter::DeadLetter;
 use tidings_core::event::CloudEvent;
 use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, notification_id, Deferred};
+use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
 use tidings_core::status::ErrorClass;
-use tidings_core::store::{lane, SharedStore, StoreError};
+use tidings_core::store::{lane, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -47,8 +48,6 @@ use tokio_util::sync::CancellationToken;
 pub enum IntakeError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
 }
 
 /// A user's preferences as intake uses them, or why there are none to use.
@@ -276,7 +275,7 @@ impl Intake {
         }
         lanes.sort_unstable();
         lanes.dedup();
-        let fetched = retrying(|| self.store.hydrate(&missing, &lanes)).await?;
+        let fetched = until_ok("read preferences and lanes", || self.store.hydrate(&missing, &lanes)).await;
         for (user, raw) in missing.iter().zip(fetched.prefs) {
             let parsed: Hydrated = Arc::new(match raw {
                 None => Err(format!("no preferences for user {user}")),
@@ -355,7 +354,9 @@ impl Intake {
         for outcome in outcomes {
             let delivery = match outcome {
                 Outcome::Publish(n)
-                    if n.priority != Priority::Critical && holds.contains_key(&lane(user_id, n.channel)) =>
+                    if n.priority != Priority::Critical
+                        && !holds.is_empty()
+                        && holds.contains_key(&lane(user_id, n.channel)) =>
                 {
                     // Behind a deferred message of the same user and channel.
                     self.defer(n, now, holds, &correlation_id, event, now).await?
@@ -403,7 +404,7 @@ impl Intake {
             traceparent: event.traceparent.clone(),
         };
         let member = serde_json::to_string(&held).expect("records serialize to JSON");
-        let released = retrying(|| self.store.defer(&l, &member, until)).await?;
+        let released = until_ok("defer", || self.store.defer(&l, &member, until)).await;
         holds.insert(l, released);
         let mut status = StatusRecord::of(&held.notification, State::Deferred, now);
         status.not_before = Some(released);
@@ -439,26 +440,6 @@ impl Intake {
         };
         pending.deliveries.push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?);
         Ok(())
-    }
-}
-
-/// Retries a store call until it succeeds: Redis being away must hold
-/// records back, never drop them.
-async fn retrying<T, F, Fut>(mut call: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let mut wait = Duration::from_millis(50);
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                tracing::warn!(error = %e, "store unavailable; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
     }
 }
 

@@ -37,6 +37,18 @@ impl Infra {
         Infra { kafka, redis }
     }
 
+    /// Email through the in-process SMTP relay and SMS through a Twilio fake,
+    /// and the configuration that uses them.
+    pub async fn email_and_sms(&self) -> (smtp::SmtpServer, wiremock::MockServer, Config) {
+        let smtp = smtp::SmtpServer::start().await;
+        let twilio = fakes::twilio().await;
+        let config = self.config(
+            &smtp_and_twilio(smtp.port, &twilio.uri()),
+            &[(Channel::Email, &["smtp"]), (Channel::Sms, &["twilio"])],
+        );
+        (smtp, twilio, config)
+    }
+
     /// Environment overrides that point a `tidings` process at this infrastructure.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

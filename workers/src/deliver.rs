@@ -21,13 +21,13 @@ use crate::render::Renderer;
 use chrono::Utc;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers, notification_id};
+use tidings_core::persist::until_ok;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
@@ -92,14 +92,14 @@ impl Deliverer {
                     providers_tried: vec![],
                     first_failure: Utc::now(),
                 };
-                self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+                until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
                 return;
             }
         };
         tracing::Span::current().record("notification_id", n.notification_id.as_str());
         let lease = self.config.worker.claim_lease;
         loop {
-            match self.must("claim", || self.store.claim(&n.notification_id, &self.owner, lease)).await {
+            match until_ok("claim", || self.store.claim(&n.notification_id, &self.owner, lease)).await {
                 Claim::Acquired => break,
                 Claim::Done(record) => return self.duplicate(&n, &record).await,
                 // Another worker is sending it (a rebalance moved the partition
@@ -114,7 +114,7 @@ impl Deliverer {
     /// Everything between the claim and the outcome.
     async fn deliver(&self, input: &Input, n: &Notification) -> StatusRecord {
         let users = [n.user_id.clone()];
-        let prefs = self.must("read preferences", || self.store.prefs_many(&users)).await;
+        let prefs = until_ok("read preferences", || self.store.prefs_many(&users)).await;
         let prefs = prefs.into_iter().next().flatten().map(|json| Preferences::parse(&json));
         let prefs = match prefs {
             None => return self.suppressed(n, format!("no preferences for user {}", n.user_id)),
@@ -134,7 +134,7 @@ impl Deliverer {
                     providers_tried: vec![],
                     first_failure: Utc::now(),
                 };
-                self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+                until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
                 return self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
             }
         };
@@ -211,7 +211,7 @@ impl Deliverer {
             providers_tried: failed.providers_tried,
             first_failure: failed.first_failure,
         };
-        self.must("dead-letter", || self.dead_letter(input, &letter)).await;
+        until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
         s.state = State::DeadLettered;
         s.with_error(Some(class), failed.error.to_string())
     }
@@ -236,7 +236,7 @@ impl Deliverer {
             ..n.clone()
         };
         let topic = channel.topic(Priority::Critical);
-        self.must("publish the fallback", || async {
+        until_ok("publish the fallback", || async {
             let passed_on = input
                 .headers
                 .iter()
@@ -254,11 +254,11 @@ impl Deliverer {
         let ttl = self.config.worker.dedupe_ttl;
         let mut record = DedupeRecord { status, published: false };
         let json = serde_json::to_string(&record).expect("records serialize to JSON");
-        self.must("record outcome", || self.store.finish(&n.notification_id, &json, ttl)).await;
-        self.must("write status", || self.publish(&record.status)).await;
+        until_ok("record outcome", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        until_ok("write status", || self.publish(&record.status)).await;
         record.published = true;
         let json = serde_json::to_string(&record).expect("records serialize to JSON");
-        self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        until_ok("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
         tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
         metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => record.status.state.as_str())
             .increment(1);
@@ -269,15 +269,15 @@ impl Deliverer {
         if let Ok(mut record) = serde_json::from_str::<DedupeRecord>(raw) {
             if !record.published {
                 // The worker that sent it died before its status was acknowledged.
-                self.must("write status", || self.publish(&record.status)).await;
+                until_ok("write status", || self.publish(&record.status)).await;
                 record.published = true;
                 let json = serde_json::to_string(&record).expect("records serialize to JSON");
                 let ttl = self.config.worker.dedupe_ttl;
-                self.must("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
+                until_ok("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
             }
         }
         let status = self.status(n, State::Duplicate);
-        self.must("write status", || self.publish(&status)).await;
+        until_ok("write status", || self.publish(&status)).await;
     }
 
     fn status(&self, n: &Notification, state: State) -> StatusRecord {
@@ -305,27 +305,6 @@ impl Deliverer {
             enqueue_dead_letter(&self.producer, &topic, input.key.as_deref(), input.payload.as_deref(), &dl).await?,
         )
         .await
-    }
-
-    /// Retries an infrastructure call (Redis, Kafka) until it succeeds: an
-    /// outage holds the message back, it never skips it.
-    async fn must<T, E, F, Fut>(&self, what: &str, mut call: F) -> T
-    where
-        E: std::fmt::Display,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match call().await {
-                Ok(v) => return v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "{what} failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
     }
 }
 

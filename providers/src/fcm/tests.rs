@@ -31,6 +31,14 @@ async fn grant(server: &MockServer, expires_in: u64) {
         .await;
 }
 
+async fn accept_sends(server: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path(SEND))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "m"})))
+        .mount(server)
+        .await;
+}
+
 fn push(tokens: &[(&str, &str)]) -> Outgoing {
     Outgoing {
         notification_id: "n1".into(),
@@ -81,11 +89,7 @@ async fn the_access_token_is_cached_and_refreshed_before_expiry() {
     let server = MockServer::start().await;
     // Ten minutes: cached (it is refreshed five minutes before expiry).
     grant(&server, 600).await;
-    Mock::given(method("POST"))
-        .and(path(SEND))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "m"})))
-        .mount(&server)
-        .await;
+    accept_sends(&server).await;
     let provider = fcm(&server).await;
     for _ in 0..3 {
         provider.send(&push(&[("fcm", "t1")])).await.unwrap();
@@ -96,11 +100,7 @@ async fn the_access_token_is_cached_and_refreshed_before_expiry() {
     // Four minutes: inside the refresh margin, so every send fetches a new one.
     let server = MockServer::start().await;
     grant(&server, 240).await;
-    Mock::given(method("POST"))
-        .and(path(SEND))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "m"})))
-        .mount(&server)
-        .await;
+    accept_sends(&server).await;
     let provider = fcm(&server).await;
     provider.send(&push(&[("fcm", "t1")])).await.unwrap();
     provider.send(&push(&[("fcm", "t1")])).await.unwrap();
