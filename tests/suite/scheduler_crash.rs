@@ -2,10 +2,9 @@
 //! to their channel topic: a restarted scheduler loses nothing, and after the
 //! worker's dedupe nothing is sent twice.
 
-mod harness;
-
-use harness::smtp::SmtpServer;
-use harness::{smtp_and_twilio, user, Infra, StatusWatch};
+use crate::harness;
+use crate::harness::smtp::SmtpServer;
+use crate::harness::{smtp_and_twilio, user, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The SMTP adapter against a real SMTP server in the test process.
 
-mod harness;
-
-use harness::smtp::SmtpServer;
+use crate::harness::smtp::SmtpServer;
 use tidings_core::config::SmtpConfig;
 use tidings_providers::smtp::Smtp;
 use tidings_providers::{Content, ErrorKind, Outgoing, Provider};

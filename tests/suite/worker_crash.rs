@@ -2,10 +2,9 @@
 //! commits: after a restart nothing is lost, and nothing whose dedupe record
 //! was written is sent twice.
 
-mod harness;
-
-use harness::smtp::SmtpServer;
-use harness::{order_event, smtp_and_twilio, Infra, StatusWatch};
+use crate::harness;
+use crate::harness::smtp::SmtpServer;
+use crate::harness::{order_event, smtp_and_twilio, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -3,9 +3,7 @@
 //! delivers at the window's end; critical messages bypass; opt-outs hold at
 //! intake and again at delivery.
 
-mod harness;
-
-use harness::{Infra, StatusWatch};
+use crate::harness::{Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};

@@ -1,10 +1,9 @@
 //! Intake choices an operator configures: unknown types, and how soon a
 //! preference change reaches intake through its cache.
 
-mod harness;
-
-use harness::smtp::SmtpServer;
-use harness::{order_event, smtp_and_twilio, Infra, StatusWatch};
+use crate::harness;
+use crate::harness::smtp::SmtpServer;
+use crate::harness::{order_event, smtp_and_twilio, Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};

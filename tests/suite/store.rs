@@ -1,8 +1,7 @@
 //! The store's semantics, checked the same way against a real `redis-server`
 //! and against the in-process store `tidings dev` falls back to.
 
-mod harness;
-
+use crate::harness;
 use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -1,10 +1,9 @@
 //! Bad input ends on a dead-letter topic or as `suppressed` with its reason,
 //! while the rest flows.
 
-mod harness;
-
-use harness::smtp::SmtpServer;
-use harness::{email_user, order_event, smtp_and_twilio, Infra, StatusWatch};
+use crate::harness;
+use crate::harness::smtp::SmtpServer;
+use crate::harness::{email_user, order_event, smtp_and_twilio, Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};

@@ -1,9 +1,7 @@
 //! The whole fleet through its real roles: intake → mock cluster → workers →
 //! a real SMTP server and a wiremock Twilio, with a real Redis.
 
-mod harness;
-
-use harness::{fakes, order_event, terminal_counts, user, Infra, StatusWatch};
+use crate::harness::{fakes, order_event, terminal_counts, user, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,6 @@
 //! - [`fakes`]: wiremock servers speaking the providers' APIs.
 //! - [`smtp`]: a real SMTP server in the test process that records, fails or stalls.
 //! - [`StatusWatch`]: reads `tidings.status` and waits, with a deadline, for outcomes.
-#![allow(dead_code)]
 
 pub mod fakes;
 pub mod smtp;
@@ -105,6 +104,8 @@ pub fn config_file(
     text.truncate(text.find("# ---- Channels").unwrap());
     text.push_str(providers);
     text.push_str(channels);
+    // Processes of concurrent tests each serve metrics, on a port of their own.
+    text = text.replace("listen = \"0.0.0.0:9464\"", "listen = \"127.0.0.1:0\"");
     for (from, to) in replace {
         assert!(text.contains(from), "{from} is not in the example config");
         text = text.replace(from, to);

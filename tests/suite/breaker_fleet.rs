@@ -1,8 +1,7 @@
 //! A breaker opened by one worker reaches the other workers of the fleet
 //! through Redis, and they stop calling the provider too.
 
-mod harness;
-
+use crate::harness;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::embedded::RedisServer;

@@ -2,10 +2,9 @@
 //! the breaker probes and closes; with every provider down nothing is burnt
 //! into the dead-letter topic; a critical message falls back to SMS.
 
-mod harness;
-
-use harness::smtp::SmtpServer;
-use harness::{fakes, order_event, Infra, StatusWatch};
+use crate::harness;
+use crate::harness::smtp::SmtpServer;
+use crate::harness::{fakes, order_event, Infra, StatusWatch};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,18 @@
+//! The integration suite: every test that runs the real parts together, in
+//! one binary so that the suite links once.
+
+mod harness;
+
+mod bad_input;
+mod breaker_fleet;
+mod config;
+mod failover;
+mod fleet_end_to_end;
+mod intake_routing;
+mod metrics;
+mod prefs;
+mod quiet_hours_end_to_end;
+mod scheduler_crash;
+mod smtp_provider;
+mod store;
+mod worker_crash;
