@@ -14,6 +14,10 @@ pub const PROVIDERS_TRIED: &str = "dlq_providers_tried";
 pub const FIRST_FAILURE: &str = "dlq_first_failure_at";
 pub const LAST_FAILURE: &str = "dlq_last_failure_at";
 
+/// The original "topic" of a dead letter that came off the deferral schedule
+/// in Redis rather than from a Kafka topic; such a letter is not replayed.
+pub const SCHEDULE: &str = "tidings:schedule";
+
 /// Everything a dead-letter record says about its failure.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

@@ -6,15 +6,33 @@
 //! once. A member is removed only after Kafka acknowledged it; a scheduler
 //! that dies in between leaves the claim to expire, and the member is
 //! published again: the worker's dedupe turns that copy into a `duplicate`.
+//! An entry that cannot be read goes to `tidings.intake.dlq` (class
+//! `poison`), unchanged, before it leaves the schedule.
 
 use rdkafka::producer::FutureProducer;
 use std::future::Future;
 use std::sync::Arc;
-use tidings_core::kafka::{self, delivered, enqueue_json};
+use tidings_core::channel::INTAKE_DLQ_TOPIC;
+use tidings_core::dead_letter::{self, DeadLetter};
+use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, Deferred};
 use tidings_core::progress::Progress;
+use tidings_core::status::ErrorClass;
 use tidings_core::store::{lane, SharedStore, StoreError};
-use tidings_core::{Clock, Config};
+use tidings_core::{Channel, Clock, Config};
+
+/// As much of a deferred entry as names its lane, for an entry that does not
+/// read whole (written by another version, say).
+#[derive(serde::Deserialize)]
+struct LaneOf {
+    notification: LaneFields,
+}
+
+#[derive(serde::Deserialize)]
+struct LaneFields {
+    user_id: String,
+    channel: Channel,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -70,12 +88,31 @@ pub async fn release_due(
         }
         let mut pending = Vec::with_capacity(claimed.len());
         for member in &claimed {
-            let Ok(held) = serde_json::from_str::<Deferred>(member) else {
-                // Not ours to read: dropped, so it cannot block the schedule. Its
-                // lane, if any, expires on its own.
-                tracing::error!("unreadable deferred entry dropped from the schedule");
-                store.remove_deferred("", member).await?;
-                continue;
+            let held = match serde_json::from_str::<Deferred>(member) {
+                Ok(held) => held,
+                Err(e) => {
+                    // Kept for an operator, so it cannot block the schedule. When not
+                    // even its lane reads, that lane keeps a place no entry holds:
+                    // the user's later messages on it pass through the schedule.
+                    tracing::error!(error = %e, "unreadable deferred entry dead-lettered");
+                    let owner = serde_json::from_str::<LaneOf>(member).ok().map(|o| o.notification);
+                    let letter = DeadLetter {
+                        original_topic: dead_letter::SCHEDULE.into(),
+                        original_partition: -1,
+                        original_offset: -1,
+                        error_class: ErrorClass::Poison,
+                        error: format!("unreadable deferred entry: {e}"),
+                        attempts: 0,
+                        providers_tried: vec![],
+                        first_failure: clock.now(),
+                        last_failure: clock.now(),
+                    };
+                    let key = owner.as_ref().map(|o| o.user_id.as_bytes());
+                    let delivery =
+                        enqueue_dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;
+                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, false));
+                    continue;
+                }
             };
             let n = &held.notification;
             let mut pairs = vec![(h::CORRELATION_ID, held.correlation_id.as_str())];
@@ -85,12 +122,12 @@ pub async fn release_due(
             let delivery =
                 enqueue_json(producer, &n.channel.topic(n.priority), &n.user_id, n, Some(kafka::headers(pairs)))
                     .await?;
-            pending.push((lane(&n.user_id, n.channel), member, delivery));
+            pending.push((Some(lane(&n.user_id, n.channel)), member, delivery, true));
         }
-        for (lane, member, delivery) in pending {
+        for (lane, member, delivery, published) in pending {
             delivered(delivery).await?;
-            store.remove_deferred(&lane, member).await?;
-            released += 1;
+            store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
+            released += u64::from(published);
         }
         if claimed.len() < s.batch {
             return Ok(released);

@@ -5,7 +5,8 @@
 //! under its own consumer group, so a record is replayed once however often
 //! the command runs. A replayed channel notification has its outcome
 //! forgotten first, so the worker delivers it instead of calling it a
-//! duplicate.
+//! duplicate. A dead letter from the deferral schedule (an entry that did
+//! not read) has no topic to go back to: replay leaves it, and `list` shows it.
 
 use crate::cli::DlqCommand;
 use crate::fleet;
@@ -77,7 +78,14 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
                 Ok(())
             })?;
             let mut offsets = TopicPartitionList::new();
+            let mut replayed = 0;
+            let mut left = 0;
             for (target, partition, offset, key, value) in &records {
+                offsets.add_partition_offset(&topic, *partition, Offset::Offset(offset + 1))?;
+                if target == dead_letter::SCHEDULE {
+                    left += 1;
+                    continue;
+                }
                 if topic != INTAKE_DLQ_TOPIC {
                     if let Some(n) = value.as_deref().and_then(|v| serde_json::from_slice::<Notification>(v).ok()) {
                         store.forget(&n.notification_id).await?;
@@ -91,12 +99,15 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
                     record = record.payload(v);
                 }
                 kafka::delivered(kafka::enqueue(&producer, record).await?).await?;
-                offsets.add_partition_offset(&topic, *partition, Offset::Offset(offset + 1))?;
+                replayed += 1;
             }
             if !records.is_empty() {
                 consumer.commit(&offsets, CommitMode::Sync)?;
             }
-            println!("replayed {} dead letters from {topic}", records.len());
+            println!("replayed {replayed} dead letters from {topic}");
+            if left > 0 {
+                println!("left {left} from the deferral schedule, which cannot be replayed: see `tidings dlq list`");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

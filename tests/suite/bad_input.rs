@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};
 use tidings_core::channel::INTAKE_DLQ_TOPIC;
+use tidings_core::dead_letter;
 use tidings_core::notification::notification_id;
+use tidings_core::store::lane;
 use tidings_core::{Channel, Clock, State};
+use tidings_intake::scheduler::release_due;
 
 /// Every dead letter on `topic`: (value, error header), until `n` arrive or the deadline.
 fn dead_letters(config: &tidings_core::Config, topic: &str, n: usize) -> Vec<(String, String)> {
@@ -111,4 +114,51 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
     assert_eq!(letters.len(), 1);
     assert_eq!(smtp.received().len(), 0, "nothing blank reached an inbox");
     fleet.shutdown().await.unwrap();
+}
+
+/// An entry on the deferral schedule that does not read (another version
+/// wrote it, or someone by hand) is dead-lettered unchanged, its lane freed
+/// when the lane still reads, and the schedule goes on; `dlq replay` leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_deferred_entry_is_dead_lettered_and_the_schedule_goes_on() {
+    let infra = Infra::start();
+    let config = infra.config(&smtp_and_twilio(9, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    let store = fleet::open_store(&config).await.unwrap();
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let garbage = "not json at all";
+    let older = r#"{"notification": {"user_id": "u-7", "channel": "email", "shape": "old"}}"#;
+    let u7 = lane("u-7", Channel::Email);
+    store.defer("u-3:email", garbage, due).await.unwrap();
+    store.defer(&u7, older, due).await.unwrap();
+
+    let producer = tidings_core::kafka::producer(&config.kafka).unwrap();
+    let released = release_due(&config, &store, &producer, &Clock::system()).await.unwrap();
+    assert_eq!(released, 0, "nothing readable was published");
+    assert_eq!(store.deferred_len().await.unwrap(), 0, "both left the schedule");
+    let holds = store.hydrate(&[], std::slice::from_ref(&u7)).await.unwrap().holds;
+    assert_eq!(holds, vec![None], "the lane that still read was freed");
+
+    let letters = harness::read_topic(&config, INTAKE_DLQ_TOPIC, 2);
+    assert_eq!(letters.len(), 2);
+    for value in [garbage, older] {
+        let letter = letters.iter().find(|r| r.value == value).expect("the entry, unchanged");
+        assert_eq!(letter.headers[dead_letter::ERROR_CLASS], "poison");
+        assert_eq!(letter.headers[dead_letter::ORIGINAL_TOPIC], dead_letter::SCHEDULE);
+        assert!(letter.headers[dead_letter::ERROR].starts_with("unreadable deferred entry"));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = harness::config_file(dir.path(), "", "", &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["dlq", "replay", "--from", "intake"])
+        .env("TIDINGS_CONFIG", &file)
+        .envs(infra.env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("replayed 0 dead letters") && stdout.contains("left 2 from the deferral schedule"),
+        "{stdout}"
+    );
 }
