@@ -96,6 +96,7 @@ pub async fn release_due(
                     // the user's later messages on it pass through the schedule.
                     tracing::error!(error = %e, "unreadable deferred entry dead-lettered");
                     let owner = serde_json::from_str::<LaneOf>(member).ok().map(|o| o.notification);
+                    let now = clock.now();
                     let letter = DeadLetter {
                         original_topic: dead_letter::SCHEDULE.into(),
                         original_partition: -1,
@@ -104,8 +105,8 @@ pub async fn release_due(
                         error: format!("unreadable deferred entry: {e}"),
                         attempts: 0,
                         providers_tried: vec![],
-                        first_failure: clock.now(),
-                        last_failure: clock.now(),
+                        first_failure: now,
+                        last_failure: now,
                     };
                     let key = owner.as_ref().map(|o| o.user_id.as_bytes());
                     let delivery =
