@@ -33,6 +33,21 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// Input that cannot be read: one attempt, no provider, failing now.
+    pub fn poison(original_topic: &str, partition: i32, offset: i64, error: String, now: DateTime<Utc>) -> Self {
+        DeadLetter {
+            original_topic: original_topic.to_string(),
+            original_partition: partition,
+            original_offset: offset,
+            error_class: ErrorClass::Poison,
+            error,
+            attempts: 1,
+            providers_tried: Vec::new(),
+            first_failure: now,
+            last_failure: now,
+        }
+    }
+
     /// The headers, as (name, value) pairs.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         vec![

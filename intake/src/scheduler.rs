@@ -17,7 +17,6 @@ use tidings_core::dead_letter::{self, DeadLetter};
 use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, Deferred};
 use tidings_core::progress::Progress;
-use tidings_core::status::ErrorClass;
 use tidings_core::store::{lane, SharedStore, StoreError};
 use tidings_core::{Channel, Clock, Config};
 
@@ -96,18 +95,8 @@ pub async fn release_due(
                     // the user's later messages on it pass through the schedule.
                     tracing::error!(error = %e, "unreadable deferred entry dead-lettered");
                     let owner = serde_json::from_str::<LaneOf>(member).ok().map(|o| o.notification);
-                    let now = clock.now();
-                    let letter = DeadLetter {
-                        original_topic: dead_letter::SCHEDULE.into(),
-                        original_partition: -1,
-                        original_offset: -1,
-                        error_class: ErrorClass::Poison,
-                        error: format!("unreadable deferred entry: {e}"),
-                        attempts: 0,
-                        providers_tried: vec![],
-                        first_failure: now,
-                        last_failure: now,
-                    };
+                    let error = format!("unreadable deferred entry: {e}");
+                    let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error, clock.now());
                     let key = owner.as_ref().map(|o| o.user_id.as_bytes());
                     let delivery =
                         enqueue_dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;

@@ -37,7 +37,6 @@ use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
-use tidings_core::status::ErrorClass;
 use tidings_core::store::{lane, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 use tokio::sync::mpsc;
@@ -423,17 +422,7 @@ impl Intake {
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         tracing::warn!(topic = %read.topic, partition = read.partition, offset = read.offset, %reason, "input dead-lettered");
-        let letter = DeadLetter {
-            original_topic: read.topic.to_string(),
-            original_partition: read.partition,
-            original_offset: read.offset,
-            error_class: ErrorClass::Poison,
-            error: reason,
-            attempts: 1,
-            providers_tried: Vec::new(),
-            first_failure: now,
-            last_failure: now,
-        };
+        let letter = DeadLetter::poison(&read.topic, read.partition, read.offset, reason, now);
         let (key, value) = match &read.decoded {
             Decoded::Rejected { key, value, .. } => (key.as_deref(), value.as_deref()),
             Decoded::Routed(..) => (None, None),
