@@ -20,14 +20,20 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     Ok(Arc::new(store))
 }
 
-/// The providers of `channel`, in failover order.
+/// The providers of `channel`, in failover order. A provider that cannot
+/// deliver on the channel it is listed for is a configuration error.
 pub fn providers(config: &Config, channel: Channel) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
     let names = config.channels.get(&channel).map(|c| c.providers.as_slice()).unwrap_or_default();
     names
         .iter()
         .map(|name| {
             let c = config.providers.get(name).with_context(|| format!("provider `{name}` is not configured"))?;
-            tidings_providers::build(name, c).map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))
+            let provider = tidings_providers::build(name, c).map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))?;
+            anyhow::ensure!(
+                provider.serves(channel),
+                "channels.{channel}: provider `{name}` does not deliver {channel}"
+            );
+            Ok(provider)
         })
         .collect()
 }
@@ -121,7 +127,7 @@ impl Fleet {
         self.token.cancel();
         let mut result = Ok(());
         while let Some(r) = self.tasks.join_next().await {
-            if let Ok(Err(e)) = r {
+            if let Err(e) = ended(r) {
                 result = Err(e);
             }
         }
@@ -133,7 +139,7 @@ impl Fleet {
         tokio::select! {
             _ = shutdown => {}
             Some(r) = self.tasks.join_next() => {
-                if let Ok(Err(e)) = r {
+                if let Err(e) = ended(r) {
                     self.token.cancel();
                     while self.tasks.join_next().await.is_some() {}
                     return Err(e);
@@ -141,5 +147,14 @@ impl Fleet {
             }
         }
         self.shutdown().await
+    }
+}
+
+/// How a role's task ended: a role that panicked failed, it did not stop cleanly.
+fn ended(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(anyhow::anyhow!("a role panicked: {e}")),
+        Err(_) => Ok(()),
     }
 }

@@ -115,9 +115,14 @@ pub enum UnknownTypes {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Notifications in flight at once per worker process (ordered per user).
+    /// Notifications being delivered at once per consumer (one per priority),
+    /// ordered per user. A record waiting for its user's earlier one takes no place here.
     #[serde(default = "default_worker_in_flight")]
     pub max_in_flight: usize,
+    /// Records read and not yet finished per consumer (delivering, or waiting for
+    /// their user's turn or a place in flight); reading pauses beyond it, polling does not.
+    #[serde(default = "default_worker_buffered")]
+    pub max_buffered: usize,
     /// How long a send claim holds before another worker may take the notification over.
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub claim_lease: Duration,
@@ -130,6 +135,9 @@ pub struct WorkerConfig {
     /// Circuit breaker per provider.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// What happens after an ambiguous answer (the request was written, no answer came).
+    #[serde(default)]
+    pub ambiguous: AmbiguityConfig,
     /// How long shutdown waits for in-flight sends before abandoning them (they are redelivered).
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -151,6 +159,46 @@ pub struct RetryConfig {
     /// every one of them is dead-lettered, counted only while no breaker is open.
     #[serde(default = "default_passes")]
     pub passes: u32,
+}
+
+/// Per priority: what an ambiguous answer (a timeout or a cut connection after
+/// the request was written: the provider may have accepted it) leads to. It is
+/// never sent again through another provider or channel.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmbiguityConfig {
+    #[serde(default = "at_least_once")]
+    pub critical: Ambiguity,
+    #[serde(default = "at_most_once")]
+    pub normal: Ambiguity,
+    #[serde(default = "at_most_once")]
+    pub bulk: Ambiguity,
+}
+
+impl AmbiguityConfig {
+    pub fn of(&self, priority: Priority) -> Ambiguity {
+        match priority {
+            Priority::Critical => self.critical,
+            Priority::Normal => self.normal,
+            Priority::Bulk => self.bulk,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ambiguity {
+    /// Retry on the same provider: the user may get a second copy (counted).
+    AtLeastOnce,
+    /// End as `unconfirmed`, with the reason: never a second copy.
+    AtMostOnce,
+}
+
+fn at_least_once() -> Ambiguity {
+    Ambiguity::AtLeastOnce
+}
+fn at_most_once() -> Ambiguity {
+    Ambiguity::AtMostOnce
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +408,9 @@ pub struct WebhookConfig {
     /// Allow destinations on loopback, link-local and private addresses (tests, internal hooks).
     #[serde(default)]
     pub allow_private: bool,
+    /// Calls at once to one destination (scheme, host, port), across users.
+    #[serde(default = "default_per_destination")]
+    pub max_per_destination: usize,
     #[serde(default = "default_provider_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -468,6 +519,12 @@ impl Config {
                 return bad(format!("events.\"{ty}\": fallback is for critical events only"));
             }
         }
+        if self.worker.max_in_flight == 0 || self.worker.max_buffered < self.worker.max_in_flight {
+            return bad("worker: max_in_flight must be at least 1 and max_buffered at least max_in_flight".into());
+        }
+        if self.worker.claim_lease < Duration::from_millis(300) {
+            return bad("worker.claim_lease must be at least 300ms: it is renewed every third of it".into());
+        }
         let b = &self.worker.breaker;
         if !(0.0..=1.0).contains(&b.failure_rate) || !(0.0..=1.0).contains(&b.slow_call_rate) {
             return bad("worker.breaker: failure_rate and slow_call_rate must be within 0.0..=1.0".into());
@@ -539,6 +596,12 @@ fn default_cache_ttl() -> Duration {
 }
 fn default_worker_in_flight() -> usize {
     256
+}
+fn default_per_destination() -> usize {
+    8
+}
+fn default_worker_buffered() -> usize {
+    4096
 }
 fn default_lease() -> Duration {
     Duration::from_secs(30)
@@ -636,6 +699,7 @@ default_via_serde!(
     IntakeConfig,
     WorkerConfig,
     RetryConfig,
+    AmbiguityConfig,
     BreakerConfig,
     SchedulerConfig,
     TemplatesConfig

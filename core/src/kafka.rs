@@ -10,10 +10,22 @@ use std::time::Duration;
 
 /// The cluster address and the configured librdkafka options.
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    tuned(kafka, &[], &[])
+}
+
+/// `defaults`, then the configured options (an operator's setting wins), then
+/// `fixed`: the settings Tidings' guarantees rest on, which no option may change.
+fn tuned(kafka: &KafkaConfig, defaults: &[(&str, &str)], fixed: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    for (k, v) in defaults {
+        config.set(*k, *v);
+    }
     for (k, v) in &kafka.options {
         config.set(k, v);
+    }
+    for (k, v) in fixed {
+        config.set(*k, *v);
     }
     config
 }
@@ -21,27 +33,35 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 /// An idempotent producer: per-partition order holds across retries, and a
 /// retried batch is never written twice.
 pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
-    client_config(kafka)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "60000")
-        .create()
+    tuned(
+        kafka,
+        &[("linger.ms", "5"), ("compression.type", "lz4"), ("message.timeout.ms", "60000")],
+        &[("enable.idempotence", "true")],
+    )
+    .create()
 }
 
-/// A consumer that stores offsets only when told to (once an outcome is
-/// durable) and commits what was stored in the background.
+/// Consumer settings: offsets are stored only when told to (once an outcome
+/// is durable) and what was stored is committed in the background. Session
+/// and poll intervals may be tuned in `kafka.options`; the roles keep polling
+/// while they hold work, so an outage never outlasts `max.poll.interval.ms`.
+pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+    tuned(
+        kafka,
+        &[
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ],
+        &[("group.id", group), ("enable.auto.commit", "true"), ("enable.auto.offset.store", "false")],
+    )
+}
+
+/// A consumer with [`consumer_config`].
 pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer> {
-    client_config(kafka)
-        .set("group.id", group)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .create()
+    consumer_config(kafka, group).create()
 }
 
 /// Builds Kafka headers from (name, value) pairs.

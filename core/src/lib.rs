@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`backoff`]: the exponential backoff with full jitter every retry loop uses.
 //! - [`channel`]: delivery channels and priorities, and the topic names they map to.
 //! - [`event`]: CloudEvents 1.0 input, structured and binary mode.
 //! - [`notification`]: the record intake writes to a channel topic, with its deterministic id.
@@ -16,6 +17,7 @@
 //! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
 //! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
 
+pub mod backoff;
 pub mod channel;
 pub mod clock;
 pub mod config;

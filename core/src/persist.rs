@@ -1,25 +1,27 @@
 //! Retrying infrastructure calls (Redis, Kafka) until they succeed: an
 //! outage holds a message back, it never skips or drops it.
 
+use crate::backoff::Backoff;
 use std::future::Future;
 use std::time::Duration;
 
-/// Calls `call` until it succeeds, backing off from 50 ms to 5 s between
-/// tries and logging each failure as `what`.
+/// Calls `call` until it succeeds, backing off (full jitter, ceilings from
+/// 50 ms to 5 s) between tries and logging each failure as `what`.
 pub async fn until_ok<T, E, F, Fut>(what: &str, mut call: F) -> T
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut wait = Duration::from_millis(50);
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut failures = 0u32;
     loop {
         match call().await {
             Ok(v) => return v,
             Err(e) => {
                 tracing::warn!(error = %e, "{what} failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.delay(failures)).await;
+                failures = failures.saturating_add(1);
             }
         }
     }

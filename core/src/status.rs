@@ -15,6 +15,10 @@ pub enum State {
     FailedOver,
     DeadLettered,
     Duplicate,
+    /// The provider may or may not have taken it: the request was written and
+    /// no answer came. Under `at_most_once` this ends the notification, with
+    /// the reason, instead of risking a second copy.
+    Unconfirmed,
 }
 
 impl State {
@@ -31,6 +35,7 @@ impl State {
             State::FailedOver => "failed_over",
             State::DeadLettered => "dead_lettered",
             State::Duplicate => "duplicate",
+            State::Unconfirmed => "unconfirmed",
         }
     }
 }

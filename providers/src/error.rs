@@ -30,6 +30,10 @@ pub struct ProviderError {
     /// The failure belongs to the recipient's own endpoint (a user's webhook),
     /// not to the provider: it is retried, but does not count against the breaker.
     pub recipient_fault: bool,
+    /// The request was written and no answer came (a timeout, a cut
+    /// connection): the provider may have accepted the message. Never resent
+    /// through another provider; the priority's ambiguity policy decides.
+    pub ambiguous: bool,
 }
 
 impl ProviderError {
@@ -41,6 +45,10 @@ impl ProviderError {
     }
     pub fn down(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ProviderDown, message)
+    }
+    /// The request went out and no answer came back.
+    pub fn ambiguous(message: impl Into<String>) -> Self {
+        ProviderError { ambiguous: true, ..Self::transient(message) }
     }
     pub fn invalid_recipient(message: impl Into<String>) -> Self {
         ProviderError { invalid_recipient: true, ..Self::permanent(message) }
@@ -60,17 +68,29 @@ impl ProviderError {
             retry_after: None,
             invalid_recipient: false,
             recipient_fault: false,
+            ambiguous: false,
         }
     }
 
-    /// Classifies a transport-level HTTP client failure.
+    /// The failure happened before the message was handed over (fetching a
+    /// token, say): whatever it was, the message was not sent.
+    pub fn before_sending(mut self) -> Self {
+        self.ambiguous = false;
+        self
+    }
+
+    /// Classifies a transport-level HTTP client failure. Only a failure to
+    /// connect proves the request never left; a timeout or a connection cut
+    /// later may have come after the provider took it.
     pub fn from_http(err: &reqwest::Error) -> Self {
-        if err.is_timeout() {
-            Self::transient(format!("timed out: {err}"))
-        } else if err.is_connect() {
+        if err.is_connect() {
             Self::down(format!("cannot connect: {err}"))
+        } else if err.is_builder() {
+            Self::permanent(format!("cannot build the request: {err}"))
+        } else if err.is_timeout() {
+            Self::ambiguous(format!("no answer in time: {err}"))
         } else {
-            Self::transient(format!("request failed: {err}"))
+            Self::ambiguous(format!("request failed with no answer: {err}"))
         }
     }
 }

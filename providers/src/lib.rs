@@ -55,6 +55,12 @@ pub trait Provider: Send + Sync {
         true
     }
 
+    /// Whether each call goes to the recipient's own endpoint (webhooks): its
+    /// slowness and failures are that recipient's, and move no breaker.
+    fn calls_recipients(&self) -> bool {
+        false
+    }
+
     /// Sends one message. The call is bounded by the provider's own timeout.
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError>;
 }

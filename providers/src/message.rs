@@ -32,6 +32,20 @@ impl Content {
             Content::Webhook { .. } => Channel::Webhook,
         }
     }
+
+    /// What the message is, for an error saying no provider takes it
+    /// (`email`, or `push to apns` naming the platforms).
+    pub fn kind(&self) -> String {
+        match self {
+            Content::Push { tokens, .. } => {
+                let mut platforms: Vec<&str> = tokens.iter().map(|t| t.platform.as_str()).collect();
+                platforms.sort_unstable();
+                platforms.dedup();
+                format!("push to {}", platforms.join("+"))
+            }
+            other => other.channel().to_string(),
+        }
+    }
 }
 
 /// What the provider said when it accepted the message.

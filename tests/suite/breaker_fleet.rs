@@ -5,11 +5,13 @@ use crate::harness;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::embedded::RedisServer;
-use tidings_core::config::{BreakerConfig, RetryConfig, TwilioConfig};
+use tidings_core::config::{Ambiguity, BreakerConfig, RetryConfig, TwilioConfig};
 use tidings_core::store::{RedisStore, SharedStore};
 use tidings_providers::twilio::Twilio;
 use tidings_providers::{Content, Outgoing, Provider};
-use tidings_workers::chain::{Chain, WhenDown};
+use tidings_workers::chain::{Chain, Outcome, WhenDown};
+use tidings_workers::retry::Policy;
+use tokio_util::sync::CancellationToken;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -22,8 +24,14 @@ fn chain(twilio_url: &str, store: SharedStore) -> Chain {
     let breaker: BreakerConfig =
         serde_json::from_value(serde_json::json!({"min_calls": 3, "failure_rate": 0.5, "reset_timeout": "60s"}))
             .unwrap();
+    Chain::new(vec![provider], &breaker, Some(store))
+}
+
+/// One attempt, one pass, then give up.
+fn once(chain: &Chain) -> impl std::future::Future<Output = Outcome> + '_ {
     let retry: RetryConfig = serde_json::from_value(serde_json::json!({"attempts": 1, "passes": 1})).unwrap();
-    Chain::new(vec![provider], retry, &breaker, Some(store))
+    let policy = Policy::new(&retry, Ambiguity::AtMostOnce);
+    async move { chain.send(&sms(), &policy, WhenDown::GiveUp, &CancellationToken::new()).await }
 }
 
 fn sms() -> Outgoing {
@@ -44,7 +52,7 @@ async fn one_workers_open_breaker_stops_the_others() {
 
     // The first worker sees the provider fail and opens its breaker.
     for _ in 0..3 {
-        assert!(first.send(&sms(), WhenDown::GiveUp).await.is_err());
+        assert!(matches!(once(&first).await, Outcome::Failed(_)));
     }
     assert!(first.all_open());
     assert!(!second.all_open(), "the second has not heard yet");
@@ -61,7 +69,7 @@ async fn one_workers_open_breaker_stops_the_others() {
     )
     .await;
     let calls = twilio.received_requests().await.unwrap().len();
-    let e = second.send(&sms(), WhenDown::GiveUp).await.unwrap_err();
+    let Outcome::Failed(e) = once(&second).await else { panic!("the second worker sent") };
     assert!(e.error.message.contains("every provider of the channel is open"), "{}", e.error);
     assert_eq!(twilio.received_requests().await.unwrap().len(), calls, "the second worker made no call");
 }

@@ -13,17 +13,7 @@ use tidings_core::notification::notification_id;
 use tidings_core::{Channel, Clock, Config, State};
 
 fn providers(sendgrid: &str, smtp_port: u16, twilio: &str) -> String {
-    format!(
-        r#"
-[providers.sendgrid]
-kind = "sendgrid"
-base_url = "{sendgrid}"
-api_key = "SG.key"
-from = "Shop <no-reply@shop.example>"
-timeout = "5s"
-{}"#,
-        harness::smtp_and_twilio(smtp_port, twilio)
-    )
+    harness::sendgrid_provider(sendgrid, "5s") + &harness::smtp_and_twilio(smtp_port, twilio)
 }
 
 fn tuned(mut config: Config) -> Config {

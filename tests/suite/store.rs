@@ -27,13 +27,18 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
         assert_eq!(store.claim("n1", "w1", lease).await.unwrap(), Claim::Acquired);
         assert_eq!(store.claim("n1", "w1", lease).await.unwrap(), Claim::Acquired, "the owner renews");
         assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Held);
-        store.finish("n1", "{\"sent\":1}", lease).await.unwrap();
+        assert!(!store.finish("n1", "w2", "{\"sent\":2}", lease).await.unwrap(), "only the holder records");
+        assert!(store.finish("n1", "w1", "{\"sent\":1}", lease).await.unwrap());
         assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Done("{\"sent\":1}".into()));
+        assert!(!store.renew("n1", "w1", lease).await.unwrap(), "an outcome is no claim to renew");
+        assert!(store.swap("n1", "{\"sent\":1}", Some("{\"sent\":1,\"p\":1}"), lease).await.unwrap());
+        assert!(!store.swap("n1", "{\"sent\":1}", Some("{}"), lease).await.unwrap(), "compared with what is there");
         store.forget("n1").await.unwrap();
         assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Acquired);
 
         assert_eq!(store.claim("n2", "w1", Duration::from_millis(100)).await.unwrap(), Claim::Acquired);
         assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), Claim::Held);
+        assert!(store.renew("n2", "w1", Duration::from_millis(400)).await.unwrap(), "the holder renews");
         harness::eventually(
             "the expired claim to be taken over",
             Duration::from_secs(5),
@@ -41,6 +46,12 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
             || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::Acquired },
         )
         .await;
+        // w1 lost its claim: it can neither renew it nor record an outcome over w2's.
+        assert!(!store.renew("n2", "w1", lease).await.unwrap());
+        assert!(!store.finish("n2", "w1", "{}", lease).await.unwrap());
+        assert!(!store.release("n2", "w1").await.unwrap());
+        assert!(store.release("n2", "w2").await.unwrap(), "the holder gives its claim up");
+        assert_eq!(store.claim("n2", "w3", lease).await.unwrap(), Claim::Acquired);
     })
     .await;
 }

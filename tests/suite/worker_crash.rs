@@ -22,7 +22,7 @@ async fn recorded_outcomes(redis_url: &str) -> HashSet<String> {
     let mut out = HashSet::new();
     for key in keys {
         let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
-        if value.is_some_and(|v| !v.starts_with("inflight:")) {
+        if value.is_some_and(|v| !v.starts_with(tidings_core::store::CLAIM_MARK)) {
             out.insert(key.trim_start_matches("tidings:dedupe:").to_string());
         }
     }

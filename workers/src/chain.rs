@@ -1,34 +1,35 @@
-//! A channel's providers in failover order.
+//! A channel's providers in failover order: the loop that walks them, doing
+//! what [`Policy`] decides.
 //!
-//! Each provider call is bounded by the adapter's own timeout, retried on
-//! transient errors with exponential backoff and jitter (a `Retry-After` the
-//! provider sent wins when it fits), and guarded by the provider's breaker.
-//! A provider that is down, or whose retries ran out, hands the message to
-//! the next one with the same `notification_id`; an open breaker is skipped
-//! without a call. A permanent error stops the chain: the message itself is
-//! at fault. When every provider fails a message, it is held and tried again
-//! while any breaker is open (an outage burns nothing into the dead-letter
-//! topic); with every breaker closed it is dead-lettered after
-//! `retry.passes` passes.
+//! Each call is bounded by the adapter's own timeout and guarded by the
+//! provider's breaker; an open breaker is skipped without a call. A provider
+//! that is down, or whose retries ran out, hands the message to the next one
+//! with the same `notification_id`. An ambiguous answer pins the message to
+//! the provider that gave it: it is never sent through another. When no
+//! provider could be called (every breaker open), the message is held until
+//! a breaker probes: an outage burns nothing into the dead-letter topic.
+//!
+//! The caller's `stop` token (its claim was lost, or its partition moved) is
+//! obeyed before every call and during every wait, never during a call: a
+//! call in progress may already have been accepted.
 //!
 //! A breaker that opens here is announced to the fleet through Redis
 //! ([`Chain::sync_fleet`]), so other workers stop sending there within a
 //! second; their own breakers still decide when to probe.
 
 use crate::breaker::{Breaker, State, Transition};
-use backon::{ExponentialBuilder, Retryable};
+use crate::retry::{AfterCall, AfterPass, Ending, Policy};
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::config::{BreakerConfig, RetryConfig};
+use tidings_core::config::BreakerConfig;
 use tidings_core::store::SharedStore;
 use tidings_providers::{ErrorKind, Outgoing, Provider, ProviderError, Receipt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 pub struct Chain {
     links: Vec<Link>,
-    retry: RetryConfig,
     /// Where breaker openings are shared with the fleet.
     fleet: Option<SharedStore>,
 }
@@ -36,6 +37,15 @@ pub struct Chain {
 struct Link {
     provider: Arc<dyn Provider>,
     breaker: Breaker,
+}
+
+/// How a send through the chain ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Sent(Sent),
+    Failed(Failed),
+    /// The caller's `stop` fired before the message went out.
+    Abandoned,
 }
 
 /// A send that went out.
@@ -51,15 +61,14 @@ pub struct Sent {
 #[derive(Debug)]
 pub struct Failed {
     pub error: ProviderError,
-    /// Every provider was tried or is open (as opposed to a permanent error).
-    pub exhausted: bool,
+    pub ending: Ending,
     pub attempts: u32,
     pub providers_tried: Vec<String>,
     pub first_failure: DateTime<Utc>,
     pub last_failure: DateTime<Utc>,
 }
 
-/// What to do when every provider's breaker is open.
+/// What to do when no provider can be called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenDown {
     /// Wait for a probe to be due: the message is held, not burnt.
@@ -68,18 +77,42 @@ pub enum WhenDown {
     GiveUp,
 }
 
+/// What one message's walk through the chain has done so far.
+#[derive(Default)]
+struct Walk {
+    attempts: u32,
+    tried: Vec<String>,
+    first_failure: Option<DateTime<Utc>>,
+}
+
+impl Walk {
+    fn failed(self, error: ProviderError, ending: Ending) -> Outcome {
+        let now = Utc::now();
+        Outcome::Failed(Failed {
+            error,
+            ending,
+            attempts: self.attempts,
+            providers_tried: self.tried,
+            first_failure: self.first_failure.unwrap_or(now),
+            last_failure: now,
+        })
+    }
+}
+
+/// How the calls to one provider in one pass ended, short of a receipt.
+enum Left {
+    Next(ProviderError),
+    Stop(Ending, ProviderError),
+    Abandoned,
+}
+
 impl Chain {
-    pub fn new(
-        providers: Vec<Arc<dyn Provider>>,
-        retry: RetryConfig,
-        breaker: &BreakerConfig,
-        fleet: Option<SharedStore>,
-    ) -> Self {
+    pub fn new(providers: Vec<Arc<dyn Provider>>, breaker: &BreakerConfig, fleet: Option<SharedStore>) -> Self {
         let links = providers
             .into_iter()
             .map(|provider| Link { breaker: Breaker::new(provider.name(), breaker), provider })
             .collect();
-        Chain { links, retry, fleet }
+        Chain { links, fleet }
     }
 
     /// Every provider's breaker is open: the channel cannot send now.
@@ -88,108 +121,143 @@ impl Chain {
     }
 
     /// Sends `message` through the first provider that takes it.
-    pub async fn send(&self, message: &Outgoing, when_down: WhenDown) -> Result<Sent, Failed> {
-        let attempts = AtomicU32::new(0);
-        let mut tried = Vec::new();
-        let mut first_failure = None;
+    pub async fn send(
+        &self,
+        message: &Outgoing,
+        policy: &Policy,
+        when_down: WhenDown,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let links: Vec<&Link> = self.links.iter().filter(|l| l.provider.accepts(&message.content)).collect();
+        let mut walk = Walk::default();
+        if links.is_empty() {
+            let e = ProviderError::permanent(format!(
+                "no provider of the channel takes this message ({})",
+                message.content.kind()
+            ));
+            return walk.failed(e, Ending::Permanent);
+        }
+        let mut pinned: Option<usize> = None;
         let mut passes = 0u32;
         loop {
+            let mut counted = false;
             let mut last_error = None;
-            let mut any_allowed = false;
-            for link in self.links.iter().filter(|l| l.provider.accepts(&message.content)) {
-                if !link.breaker.allow() {
+            for (i, link) in links.iter().enumerate() {
+                if pinned.is_some_and(|p| p != i) || !link.breaker.allow() {
                     continue;
                 }
-                any_allowed = true;
-                if !tried.iter().any(|t| t == link.provider.name()) {
-                    tried.push(link.provider.name().to_string());
+                counted |= link.breaker.state() == State::Closed;
+                if !walk.tried.iter().any(|t| t == link.provider.name()) {
+                    walk.tried.push(link.provider.name().to_string());
                 }
-                match self.try_link(link, message, &attempts).await {
+                match self.on_link(link, message, policy, stop, &mut walk).await {
                     Ok(receipt) => {
-                        return Ok(Sent {
+                        return Outcome::Sent(Sent {
                             provider: link.provider.name().to_string(),
                             receipt,
-                            attempts: attempts.load(Ordering::Relaxed),
-                            providers_tried: tried,
+                            attempts: walk.attempts,
+                            providers_tried: walk.tried,
                         })
                     }
-                    Err(e) => {
-                        let now = Utc::now();
-                        first_failure.get_or_insert(now);
-                        tracing::warn!(provider = link.provider.name(), kind = ?e.kind, error = %e, "send failed");
-                        if e.kind == ErrorKind::Permanent {
-                            return Err(self.failed(e, false, &attempts, tried, first_failure.unwrap_or(now)));
+                    Err(Left::Abandoned) => return Outcome::Abandoned,
+                    Err(Left::Stop(ending, e)) => return walk.failed(e, ending),
+                    Err(Left::Next(e)) => {
+                        if e.ambiguous && pinned.is_none() {
+                            tracing::warn!(
+                                provider = link.provider.name(),
+                                "no answer after the request was written: retried on this provider only"
+                            );
+                            pinned = Some(i);
                         }
                         last_error = Some(e);
                     }
                 }
             }
-            if let Some(e) = last_error {
-                // Every provider failed this message. While a breaker is open
-                // that is an outage: hold the message and go round again. With
-                // every breaker closed the providers are up and it is this
-                // message that fails: dead-letter it after a few passes.
+            if counted {
                 passes += 1;
-                let outage = self.links.iter().any(|l| l.breaker.state() != State::Closed);
-                if when_down == WhenDown::GiveUp || (!outage && passes >= self.retry.passes.max(1)) {
-                    let first = first_failure.unwrap_or_else(Utc::now);
-                    return Err(self.failed(e, true, &attempts, tried, first));
-                }
-                let pause = self.retry.initial_backoff.saturating_mul(1 << passes.min(16)).min(self.retry.max_backoff);
-                tokio::time::sleep(pause).await;
-                continue;
             }
-            if !any_allowed {
-                if when_down == WhenDown::GiveUp {
-                    let e = ProviderError::down("every provider of the channel is open");
-                    return Err(self.failed(e, true, &attempts, tried, first_failure.unwrap_or_else(Utc::now)));
+            let wait = match policy.after_pass(passes, counted, when_down == WhenDown::GiveUp, pinned.is_some()) {
+                AfterPass::Again(wait) => wait,
+                AfterPass::Stop(ending) => {
+                    let e = last_error.unwrap_or_else(|| ProviderError::down("every provider of the channel is open"));
+                    return walk.failed(e, ending);
                 }
-                let wake = self.links.iter().filter_map(|l| l.breaker.reopens_at()).min();
-                let wake = wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
-                tracing::debug!("every provider of the channel is open; holding the message");
-                tokio::time::sleep_until(wake).await;
+                AfterPass::Hold => {
+                    let open = links.iter().enumerate().filter(|(i, _)| pinned.is_none_or(|p| p == *i));
+                    let wake = open.filter_map(|(_, l)| l.breaker.reopens_at()).min();
+                    tracing::debug!("no provider of the channel can be called; holding the message");
+                    wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100))
+                        .saturating_duration_since(Instant::now())
+                }
+            };
+            if !pause(wait, stop).await {
+                return Outcome::Abandoned;
             }
         }
     }
 
-    async fn try_link(&self, link: &Link, message: &Outgoing, attempts: &AtomicU32) -> Result<Receipt, ProviderError> {
-        let backoff = ExponentialBuilder::new()
-            .with_min_delay(self.retry.initial_backoff)
-            .with_max_delay(self.retry.max_backoff)
-            .with_max_times(self.retry.attempts.saturating_sub(1) as usize)
-            .with_jitter();
-        let max_wait = self.retry.max_backoff;
-        let here = AtomicU32::new(0);
-        let call = || async {
+    /// Calls one provider until it takes the message or the policy moves on.
+    async fn on_link(
+        &self,
+        link: &Link,
+        message: &Outgoing,
+        policy: &Policy,
+        stop: &CancellationToken,
+        walk: &mut Walk,
+    ) -> Result<Receipt, Left> {
+        let name = link.provider.name();
+        let mut calls = 0u32;
+        loop {
+            if stop.is_cancelled() {
+                return Err(Left::Abandoned);
+            }
             // The first call was admitted by the caller; retries ask the breaker again.
-            if here.fetch_add(1, Ordering::Relaxed) > 0 && !link.breaker.allow() {
-                return Err(ProviderError::down(format!("{}: breaker open", link.provider.name())));
+            if calls > 0 && !link.breaker.allow() {
+                return Err(Left::Next(ProviderError::down(format!("{name}: breaker open"))));
             }
-            attempts.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            let result = link.provider.send(message).await;
-            // A permanent error is the message's fault, an endpoint's error the recipient's:
-            // neither is the provider's.
-            let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent && !e.recipient_fault);
-            let outcome = match &result {
-                Ok(_) => "sent",
-                Err(e) if e.kind == ErrorKind::Transient => "transient",
-                Err(e) if e.kind == ErrorKind::ProviderDown => "down",
-                Err(_) => "permanent",
+            calls += 1;
+            walk.attempts += 1;
+            let error = match self.call(link, message).await {
+                Ok(receipt) => return Ok(receipt),
+                Err(e) => e,
             };
-            metrics::histogram!("tidings_provider_call_seconds", "provider" => link.provider.name().to_string(), "outcome" => outcome)
-                .record(started.elapsed().as_secs_f64());
-            if let Some(Transition::Opened { until }) = link.breaker.record(failed, started.elapsed()) {
-                self.announce(link.provider.name(), until).await;
+            walk.first_failure.get_or_insert_with(Utc::now);
+            tracing::warn!(provider = name, kind = ?error.kind, ambiguous = error.ambiguous, error = %error, "send failed");
+            match policy.after_call(calls, &error) {
+                AfterCall::Retry(wait) => {
+                    if !pause(wait, stop).await {
+                        return Err(Left::Abandoned);
+                    }
+                }
+                AfterCall::Next => return Err(Left::Next(error)),
+                AfterCall::Stop(ending) => return Err(Left::Stop(ending, error)),
             }
-            result
+        }
+    }
+
+    /// One call, with its latency and outcome measured and told to the breaker.
+    async fn call(&self, link: &Link, message: &Outgoing) -> Result<Receipt, ProviderError> {
+        let started = Instant::now();
+        let result = link.provider.send(message).await;
+        let elapsed = started.elapsed();
+        // A permanent error is the message's fault, an endpoint's error the recipient's:
+        // neither is the provider's.
+        let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent && !e.recipient_fault);
+        let outcome = match &result {
+            Ok(_) => "sent",
+            Err(e) if e.ambiguous => "ambiguous",
+            Err(e) if e.kind == ErrorKind::Transient => "transient",
+            Err(e) if e.kind == ErrorKind::ProviderDown => "down",
+            Err(_) => "permanent",
         };
-        call.retry(backoff)
-            .sleep(tokio::time::sleep)
-            // A provider asking for a longer pause than we wait is as good as down for this message.
-            .when(|e: &ProviderError| e.kind == ErrorKind::Transient && e.retry_after.is_none_or(|d| d <= max_wait))
-            .adjust(|e: &ProviderError, d| e.retry_after.or(d))
-            .await
+        metrics::histogram!("tidings_provider_call_seconds", "provider" => link.provider.name().to_string(), "outcome" => outcome)
+            .record(elapsed.as_secs_f64());
+        // A recipient's own endpoint being slow says nothing of the provider.
+        let counted_time = if link.provider.calls_recipients() { Duration::ZERO } else { elapsed };
+        if let Some(Transition::Opened { until }) = link.breaker.record(failed, counted_time) {
+            self.announce(link.provider.name(), until).await;
+        }
+        result
     }
 
     /// Tells the fleet that `provider`'s breaker opened until `until`.
@@ -218,22 +286,12 @@ impl Chain {
             Err(e) => tracing::debug!(error = %e, "could not read the fleet's breakers"),
         }
     }
+}
 
-    fn failed(
-        &self,
-        error: ProviderError,
-        exhausted: bool,
-        attempts: &AtomicU32,
-        tried: Vec<String>,
-        first: DateTime<Utc>,
-    ) -> Failed {
-        Failed {
-            error,
-            exhausted,
-            attempts: attempts.load(Ordering::Relaxed),
-            providers_tried: tried,
-            first_failure: first,
-            last_failure: Utc::now(),
-        }
+/// Waits `wait`; false if `stop` fired first.
+async fn pause(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }

@@ -3,21 +3,33 @@
 //!
 //! The order of writes is what makes redelivery safe:
 //!
-//! 1. claim `notification_id` in Redis (a lease, so a dead worker's claim expires);
-//! 2. send;
-//! 3. replace the claim with the outcome record (the dedupe record);
+//! 1. claim `notification_id` in Redis for this delivery (a lease, renewed
+//!    every third of it while the delivery runs, so a dead worker's claim
+//!    expires and a live one's does not);
+//! 2. send, checking before every provider call that the claim is still held;
+//! 3. replace the claim with the outcome record (the dedupe record), only if
+//!    this delivery still holds it (compare-and-set);
 //! 4. write the status record and wait for Kafka's acknowledgement;
 //! 5. mark the dedupe record published; the caller then stores the offset.
 //!
 //! A copy that arrives after step 3 finds the dedupe record and becomes a
-//! `duplicate` (re-writing the status first if step 5 never happened). The one
-//! window where a customer can get a second copy is a crash between the
-//! provider accepting (2) and the dedupe record (3): the claim then expires and
-//! the message is sent again. It is as short as one Redis write; email carries
-//! a stable `Message-ID` so a receiving system can fold such a copy.
+//! `duplicate` (re-writing the status first if step 5 never happened). A copy
+//! that arrives while another delivery holds the claim waits for its outcome.
+//! A delivery that loses its claim (Redis unreachable longer than two thirds
+//! of the lease, or the claim taken over) stops before its next call, gives
+//! the claim up and claims again; one whose partition moved away stops the
+//! same way and leaves the message to the partition's new owner.
+//!
+//! Where a customer can still get a second copy: a crash between the provider
+//! accepting (2) and the dedupe record (3), after which the claim expires and
+//! the message is sent again; a call that outlives its claim while Redis is
+//! unreachable; and an ambiguous answer retried under `at_least_once`. Email
+//! carries a stable `Message-ID` and webhooks a stable `webhook-id` so a
+//! receiving system can fold such a copy.
 
-use crate::chain::{Chain, Failed, WhenDown};
+use crate::chain::{Chain, Failed, Outcome, WhenDown};
 use crate::render::Renderer;
+use crate::retry::{Ending, Policy};
 use chrono::Utc;
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
@@ -30,8 +42,10 @@ use tidings_core::notification::{headers, notification_id};
 use tidings_core::persist::until_ok;
 use tidings_core::status::ErrorClass;
 use tidings_core::store::{Claim, SharedStore};
-use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
+use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
 use tidings_providers::{rules, Content, Outgoing};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// A consumed channel-topic record, detached from the consumer.
 #[derive(Debug, Clone)]
@@ -70,59 +84,152 @@ pub struct Deliverer {
     pub renderer: Arc<Renderer>,
     pub chain: Chain,
     pub clock: Clock,
-    /// This process's claim owner id.
+    /// This process's id; each delivery's claim owner is `<owner>.<n>`.
     pub owner: String,
+    pub deliveries: std::sync::atomic::AtomicU64,
 }
 
 impl Deliverer {
-    /// Handles one record; returns once its outcome is durable.
+    /// A claim owner for one delivery, unique in the fleet.
+    pub fn next_owner(&self) -> String {
+        format!("{}.{}", self.owner, self.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Handles one record as delivery `owner`; returns once its outcome is
+    /// durable, or once `revoked` fired (the partition moved: its new owner
+    /// delivers the record).
     #[tracing::instrument(skip_all, fields(channel = %self.channel, offset = input.offset, notification_id))]
-    pub async fn process(&self, input: &Input) {
-        let n: Notification = match input.payload.as_deref().map(serde_json::from_slice) {
-            Some(Ok(n)) => n,
+    pub async fn process(&self, input: &Input, owner: &str, revoked: &CancellationToken) {
+        let n = match self.read(input) {
+            Ok(n) => n,
+            Err(letter) => return until_ok("dead-letter", || self.dead_letter(input, &letter)).await,
+        };
+        tracing::Span::current().record("notification_id", n.notification_id.as_str());
+        let lease = self.config.worker.claim_lease;
+        loop {
+            let claim = tokio::select! {
+                biased;
+                _ = revoked.cancelled() => return,
+                claim = until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)) => claim,
+            };
+            match claim {
+                Claim::Acquired => {}
+                Claim::Done(record) => return self.duplicate(&n, &record).await,
+                // Another delivery is sending it (a rebalance moved the partition
+                // mid-send): wait for its outcome or for its claim to expire.
+                Claim::Held => {
+                    tokio::select! {
+                        _ = revoked.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(200).min(lease)) => continue,
+                    }
+                }
+            }
+            let lost = revoked.child_token();
+            let status = tokio::select! {
+                status = self.deliver(input, &n, &lost) => status,
+                _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
+            };
+            match status {
+                Some(status) => {
+                    if self.record(&n, owner, status).await {
+                        return;
+                    }
+                    metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "recording").increment(1);
+                }
+                None => {
+                    // Given up on purpose, so the next holder need not wait for it to expire.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.store.release(&n.notification_id, owner))
+                        .await;
+                    if revoked.is_cancelled() {
+                        return;
+                    }
+                    metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "sending").increment(1);
+                    tracing::warn!("the claim was lost before sending; claiming again");
+                }
+            }
+        }
+    }
+
+    /// The notification in a record, or the dead letter for a record that is none.
+    fn read(&self, input: &Input) -> Result<Notification, Letter> {
+        match input.payload.as_deref().map(serde_json::from_slice) {
+            Some(Ok(n)) => Ok(n),
             other => {
                 let error = match other {
                     Some(Err(e)) => format!("not a notification record: {e}"),
                     _ => "empty record".to_string(),
                 };
-                let letter = Letter {
+                Err(Letter {
                     class: ErrorClass::Poison,
                     error,
                     attempts: 0,
                     providers_tried: vec![],
                     first_failure: Utc::now(),
-                };
-                until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
-                return;
-            }
-        };
-        tracing::Span::current().record("notification_id", n.notification_id.as_str());
-        let lease = self.config.worker.claim_lease;
-        loop {
-            match until_ok("claim", || self.store.claim(&n.notification_id, &self.owner, lease)).await {
-                Claim::Acquired => break,
-                Claim::Done(record) => return self.duplicate(&n, &record).await,
-                // Another worker is sending it (a rebalance moved the partition
-                // mid-send): wait for its outcome or for its claim to expire.
-                Claim::Held => tokio::time::sleep(Duration::from_millis(200).min(lease)).await,
+                })
             }
         }
-        let status = self.deliver(input, &n).await;
-        self.record(&n, status).await;
     }
 
-    /// Everything between the claim and the outcome.
-    async fn deliver(&self, input: &Input, n: &Notification) -> StatusRecord {
+    /// Renews `owner`'s claim every third of the lease; fires `lost` when the
+    /// claim was taken over, or could not be renewed for two thirds of the
+    /// lease (Redis unreachable), leaving a third for a call to start in.
+    async fn keep_claim(&self, id: &str, owner: &str, lost: &CancellationToken) {
+        let lease = self.config.worker.claim_lease;
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match tokio::time::timeout(lease / 3, self.store.renew(id, owner, lease)).await {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => break,
+                Ok(Err(_)) | Err(_) if renewed.elapsed() >= lease * 2 / 3 => break,
+                Ok(Err(_)) | Err(_) => {}
+            }
+        }
+        lost.cancel();
+        std::future::pending::<()>().await;
+    }
+
+    /// A delivery that panicked: the record is dead-lettered as poison and
+    /// its notification ends `dead_lettered`, so its offset moves on.
+    pub async fn panicked(&self, input: &Input, owner: &str, why: &str) {
+        tracing::error!(offset = input.offset, panic = why, "a delivery panicked");
+        metrics::counter!("tidings_delivery_panics_total", "channel" => self.channel.as_str()).increment(1);
+        let error = format!("delivery panicked: {why}");
+        let letter = Letter {
+            class: ErrorClass::Poison,
+            error: error.clone(),
+            attempts: 0,
+            providers_tried: vec![],
+            first_failure: Utc::now(),
+        };
+        let Ok(n) = self.read(input) else {
+            return until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
+        };
+        let lease = self.config.worker.claim_lease;
+        match until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)).await {
+            Claim::Acquired => {
+                until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
+                let status = self.status(&n, State::DeadLettered).with_error(Some(ErrorClass::Poison), error);
+                self.record(&n, owner, status).await;
+            }
+            // It has an outcome already, or another delivery owns it now.
+            Claim::Done(_) | Claim::Held => {}
+        }
+    }
+
+    /// Everything between the claim and the outcome; `None` when `stop`
+    /// fired before anything went out.
+    async fn deliver(&self, input: &Input, n: &Notification, stop: &CancellationToken) -> Option<StatusRecord> {
         let users = [n.user_id.clone()];
         let prefs = until_ok("read preferences", || self.store.prefs_many(&users)).await;
         let prefs = prefs.into_iter().next().flatten().map(|json| Preferences::parse(&json));
         let prefs = match prefs {
-            None => return self.suppressed(n, format!("no preferences for user {}", n.user_id)),
-            Some(Err(e)) => return self.suppressed(n, format!("stored preferences are unusable: {e}")),
+            None => return Some(self.suppressed(n, format!("no preferences for user {}", n.user_id))),
+            Some(Err(e)) => return Some(self.suppressed(n, format!("stored preferences are unusable: {e}"))),
             Some(Ok(p)) => p,
         };
         if let Some(reason) = prefs.suppression(n.channel, &n.category) {
-            return self.suppressed(n, reason);
+            return Some(self.suppressed(n, reason));
         }
         let content = match self.renderer.render(n) {
             Ok(c) => c,
@@ -135,7 +242,7 @@ impl Deliverer {
                     first_failure: Utc::now(),
                 };
                 until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
-                return self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
+                return Some(self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string()));
             }
         };
         let max_segments = self.config.channels.get(&n.channel).map_or(u32::MAX, |c| c.max_segments);
@@ -143,42 +250,80 @@ impl Deliverer {
             let now = Utc::now();
             let refused = Failed {
                 error,
-                exhausted: false,
+                ending: Ending::Permanent,
                 attempts: 0,
                 providers_tried: vec![],
                 first_failure: now,
                 last_failure: now,
             };
-            return self.failed(input, n, &prefs, refused).await;
+            return Some(self.failed(input, n, &prefs, refused).await);
         }
         let outgoing = Outgoing { notification_id: n.notification_id.clone(), priority: n.priority, content };
         // A critical message that can go another way does not wait out an outage.
         let can_fall_back = n.priority == Priority::Critical && !n.fallback.is_empty();
         let when_down = if can_fall_back { WhenDown::GiveUp } else { WhenDown::Hold };
+        let policy = Policy::new(&self.config.worker.retry, self.config.worker.ambiguous.of(n.priority));
         // A push to devices on several platforms goes through each platform's provider.
         let mut sent = Vec::new();
         let mut failed = Vec::new();
-        for part in by_platform(outgoing) {
-            match self.chain.send(&part, when_down).await {
-                Ok(s) => sent.push(s),
-                Err(f) => failed.push(f),
+        let parts = by_platform(outgoing);
+        let several = parts.len() > 1;
+        let never = CancellationToken::new();
+        for part in parts {
+            // Once one part went out, the others go too: stopping half-way
+            // would resend the first part with the whole message.
+            let stop = if sent.is_empty() { stop } else { &never };
+            match self.chain.send(&part, &policy, when_down, stop).await {
+                Outcome::Sent(s) => sent.push(s),
+                Outcome::Failed(f) => failed.push((part, f)),
+                Outcome::Abandoned => return None,
             }
         }
         if sent.is_empty() {
-            let first = failed.into_iter().next().expect("a message has at least one part");
-            return self.failed(input, n, &prefs, first).await;
+            let (_, first) = failed.into_iter().next().expect("a message has at least one part");
+            return Some(self.failed(input, n, &prefs, first).await);
         }
         let mut s = self.status(n, State::Sent);
         s.provider = Some(sent.iter().map(|p| p.provider.as_str()).collect::<Vec<_>>().join("+"));
         s.provider_message_id = sent.iter().find_map(|p| p.receipt.provider_message_id.clone());
         s.attempts = n.attempt + sent.iter().map(|p| p.attempts).sum::<u32>();
-        if !failed.is_empty() {
-            // Sent to some devices: say which failed, so invalid tokens can be cleaned up.
-            let why: Vec<String> = failed.iter().map(|f| f.error.to_string()).collect();
-            let class = failed.iter().any(|f| f.error.invalid_recipient).then_some(ErrorClass::Permanent);
+        if several && !failed.is_empty() {
+            let mut why = Vec::new();
+            for (part, f) in &failed {
+                why.push(self.part_failed(input, n, part, f).await);
+            }
+            let class = failed.iter().any(|(_, f)| f.error.invalid_recipient).then_some(ErrorClass::Permanent);
             s = s.with_error(class, format!("not every device took it: {}", why.join("; ")));
         }
-        s
+        Some(s)
+    }
+
+    /// The outcome of one platform's part of a push whose other parts went
+    /// out: invalid tokens are reported (suppressed), an unconfirmed part is
+    /// said so, and any other failure is dead-lettered as a notification of
+    /// its own (`<id>.<platform>`, only that platform's tokens), so a replay
+    /// sends that part alone. Returns what the status record says of it.
+    async fn part_failed(&self, input: &Input, n: &Notification, part: &Outgoing, f: &Failed) -> String {
+        let Content::Push { tokens, .. } = &part.content else { return f.error.to_string() };
+        let platform = tokens.first().map_or("push", |t| t.platform.as_str());
+        if f.error.invalid_recipient || f.ending == Ending::Unconfirmed {
+            let what = if f.ending == Ending::Unconfirmed { "unconfirmed" } else { "suppressed" };
+            return format!("{platform} {what}: {}", f.error);
+        }
+        let mut alone = n.clone();
+        alone.notification_id = format!("{}.{platform}", n.notification_id);
+        alone.recipient = Recipient::Push { tokens: tokens.clone() };
+        let letter = Letter {
+            class: if f.ending == Ending::Exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent },
+            error: f.error.to_string(),
+            attempts: f.attempts,
+            providers_tried: f.providers_tried.clone(),
+            first_failure: f.first_failure,
+        };
+        let value = serde_json::to_vec(&alone).expect("records serialize to JSON");
+        let part_input = Input { payload: Some(value), ..input.clone() };
+        until_ok("dead-letter", || self.dead_letter(&part_input, &letter)).await;
+        format!("{platform} dead-lettered as {}: {}", alone.notification_id, f.error)
     }
 
     fn suppressed(&self, n: &Notification, reason: String) -> StatusRecord {
@@ -190,12 +335,20 @@ impl Deliverer {
         let mut s = self.status(n, State::Suppressed);
         s.attempts = attempts;
         s.provider = failed.providers_tried.last().cloned();
+        if failed.ending == Ending::Unconfirmed {
+            // Never sent again, through this channel or another.
+            s.state = State::Unconfirmed;
+            return s.with_error(
+                None,
+                format!("no answer after the request was written, not sent again: {}", failed.error),
+            );
+        }
+        let class = if failed.ending == Ending::Exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
         if n.priority == Priority::Critical {
             if let Some(next) = self.fall_back(input, n, prefs).await {
                 tracing::warn!(to = %next.channel, error = %failed.error, "critical notification falls back to another channel");
                 s.state = State::FailedOver;
                 s.fallback_notification_id = Some(next.notification_id);
-                let class = if failed.exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
                 return s.with_error(Some(class), failed.error.to_string());
             }
         }
@@ -203,7 +356,6 @@ impl Deliverer {
             // Reported so the owning service can clean the address or token up.
             return s.with_error(Some(ErrorClass::Permanent), format!("invalid recipient: {}", failed.error));
         }
-        let class = if failed.exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
         let letter = Letter {
             class,
             error: failed.error.to_string(),
@@ -249,19 +401,27 @@ impl Deliverer {
         Some(next)
     }
 
-    /// Steps 3 to 5: dedupe record, status, published mark.
-    async fn record(&self, n: &Notification, status: StatusRecord) {
+    /// Steps 3 to 5: dedupe record, status, published mark. False (and
+    /// nothing written) when `owner` no longer holds the claim.
+    async fn record(&self, n: &Notification, owner: &str, status: StatusRecord) -> bool {
         let ttl = self.config.worker.dedupe_ttl;
         let mut record = DedupeRecord { status, published: false };
-        let json = serde_json::to_string(&record).expect("records serialize to JSON");
-        until_ok("record outcome", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        let unpublished = serde_json::to_string(&record).expect("records serialize to JSON");
+        if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
+            tracing::error!(
+                state = record.status.state.as_str(),
+                "the claim was lost before the outcome was recorded; its new holder decides"
+            );
+            return false;
+        }
         until_ok("write status", || self.publish(&record.status)).await;
         record.published = true;
-        let json = serde_json::to_string(&record).expect("records serialize to JSON");
-        until_ok("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
+        let published = serde_json::to_string(&record).expect("records serialize to JSON");
+        until_ok("mark published", || self.store.swap(&n.notification_id, &unpublished, Some(&published), ttl)).await;
         tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
         metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => record.status.state.as_str())
             .increment(1);
+        true
     }
 
     /// A copy of a notification that already has an outcome.
@@ -273,7 +433,7 @@ impl Deliverer {
                 record.published = true;
                 let json = serde_json::to_string(&record).expect("records serialize to JSON");
                 let ttl = self.config.worker.dedupe_ttl;
-                until_ok("mark published", || self.store.finish(&n.notification_id, &json, ttl)).await;
+                until_ok("mark published", || self.store.swap(&n.notification_id, raw, Some(&json), ttl)).await;
             }
         }
         let status = self.status(n, State::Duplicate);

@@ -1,13 +1,23 @@
 //! Per-key ordering: work for one user runs in the order it was read, while
 //! different users run concurrently. Each task waits for its predecessor on
-//! the same key to finish; a slow user holds up only that user.
+//! the same key to finish; a slow user holds up only that user. A lane is
+//! forgotten when the last task that entered it leaves, so the map holds
+//! only users with work in flight and every call is O(1).
 
 use std::collections::HashMap;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Default)]
 pub struct Lanes {
-    tails: HashMap<String, oneshot::Receiver<()>>,
+    lanes: HashMap<String, Lane>,
+}
+
+#[derive(Debug)]
+struct Lane {
+    /// Tasks that entered and have not left.
+    entered: usize,
+    /// Fires when the last task that entered finishes.
+    tail: oneshot::Receiver<()>,
 }
 
 /// A place in a lane: wait for `after` (if any), then drop or fire `done`.
@@ -27,53 +37,38 @@ impl Turn {
 }
 
 impl Lanes {
-    /// Takes the next turn on `key`.
+    /// Takes the next turn on `key`; [`Lanes::leave`] must follow once the task is done.
     pub fn enter(&mut self, key: &str) -> Turn {
-        let (done, rx) = oneshot::channel();
-        let after = self.tails.insert(key.to_string(), rx);
-        if self.tails.len() > 4096 {
-            self.sweep();
-        }
+        let (done, tail) = oneshot::channel();
+        let after = match self.lanes.get_mut(key) {
+            Some(lane) => {
+                lane.entered += 1;
+                Some(std::mem::replace(&mut lane.tail, tail))
+            }
+            None => {
+                self.lanes.insert(key.to_string(), Lane { entered: 1, tail });
+                None
+            }
+        };
         Turn { after, done }
     }
 
-    /// Forgets keys whose last task has finished.
-    fn sweep(&mut self) {
-        self.tails.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+    /// A task that entered `key` is done; the lane goes when its last task does.
+    pub fn leave(&mut self, key: &str) {
+        if let Some(lane) = self.lanes.get_mut(key) {
+            lane.entered -= 1;
+            if lane.entered == 0 {
+                self.lanes.remove(key);
+            }
+        }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::{Arc, Mutex};
+    /// Users with work in flight.
+    pub fn len(&self) -> usize {
+        self.lanes.len()
+    }
 
-    #[tokio::test]
-    async fn same_key_runs_in_order_other_keys_do_not_wait() {
-        let mut lanes = Lanes::default();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (gate_tx, gate_rx) = oneshot::channel::<()>();
-        let mut first = lanes.enter("u1");
-        let l = log.clone();
-        let a = tokio::spawn(async move {
-            first.wait().await;
-            let _ = gate_rx.await;
-            l.lock().unwrap().push("u1-a");
-            drop(first.done);
-        });
-        let mut second = lanes.enter("u1");
-        let l = log.clone();
-        let b = tokio::spawn(async move {
-            second.wait().await;
-            l.lock().unwrap().push("u1-b");
-        });
-        let mut other = lanes.enter("u2");
-        other.wait().await;
-        log.lock().unwrap().push("u2");
-        assert_eq!(*log.lock().unwrap(), vec!["u2"], "u2 ran while u1 was held");
-        gate_tx.send(()).unwrap();
-        a.await.unwrap();
-        b.await.unwrap();
-        assert_eq!(*log.lock().unwrap(), vec!["u2", "u1-a", "u1-b"]);
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
     }
 }

@@ -16,6 +16,7 @@ pub mod deliver;
 pub mod lanes;
 pub mod offsets;
 pub mod render;
+pub mod retry;
 pub mod service;
 
 pub use service::run;

@@ -1,24 +1,43 @@
 //! The consume loop of one channel.
 //!
 //! Each priority has its own consumer (group `<prefix>-worker-<channel>-<priority>`)
-//! and its own in-flight budget, so a bulk backlog never takes the slots a
-//! password reset needs. Within a consumer, records of one user run in order
+//! and its own budget, so a bulk backlog never takes the slots a password
+//! reset needs. Within a consumer, records of one user run in order
 //! ([`Lanes`]) and different users run concurrently; an offset is stored only
 //! when every record below it has a durable outcome ([`Offsets`]).
 //!
+//! Two limits, both explicit: `max_in_flight` deliveries run at once (a
+//! record waiting for its user's earlier one takes no place, so one slow user
+//! holds only its own lane), and `max_buffered` records are read and
+//! unfinished at most. The consumer is polled on every turn, whatever the
+//! worker holds: when the buffer is full or every provider is open it
+//! *pauses* its partitions instead of not polling, so it stays in its group
+//! through an outage of any length (`max.poll.interval.ms` is never reached).
+//!
+//! A partition taken away in a rebalance is forgotten at once and its
+//! deliveries are told to stop at their next safe point; the new owner
+//! delivers them, and the dedupe claim keeps the two from both sending.
+//!
+//! A delivery that panics is caught: its record is dead-lettered and the
+//! loop goes on. A consume loop that panics ends the worker with an error.
+//!
 //! Shutdown: stop reading, let in-flight records finish (up to
-//! `drain_timeout`; what is left is abandoned and redelivered later), store
-//! and commit offsets, leave the group.
+//! `drain_timeout`; what is left is told to stop and redelivered later),
+//! store and commit offsets, leave the group.
 
 use crate::chain::Chain;
 use crate::deliver::{Deliverer, Input};
 use crate::lanes::Lanes;
 use crate::offsets::Offsets;
 use crate::render::Renderer;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::ClientContext;
+use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::kafka;
@@ -26,7 +45,7 @@ use tidings_core::progress::Progress;
 use tidings_core::store::SharedStore;
 use tidings_core::{Channel, Clock, Config, Priority};
 use tidings_providers::Provider;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +56,8 @@ pub enum WorkerError {
     Kafka(#[from] KafkaError),
     #[error("channel {0} has no providers configured")]
     NoProviders(Channel),
+    #[error("the {0} consume loop panicked")]
+    Panicked(Channel),
 }
 
 /// What a worker for one channel is built from.
@@ -59,25 +80,25 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
-        chain: Chain::new(
-            worker.providers,
-            config.worker.retry.clone(),
-            &config.worker.breaker,
-            Some(worker.store.clone()),
-        ),
+        chain: Chain::new(worker.providers, &config.worker.breaker, Some(worker.store.clone())),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,
         clock: worker.clock,
         owner: format!("{}-{:016x}", worker.channel, rand::random::<u64>()),
+        deliveries: Default::default(),
     });
     let token = CancellationToken::new();
     let mut loops = JoinSet::new();
     for priority in Priority::ALL {
         let group = config.group(&format!("worker-{}-{}", worker.channel, priority));
-        let consumer = kafka::consumer(&config.kafka, &group)?;
-        consumer.subscribe(&[&worker.channel.topic(priority)])?;
-        loops.spawn(consume(deliverer.clone(), consumer, worker.progress.clone(), token.clone()));
+        let (rebalances, events) = mpsc::unbounded_channel();
+        let topic = worker.channel.topic(priority);
+        let context = Rebalances { events: rebalances, topic: topic.clone() };
+        let consumer: StreamConsumer<Rebalances> =
+            kafka::consumer_config(&config.kafka, &group).create_with_context(context)?;
+        consumer.subscribe(&[&topic])?;
+        loops.spawn(consume(deliverer.clone(), consumer, events, worker.progress.clone(), token.clone()));
     }
     // Learn of breakers other workers of the fleet opened.
     let (d, t) = (deliverer.clone(), token.clone());
@@ -91,20 +112,55 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         }
     });
     tracing::info!(channel = %worker.channel, "worker started");
+    let mut result = Ok(());
     tokio::select! {
         _ = shutdown => {}
-        // A loop only ends on its own if its consumer failed for good.
-        Some(_) = loops.join_next() => {}
+        // A loop only ends on its own if its consumer failed for good, or it panicked.
+        Some(ended) = loops.join_next() => {
+            if ended.is_err() {
+                result = Err(WorkerError::Panicked(worker.channel));
+            }
+        }
     }
     token.cancel();
-    while loops.join_next().await.is_some() {}
+    while let Some(ended) = loops.join_next().await {
+        if ended.is_err() {
+            result = Err(WorkerError::Panicked(worker.channel));
+        }
+    }
     tracing::info!(channel = %worker.channel, "worker stopped");
-    Ok(())
+    result
 }
 
-type Done = (String, i32, i64);
+/// Tells the consume loop about rebalances as they happen: the partitions
+/// revoked (before they go), and that an assignment arrived (an empty list).
+struct Rebalances {
+    events: mpsc::UnboundedSender<Vec<i32>>,
+    /// The one topic the consumer reads.
+    topic: String,
+}
 
-fn pause(consumer: &StreamConsumer, pause: bool) -> Result<(), KafkaError> {
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let _ = self.events.send(list.elements().iter().map(|e| e.partition()).collect());
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            let _ = self.events.send(Vec::new());
+        }
+    }
+}
+
+/// A finished record: partition, generation, offset, and its user's lane.
+type Done = (i32, u64, i64, String);
+
+/// Pauses or resumes every partition assigned now.
+fn pause(consumer: &StreamConsumer<Rebalances>, pause: bool) -> Result<(), KafkaError> {
     let assignment = consumer.assignment()?;
     if pause {
         consumer.pause(&assignment)
@@ -113,48 +169,79 @@ fn pause(consumer: &StreamConsumer, pause: bool) -> Result<(), KafkaError> {
     }
 }
 
-async fn consume(
-    deliverer: Arc<Deliverer>,
-    consumer: StreamConsumer,
-    progress: Arc<Progress>,
-    token: CancellationToken,
-) {
-    let max_in_flight = deliverer.config.worker.max_in_flight.max(1);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut offsets = Offsets::default();
-    let mut lanes = Lanes::default();
-    let mut tasks = JoinSet::new();
-    let finish = |offsets: &mut Offsets, (topic, partition, offset): Done| {
-        if let Some(safe) = offsets.finish(&topic, partition, offset) {
-            if let Err(e) = consumer.store_offset(&topic, partition, safe) {
+/// The consume loop's state: what is in flight, per partition and per user.
+struct Turns {
+    offsets: Offsets,
+    lanes: Lanes,
+    /// Per partition, what tells its deliveries the partition moved away.
+    revoked: HashMap<i32, CancellationToken>,
+}
+
+impl Turns {
+    fn finish(
+        &mut self,
+        consumer: &StreamConsumer<Rebalances>,
+        progress: &Progress,
+        (partition, generation, offset, lane): Done,
+    ) {
+        self.lanes.leave(&lane);
+        if let Some(safe) = self.offsets.finish(partition, generation, offset) {
+            // librdkafka stores what it is given as the next offset to read,
+            // so a restart resumes at `safe + 1` (rdkafka adds the one).
+            if let Err(e) = consumer.store_offset(consumer_topic(consumer), partition, safe) {
                 // The partition moved to another member; it reads the record again.
                 tracing::debug!(error = %e, "offset not stored");
             }
         }
         Progress::add(&progress.finished, 1);
-    };
-    // Every provider open: stop fetching (keep polling, so the group keeps us)
-    // until a breaker is due to probe.
+    }
+
+    fn revoke(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.offsets.revoke(*p);
+            if let Some(token) = self.revoked.remove(p) {
+                token.cancel();
+            }
+        }
+    }
+}
+
+/// The one topic a consumer reads (each priority has its own consumer).
+fn consumer_topic(consumer: &StreamConsumer<Rebalances>) -> &str {
+    &consumer.context().topic
+}
+
+async fn consume(
+    deliverer: Arc<Deliverer>,
+    consumer: StreamConsumer<Rebalances>,
+    mut rebalances: mpsc::UnboundedReceiver<Vec<i32>>,
+    progress: Arc<Progress>,
+    token: CancellationToken,
+) {
+    let config = &deliverer.config.worker;
+    let slots = Arc::new(Semaphore::new(config.max_in_flight));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut turns = Turns { offsets: Offsets::default(), lanes: Lanes::default(), revoked: HashMap::new() };
+    let mut tasks = JoinSet::new();
+    // Reading pauses (polling never does) while every provider is open or the buffer is full.
     let mut paused = false;
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
+        let full = turns.offsets.in_flight() >= config.max_buffered;
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
-            Some(done) = done_rx.recv() => finish(&mut offsets, done),
-            _ = check.tick() => {
-                let down = deliverer.chain.all_open();
-                if down != paused {
-                    if let Err(e) = pause(&consumer, down) {
-                        tracing::warn!(error = %e, "cannot pause or resume consumption");
-                    } else {
-                        paused = down;
-                        tracing::warn!(channel = %deliverer.channel, paused, "every provider is open: consumption {}", if down { "paused" } else { "resumed" });
-                    }
+            Some(done) = done_rx.recv() => turns.finish(&consumer, &progress, done),
+            Some(revoked) = rebalances.recv() => {
+                turns.revoke(&revoked);
+                // A new assignment starts unpaused.
+                if paused && revoked.is_empty() {
+                    let _ = pause(&consumer, true);
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            message = consumer.recv(), if offsets.in_flight() < max_in_flight => match message {
+            _ = check.tick() => {}
+            message = consumer.recv() => match message {
                 Ok(m) => {
                     let input = Input {
                         topic: m.topic().to_string(),
@@ -164,15 +251,23 @@ async fn consume(
                         payload: m.payload().map(<[u8]>::to_vec),
                         headers: kafka::header_pairs(&m),
                     };
-                    offsets.begin(&input.topic, input.partition, input.offset);
-                    let mut turn = lanes.enter(&String::from_utf8_lossy(input.key.as_deref().unwrap_or_default()));
-                    let deliverer = deliverer.clone();
-                    let done_tx = done_tx.clone();
+                    let generation = turns.offsets.begin(input.partition, input.offset);
+                    let lane = String::from_utf8_lossy(input.key.as_deref().unwrap_or_default()).into_owned();
+                    let mut turn = turns.lanes.enter(&lane);
+                    let revoked = turns.revoked.entry(input.partition).or_default().clone();
+                    let (deliverer, done_tx, slots) = (deliverer.clone(), done_tx.clone(), slots.clone());
                     tasks.spawn(async move {
                         turn.wait().await;
-                        deliverer.process(&input).await;
+                        let owner = deliverer.next_owner();
+                        {
+                            let _slot = slots.acquire_owned().await.expect("the slots are never closed");
+                            let delivery = AssertUnwindSafe(deliverer.process(&input, &owner, &revoked));
+                            if let Err(panic) = delivery.catch_unwind().await {
+                                deliverer.panicked(&input, &owner, &panic_text(panic.as_ref())).await;
+                            }
+                        }
                         drop(turn.done);
-                        let _ = done_tx.send((input.topic, input.partition, input.offset));
+                        let _ = done_tx.send((input.partition, generation, input.offset, lane));
                     });
                 }
                 Err(e) => {
@@ -181,22 +276,68 @@ async fn consume(
                 }
             },
         }
-    }
-    // Drain: finish what is in flight, within the deadline.
-    let deadline = tokio::time::sleep(deliverer.config.worker.drain_timeout);
-    tokio::pin!(deadline);
-    while offsets.in_flight() > 0 {
-        tokio::select! {
-            _ = &mut deadline => {
-                tracing::warn!(abandoned = offsets.in_flight(), "drain timed out; abandoned records will be redelivered");
-                tasks.abort_all();
-                break;
+        let down = deliverer.chain.all_open();
+        let hold = down || full;
+        if hold != paused {
+            match pause(&consumer, hold) {
+                Ok(()) => {
+                    paused = hold;
+                    if down || !hold {
+                        tracing::warn!(channel = %deliverer.channel, paused, every_provider_open = down, "consumption {}", if hold { "paused" } else { "resumed" });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot pause or resume consumption"),
             }
-            Some(done) = done_rx.recv() => finish(&mut offsets, done),
         }
     }
+    drain(&deliverer, &consumer, &mut turns, &mut done_rx, &mut tasks, &progress).await;
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "nothing to commit at shutdown");
     }
     consumer.unsubscribe();
+}
+
+/// Lets in-flight records finish within the drain timeout, polling the
+/// paused consumer all the while; then tells the rest to stop.
+async fn drain(
+    deliverer: &Deliverer,
+    consumer: &StreamConsumer<Rebalances>,
+    turns: &mut Turns,
+    done_rx: &mut mpsc::UnboundedReceiver<Done>,
+    tasks: &mut JoinSet<()>,
+    progress: &Progress,
+) {
+    let _ = pause(consumer, true);
+    let deadline = tokio::time::sleep(deliverer.config.worker.drain_timeout);
+    tokio::pin!(deadline);
+    let mut stopping = false;
+    while turns.offsets.in_flight() > 0 {
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => turns.finish(consumer, progress, done),
+            _ = &mut deadline => {
+                if stopping {
+                    tasks.abort_all();
+                    break;
+                }
+                tracing::warn!(abandoned = turns.offsets.in_flight(), "drain timed out; the rest stops and is redelivered");
+                for token in turns.revoked.values() {
+                    token.cancel();
+                }
+                stopping = true;
+                deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+            }
+            // Whatever still arrives is not begun: its offset is never stored.
+            _ = consumer.recv() => {}
+        }
+    }
+}
+
+/// What a caught panic said.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }

@@ -2,7 +2,7 @@
 //! for `tidings dev` on a machine without `redis-server`. State lives only as
 //! long as the process.
 
-use super::{claim_value, millis, score, Claim, Hydrated, Store, StoreError};
+use super::{claim_value, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
@@ -63,7 +63,7 @@ impl Store for MemoryStore {
         let mine = claim_value(owner);
         match inner.dedupe.get(id) {
             Some((value, expires)) if *expires > now && *value != mine => {
-                if value.starts_with("inflight:") {
+                if value.starts_with(CLAIM_MARK) {
                     Ok(Claim::Held)
                 } else {
                     Ok(Claim::Done(value.clone()))
@@ -76,9 +76,18 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.lock().dedupe.insert(id.to_string(), (record.to_string(), Instant::now() + ttl));
-        Ok(())
+    async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let current = inner.dedupe.get(id).filter(|(_, expires)| *expires > now).map(|(v, _)| v.as_str());
+        if current != Some(expected) {
+            return Ok(false);
+        }
+        match new {
+            Some(v) => inner.dedupe.insert(id.to_string(), (v.to_string(), now + ttl)),
+            None => inner.dedupe.remove(id),
+        };
+        Ok(true)
     }
 
     async fn forget(&self, id: &str) -> Result<(), StoreError> {

@@ -68,10 +68,32 @@ pub trait Store: Send + Sync {
 
     /// Claims notification `id` for `owner` for `lease`, unless it already has
     /// an outcome or another live claim. A claim by the same owner is renewed.
+    /// Owners are one delivery each, never a whole process.
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
 
-    /// Records the outcome of notification `id` (replacing the claim) for `ttl`.
-    async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Sets notification `id`'s dedupe value to `new` for `ttl` (deletes it
+    /// when `new` is `None`), only if it is `expected` now; says whether it
+    /// did. One atomic compare-and-set, so only a claim's holder renews,
+    /// records or releases it.
+    async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Extends `owner`'s claim on `id` to `lease` from now; false when the
+    /// claim is no longer `owner`'s.
+    async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let mine = claim_value(owner);
+        self.swap(id, &mine, Some(&mine), lease).await
+    }
+
+    /// Replaces `owner`'s claim on `id` with the outcome `record`, kept for
+    /// `ttl`; false (and nothing written) when the claim is no longer `owner`'s.
+    async fn finish(&self, id: &str, owner: &str, record: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.swap(id, &claim_value(owner), Some(record), ttl).await
+    }
+
+    /// Gives `owner`'s claim on `id` up, so another delivery may take it at once.
+    async fn release(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
+        self.swap(id, &claim_value(owner), None, Duration::ZERO).await
+    }
 
     /// Forgets notification `id`'s outcome, so a replay from a dead-letter
     /// topic is delivered again instead of being taken for a duplicate.
@@ -136,8 +158,12 @@ impl Keys {
     }
 }
 
-fn claim_value(owner: &str) -> String {
-    format!("inflight:{owner}")
+/// How a claim's dedupe value starts; an outcome record never does.
+pub const CLAIM_MARK: &str = "inflight:";
+
+/// The dedupe value of `owner`'s claim.
+pub fn claim_value(owner: &str) -> String {
+    format!("{CLAIM_MARK}{owner}")
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {

@@ -1,21 +1,34 @@
 //! The Redis implementation of [`Store`].
 
-use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError};
+use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, CLAIM_MARK};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::Script;
 use std::time::Duration;
 
-/// Claims a notification unless it has an outcome or a live claim by someone else.
+/// Claims a notification unless it has an outcome or a live claim by
+/// someone else (ARGV[3] is the claim mark every claim value starts with).
 const CLAIM: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, ''}
 end
-if string.sub(cur, 1, 9) == 'inflight:' then return {2, ''} end
+if string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then return {2, ''} end
 return {0, cur}
+"#;
+
+/// Compare-and-set of a dedupe value: set ARGV[2] for ARGV[3] ms (or delete
+/// when ARGV[2] is empty) only if the value is ARGV[1] now.
+const SWAP: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
 "#;
 
 /// Holds a member on its lane, never before a member already held there.
@@ -83,6 +96,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     claim: Script,
+    swap: Script,
     defer: Script,
     claim_due: Script,
     remove: Script,
@@ -97,6 +111,7 @@ impl RedisStore {
             conn,
             keys: Keys::new(key_prefix),
             claim: Script::new(CLAIM),
+            swap: Script::new(SWAP),
             defer: Script::new(DEFER),
             claim_due: Script::new(CLAIM_DUE),
             remove: Script::new(REMOVE),
@@ -135,6 +150,7 @@ impl Store for RedisStore {
             .key(self.keys.dedupe(id))
             .arg(claim_value(owner))
             .arg(lease.as_millis() as u64)
+            .arg(CLAIM_MARK)
             .invoke_async(&mut conn)
             .await?;
         Ok(match code {
@@ -144,16 +160,17 @@ impl Store for RedisStore {
         })
     }
 
-    async fn finish(&self, id: &str, record: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let () = redis::cmd("SET")
-            .arg(self.keys.dedupe(id))
-            .arg(record)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut conn)
+        let done: i64 = self
+            .swap
+            .key(self.keys.dedupe(id))
+            .arg(expected)
+            .arg(new.unwrap_or_default())
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(done == 1)
     }
 
     async fn forget(&self, id: &str) -> Result<(), StoreError> {

@@ -98,7 +98,7 @@ impl TokenSource {
             .form(&[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &assertion)])
             .send()
             .await
-            .map_err(|e| ProviderError::from_http(&e))?;
+            .map_err(|e| ProviderError::from_http(&e).before_sending())?;
         let status = response.status();
         if !status.is_success() {
             tracing::error!(status = status.as_u16(), "fcm: the token endpoint refused the service account");

@@ -61,7 +61,8 @@ impl Provider for Smtp {
         };
         let email = request::build(&self.from, message)?;
         match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
-            Err(_) => Err(ProviderError::transient(format!("smtp {}: timed out", self.name))),
+            // The relay may have taken the message before it went quiet.
+            Err(_) => Err(ProviderError::ambiguous(format!("smtp {}: no answer in time", self.name))),
             Ok(Err(e)) => Err(classify(&e)),
             Ok(Ok(reply)) => Ok(Receipt { provider_message_id: reply.first_line().map(str::to_string) }),
         }

@@ -20,8 +20,10 @@ pub fn classify(err: &lettre::transport::smtp::Error) -> ProviderError {
             }
             _ => ProviderError::permanent(format!("smtp {text}")),
         }
-    } else if err.is_timeout() {
-        ProviderError::transient(format!("smtp timed out: {text}"))
+    } else if err.is_timeout() || text.starts_with("network error") {
+        // Mid-transaction (lettre's `Network` kind, which it exposes only in
+        // its text; `Connection` is the connect phase): possibly after DATA.
+        ProviderError::ambiguous(format!("smtp no answer: {text}"))
     } else {
         // Connection refused or dropped, TLS failure, unexpected reply.
         ProviderError::down(format!("smtp unavailable: {text}"))

@@ -4,6 +4,11 @@
 //! and destinations on loopback, link-local or private addresses are refused
 //! unless `allow_private` is set (the name is resolved by a guard, so a DNS
 //! answer cannot smuggle one in).
+//!
+//! Each destination (scheme, host and port) takes at most
+//! `max_per_destination` calls at once, so one customer's slow endpoint
+//! cannot take every connection; the worker's lanes already keep a user's
+//! own messages one at a time.
 
 mod guard;
 mod response;
@@ -14,15 +19,20 @@ mod tests;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tidings_core::config::WebhookConfig;
 use tidings_core::Channel;
+use tokio::sync::Semaphore;
 
 pub struct Webhook {
     name: String,
     client: reqwest::Client,
     signer: standardwebhooks::Webhook,
     allow_private: bool,
+    per_destination: usize,
+    /// Calls under way per destination; an entry lives while a call holds it.
+    destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Webhook {
@@ -36,7 +46,27 @@ impl Webhook {
             .user_agent("tidings-webhooks")
             .build()
             .map_err(|e| ProviderError::down(format!("webhook {name}: {e}")))?;
-        Ok(Webhook { name: name.to_string(), client, signer, allow_private: c.allow_private })
+        Ok(Webhook {
+            name: name.to_string(),
+            client,
+            signer,
+            allow_private: c.allow_private,
+            per_destination: c.max_per_destination.max(1),
+            destinations: Mutex::default(),
+        })
+    }
+
+    /// Waits for a place among the calls to `destination`.
+    async fn slot(&self, destination: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget destinations no call holds, so the map stays as small as the calls under way.
+            if map.len() > 1024 {
+                map.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            map.entry(destination.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_destination))).clone()
+        };
+        semaphore.acquire_owned().await.expect("destination semaphores are never closed")
     }
 }
 
@@ -50,11 +80,22 @@ impl Provider for Webhook {
         channel == Channel::Webhook
     }
 
+    fn calls_recipients(&self) -> bool {
+        true
+    }
+
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError> {
         let Content::Webhook { url, body } = &message.content else {
             return Err(ProviderError::permanent("the webhook provider sends webhooks only"));
         };
         let url = guard::check_url(url, self.allow_private)?;
+        let destination = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let _slot = self.slot(&destination).await;
         let payload = serde_json::to_vec(body).map_err(|e| ProviderError::permanent(e.to_string()))?;
         let timestamp = chrono::Utc::now().timestamp();
         let signature = self

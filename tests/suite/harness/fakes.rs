@@ -46,6 +46,12 @@ pub struct SendgridState {
     pub accepted: std::sync::Mutex<Vec<String>>,
     /// Requests it refused.
     pub refused: std::sync::atomic::AtomicUsize,
+    /// This many of the next requests are accepted, then answered only after
+    /// [`SendgridState::stall_for`]: a provider that takes a message and stalls.
+    pub stall_next: std::sync::atomic::AtomicUsize,
+    pub stall_for: std::sync::Mutex<std::time::Duration>,
+    /// Every request is answered after this long.
+    pub latency: std::sync::Mutex<std::time::Duration>,
 }
 
 impl SendgridState {
@@ -73,7 +79,15 @@ impl wiremock::Respond for SendgridResponder {
         let id = body["custom_args"]["notification_id"].as_str().unwrap_or_default().to_string();
         let mut accepted = self.0.accepted.lock().unwrap();
         accepted.push(id);
-        ResponseTemplate::new(202).insert_header("X-Message-Id", format!("sg-{}", accepted.len()))
+        let stall = self
+            .0
+            .stall_next
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok();
+        let delay = if stall { *self.0.stall_for.lock().unwrap() } else { *self.0.latency.lock().unwrap() };
+        ResponseTemplate::new(202).insert_header("X-Message-Id", format!("sg-{}", accepted.len())).set_delay(delay)
     }
 }
 

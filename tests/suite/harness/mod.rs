@@ -144,6 +144,31 @@ timeout = "5s"
     )
 }
 
+/// TOML for a SendGrid provider at `url`, answering within `timeout`.
+pub fn sendgrid_provider(url: &str, timeout: &str) -> String {
+    format!(
+        "\n[providers.sendgrid]\nkind = \"sendgrid\"\nbase_url = \"{url}\"\napi_key = \"SG.key\"\nfrom = \"Shop <no-reply@shop.example>\"\ntimeout = \"{timeout}\"\n"
+    )
+}
+
+/// Opens the configured store with `n` email-only users (`u-0` …) in it.
+pub async fn store_with_email_users(config: &Config, n: usize) -> tidings_core::store::SharedStore {
+    let store = tidings::fleet::open_store(config).await.unwrap();
+    let users: String = (0..n).map(|i| email_user(i) + "\n").collect();
+    tidings::commands::prefs::import(store.as_ref(), &users).await.unwrap();
+    store
+}
+
+/// The roles of a process that runs intake alone.
+pub fn intake_only() -> tidings::fleet::Roles {
+    tidings::fleet::Roles { intake: true, scheduler: false, channels: vec![] }
+}
+
+/// The roles of a process that runs one channel's worker alone.
+pub fn worker_only(channel: Channel) -> tidings::fleet::Roles {
+    tidings::fleet::Roles { intake: false, scheduler: false, channels: vec![channel] }
+}
+
 /// A user with email and SMS enabled and no quiet hours.
 pub fn user(i: usize) -> String {
     serde_json::json!({
