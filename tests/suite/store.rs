@@ -67,6 +67,8 @@ async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
         // Due earlier, but queued behind the first.
         assert_eq!(store.defer(&l, "second", night).await.unwrap(), morning);
         assert_eq!(store.defer(&l, "third", morning).await.unwrap(), morning);
+        // A retried write (its first try timed out after it went through) is not counted twice.
+        assert_eq!(store.defer(&l, "second", night).await.unwrap(), morning);
         // Another user's lane is independent.
         let other = lane("u2", Channel::Email);
         assert_eq!(store.defer(&other, "elsewhere", night).await.unwrap(), night);

@@ -110,6 +110,10 @@ impl Store for MemoryStore {
 
     async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         let mut inner = self.lock();
+        // Held already: not counted twice (a scan, fine for the sizes `tidings dev` holds).
+        if let Some((held, _)) = inner.deferred.iter().find(|(_, m)| m == member) {
+            return Ok(DateTime::from_timestamp_millis(held / 1000).unwrap_or(due));
+        }
         let l = inner.lanes.entry(lane.to_string()).or_default();
         let mut due_ms = millis(due);
         if l.pending > 0 {

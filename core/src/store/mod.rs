@@ -106,7 +106,8 @@ pub trait Store: Send + Sync {
     /// Holds `member` (a notification JSON) on `lane` (user and channel) until
     /// `due`, or later: never before a member already held on the same lane,
     /// so a user's messages leave in the order they were deferred. Returns
-    /// when it will be released.
+    /// when it will be released. Holding a member already held changes
+    /// nothing, so a retry after a timeout cannot count a lane twice.
     async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
 
     /// Atomically claims up to `limit` members due at `now` (and claims whose

@@ -31,12 +31,16 @@ end
 return 1
 "#;
 
-/// Holds a member on its lane, never before a member already held there.
+/// Holds a member on its lane, never before a member already held there. A
+/// member already held is not counted again (a retry after a timeout whose
+/// write had gone through): its release time is returned as it is.
 /// Every lane is a field of one hash (so a batch reads all its lanes with one
 /// HMGET) whose value is `due,pending,seq`: the release time of its last
 /// member, how many members are held, and a sequence that orders members due
 /// in the same millisecond (restarting when the lane empties).
 const DEFER: &str = r#"
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if held then return math.floor(tonumber(held) / 1000) end
 local due = tonumber(ARGV[2])
 local pending, seq = 0, 0
 local v = redis.call('HGET', KEYS[2], ARGV[3])
