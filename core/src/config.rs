@@ -156,7 +156,8 @@ pub struct RetryConfig {
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Passes over all of a channel's providers before a message that fails on
-    /// every one of them is dead-lettered, counted only while no breaker is open.
+    /// every one of them is dead-lettered; a pass counts when it called a
+    /// provider whose breaker was closed (one that could call nothing is an outage: held).
     #[serde(default = "default_passes")]
     pub passes: u32,
 }
