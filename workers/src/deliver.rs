@@ -76,6 +76,13 @@ struct Letter {
     first_failure: chrono::DateTime<Utc>,
 }
 
+impl Letter {
+    /// A record that cannot be delivered at all, failing now.
+    fn poison(error: String) -> Self {
+        Letter { class: ErrorClass::Poison, error, attempts: 0, providers_tried: vec![], first_failure: Utc::now() }
+    }
+}
+
 pub struct Deliverer {
     pub channel: Channel,
     pub config: Arc<Config>,
@@ -106,6 +113,9 @@ impl Deliverer {
         };
         tracing::Span::current().record("notification_id", n.notification_id.as_str());
         let lease = self.config.worker.claim_lease;
+        // An outcome reached whose recording found the claim gone: recorded
+        // once the claim is back, never reached a second time by sending again.
+        let mut reached: Option<StatusRecord> = None;
         loop {
             let claim = tokio::select! {
                 biased;
@@ -124,18 +134,24 @@ impl Deliverer {
                     }
                 }
             }
-            let lost = revoked.child_token();
-            let status = tokio::select! {
-                status = self.deliver(input, &n, &lost) => status,
-                _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
+            let status = match reached.take() {
+                Some(status) => Some(status),
+                None => {
+                    let lost = revoked.child_token();
+                    tokio::select! {
+                        status = self.deliver(input, &n, &lost) => status,
+                        _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
+                    }
+                }
             };
             match status {
-                Some(status) => {
-                    if self.record(&n, owner, status).await {
-                        return;
+                Some(status) => match self.record(&n, owner, status).await {
+                    Ok(()) => return,
+                    Err(status) => {
+                        metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "recording").increment(1);
+                        reached = Some(status);
                     }
-                    metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "recording").increment(1);
-                }
+                },
                 None => {
                     // Given up on purpose, so the next holder need not wait for it to expire.
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.store.release(&n.notification_id, owner))
@@ -159,13 +175,7 @@ impl Deliverer {
                     Some(Err(e)) => format!("not a notification record: {e}"),
                     _ => "empty record".to_string(),
                 };
-                Err(Letter {
-                    class: ErrorClass::Poison,
-                    error,
-                    attempts: 0,
-                    providers_tried: vec![],
-                    first_failure: Utc::now(),
-                })
+                Err(Letter::poison(error))
             }
         }
     }
@@ -195,13 +205,7 @@ impl Deliverer {
         tracing::error!(offset = input.offset, panic = why, "a delivery panicked");
         metrics::counter!("tidings_delivery_panics_total", "channel" => self.channel.as_str()).increment(1);
         let error = format!("delivery panicked: {why}");
-        let letter = Letter {
-            class: ErrorClass::Poison,
-            error: error.clone(),
-            attempts: 0,
-            providers_tried: vec![],
-            first_failure: Utc::now(),
-        };
+        let letter = Letter::poison(error.clone());
         let Ok(n) = self.read(input) else {
             return until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
         };
@@ -210,7 +214,7 @@ impl Deliverer {
             Claim::Acquired => {
                 until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
                 let status = self.status(&n, State::DeadLettered).with_error(Some(ErrorClass::Poison), error);
-                self.record(&n, owner, status).await;
+                let _ = self.record(&n, owner, status).await;
             }
             // It has an outcome already, or another delivery owns it now.
             Claim::Done(_) | Claim::Held => {}
@@ -401,18 +405,18 @@ impl Deliverer {
         Some(next)
     }
 
-    /// Steps 3 to 5: dedupe record, status, published mark. False (and
-    /// nothing written) when `owner` no longer holds the claim.
-    async fn record(&self, n: &Notification, owner: &str, status: StatusRecord) -> bool {
+    /// Steps 3 to 5: dedupe record, status, published mark. When `owner` no
+    /// longer holds the claim, nothing is written and the status comes back.
+    async fn record(&self, n: &Notification, owner: &str, status: StatusRecord) -> Result<(), StatusRecord> {
         let ttl = self.config.worker.dedupe_ttl;
         let mut record = DedupeRecord { status, published: false };
         let unpublished = serde_json::to_string(&record).expect("records serialize to JSON");
         if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
             tracing::error!(
                 state = record.status.state.as_str(),
-                "the claim was lost before the outcome was recorded; its new holder decides"
+                "the claim was lost before the outcome was recorded; claiming it again to record it"
             );
-            return false;
+            return Err(record.status);
         }
         until_ok("write status", || self.publish(&record.status)).await;
         record.published = true;
@@ -421,7 +425,7 @@ impl Deliverer {
         tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
         metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => record.status.state.as_str())
             .increment(1);
-        true
+        Ok(())
     }
 
     /// A copy of a notification that already has an outcome.

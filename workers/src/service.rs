@@ -225,6 +225,7 @@ async fn consume(
     let mut tasks = JoinSet::new();
     // Reading pauses (polling never does) while every provider is open or the buffer is full.
     let mut paused = false;
+    let mut down = false;
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         let full = turns.offsets.in_flight() >= config.max_buffered;
@@ -240,7 +241,8 @@ async fn consume(
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            _ = check.tick() => {}
+            // Whether every provider is open is read here, not per message: it locks every breaker.
+            _ = check.tick() => down = deliverer.chain.all_open(),
             message = consumer.recv() => match message {
                 Ok(m) => {
                     let input = Input {
@@ -276,7 +278,6 @@ async fn consume(
                 }
             },
         }
-        let down = deliverer.chain.all_open();
         let hold = down || full;
         if hold != paused {
             match pause(&consumer, hold) {
