@@ -110,7 +110,15 @@ impl Chain {
     pub fn new(providers: Vec<Arc<dyn Provider>>, breaker: &BreakerConfig, fleet: Option<SharedStore>) -> Self {
         let links = providers
             .into_iter()
-            .map(|provider| Link { breaker: Breaker::new(provider.name(), breaker), provider })
+            .map(|provider| {
+                // A recipient's own endpoint being slow says nothing of the provider:
+                // such a provider's breaker counts no call as slow.
+                let mut config = breaker.clone();
+                if provider.calls_recipients() {
+                    config.slow_call = Duration::MAX;
+                }
+                Link { breaker: Breaker::new(provider.name(), &config), provider }
+            })
             .collect();
         Chain { links, fleet }
     }
@@ -252,9 +260,7 @@ impl Chain {
         };
         metrics::histogram!("tidings_provider_call_seconds", "provider" => link.provider.name().to_string(), "outcome" => outcome)
             .record(elapsed.as_secs_f64());
-        // A recipient's own endpoint being slow says nothing of the provider.
-        let counted_time = if link.provider.calls_recipients() { Duration::ZERO } else { elapsed };
-        if let Some(Transition::Opened { until }) = link.breaker.record(failed, counted_time) {
+        if let Some(Transition::Opened { until }) = link.breaker.record(failed, elapsed) {
             self.announce(link.provider.name(), until).await;
         }
         result
@@ -293,5 +299,60 @@ async fn pause(wait: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = stop.cancelled() => false,
         _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_core::config::{Ambiguity, RetryConfig};
+    use tidings_core::Channel;
+    use tidings_providers::Content;
+
+    /// Takes every message after `latency`; `recipients` says whether its calls go to users' own endpoints.
+    struct Slow {
+        recipients: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn serves(&self, _: Channel) -> bool {
+            true
+        }
+        fn calls_recipients(&self) -> bool {
+            self.recipients
+        }
+        async fn send(&self, _: &Outgoing) -> Result<Receipt, ProviderError> {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Receipt::default())
+        }
+    }
+
+    async fn open_after_slow_calls(recipients: bool) -> bool {
+        let breaker: BreakerConfig =
+            serde_json::from_value(serde_json::json!({"min_calls": 3, "slow_call": "5s", "slow_call_rate": 0.5}))
+                .unwrap();
+        let chain = Chain::new(vec![Arc::new(Slow { recipients })], &breaker, None);
+        let retry: RetryConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        let policy = Policy::new(&retry, Ambiguity::AtMostOnce);
+        let message = Outgoing {
+            notification_id: "n".into(),
+            priority: tidings_core::Priority::Normal,
+            content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
+        };
+        for _ in 0..3 {
+            let sent = chain.send(&message, &policy, WhenDown::GiveUp, &CancellationToken::new()).await;
+            assert!(matches!(sent, Outcome::Sent(_)));
+        }
+        chain.all_open()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_provider_opens_its_breaker_but_a_slow_recipient_endpoint_does_not() {
+        assert!(open_after_slow_calls(false).await, "slow calls to a provider open its breaker");
+        assert!(!open_after_slow_calls(true).await, "a user's slow endpoint moves no breaker");
     }
 }
