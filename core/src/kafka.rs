@@ -3,9 +3,10 @@
 use crate::config::KafkaConfig;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
 /// The cluster address and the configured librdkafka options.
@@ -30,15 +31,49 @@ fn tuned(kafka: &KafkaConfig, defaults: &[(&str, &str)], fixed: &[(&str, &str)])
     config
 }
 
-/// An idempotent producer: per-partition order holds across retries, and a
-/// retried batch is never written twice.
+/// The largest record a producer writes unless `kafka.options` says otherwise
+/// (librdkafka's `message.max.bytes` default).
+const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The producer of a role (intake, worker, scheduler): idempotent, so
+/// per-partition order holds across retries and a retried batch is never
+/// written twice; and a record never times out locally, so a broker outage
+/// of any length holds the role's writes (and, behind them, its reading)
+/// instead of failing them. The only errors its deliveries report are ones
+/// no retry fixes (a record too large, a topic refused).
 pub fn producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
+    tuned(
+        kafka,
+        &[("linger.ms", "5"), ("compression.type", "lz4")],
+        &[("enable.idempotence", "true"), ("message.timeout.ms", "0")],
+    )
+    .create()
+}
+
+/// The producer of a command an operator runs and waits for (`dev feed`,
+/// `dlq replay`, `bench`): as [`producer`], but a write the cluster does not
+/// take within a minute fails, so a command pointed at the wrong cluster ends.
+pub fn command_producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
     tuned(
         kafka,
         &[("linger.ms", "5"), ("compression.type", "lz4"), ("message.timeout.ms", "60000")],
         &[("enable.idempotence", "true")],
     )
     .create()
+}
+
+/// The largest record the producers write (`message.max.bytes`).
+pub fn max_message_bytes(kafka: &KafkaConfig) -> usize {
+    kafka.options.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(MAX_MESSAGE_BYTES)
+}
+
+/// Whether a write failed because the record is larger than the producer or
+/// the broker takes: retrying it never helps.
+pub fn too_large(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
 }
 
 /// Consumer settings: offsets are stored only when told to (once an outcome
@@ -87,7 +122,7 @@ pub async fn enqueue<K: rdkafka::message::ToBytes + ?Sized>(
     loop {
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -101,7 +136,7 @@ pub async fn delivered(delivery: rdkafka::producer::DeliveryFuture) -> KafkaResu
     match delivery.await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e),
-        Err(_) => Err(rdkafka::error::KafkaError::Canceled),
+        Err(_) => Err(KafkaError::Canceled),
     }
 }
 
@@ -122,8 +157,28 @@ pub async fn enqueue_json<T: serde::Serialize>(
     enqueue(producer, record).await
 }
 
+/// Writes a dead-letter record and waits for it, as [`enqueue_dead_letter`];
+/// a letter the broker refuses as too large is written again without the value.
+pub async fn dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    letter: &crate::dead_letter::DeadLetter,
+) -> KafkaResult<()> {
+    match delivered(enqueue_dead_letter(producer, topic, key, value, letter).await?).await {
+        Err(e) if too_large(&e) && value.is_some() => {
+            delivered(enqueue_dead_letter(producer, topic, key, None, &without_value(letter, value)).await?).await
+        }
+        other => other,
+    }
+}
+
 /// Enqueues a dead-letter record: the original key and value unchanged, plus
-/// the headers of `letter`.
+/// the headers of `letter`. A letter too large to write (the headers grew it
+/// past the limit, or the original never fitted) is written without the
+/// value, and its error says so; it still names the original's topic,
+/// partition and offset.
 pub async fn enqueue_dead_letter(
     producer: &FutureProducer,
     topic: &str,
@@ -131,6 +186,20 @@ pub async fn enqueue_dead_letter(
     value: Option<&[u8]>,
     letter: &crate::dead_letter::DeadLetter,
 ) -> KafkaResult<rdkafka::producer::DeliveryFuture> {
+    match enqueue(producer, letter_record(topic, key, value, letter)).await {
+        Err(e) if too_large(&e) && value.is_some() => {
+            enqueue(producer, letter_record(topic, key, None, &without_value(letter, value))).await
+        }
+        other => other,
+    }
+}
+
+fn letter_record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    letter: &crate::dead_letter::DeadLetter,
+) -> FutureRecord<'a, [u8], [u8]> {
     let pairs = letter.headers();
     let mut record: FutureRecord<'_, [u8], [u8]> =
         FutureRecord::to(topic).headers(headers(pairs.iter().map(|(k, v)| (*k, v.as_str()))));
@@ -140,5 +209,12 @@ pub async fn enqueue_dead_letter(
     if let Some(v) = value {
         record = record.payload(v);
     }
-    enqueue(producer, record).await
+    record
+}
+
+fn without_value(letter: &crate::dead_letter::DeadLetter, value: Option<&[u8]>) -> crate::dead_letter::DeadLetter {
+    let mut bare = letter.clone();
+    let bytes = value.map_or(0, <[u8]>::len);
+    bare.error = format!("{}; the record's value ({bytes} bytes) is left out: too large to write", letter.error);
+    bare
 }

@@ -65,6 +65,9 @@ impl ErrorClass {
     }
 }
 
+/// The longest reason a status record carries, in characters.
+pub const MAX_ERROR_CHARS: usize = 1000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecord {
     pub notification_id: String,
@@ -119,9 +122,16 @@ impl StatusRecord {
         }
     }
 
+    /// Sets the class and reason; a reason longer than [`MAX_ERROR_CHARS`]
+    /// (a provider's whole answer, say) is cut there, so a status stays small.
     pub fn with_error(mut self, class: Option<ErrorClass>, error: impl Into<String>) -> Self {
+        let mut error = error.into();
+        if let Some((cut, _)) = error.char_indices().nth(MAX_ERROR_CHARS) {
+            error.truncate(cut);
+            error.push('…');
+        }
         self.error_class = class;
-        self.error = Some(error.into());
+        self.error = Some(error);
         self
     }
 }

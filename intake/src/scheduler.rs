@@ -6,8 +6,13 @@
 //! once. A member is removed only after Kafka acknowledged it; a scheduler
 //! that dies in between leaves the claim to expire, and the member is
 //! published again: the worker's dedupe turns that copy into a `duplicate`.
-//! An entry that cannot be read goes to `tidings.intake.dlq` (class
-//! `poison`), unchanged, before it leaves the schedule.
+//! An entry that cannot be read, or is too large to publish, goes to
+//! `tidings.intake.dlq` (class `poison`), unchanged, before it leaves the
+//! schedule: it never fails every pass.
+//!
+//! Order: a lane whose earlier member is claimed (by a scheduler that may
+//! have died) releases nothing after it until that member is published or
+//! its claim runs out and it is claimed again, first.
 
 use rdkafka::producer::FutureProducer;
 use std::future::Future;
@@ -109,13 +114,27 @@ pub async fn release_due(
             if let Some(tp) = &held.traceparent {
                 pairs.push((h::TRACEPARENT, tp.as_str()));
             }
-            let delivery =
-                enqueue_json(producer, &n.channel.topic(n.priority), &n.user_id, n, Some(kafka::headers(pairs)))
-                    .await?;
-            pending.push((Some(lane(&n.user_id, n.channel)), member, delivery, true));
+            let topic = n.channel.topic(n.priority);
+            let lane = Some(lane(&n.user_id, n.channel));
+            match enqueue_json(producer, &topic, &n.user_id, n, Some(kafka::headers(pairs))).await {
+                Ok(delivery) => pending.push((lane, member, delivery, true)),
+                Err(e) if kafka::too_large(&e) => {
+                    too_large(producer, member, &n.user_id, &topic, clock).await?;
+                    store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         for (lane, member, delivery, published) in pending {
-            delivered(delivery).await?;
+            let published = match delivered(delivery).await {
+                Ok(()) => published,
+                Err(e) if kafka::too_large(&e) && published => {
+                    let user = lane.as_deref().and_then(|l| l.rsplit_once(':')).map_or("", |(user, _)| user);
+                    too_large(producer, member, user, "its channel topic", clock).await?;
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            };
             store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
             released += u64::from(published);
         }
@@ -123,4 +142,20 @@ pub async fn release_due(
             return Ok(released);
         }
     }
+}
+
+/// Dead-letters a member too large to publish, so it leaves the schedule
+/// instead of failing every pass.
+async fn too_large(
+    producer: &FutureProducer,
+    member: &str,
+    user: &str,
+    topic: &str,
+    clock: &Clock,
+) -> Result<(), SchedulerError> {
+    let error = format!("deferred notification of {} bytes is too large to publish to {topic}", member.len());
+    tracing::error!(%error, "deferred entry dead-lettered");
+    let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error, clock.now());
+    let key = Some(user.as_bytes()).filter(|k| !k.is_empty());
+    Ok(kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?)
 }

@@ -33,7 +33,7 @@ use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::config::{EventRoute, UnknownTypes};
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::event::CloudEvent;
-use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
+use tidings_core::kafka::{self, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
@@ -47,6 +47,12 @@ use tokio_util::sync::CancellationToken;
 pub enum IntakeError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// A write a record causes is larger than the producer takes: the record
+    /// is dead-lettered instead (never retried, which could not help).
+    #[error(
+        "a record for {topic} would be {bytes} bytes, more than the {max} the producer writes (`message.max.bytes`)"
+    )]
+    TooLarge { topic: String, bytes: usize, max: usize },
 }
 
 /// A user's preferences as intake uses them, or why there are none to use.
@@ -62,20 +68,27 @@ pub struct Intake {
     cache: Cache<String, Hydrated>,
 }
 
-/// One record's writes, and where its offset goes once they are acknowledged.
+/// One record's writes, and where its offset goes once they are
+/// acknowledged; its key and value, to dead-letter it should the broker
+/// refuse a write as too large.
 struct Pending {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
     published: u64,
     deliveries: Vec<DeliveryFuture>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
 }
 
-/// A record as the reader hands it over: where it came from, and what it says.
+/// A record as the reader hands it over: where it came from, what it says,
+/// and its key and value as read (what a dead letter carries).
 struct Read {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
     decoded: Decoded,
 }
 
@@ -83,9 +96,8 @@ struct Read {
 enum Decoded {
     /// An event with a route (`config.events[&event.ty]`) and its user.
     Routed(CloudEvent, String),
-    /// Not usable as it is: why, and (for the dead-letter topic) the original
-    /// key and value; the event, if it decoded, and its user.
-    Rejected { reason: Rejection, key: Option<Vec<u8>>, value: Option<Vec<u8>> },
+    /// Not usable as it is: why; the event, if it decoded, and its user.
+    Rejected(Rejection),
 }
 
 enum Rejection {
@@ -121,7 +133,7 @@ pub async fn run(
             batch = ready.recv(), if acks.len() < max_in_flight => match batch {
                 Some(batch) => {
                     for pending in intake.handle_batch(batch).await? {
-                        acks.push_back(settle(pending));
+                        acks.push_back(intake.settle(pending));
                     }
                 }
                 None => break,
@@ -144,6 +156,12 @@ pub async fn run(
 }
 
 /// The reader stage: consume and decode, a batch at a time, in order.
+///
+/// The consumer is polled on every turn, whatever the router holds: when the
+/// router has no room for a batch (its writes wait for a broker, or Redis is
+/// gone) the batch waits here and the partitions are *paused*, so intake
+/// stays in its group through an outage of any length instead of exceeding
+/// `max.poll.interval.ms`. What still arrives joins the waiting batch.
 async fn read(
     consumer: Arc<StreamConsumer>,
     config: Arc<Config>,
@@ -152,32 +170,62 @@ async fn read(
 ) {
     let size = config.intake.batch_size.max(1);
     let mut topic: Arc<str> = Arc::from("");
+    let mut waiting: Option<Vec<Read>> = None;
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            m = consumer.recv() => m,
-        };
-        let m = match first {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "consume error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+            room = batches.reserve(), if waiting.is_some() => {
+                let Ok(room) = room else { return };
+                room.send(waiting.take().expect("a batch waits"));
+                pause(&consumer, false);
             }
-        };
-        let mut batch = Vec::with_capacity(size);
-        batch.push(decode(&config, &m, &mut topic));
-        // Take what is already fetched, without waiting for more.
-        while batch.len() < size {
-            match consumer.recv().now_or_never() {
-                Some(Ok(m)) => batch.push(decode(&config, &m, &mut topic)),
-                _ => break,
+            m = consumer.recv() => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consume error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let batch = waiting.get_or_insert_with(|| Vec::with_capacity(size));
+                batch.push(decode(&config, &m, &mut topic));
+                // Take what is already fetched, without waiting for more.
+                while batch.len() < size {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(m)) => batch.push(decode(&config, &m, &mut topic)),
+                        _ => break,
+                    }
+                }
+                match batches.try_send(waiting.take().expect("just filled")) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(batch)) => {
+                        waiting = Some(batch);
+                        // Again for every record that still arrives: a rebalance assigns unpaused.
+                        pause(&consumer, true);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
             }
         }
-        if batches.send(batch).await.is_err() {
-            return;
-        }
+    }
+}
+
+/// Pauses or resumes every partition assigned now.
+fn pause(consumer: &StreamConsumer, pause: bool) {
+    let done =
+        consumer.assignment().and_then(
+            |assigned| {
+                if pause {
+                    consumer.pause(&assigned)
+                } else {
+                    consumer.resume(&assigned)
+                }
+            },
+        );
+    if let Err(e) = done {
+        tracing::warn!(error = %e, pause, "cannot pause or resume reading");
     }
 }
 
@@ -185,27 +233,33 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
     if topic.as_ref() != m.topic() {
         *topic = Arc::from(m.topic());
     }
+    let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
     let reason = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m)) {
         Err(e) => Rejection::Poison(e.to_string()),
         Ok(event) => match event.user_id(&config.intake.user_pointer) {
             Err(e) => Rejection::Poison(e.to_string()),
             Ok(user) if config.events.contains_key(&event.ty) => {
                 let decoded = Decoded::Routed(event, user);
-                return Read { topic: topic.clone(), partition: m.partition(), offset: m.offset(), decoded };
+                return Read {
+                    topic: topic.clone(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key,
+                    value,
+                    decoded,
+                };
             }
             Ok(user) => Rejection::Unknown(event, user),
         },
     };
-    let decoded =
-        Decoded::Rejected { reason, key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec) };
-    Read { topic: topic.clone(), partition: m.partition(), offset: m.offset(), decoded }
-}
-
-async fn settle(mut p: Pending) -> Result<Pending, KafkaError> {
-    for d in std::mem::take(&mut p.deliveries) {
-        delivered(d).await?;
+    Read {
+        topic: topic.clone(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key,
+        value,
+        decoded: Decoded::Rejected(reason),
     }
-    Ok(p)
 }
 
 impl Intake {
@@ -222,7 +276,32 @@ impl Intake {
         Ok(Intake { producer: kafka::producer(&config.kafka)?, config, store, clock, progress, cache })
     }
 
-    fn stored(&self, consumer: &impl Consumer, done: Result<Pending, KafkaError>) -> Result<(), IntakeError> {
+    /// Waits for a record's writes. One the broker refused as too large (it
+    /// takes less than the producer's `message.max.bytes`) dead-letters the
+    /// record; any other failure is one no retry fixes (writes never time
+    /// out), and ends intake.
+    async fn settle(&self, mut p: Pending) -> Result<Pending, IntakeError> {
+        for d in std::mem::take(&mut p.deliveries) {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, refused))) if kafka::too_large(&e) => {
+                    let reason = format!(
+                        "a record for {} of {} bytes was refused by the broker as too large",
+                        refused.topic(),
+                        refused.payload().map_or(0, <[u8]>::len)
+                    );
+                    let letter = DeadLetter::poison(&p.topic, p.partition, p.offset, reason, self.clock.now());
+                    let (key, value) = (p.key.as_deref(), p.value.as_deref());
+                    kafka::dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?;
+                }
+                Ok(Err((e, _))) => return Err(e.into()),
+                Err(_) => return Err(KafkaError::Canceled.into()),
+            }
+        }
+        Ok(p)
+    }
+
+    fn stored(&self, consumer: &impl Consumer, done: Result<Pending, IntakeError>) -> Result<(), IntakeError> {
         // A failed write leaves the offset unstored: the record is consumed again after restart.
         let done = done?;
         if let Err(e) = consumer.store_offset(&done.topic, done.partition, done.offset) {
@@ -294,18 +373,20 @@ impl Intake {
                 offset: read.offset,
                 published: 0,
                 deliveries: Vec::new(),
+                key: None,
+                value: None,
             };
-            match &read.decoded {
-                Decoded::Rejected { reason: Rejection::Poison(reason), .. } => {
-                    self.dead_letter(read, reason.clone(), now, &mut pending).await?
+            let handled = match &read.decoded {
+                Decoded::Rejected(Rejection::Poison(reason)) => {
+                    self.dead_letter(read, reason.clone(), now, &mut pending).await
                 }
-                Decoded::Rejected { reason: Rejection::Unknown(event, user), .. } => {
+                Decoded::Rejected(Rejection::Unknown(event, user)) => {
                     let reason = format!("unknown event type `{}`", event.ty);
                     match self.config.intake.unknown_types {
-                        UnknownTypes::DeadLetter => self.dead_letter(read, reason, now, &mut pending).await?,
+                        UnknownTypes::DeadLetter => self.dead_letter(read, reason, now, &mut pending).await,
                         UnknownTypes::Suppress => {
                             let status = event_status(event, user, Channel::Email, &event.ty, reason, now);
-                            pending.deliveries.push(self.status(&status).await?);
+                            self.status(&status, &mut pending).await
                         }
                     }
                 }
@@ -315,10 +396,21 @@ impl Intake {
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Err(format!("no preferences for user {user}"))));
                     let route_cfg = &events[&event.ty];
-                    self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &mut pending).await?;
+                    self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &mut pending).await
                 }
+            };
+            match handled {
+                Ok(()) => {}
+                // What it wrote before stays (a replay's copies are duplicates the workers drop).
+                Err(too_large @ IntakeError::TooLarge { .. }) => {
+                    self.dead_letter(read, too_large.to_string(), now, &mut pending).await?
+                }
+                Err(e) => return Err(e),
             }
             out.push(pending);
+        }
+        for (pending, read) in out.iter_mut().zip(batch) {
+            (pending.key, pending.value) = (read.key, read.value);
         }
         Ok(out)
     }
@@ -339,8 +431,7 @@ impl Intake {
             Ok(p) => p,
             Err(reason) => {
                 let status = event_status(event, user_id, route_cfg.channels[0], template, reason.clone(), now);
-                pending.deliveries.push(self.status(&status).await?);
-                return Ok(());
+                return self.status(&status, pending).await;
             }
         };
         let correlation_id = event.correlationid.clone().unwrap_or_else(|| event.id.clone());
@@ -348,43 +439,44 @@ impl Intake {
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
             let status = event_status(event, user_id, route_cfg.channels[0], template, reason, now);
-            pending.deliveries.push(self.status(&status).await?);
+            self.status(&status, pending).await?;
         }
         for outcome in outcomes {
-            let delivery = match outcome {
+            match outcome {
                 Outcome::Publish(n)
                     if n.priority != Priority::Critical
                         && !holds.is_empty()
                         && holds.contains_key(&lane(user_id, n.channel)) =>
                 {
                     // Behind a deferred message of the same user and channel.
-                    self.defer(n, now, holds, &correlation_id, event, now).await?
+                    self.defer(n, now, holds, &correlation_id, event, now, pending).await?
                 }
                 Outcome::Publish(n) => {
                     let mut pairs = vec![(h::CORRELATION_ID, correlation_id.as_str())];
                     if let Some(tp) = &event.traceparent {
                         pairs.push((h::TRACEPARENT, tp.as_str()));
                     }
-                    pending.published += 1;
                     let topic = n.channel.topic(n.priority);
-                    enqueue_json(&self.producer, &topic, &n.user_id, &n, Some(kafka::headers(pairs))).await?
+                    self.write(&topic, &n.user_id, &n, Some(kafka::headers(pairs)), pending).await?;
+                    pending.published += 1;
                 }
                 Outcome::Defer(n) => {
                     let until = n.not_before.unwrap_or(now);
-                    self.defer(n, until, holds, &correlation_id, event, now).await?
+                    self.defer(n, until, holds, &correlation_id, event, now, pending).await?
                 }
                 Outcome::Suppress(n, reason) => {
                     let status = StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
-                    self.status(&status).await?
+                    self.status(&status, pending).await?
                 }
-            };
-            pending.deliveries.push(delivery);
+            }
         }
         Ok(())
     }
 
     /// Holds `n` until `until` (or behind what its lane already holds) and
-    /// enqueues its `deferred` status.
+    /// enqueues its `deferred` status. A member the scheduler could not
+    /// publish (too large) is never held.
+    #[allow(clippy::too_many_arguments)]
     async fn defer(
         &self,
         mut n: Notification,
@@ -393,7 +485,8 @@ impl Intake {
         correlation_id: &str,
         event: &CloudEvent,
         now: DateTime<Utc>,
-    ) -> Result<DeliveryFuture, IntakeError> {
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
         let l = lane(&n.user_id, n.channel);
         let until = holds.get(&l).map_or(until, |held| until.max(*held));
         n.not_before = Some(until);
@@ -403,15 +496,46 @@ impl Intake {
             traceparent: event.traceparent.clone(),
         };
         let member = serde_json::to_string(&held).expect("records serialize to JSON");
+        let max = kafka::max_message_bytes(&self.config.kafka);
+        if member.len() > max {
+            let topic = held.notification.channel.topic(held.notification.priority);
+            return Err(IntakeError::TooLarge { topic, bytes: member.len(), max });
+        }
         let released = until_ok("defer", || self.store.defer(&l, &member, until)).await;
         holds.insert(l, released);
         let mut status = StatusRecord::of(&held.notification, State::Deferred, now);
         status.not_before = Some(released);
-        self.status(&status).await
+        self.status(&status, pending).await
     }
 
-    async fn status(&self, status: &StatusRecord) -> Result<DeliveryFuture, IntakeError> {
-        Ok(enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, status, None).await?)
+    async fn status(&self, status: &StatusRecord, pending: &mut Pending) -> Result<(), IntakeError> {
+        self.write(STATUS_TOPIC, &status.user_id, status, None, pending).await
+    }
+
+    /// Enqueues one of a record's writes; its acknowledgement joins the record's.
+    async fn write<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &T,
+        headers: Option<rdkafka::message::OwnedHeaders>,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
+        match enqueue_json(&self.producer, topic, key, value, headers).await {
+            Ok(delivery) => {
+                pending.deliveries.push(delivery);
+                Ok(())
+            }
+            Err(e) if kafka::too_large(&e) => {
+                let bytes = serde_json::to_vec(value).map_or(0, |v| v.len()) + key.len();
+                Err(IntakeError::TooLarge {
+                    topic: topic.to_string(),
+                    bytes,
+                    max: kafka::max_message_bytes(&self.config.kafka),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn dead_letter(
@@ -423,10 +547,7 @@ impl Intake {
     ) -> Result<(), IntakeError> {
         tracing::warn!(topic = %read.topic, partition = read.partition, offset = read.offset, %reason, "input dead-lettered");
         let letter = DeadLetter::poison(&read.topic, read.partition, read.offset, reason, now);
-        let (key, value) = match &read.decoded {
-            Decoded::Rejected { key, value, .. } => (key.as_deref(), value.as_deref()),
-            Decoded::Routed(..) => (None, None),
-        };
+        let (key, value) = (read.key.as_deref(), read.value.as_deref());
         pending.deliveries.push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?);
         Ok(())
     }
@@ -452,10 +573,11 @@ fn event_status(
         provider_message_id: None,
         attempts: 0,
         error_class: None,
-        error: Some(reason),
+        error: None,
         not_before: None,
         fallback_notification_id: None,
         created_at: Some(now),
         at: now,
     }
+    .with_error(None, reason)
 }

@@ -163,7 +163,7 @@ async fn passthrough(
 ) -> anyhow::Result<()> {
     let consumer: StreamConsumer = kafka::consumer(&config.kafka, &group)?;
     consumer.subscribe(&[INPUT])?;
-    let producer = kafka::producer(&config.kafka)?;
+    let producer = kafka::command_producer(&config.kafka)?;
     let mut acks = FuturesOrdered::new();
     tokio::pin!(stop);
     loop {

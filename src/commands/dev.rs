@@ -142,7 +142,7 @@ fn read_or(path: &Option<std::path::PathBuf>, shipped: &str) -> anyhow::Result<S
 /// Produces every line of `events` to the input topic its type belongs to
 /// (`order.*` to `orders.events`, …; the first input topic otherwise).
 pub async fn feed(config: &Config, events: &str) -> anyhow::Result<usize> {
-    let producer = kafka::producer(&config.kafka)?;
+    let producer = kafka::command_producer(&config.kafka)?;
     let mut deliveries = Vec::new();
     for line in events.lines().filter(|l| !l.trim().is_empty()) {
         let json: Option<serde_json::Value> = serde_json::from_str(line).ok();

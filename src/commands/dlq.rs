@@ -57,7 +57,7 @@ pub async fn run(command: DlqCommand, config: Arc<Config>) -> anyhow::Result<Exi
             let topic = topic_of(&from)?;
             let group = config.group(&format!("dlq-replay-{from}"));
             let consumer = reader(&config, &group, &topic, Offset::Stored)?;
-            let producer = kafka::producer(&config.kafka)?;
+            let producer = kafka::command_producer(&config.kafka)?;
             let store = fleet::open_store(&config).await?;
             let mut records = Vec::new();
             read_to_end(&consumer, &topic, max, |m| {

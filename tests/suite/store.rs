@@ -111,6 +111,40 @@ async fn concurrent_claims_are_disjoint_and_an_abandoned_claim_comes_back() {
     .await;
 }
 
+/// A deferred member as intake writes it, as far as the schedule reads it;
+/// `tag` sorts against the order the members are deferred in.
+fn member(user: &str, tag: &str) -> String {
+    format!(r#"{{"a":"{tag}","notification":{{"user_id":"{user}","channel":"email"}}}}"#)
+}
+
+#[tokio::test]
+async fn a_claimed_member_holds_its_lane_until_published_or_its_claim_runs_out() {
+    with_both(async |store: &dyn Store| {
+        let (u, v) = (lane("u", Channel::Email), lane("v", Channel::Email));
+        let early = at("2026-11-27T06:00:00Z");
+        let later = at("2026-11-27T07:00:00Z");
+        let (first, second, third) = (member("u", "z"), member("u", "y"), member("u", "x"));
+        store.defer(&u, &first, early).await.unwrap();
+        store.defer(&u, &second, early).await.unwrap();
+        store.defer(&u, &third, later).await.unwrap();
+        let elsewhere = member("v", "w");
+        store.defer(&v, &elsewhere, later).await.unwrap();
+
+        let lease = Duration::from_secs(7200);
+        assert_eq!(store.claim_due(early, 10, lease).await.unwrap(), vec![first.clone(), second.clone()]);
+        // Their scheduler died. The lane's third member is due, but its earlier ones are still claimed.
+        assert_eq!(store.claim_due(later, 10, lease).await.unwrap(), vec![elsewhere.clone()]);
+        assert!(store.claim_due(later, 10, lease).await.unwrap().is_empty());
+        // The claim runs out: the lane's members come back in the order they were deferred.
+        let after = later + Span::minutes(121);
+        assert_eq!(store.claim_due(after, 10, lease).await.unwrap(), vec![first.clone(), second, elsewhere, third]);
+        // Once the first is published, the rest of the lane is not held back by it.
+        store.remove_deferred(&u, &first).await.unwrap();
+        assert_eq!(store.deferred_len().await.unwrap(), 3);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn hydrate_reads_preferences_and_holds_in_one_call() {
     with_both(async |store: &dyn Store| {

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::dead_letter::DeadLetter;
-use tidings_core::kafka::{delivered, enqueue_dead_letter, enqueue_json};
+use tidings_core::kafka::{self, delivered, enqueue_json};
 use tidings_core::notification::{headers, notification_id};
 use tidings_core::persist::until_ok;
 use tidings_core::status::ErrorClass;
@@ -465,10 +465,7 @@ impl Deliverer {
             last_failure: Utc::now(),
         };
         let topic = self.channel.dlq_topic();
-        delivered(
-            enqueue_dead_letter(&self.producer, &topic, input.key.as_deref(), input.payload.as_deref(), &dl).await?,
-        )
-        .await
+        kafka::dead_letter(&self.producer, &topic, input.key.as_deref(), input.payload.as_deref(), &dl).await
     }
 }
 

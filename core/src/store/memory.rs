@@ -2,10 +2,10 @@
 //! for `tidings dev` on a machine without `redis-server`. State lives only as
 //! long as the process.
 
-use super::{claim_value, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK};
+use super::{claim_value, lane_of, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK, MAX_CLAIM};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -131,12 +131,21 @@ impl Store for MemoryStore {
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
         let mut inner = self.lock();
+        let limit = limit.min(MAX_CLAIM);
         let bound = score(millis(now), 999);
         let until = score(millis(now) + lease.as_millis() as i64, 0);
         let stale: Vec<(i64, String)> =
             inner.claimed.iter().take_while(|(t, _)| *t <= bound).take(limit).cloned().collect();
-        let due: Vec<(i64, String)> =
-            inner.deferred.iter().take_while(|(t, _)| *t <= bound).take(limit - stale.len()).cloned().collect();
+        let blocked: HashSet<String> =
+            inner.claimed.iter().filter(|(t, _)| *t > bound).filter_map(|(_, m)| lane_of(m)).collect();
+        let due: Vec<(i64, String)> = inner
+            .deferred
+            .iter()
+            .take_while(|(t, _)| *t <= bound)
+            .filter(|(_, m)| lane_of(m).is_none_or(|l| !blocked.contains(&l)))
+            .take(limit - stale.len())
+            .cloned()
+            .collect();
         let mut out = Vec::with_capacity(stale.len() + due.len());
         for entry in stale {
             inner.claimed.remove(&entry);
@@ -146,8 +155,8 @@ impl Store for MemoryStore {
             inner.deferred.remove(&entry);
             out.push(entry.1);
         }
-        for m in &out {
-            inner.claimed.insert((until, m.clone()));
+        for (place, m) in out.iter().enumerate() {
+            inner.claimed.insert((until + place as i64 + 1, m.clone()));
         }
         Ok(out)
     }

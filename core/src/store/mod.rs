@@ -46,6 +46,26 @@ fn score(due_ms: i64, seq: i64) -> i64 {
     due_ms * 1000 + seq
 }
 
+/// The most members one [`Store::claim_due`] claims: a claim's members keep
+/// their order in the lease score's last three digits.
+pub const MAX_CLAIM: usize = 999;
+
+/// The lane a deferred member is held on, read from the member itself; none
+/// for a member that does not read (it blocks nothing).
+fn lane_of(member: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        notification: Fields,
+    }
+    #[derive(serde::Deserialize)]
+    struct Fields {
+        user_id: String,
+        channel: String,
+    }
+    let m: Member = serde_json::from_str(member).ok()?;
+    Some(format!("{}:{}", m.notification.user_id, m.notification.channel))
+}
+
 /// What [`Store::claim`] found for a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -110,10 +130,11 @@ pub trait Store: Send + Sync {
     /// nothing, so a retry after a timeout cannot count a lane twice.
     async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
 
-    /// Atomically claims up to `limit` members due at `now` (and claims whose
-    /// lease ran out), in release order, for `lease`. Two schedulers never
-    /// claim the same member at once; a claimed member is not lost if its
-    /// scheduler dies.
+    /// Atomically claims up to `limit` (at most [`MAX_CLAIM`]) members due at
+    /// `now` (and claims whose lease ran out), in release order, for `lease`.
+    /// Two schedulers never claim the same member at once; a claimed member
+    /// is not lost if its scheduler dies, and while its claim is live no later
+    /// member of its lane is claimed.
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError>;
 
     /// Removes a member once it is back on its channel topic, releasing its lane.

@@ -1,6 +1,6 @@
 //! The Redis implementation of [`Store`].
 
-use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, CLAIM_MARK};
+use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, CLAIM_MARK, MAX_CLAIM};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -58,23 +58,48 @@ redis.call('ZADD', KEYS[1], string.format('%.0f', due * 1000 + seq), ARGV[1])
 return due
 "#;
 
-/// Moves due members (after claims whose lease ran out) into the claimed set
-/// with a new lease, in release order.
+/// Moves due members into the claimed set with a new lease, in release
+/// order, after claims whose lease ran out (in the order they were claimed:
+/// a claim's members are scored lease end + their place). A lane with a live
+/// claim releases nothing more until that member is published or its claim
+/// runs out, so a scheduler that died holding a user's earlier message never
+/// lets a later one overtake it. The lane is read from the member
+/// (`notification.user_id` and `.channel`); a member whose lane does not
+/// read blocks nothing. At most ten pages of due members are looked at.
+/// ARGV: due bound, limit, new lease score, live bound.
 const CLAIM_DUE: &str = r#"
-local out = {}
-local limit = tonumber(ARGV[2])
-local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, limit)
-for _, m in ipairs(stale) do
-  redis.call('ZADD', KEYS[2], ARGV[3], m)
-  table.insert(out, m)
-end
-if #out < limit then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit - #out)
-  for _, m in ipairs(due) do
-    redis.call('ZREM', KEYS[1], m)
-    redis.call('ZADD', KEYS[2], ARGV[3], m)
-    table.insert(out, m)
+local function lane_of(m)
+  local ok, v = pcall(cjson.decode, m)
+  if ok and type(v) == 'table' and type(v.notification) == 'table' then
+    local n = v.notification
+    if type(n.user_id) == 'string' and type(n.channel) == 'string' then return n.user_id .. ':' .. n.channel end
   end
+  return nil
+end
+local limit = tonumber(ARGV[2])
+local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, limit)
+local blocked = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[4], '+inf')) do
+  local l = lane_of(m)
+  if l then blocked[l] = true end
+end
+local skipped, pages = 0, 0
+while #out < limit and pages < 10 do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', skipped, limit - #out)
+  if #page == 0 then break end
+  pages = pages + 1
+  for _, m in ipairs(page) do
+    local l = lane_of(m)
+    if l and blocked[l] then
+      skipped = skipped + 1
+    else
+      redis.call('ZREM', KEYS[1], m)
+      table.insert(out, m)
+    end
+  end
+end
+for i, m in ipairs(out) do
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + i, m)
 end
 return out
 "#;
@@ -228,8 +253,9 @@ impl Store for RedisStore {
             .key(self.keys.deferred())
             .key(self.keys.deferred_claimed())
             .arg(score(millis(now), 999))
-            .arg(limit)
+            .arg(limit.min(MAX_CLAIM))
             .arg(score(until, 0))
+            .arg(score(millis(now), 999))
             .invoke_async(&mut conn)
             .await?)
     }
