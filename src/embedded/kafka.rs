@@ -7,6 +7,8 @@ use std::thread::JoinHandle;
 
 enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
+    /// Takes a broker down (`false`: its connections cut, new ones refused) or back up.
+    Broker(i32, bool, mpsc::Sender<Result<(), String>>),
 }
 
 pub struct EmbeddedKafka {
@@ -33,8 +35,14 @@ impl EmbeddedKafka {
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Runs until every sender is dropped.
                 for command in rx {
-                    let Command::CreateTopic(name, partitions, reply) = command;
-                    let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(|e| e.to_string()));
+                    let (done, reply) = match command {
+                        Command::CreateTopic(name, partitions, reply) => {
+                            (cluster.create_topic(&name, partitions, 1), reply)
+                        }
+                        Command::Broker(id, true, reply) => (cluster.broker_up(id), reply),
+                        Command::Broker(id, false, reply) => (cluster.broker_down(id), reply),
+                    };
+                    let _ = reply.send(done.map_err(|e| e.to_string()));
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -48,6 +56,16 @@ impl EmbeddedKafka {
 
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
         self.ask(|reply| Command::CreateTopic(name.to_string(), partitions, reply))
+    }
+
+    /// Takes broker `id` (from 1) down, as a crash or a partition would:
+    /// its connections are cut and new ones refused until [`Self::broker_up`].
+    pub fn broker_down(&self, id: i32) -> Result<(), String> {
+        self.ask(|reply| Command::Broker(id, false, reply))
+    }
+
+    pub fn broker_up(&self, id: i32) -> Result<(), String> {
+        self.ask(|reply| Command::Broker(id, true, reply))
     }
 
     fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {

@@ -162,3 +162,78 @@ async fn an_unreadable_deferred_entry_is_dead_lettered_and_the_schedule_goes_on(
         "{stdout}"
     );
 }
+
+/// An event whose notification is larger than the producer writes (here a
+/// 20 kB `message.max.bytes`) is dead-lettered with the reason; the letter,
+/// too large itself, goes without its value; intake goes on with the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_too_large_to_route_is_dead_lettered_and_intake_goes_on() {
+    let infra = Infra::start();
+    let smtp = SmtpServer::start().await;
+    let unlimited = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    let mut config = unlimited.clone();
+    config.kafka.options.insert("message.max.bytes".into(), "20000".into());
+    let config = Arc::new(config);
+    let store = fleet::open_store(&config).await.unwrap();
+    store.set_prefs("u-1", &email_user(1)).await.unwrap();
+    let watch = StatusWatch::start(&config);
+    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+
+    let mut big: serde_json::Value = serde_json::from_str(&order_event(1, "u-1")).unwrap();
+    big["data"]["note"] = "x".repeat(30_000).into();
+    let events = [big.to_string(), order_event(2, "u-1")].join("\n");
+    tidings::commands::dev::feed(&unlimited, &events).await.unwrap();
+
+    let good = notification_id("evt-2", Channel::Email, "u-1", "order.confirmed");
+    watch.wait_for_status(&good, State::Sent, Duration::from_secs(60)).await;
+    let letters = harness::read_topic(&config, INTAKE_DLQ_TOPIC, 1);
+    assert_eq!(letters.len(), 1);
+    let error = &letters[0].headers[dead_letter::ERROR];
+    assert!(error.contains("tidings.email.normal would be") && error.contains("more than the 20000"), "{error}");
+    assert!(error.contains("value (") && error.contains("is left out"), "{error}");
+    assert_eq!(letters[0].headers[dead_letter::ORIGINAL_OFFSET], "0");
+    let big_id = notification_id("evt-1", Channel::Email, "u-1", "order.confirmed");
+    assert!(watch.records().iter().all(|r| r.notification_id != big_id), "nothing of it went on");
+    assert_eq!(smtp.received().len(), 1);
+    fleet.shutdown().await.unwrap();
+}
+
+/// A deferred notification larger than the producer now writes is
+/// dead-lettered unchanged and leaves the schedule; the pass does not fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_entry_too_large_to_publish_is_dead_lettered_and_the_schedule_goes_on() {
+    let infra = Infra::start();
+    let mut config = infra.config(&smtp_and_twilio(9, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    config.kafka.options.insert("message.max.bytes".into(), "50000".into());
+    let store = fleet::open_store(&config).await.unwrap();
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let entry = |id: &str, note: usize| {
+        serde_json::json!({
+            "notification": {
+                "notification_id": id, "event_id": id, "event_type": "order.confirmed", "user_id": "u-1",
+                "channel": "email", "priority": "normal", "template": "order.confirmed",
+                "category": "transactional", "locale": "en", "timezone": "UTC",
+                "recipient": {"kind": "email", "address": "u1@example.com"},
+                "data": {"note": "x".repeat(note)}, "created_at": due,
+            },
+            "correlation_id": id,
+        })
+        .to_string()
+    };
+    let (big, small) = (entry("n-big", 60_000), entry("n-small", 10));
+    let u1 = lane("u-1", Channel::Email);
+    store.defer(&u1, &big, due).await.unwrap();
+    store.defer(&u1, &small, due).await.unwrap();
+
+    let producer = tidings_core::kafka::producer(&config.kafka).unwrap();
+    let released = release_due(&config, &store, &producer, &Clock::system()).await.unwrap();
+    assert_eq!(released, 1, "the one that fits went out");
+    assert_eq!(store.deferred_len().await.unwrap(), 0, "both left the schedule");
+    let letters = harness::read_topic(&config, INTAKE_DLQ_TOPIC, 1);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].headers[dead_letter::ORIGINAL_TOPIC], dead_letter::SCHEDULE);
+    let error = &letters[0].headers[dead_letter::ERROR];
+    assert!(error.contains("too large to publish to tidings.email.normal"), "{error}");
+    let published = harness::read_topic(&config, &Channel::Email.topic(tidings_core::Priority::Normal), 1);
+    assert!(published[0].value.contains("n-small"));
+}

@@ -43,9 +43,11 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
             "the expired claim to be taken over",
             Duration::from_secs(5),
             Duration::from_millis(20),
-            || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::Acquired },
+            || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::TakenOver },
         )
         .await;
+        // w2 knows w1 stopped part-way; renewing its own claim is no takeover.
+        assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), Claim::Acquired);
         // w1 lost its claim: it can neither renew it nor record an outcome over w2's.
         assert!(!store.renew("n2", "w1", lease).await.unwrap());
         assert!(!store.finish("n2", "w1", "{}", lease).await.unwrap());

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::config::Ambiguity;
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{self, delivered, enqueue_json};
 use tidings_core::notification::{headers, notification_id};
@@ -122,8 +123,10 @@ impl Deliverer {
                 _ = revoked.cancelled() => return,
                 claim = until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)) => claim,
             };
+            // A delivery of it stopped part-way: it may be out already.
+            let taken_over = claim == Claim::TakenOver;
             match claim {
-                Claim::Acquired => {}
+                Claim::Acquired | Claim::TakenOver => {}
                 Claim::Done(record) => return self.duplicate(&n, &record).await,
                 // Another delivery is sending it (a rebalance moved the partition
                 // mid-send): wait for its outcome or for its claim to expire.
@@ -134,13 +137,22 @@ impl Deliverer {
                     }
                 }
             }
+            let at_most_once = self.config.worker.ambiguous.of(n.priority) == Ambiguity::AtMostOnce;
             let status = match reached.take() {
                 Some(status) => Some(status),
+                None if taken_over && at_most_once => Some(self.taken_over(&n)),
                 None => {
                     let lost = revoked.child_token();
-                    tokio::select! {
+                    let status = tokio::select! {
                         status = self.deliver(input, &n, &lost) => status,
                         _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
+                    };
+                    match status {
+                        Some(s) if taken_over && s.state == State::Sent && s.error.is_none() => Some(s.with_error(
+                            None,
+                            "sent after a delivery of it stopped part-way: this may be a second copy",
+                        )),
+                        other => other,
                     }
                 }
             };
@@ -164,6 +176,19 @@ impl Deliverer {
                 }
             }
         }
+    }
+
+    /// The outcome of a notification whose claim was taken over from a
+    /// delivery that stopped without an outcome (its worker died, or lost
+    /// Redis, between the claim and the recording): the provider may have
+    /// accepted it, so under `at_most_once` it is not sent again.
+    fn taken_over(&self, n: &Notification) -> StatusRecord {
+        tracing::warn!("a delivery stopped part-way; the outcome is unconfirmed");
+        metrics::counter!("tidings_claims_taken_over_total", "channel" => self.channel.as_str()).increment(1);
+        let reason = "a delivery of it stopped part-way (its worker died or lost Redis between claiming and recording it): the provider may have accepted it";
+        let mut s = self.status(n, State::Unconfirmed).with_error(None, reason);
+        s.attempts = n.attempt + 1;
+        s
     }
 
     /// The notification in a record, or the dead letter for a record that is none.
@@ -211,7 +236,7 @@ impl Deliverer {
         };
         let lease = self.config.worker.claim_lease;
         match until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)).await {
-            Claim::Acquired => {
+            Claim::Acquired | Claim::TakenOver => {
                 until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
                 let status = self.status(&n, State::DeadLettered).with_error(Some(ErrorClass::Poison), error);
                 let _ = self.record(&n, owner, status).await;

@@ -2,7 +2,9 @@
 //! for `tidings dev` on a machine without `redis-server`. State lives only as
 //! long as the process.
 
-use super::{claim_value, lane_of, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK, MAX_CLAIM};
+use super::{
+    claim_value, lane_of, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -61,19 +63,20 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let now = Instant::now();
         let mine = claim_value(owner);
-        match inner.dedupe.get(id) {
+        let claim = match inner.dedupe.get(id) {
             Some((value, expires)) if *expires > now && *value != mine => {
-                if value.starts_with(CLAIM_MARK) {
-                    Ok(Claim::Held)
-                } else {
-                    Ok(Claim::Done(value.clone()))
+                if !value.starts_with(CLAIM_MARK) {
+                    return Ok(Claim::Done(value.clone()));
                 }
+                if *expires > now + CLAIM_MEMORY {
+                    return Ok(Claim::Held);
+                }
+                Claim::TakenOver
             }
-            _ => {
-                inner.dedupe.insert(id.to_string(), (mine, now + lease));
-                Ok(Claim::Acquired)
-            }
-        }
+            _ => Claim::Acquired,
+        };
+        inner.dedupe.insert(id.to_string(), (mine, now + lease + CLAIM_MEMORY));
+        Ok(claim)
     }
 
     async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {

@@ -75,7 +75,20 @@ pub enum Claim {
     Done(String),
     /// Another worker holds a live claim on it.
     Held,
+    /// This worker may send it now, but it takes over a claim whose holder
+    /// stopped (died, or lost Redis) without an outcome: that holder may
+    /// have been in its provider call, so the notification may be out
+    /// already. The worker's ambiguity policy decides what happens.
+    TakenOver,
 }
+
+/// How long a claim is remembered after its lease runs out, so that whoever
+/// claims the notification next knows a delivery stopped part-way (a claim
+/// lives `lease + CLAIM_MEMORY` in Redis and is live for its first `lease`).
+/// Long enough for a record to be redelivered after its worker died; a
+/// claim ends in an outcome or is released otherwise, so only the claims of
+/// deliveries that died are kept this long.
+pub const CLAIM_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 pub type SharedStore = Arc<dyn Store>;
 
@@ -87,8 +100,9 @@ pub trait Store: Send + Sync {
     async fn set_prefs(&self, user: &str, json: &str) -> Result<(), StoreError>;
 
     /// Claims notification `id` for `owner` for `lease`, unless it already has
-    /// an outcome or another live claim. A claim by the same owner is renewed.
-    /// Owners are one delivery each, never a whole process.
+    /// an outcome or another live claim. A claim by the same owner is renewed;
+    /// one whose lease ran out is taken over ([`Claim::TakenOver`]). Owners
+    /// are one delivery each, never a whole process.
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
 
     /// Sets notification `id`'s dedupe value to `new` for `ttl` (deletes it
@@ -101,7 +115,7 @@ pub trait Store: Send + Sync {
     /// claim is no longer `owner`'s.
     async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
         let mine = claim_value(owner);
-        self.swap(id, &mine, Some(&mine), lease).await
+        self.swap(id, &mine, Some(&mine), lease + CLAIM_MEMORY).await
     }
 
     /// Replaces `owner`'s claim on `id` with the outcome `record`, kept for

@@ -1,6 +1,8 @@
 //! The Redis implementation of [`Store`].
 
-use super::{claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, CLAIM_MARK, MAX_CLAIM};
+use super::{
+    claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -9,13 +11,19 @@ use std::time::Duration;
 
 /// Claims a notification unless it has an outcome or a live claim by
 /// someone else (ARGV[3] is the claim mark every claim value starts with).
+/// A claim lives lease + memory (ARGV[2], ARGV[4] ms) and is live while more
+/// than the memory is left; a claim past its lease is taken over (code 3).
 const CLAIM: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1, ''}
 end
-if string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then return {2, ''} end
+if string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then
+  if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then return {2, ''} end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {3, ''}
+end
 return {0, cur}
 "#;
 
@@ -178,13 +186,15 @@ impl Store for RedisStore {
             .claim
             .key(self.keys.dedupe(id))
             .arg(claim_value(owner))
-            .arg(lease.as_millis() as u64)
+            .arg((lease + CLAIM_MEMORY).as_millis() as u64)
             .arg(CLAIM_MARK)
+            .arg(CLAIM_MEMORY.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         Ok(match code {
             1 => Claim::Acquired,
             2 => Claim::Held,
+            3 => Claim::TakenOver,
             _ => Claim::Done(value),
         })
     }

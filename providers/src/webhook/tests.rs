@@ -85,3 +85,20 @@ async fn endpoint_answers_are_classified_as_the_endpoints_fault() {
     assert_eq!((e.kind, e.recipient_fault), (ErrorKind::Transient, true));
     assert_eq!(answer(400).await.kind, ErrorKind::Permanent);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_takes_at_most_its_share_of_calls_and_others_are_not_kept_waiting() {
+    let config: WebhookConfig = serde_json::from_value(
+        serde_json::json!({"secret": SECRET, "allow_private": true, "timeout": "2s", "max_per_destination": 2}),
+    )
+    .unwrap();
+    let hooks = Webhook::new("webhook", &config).unwrap();
+    let (a, b) = ("http://127.0.0.1:8001", "http://127.0.0.1:8002");
+    let first = hooks.slot(a).await;
+    let _second = hooks.slot(a).await;
+    let soon = std::time::Duration::from_secs(1);
+    assert!(tokio::time::timeout(soon, hooks.slot(a)).await.is_err(), "a third call to a waits");
+    assert!(tokio::time::timeout(soon, hooks.slot(b)).await.is_ok(), "b has places of its own");
+    drop(first);
+    assert!(tokio::time::timeout(soon, hooks.slot(a)).await.is_ok(), "a place freed is taken");
+}

@@ -8,10 +8,15 @@
 //! Run them alone with `cargo test --test suite drills::`. Each prints a
 //! `drill <name>: …` line with its figures (the README's drill table).
 
+mod broker_outage;
 mod claim_outlives_lease;
 mod long_outage;
 mod panics;
+mod redis_outage;
+mod secondary_down;
+mod slow_tenant;
 mod stalled_provider;
+mod worker_kills;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,6 +39,17 @@ impl Expected {
             let user = format!("u-{}", seq % users);
             let id = notification_id(&format!("evt-{seq}"), channel, &user, "order.confirmed");
             e.per_user.entry(user).or_default().push(id);
+            e.total += 1;
+        }
+        e
+    }
+
+    /// `order.confirmed` events, one per `(seq, user)` in the order fed, on `channel`.
+    pub fn of(events: &[(usize, String)], channel: Channel) -> Self {
+        let mut e = Expected::default();
+        for (seq, user) in events {
+            let id = notification_id(&format!("evt-{seq}"), channel, user, "order.confirmed");
+            e.per_user.entry(user.clone()).or_default().push(id);
             e.total += 1;
         }
         e

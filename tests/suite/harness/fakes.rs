@@ -52,6 +52,8 @@ pub struct SendgridState {
     pub stall_for: std::sync::Mutex<std::time::Duration>,
     /// Every request is answered after this long.
     pub latency: std::sync::Mutex<std::time::Duration>,
+    /// Notification ids answered 503 every time (a message it keeps failing).
+    pub refuse_ids: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl SendgridState {
@@ -77,6 +79,10 @@ impl wiremock::Respond for SendgridResponder {
         }
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let id = body["custom_args"]["notification_id"].as_str().unwrap_or_default().to_string();
+        if self.0.refuse_ids.lock().unwrap().contains(&id) {
+            self.0.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return ResponseTemplate::new(503).set_body_json(serde_json::json!({"errors": [{"message": "try later"}]}));
+        }
         let mut accepted = self.0.accepted.lock().unwrap();
         accepted.push(id);
         let stall = self

@@ -217,9 +217,15 @@ impl StatusWatch {
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = records.clone();
         let task = tokio::spawn(async move {
-            while let Ok(m) = consumer.recv().await {
-                if let Some(r) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) {
-                    sink.lock().unwrap().push(r);
+            loop {
+                match consumer.recv().await {
+                    Ok(m) => {
+                        if let Some(r) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) {
+                            sink.lock().unwrap().push(r);
+                        }
+                    }
+                    // A broker gone for a while (a drill): the consumer reconnects on its own.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
