@@ -63,6 +63,9 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Extra librdkafka settings passed as they are, e.g. `"security.protocol" = "SASL_SSL"`,
     /// `"sasl.mechanisms" = "PLAIN"`, `"sasl.username"`, `"sasl.password"`, `"ssl.ca.location"`.
+    /// They win over Tidings' defaults but never over the settings its guarantees rest on
+    /// (see `kafka::consumer_config` and `kafka::producer`). `"message.max.bytes"` is also
+    /// the size above which a record is dead-lettered as too large.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }

@@ -17,7 +17,7 @@ const HELD: usize = 3000;
 const USERS: usize = 200;
 
 /// A notification as intake defers it.
-fn deferred(seq: usize) -> (String, String, String) {
+pub fn deferred(seq: usize) -> (String, String, String) {
     let user = format!("u-{}", seq % USERS);
     let event = format!("evt-{seq}");
     let id = notification_id(&event, Channel::Email, &user, "order.confirmed");
