@@ -105,6 +105,11 @@ pub struct IntakeConfig {
     /// How long a cached preference is used: a change is seen by intake within it.
     #[serde(default = "default_cache_ttl", with = "humantime_serde")]
     pub prefs_cache_ttl: Duration,
+    /// At shutdown, how long intake waits for the writes in flight (a broker
+    /// outage holds them for ever); records whose writes are not acknowledged
+    /// by then keep their offsets unstored and are read again after a restart.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -65,7 +65,14 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break,
             _ = tick.tick() => {
-                match release_due(&config, &store, &producer, &clock).await {
+                // A pass cut short (shutdown while its writes wait for a broker) leaves its
+                // claims to expire: the members are published again, and deduped.
+                let pass = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    pass = release_due(&config, &store, &producer, &clock) => pass,
+                };
+                match pass {
                     Ok(n) => Progress::add(&progress.released, n),
                     Err(e) => tracing::warn!(error = %e, "scheduler pass failed; will retry"),
                 }

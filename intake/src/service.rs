@@ -118,6 +118,7 @@ pub async fn run(
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     let intake = Intake::new(config.clone(), store, clock, progress)?;
     let max_in_flight = config.intake.max_in_flight.max(1);
+    let config_drain = config.intake.drain_timeout;
     // A couple of batches decoded ahead; the rest waits in librdkafka.
     let (batches, mut ready) = mpsc::channel(2);
     let stop = CancellationToken::new();
@@ -145,8 +146,18 @@ pub async fn run(
     stop.cancel();
     drop(ready);
     let _ = reader.await;
-    while let Some(done) = acks.next().await {
-        intake.stored(consumer.as_ref(), done)?;
+    let drained = tokio::time::timeout(config_drain, async {
+        while let Some(done) = acks.next().await {
+            intake.stored(consumer.as_ref(), done)?;
+        }
+        Ok::<(), IntakeError>(())
+    })
+    .await;
+    match drained {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::warn!(unacknowledged = acks.len(), "drain timed out; those records are read again after a restart")
+        }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "nothing to commit at shutdown");

@@ -58,15 +58,17 @@ impl Infra {
         ]
     }
 
-    /// Runs `tidings <args>` as a process of its own, configured by `file`.
-    pub fn spawn(&self, file: &std::path::Path, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+    /// Runs `tidings <args>` as a process of its own, configured by `file`;
+    /// killed when dropped, so a failing test leaves nothing running.
+    pub fn spawn(&self, file: &std::path::Path, args: &[&str]) -> Process {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args(args)
             .env("TIDINGS_CONFIG", file)
             .envs(self.env())
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("the tidings binary")
+            .expect("the tidings binary");
+        Process(child)
     }
 
     /// The example configuration pointed at this infrastructure, with the given providers.
@@ -88,6 +90,29 @@ impl Infra {
             channels.iter().map(|(c, names)| (*c, ChannelConfig::with_providers(names.iter().copied()))).collect();
         config.validate().unwrap();
         config
+    }
+}
+
+/// A `tidings` process a test started; killed (SIGKILL) when dropped.
+pub struct Process(std::process::Child);
+
+impl std::ops::Deref for Process {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
