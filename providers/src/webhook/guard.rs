@@ -4,27 +4,49 @@
 use crate::ProviderError;
 use std::net::{IpAddr, SocketAddr};
 
-/// Whether `ip` is one a webhook must not reach from inside our network.
+/// Whether `ip` is one a webhook must not reach from inside our network:
+/// every special-purpose range that is not the public internet (IANA's
+/// registries), and the IPv6 forms that carry an IPv4 address inside
+/// (mapped, NAT64, 6to4) judged by that address.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_documentation()
+                || v4.is_multicast()
+                // 0.0.0.0/8 "this network" (the unspecified address among them).
+                || a == 0
                 // 100.64.0.0/10, carrier-grade NAT.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                || (a == 100 && (b & 0xc0) == 64)
+                // 192.0.0.0/24, IETF protocol assignments.
+                || (a == 192 && b == 0 && c == 0)
+                // 198.18.0.0/15, benchmarking.
+                || (a == 198 && (b & 0xfe) == 18)
+                // 240.0.0.0/4, reserved.
+                || a >= 240
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let embedded =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
             v6.is_loopback()
                 || v6.is_unspecified()
-                // fc00::/7 unique local, fe80::/10 link-local.
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || v6.is_multicast()
+                // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local.
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                // ::/96, IPv4-compatible (deprecated): nothing public is reached this way.
+                || s[..6] == [0; 6]
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                // 64:ff9b::/96, NAT64: the IPv4 address it translates to.
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal(IpAddr::V4(embedded(s[6], s[7]))))
+                // 2002::/16, 6to4: the IPv4 address of the relay it goes through.
+                || (s[0] == 0x2002 && is_internal(IpAddr::V4(embedded(s[1], s[2]))))
         }
     }
 }
@@ -102,10 +124,26 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "0.1.2.3",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::a00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101::1",
+            "fec0::1",
+            "ff02::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:4700::1111", "100.128.0.1"] {
+        for ip in
+            ["93.184.216.34", "2606:4700::1111", "100.128.0.1", "198.20.0.1", "64:ff9b::5db8:d822", "2002:5db8:d822::1"]
+        {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -42,6 +42,9 @@ impl Webhook {
         let client = reqwest::Client::builder()
             .timeout(c.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`) would be the only
+            // address the guard sees: webhooks never go through one.
+            .no_proxy()
             .dns_resolver(Arc::new(guard::Resolver { allow_private: c.allow_private }))
             .user_agent("tidings-webhooks")
             .build()

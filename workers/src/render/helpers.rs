@@ -4,6 +4,9 @@
 //!   time shown in the user's time zone.
 //! - `{{money total currency}}`: `49.90` and `EUR` become `€49.90`.
 //! - `{{plural count "item" "items"}}`: `1 item`, `3 items`.
+//!
+//! What a helper writes goes through the registry's escaping (HTML in HTML
+//! parts), as `{{variable}}` does: event data never becomes markup.
 
 use chrono::DateTime;
 use chrono_tz::Tz;
@@ -28,9 +31,15 @@ fn missing(helper: &str, h: &Helper<'_>, i: usize, wanted: &str) -> RenderError 
     }
 }
 
+/// Writes `text` escaped as the registry escapes values.
+fn write(r: &Handlebars<'_>, out: &mut dyn Output, text: &str) -> HelperResult {
+    out.write(&r.get_escape_fn()(text))?;
+    Ok(())
+}
+
 fn date(
     h: &Helper<'_>,
-    _: &Handlebars<'_>,
+    r: &Handlebars<'_>,
     ctx: &Context,
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
@@ -39,13 +48,12 @@ fn date(
     let format = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("%-d %B %Y");
     let tz: Tz = ctx.data()["tidings"]["timezone"].as_str().and_then(|s| s.parse().ok()).unwrap_or(Tz::UTC);
     let t = DateTime::parse_from_rfc3339(raw).map_err(|e| fail(format!("date: `{raw}`: {e}")))?;
-    out.write(&t.with_timezone(&tz).format(format).to_string())?;
-    Ok(())
+    write(r, out, &t.with_timezone(&tz).format(format).to_string())
 }
 
 fn money(
     h: &Helper<'_>,
-    _: &Handlebars<'_>,
+    r: &Handlebars<'_>,
     _: &Context,
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
@@ -56,10 +64,12 @@ fn money(
         _ => None,
     }
     .ok_or_else(|| missing("money", h, 0, "an amount"))?;
-    let currency =
-        h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| missing("money", h, 1, "a currency code"))?;
-    out.write(&format_money(amount, currency))?;
-    Ok(())
+    let currency = h
+        .param(1)
+        .and_then(|p| p.value().as_str())
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+        .ok_or_else(|| missing("money", h, 1, "a three-letter currency code"))?;
+    write(r, out, &format_money(amount, currency))
 }
 
 pub fn format_money(amount: f64, currency: &str) -> String {
@@ -76,7 +86,7 @@ pub fn format_money(amount: f64, currency: &str) -> String {
 
 fn plural(
     h: &Helper<'_>,
-    _: &Handlebars<'_>,
+    r: &Handlebars<'_>,
     _: &Context,
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
@@ -84,13 +94,31 @@ fn plural(
     let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
     let one = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("plural: needs the singular".into()))?;
     let many = h.param(2).and_then(|p| p.value().as_str()).map(str::to_string).unwrap_or_else(|| format!("{one}s"));
-    out.write(&format!("{count} {}", if count == 1 { one } else { &many }))?;
-    Ok(())
+    write(r, out, &format!("{count} {}", if count == 1 { one } else { &many }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::format_money;
+
+    fn html(template: &str, data: serde_json::Value) -> Result<String, handlebars::RenderError> {
+        let mut hb = handlebars::Handlebars::new();
+        super::register(&mut hb);
+        hb.render_template(template, &data)
+    }
+
+    #[test]
+    fn helpers_never_turn_data_into_markup() {
+        let bad = html(
+            "{{money total currency}}",
+            serde_json::json!({"total": 89.9, "currency": "<script>alert(1)</script>"}),
+        );
+        let e = bad.unwrap_err().to_string();
+        assert!(e.contains("`currency` is missing or not a three-letter currency code"), "{e}");
+        assert_eq!(html("{{money 3.5 \"CHF\"}}", serde_json::json!({})).unwrap(), "3.50 CHF");
+        let words = html("{{plural n word}}", serde_json::json!({"n": 2, "word": "<b>box</b>"})).unwrap();
+        assert_eq!(words, "2 &lt;b&gt;box&lt;/b&gt;s");
+    }
 
     #[test]
     fn money_formats() {
