@@ -9,8 +9,6 @@ enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
     /// Takes a broker down (`false`: its connections cut, new ones refused) or back up.
     Broker(i32, bool, mpsc::Sender<Result<(), String>>),
-    /// Delays every answer of a broker by this long.
-    RoundTrip(i32, std::time::Duration, mpsc::Sender<Result<(), String>>),
 }
 
 pub struct EmbeddedKafka {
@@ -43,7 +41,6 @@ impl EmbeddedKafka {
                         }
                         Command::Broker(id, true, reply) => (cluster.broker_up(id), reply),
                         Command::Broker(id, false, reply) => (cluster.broker_down(id), reply),
-                        Command::RoundTrip(id, delay, reply) => (cluster.broker_round_trip_time(id, delay), reply),
                     };
                     let _ = reply.send(done.map_err(|e| e.to_string()));
                 }
@@ -69,11 +66,6 @@ impl EmbeddedKafka {
 
     pub fn broker_up(&self, id: i32) -> Result<(), String> {
         self.ask(|reply| Command::Broker(id, true, reply))
-    }
-
-    /// Makes broker `id` answer every request `delay` late, as a distant cluster would.
-    pub fn round_trip_time(&self, id: i32, delay: std::time::Duration) -> Result<(), String> {
-        self.ask(|reply| Command::RoundTrip(id, delay, reply))
     }
 
     fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {

@@ -79,17 +79,22 @@ impl Renderer {
                 title: part("push.title")?.trim().to_string(),
                 body: part("push.body")?.trim().to_string(),
             },
-            (Recipient::Webhook { url }, Channel::Webhook) => Content::Webhook {
-                url: url.clone(),
-                body: json!({
-                    "notification_id": n.notification_id,
-                    "event_id": n.event_id,
-                    "type": n.event_type,
-                    "user_id": n.user_id,
-                    "created_at": n.created_at,
-                    "data": n.data,
-                }),
-            },
+            (Recipient::Webhook { url }, Channel::Webhook) => {
+                // Read with serde_json's depth limit: data nested deeper is a render
+                // error (dead-lettered), never a panic.
+                let data: Value = serde_json::from_str(n.data.get()).map_err(|e| RenderError::Failed {
+                    name: format!("{}/webhook", n.template),
+                    reason: format!("the event data cannot be sent as JSON: {e}"),
+                })?;
+                let mut body = serde_json::Map::new();
+                body.insert("notification_id".into(), n.notification_id.clone().into());
+                body.insert("event_id".into(), n.event_id.clone().into());
+                body.insert("type".into(), n.event_type.clone().into());
+                body.insert("user_id".into(), n.user_id.clone().into());
+                body.insert("created_at".into(), json!(n.created_at));
+                body.insert("data".into(), data);
+                Content::Webhook { url: url.clone(), body: Value::Object(body) }
+            }
             (_, channel) => return Err(RenderError::Recipient(channel)),
         })
     }
@@ -167,4 +172,22 @@ fn sources(dir: &Path) -> Result<Vec<(String, String, bool)>, RenderError> {
     // Partials first, so templates that use them parse against them.
     out.sort_by_key(|(_, _, is_partial)| !is_partial);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_nested_past_the_depth_limit_is_a_render_error_not_a_panic() {
+        let renderer = Renderer::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../templates"))).unwrap();
+        let mut n = check::sample_notification("order.confirmed", Channel::Webhook, "en", json!({"a": 1}));
+        n.recipient = Recipient::Webhook { url: "https://hooks.example.com/x".into() };
+        let Content::Webhook { body, .. } = renderer.render(&n).unwrap() else { panic!("a webhook") };
+        assert_eq!((body["data"]["a"].as_i64(), body["type"].as_str()), (Some(1), Some("order.confirmed")));
+        let deep = "[".repeat(1000) + &"]".repeat(1000);
+        n.data = serde_json::value::RawValue::from_string(deep).unwrap();
+        let e = renderer.render(&n).unwrap_err().to_string();
+        assert!(e.contains("cannot be sent as JSON") && e.contains("recursion limit"), "{e}");
+    }
 }
