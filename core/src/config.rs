@@ -110,6 +110,26 @@ pub struct IntakeConfig {
     /// by then keep their offsets unstored and are read again after a restart.
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// What an event may be at most; one beyond is dead-lettered with the reason.
+    #[serde(default)]
+    pub limits: EventLimits,
+}
+
+/// Bounds on an input event, checked before anything is built from it, in
+/// both Kafka modes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLimits {
+    /// The record's value and headers together, in bytes.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Each identifier (`id`, `type`, `source`, `subject`, `correlationid`,
+    /// `traceparent`, the user id), in bytes.
+    #[serde(default = "default_max_id_bytes")]
+    pub max_id_bytes: usize,
+    /// How deep objects and arrays may nest in the event's `data`.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -412,11 +432,22 @@ pub struct VonageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Standard Webhooks signing secret, `whsec_<base64>`.
+    /// Master signing key, `whsec_<base64>` of at least 24 bytes. Each
+    /// endpoint signs with its own key derived from it (HKDF-SHA256 over its
+    /// URL); `tidings prefs webhook-secret <user>` prints a user's.
     pub secret: SecretString,
+    /// The master key being rotated out: its signature is sent beside the
+    /// new one until `previous_until`.
+    #[serde(default)]
+    pub previous_secret: Option<SecretString>,
+    #[serde(default)]
+    pub previous_until: Option<chrono::DateTime<chrono::Utc>>,
     /// Allow destinations on loopback, link-local and private addresses (tests, internal hooks).
     #[serde(default)]
     pub allow_private: bool,
+    /// The ports a destination may use.
+    #[serde(default = "default_webhook_ports")]
+    pub allowed_ports: Vec<u16>,
     /// Calls at once to one destination (scheme, host, port), across users.
     #[serde(default = "default_per_destination")]
     pub max_per_destination: usize,
@@ -485,6 +516,56 @@ pub struct SandboxConfig {
     pub outages: Vec<String>,
 }
 
+/// Fields that hold strings which may look like numbers or booleans (keys,
+/// tokens, passwords, account ids, sender ids): read as written from the
+/// environment.
+const STRING_FIELDS: [&str; 17] = [
+    "password",
+    "username",
+    "api_key",
+    "api_secret",
+    "auth_token",
+    "account_sid",
+    "messaging_service_sid",
+    "secret",
+    "previous_secret",
+    "credentials_json",
+    "key_pem",
+    "key_id",
+    "team_id",
+    "project_id",
+    "from",
+    "url",
+    "bootstrap_servers",
+];
+
+/// Secret fields: an error about one never shows its value.
+const SECRET_FIELDS: [&str; 7] =
+    ["password", "api_secret", "auth_token", "secret", "previous_secret", "credentials_json", "key_pem"];
+
+/// `error` with the value taken out of every message about a secret field,
+/// and out of every type error in `[providers]` (whose tagged sections do
+/// not tell serde which field was wrong).
+fn without_secrets(error: figment::Error) -> figment::Error {
+    use figment::error::Kind;
+    let mut out: Option<figment::Error> = None;
+    for mut e in error {
+        if e.path.last().is_some_and(|field| SECRET_FIELDS.contains(&field.as_str())) {
+            e.kind = Kind::Message(format!("`{}` is not a usable secret (its value is not shown)", e.path.join(".")));
+        } else if e.path.first().is_some_and(|section| section == "providers") {
+            if let Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) = &e.kind {
+                e.kind =
+                    Kind::Message(format!("a value is not {expected} (the value is not shown: it may be a secret)"));
+            }
+        }
+        out = Some(match out {
+            None => e,
+            Some(prev) => prev.chain(e),
+        });
+    }
+    out.expect("an error holds at least one")
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -512,7 +593,18 @@ impl Config {
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let env = Env::prefixed("TIDINGS_").filter(|k| k.as_str().contains("__")).split("__");
-        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        // The environment's values are parsed (`918273645` becomes a number,
+        // `true` a boolean); a field that holds a string takes them as written.
+        let raw: Vec<(String, String)> = env
+            .iter()
+            .filter(|(key, _)| key.as_str().rsplit('.').next().is_some_and(|field| STRING_FIELDS.contains(&field)))
+            .map(|(key, value)| (key.as_str().to_string(), value))
+            .collect();
+        let mut figment = figment.merge(env);
+        for pair in raw {
+            figment = figment.merge(pair);
+        }
+        let config: Config = figment.extract().map_err(|e| Box::new(without_secrets(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -603,8 +695,20 @@ fn default_cache_size() -> u64 {
 fn default_cache_ttl() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_event_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_id_bytes() -> usize {
+    256
+}
+fn default_max_depth() -> usize {
+    32
+}
 fn default_worker_in_flight() -> usize {
     256
+}
+fn default_webhook_ports() -> Vec<u16> {
+    vec![80, 443, 8080, 8443]
 }
 fn default_per_destination() -> usize {
     8
@@ -706,6 +810,7 @@ macro_rules! default_via_serde {
 default_via_serde!(
     RedisConfig,
     IntakeConfig,
+    EventLimits,
     WorkerConfig,
     RetryConfig,
     AmbiguityConfig,

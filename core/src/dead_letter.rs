@@ -1,7 +1,7 @@
 //! Dead-letter records: the original key and value unchanged, plus headers
 //! that say where the record came from and why it could not be delivered.
 
-use crate::status::ErrorClass;
+use crate::status::{cut_reason, ErrorClass};
 use chrono::{DateTime, Utc};
 
 pub const ORIGINAL_TOPIC: &str = "dlq_original_topic";
@@ -33,14 +33,15 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// Input that cannot be read: one attempt, no provider, failing now.
+    /// Input that cannot be read: one attempt, no provider, failing now; the
+    /// reason cut as a status's is.
     pub fn poison(original_topic: &str, partition: i32, offset: i64, error: String, now: DateTime<Utc>) -> Self {
         DeadLetter {
             original_topic: original_topic.to_string(),
             original_partition: partition,
             original_offset: offset,
             error_class: ErrorClass::Poison,
-            error,
+            error: cut_reason(error),
             attempts: 1,
             providers_tried: Vec::new(),
             first_failure: now,

@@ -5,6 +5,7 @@
 //! Either way the event is decoded into a [`CloudEvent`] whose JSON form (the
 //! structured one) is what the user-id pointer is evaluated against.
 
+use crate::config::EventLimits;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -50,18 +51,81 @@ pub enum DecodeError {
     MissingHeader(&'static str),
     #[error("no user id at JSON pointer `{0}`")]
     NoUser(String),
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// Refuses an identifier (`name` says which) longer than the limits allow.
+pub fn check_id(name: &str, value: &str, limits: &EventLimits) -> Result<(), DecodeError> {
+    if value.len() > limits.max_id_bytes {
+        return Err(DecodeError::Limit(format!(
+            "`{name}` is {} bytes, more than the {} allowed (intake.limits.max_id_bytes)",
+            value.len(),
+            limits.max_id_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses JSON whose objects and arrays nest deeper than `max` levels
+/// below `above` enclosing ones, in one pass over the text before anything
+/// is parsed: what builds or walks the data later never meets more depth.
+fn too_deep(json: &[u8], max: usize, above: usize) -> Result<(), DecodeError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max + above {
+                    return Err(DecodeError::Limit(format!(
+                        "`data` nests deeper than the {max} levels allowed (intake.limits.max_depth)"
+                    )));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// At most `max` characters of `s`, for quoting input in a reason.
+fn cut(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(at, _)| &s[..at])
 }
 
 impl CloudEvent {
-    /// Decodes a Kafka record. `headers` are (name, value) pairs; a
-    /// `ce_specversion` header selects binary mode.
-    pub fn decode(value: Option<&[u8]>, headers: &[(String, Vec<u8>)]) -> Result<Self, DecodeError> {
+    /// Decodes a Kafka record within `limits`. `headers` are (name, value)
+    /// pairs; a `ce_specversion` header selects binary mode.
+    pub fn decode(
+        value: Option<&[u8]>,
+        headers: &[(String, Vec<u8>)],
+        limits: &EventLimits,
+    ) -> Result<Self, DecodeError> {
+        let size = value.map_or(0, <[u8]>::len) + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if size > limits.max_event_bytes {
+            return Err(DecodeError::Limit(format!(
+                "the event is {size} bytes, more than the {} allowed (intake.limits.max_event_bytes)",
+                limits.max_event_bytes
+            )));
+        }
         let header =
             |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
         let event = if let Some(specversion) = header("ce_specversion") {
             let data = match value {
                 None | Some(b"") => null(),
                 Some(bytes) => {
+                    too_deep(bytes, limits.max_depth, 0)?;
                     serde_json::from_slice::<&RawValue>(bytes).map_err(|e| DecodeError::Json(e.to_string()))?.to_owned()
                 }
             };
@@ -69,7 +133,7 @@ impl CloudEvent {
                 None => None,
                 Some(t) => Some(
                     DateTime::parse_from_rfc3339(&t)
-                        .map_err(|e| DecodeError::Shape(format!("ce_time `{t}`: {e}")))?
+                        .map_err(|e| DecodeError::Shape(format!("ce_time `{}`: {e}", cut(&t, 64))))?
                         .with_timezone(&Utc),
                 ),
             };
@@ -86,9 +150,27 @@ impl CloudEvent {
             }
         } else {
             let bytes = value.ok_or_else(|| DecodeError::Shape("empty value".into()))?;
-            let json: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-            serde_json::from_value(json).map_err(|e| DecodeError::Shape(e.to_string()))?
+            // The envelope is one level above `data`.
+            too_deep(bytes, limits.max_depth, 1)?;
+            serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => DecodeError::Shape(e.to_string()),
+                _ => DecodeError::Json(e.to_string()),
+            })?
         };
+        let ids = [
+            ("specversion", Some(&event.specversion)),
+            ("id", Some(&event.id)),
+            ("type", Some(&event.ty)),
+            ("source", Some(&event.source)),
+            ("subject", event.subject.as_ref()),
+            ("correlationid", event.correlationid.as_ref()),
+            ("traceparent", event.traceparent.as_ref()),
+        ];
+        for (name, value) in ids {
+            if let Some(value) = value {
+                check_id(name, value, limits)?;
+            }
+        }
         if event.specversion != "1.0" {
             return Err(DecodeError::Version(event.specversion));
         }
@@ -201,7 +283,7 @@ mod tests {
     fn structured_mode_decodes_and_finds_the_user() {
         let raw = br#"{"specversion":"1.0","id":"e1","type":"order.confirmed","source":"/shop",
             "time":"2026-11-26T10:00:00Z","data":{"user_id":"u-1","order_id":"o-9"}}"#;
-        let event = CloudEvent::decode(Some(raw), &[]).unwrap();
+        let event = CloudEvent::decode(Some(raw), &[], &EventLimits::default()).unwrap();
         assert_eq!(event.ty, "order.confirmed");
         assert_eq!(event.user_id("/data/user_id").unwrap(), "u-1");
         assert_eq!(event.user_id("/data/nope"), Err(DecodeError::NoUser("/data/nope".into())));
@@ -216,7 +298,7 @@ mod tests {
             ("ce_source".to_string(), b"/wms".to_vec()),
             ("ce_subject".to_string(), b"u-7".to_vec()),
         ];
-        let event = CloudEvent::decode(Some(br#"{"carrier":"UPS"}"#), &headers).unwrap();
+        let event = CloudEvent::decode(Some(br#"{"carrier":"UPS"}"#), &headers, &EventLimits::default()).unwrap();
         assert_eq!(event.id, "e2");
         assert_eq!(event.data.get(), r#"{"carrier":"UPS"}"#);
         assert_eq!(event.user_id("/subject").unwrap(), "u-7");
@@ -224,24 +306,158 @@ mod tests {
 
     #[test]
     fn malformed_input_is_a_clear_error() {
-        assert!(matches!(CloudEvent::decode(Some(b"{not json"), &[]), Err(DecodeError::Json(_))));
-        assert!(matches!(CloudEvent::decode(Some(br#"{"id":"x"}"#), &[]), Err(DecodeError::Shape(_))));
+        assert!(matches!(
+            CloudEvent::decode(Some(b"{not json"), &[], &EventLimits::default()),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            CloudEvent::decode(Some(br#"{"id":"x"}"#), &[], &EventLimits::default()),
+            Err(DecodeError::Shape(_))
+        ));
         let v = br#"{"specversion":"0.3","id":"e","type":"t","source":"s"}"#;
-        assert_eq!(CloudEvent::decode(Some(v), &[]).unwrap_err(), DecodeError::Version("0.3".into()));
+        assert_eq!(
+            CloudEvent::decode(Some(v), &[], &EventLimits::default()).unwrap_err(),
+            DecodeError::Version("0.3".into())
+        );
         let headers = vec![("ce_specversion".to_string(), b"1.0".to_vec())];
-        assert_eq!(CloudEvent::decode(Some(b"{}"), &headers).unwrap_err(), DecodeError::MissingHeader("ce_id"));
+        assert_eq!(
+            CloudEvent::decode(Some(b"{}"), &headers, &EventLimits::default()).unwrap_err(),
+            DecodeError::MissingHeader("ce_id")
+        );
     }
 
     #[test]
     fn pointers_reach_into_nested_data_without_parsing_the_rest() {
         let raw = br#"{"specversion":"1.0","id":"e","type":"t","source":"s",
             "data":{"order":{"customer":{"id":"u-9"},"lines":[{"sku":"a"},{"sku":"b/c"}]},"n":7,"a~b":"x"}}"#;
-        let event = CloudEvent::decode(Some(raw), &[]).unwrap();
+        let event = CloudEvent::decode(Some(raw), &[], &EventLimits::default()).unwrap();
         assert_eq!(event.user_id("/data/order/customer/id").unwrap(), "u-9");
         assert_eq!(event.user_id("/data/order/lines/1/sku").unwrap(), "b/c");
         assert_eq!(event.user_id("/data/n").unwrap(), "7");
         assert_eq!(event.user_id("/data/a~0b").unwrap(), "x");
         assert_eq!(event.user_id("/source").unwrap(), "s");
         assert!(event.user_id("/data/order/lines/5/sku").is_err());
+    }
+
+    fn binary(data: &[u8], extra: &[(&str, &[u8])]) -> Result<CloudEvent, DecodeError> {
+        let base: [(&str, &[u8]); 4] =
+            [("ce_specversion", b"1.0"), ("ce_id", b"e"), ("ce_type", b"t"), ("ce_source", b"s")];
+        let headers: Vec<(String, Vec<u8>)> = extra
+            .iter()
+            .chain(base.iter().filter(|(k, _)| !extra.iter().any(|(e, _)| e == k)))
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect();
+        CloudEvent::decode(Some(data), &headers, &EventLimits::default())
+    }
+
+    #[test]
+    fn limits_refuse_what_is_too_big_or_too_deep_without_quoting_it() {
+        let limits = EventLimits::default();
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let err = binary(deep.as_bytes(), &[]).unwrap_err();
+        assert_eq!(err.to_string(), "`data` nests deeper than the 32 levels allowed (intake.limits.max_depth)");
+        let structured = format!(r#"{{"specversion":"1.0","id":"e","type":"t","source":"s","data":{deep}}}"#);
+        let err = CloudEvent::decode(Some(structured.as_bytes()), &[], &limits).unwrap_err();
+        assert!(matches!(err, DecodeError::Limit(_)), "{err}");
+
+        // 32 levels are fine, in either mode; brackets inside strings do not count.
+        let ok = format!(r#"{}"a[{{\"]"{}"#, "[".repeat(32), "]".repeat(32));
+        assert!(binary(ok.as_bytes(), &[]).is_ok());
+        let ok = format!(r#"{{"specversion":"1.0","id":"e","type":"t","source":"s","data":{ok}}}"#);
+        assert!(CloudEvent::decode(Some(ok.as_bytes()), &[], &limits).is_ok());
+
+        let long = "u".repeat(3_000);
+        let err = binary(b"{}", &[("ce_subject", long.as_bytes())]).unwrap_err();
+        assert_eq!(err.to_string(), "`subject` is 3000 bytes, more than the 256 allowed (intake.limits.max_id_bytes)");
+        let err = binary(b"{}", &[("ce_id", &[b'i'; 300])]).unwrap_err();
+        assert!(err.to_string().starts_with("`id` is 300 bytes"), "{err}");
+        let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(300_000));
+        let err = binary(big.as_bytes(), &[]).unwrap_err();
+        assert!(err.to_string().contains("more than the 262144 allowed"), "{err}");
+        assert!(check_id("user id", &long, &limits).unwrap_err().to_string().len() < 100);
+
+        let time = format!("not-a-time-{}", "9".repeat(10_000));
+        let err = binary(b"{}", &[("ce_time", time.as_bytes())]).unwrap_err();
+        assert!(err.to_string().len() < 200, "{err}");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value: unicode and control characters in strings and keys,
+    /// numbers of every kind, nesting up to a few dozen levels.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(40, 200, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics_on_any_json(data in json(), id in any::<String>(), pointer in "(/[a-z0-9~]{0,3}){0,4}") {
+            let limits = EventLimits::default();
+            let event = serde_json::json!({"specversion": "1.0", "id": id, "type": "t", "source": "s", "data": data});
+            let text = event.to_string();
+            if let Ok(e) = CloudEvent::decode(Some(text.as_bytes()), &[], &limits) {
+                let _ = e.user_id(&format!("/data{pointer}"));
+            }
+            let data_text = data.to_string();
+            let headers = vec![
+                ("ce_specversion".to_string(), b"1.0".to_vec()),
+                ("ce_id".to_string(), id.into_bytes()),
+                ("ce_type".to_string(), b"t".to_vec()),
+                ("ce_source".to_string(), b"s".to_vec()),
+            ];
+            if let Ok(e) = CloudEvent::decode(Some(data_text.as_bytes()), &headers, &limits) {
+                let _ = e.user_id(&format!("/data{pointer}"));
+            }
+        }
+
+        #[test]
+        fn decode_never_panics_at_any_depth(depth in 0..400usize, kinds in prop::collection::vec(any::<bool>(), 400), binary in any::<bool>()) {
+            let mut data = String::new();
+            for object in &kinds[..depth] {
+                data.push_str(if *object { r#"{"k":"# } else { "[" });
+            }
+            data.push('1');
+            for object in kinds[..depth].iter().rev() {
+                data.push(if *object { '}' } else { ']' });
+            }
+            let limits = EventLimits::default();
+            let decoded = if binary {
+                let headers: Vec<(String, Vec<u8>)> = [("ce_specversion", "1.0"), ("ce_id", "e"), ("ce_type", "t"), ("ce_source", "s")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect();
+                CloudEvent::decode(Some(data.as_bytes()), &headers, &limits)
+            } else {
+                let text = format!(r#"{{"specversion":"1.0","id":"e","type":"t","source":"s","data":{data}}}"#);
+                CloudEvent::decode(Some(text.as_bytes()), &[], &limits)
+            };
+            prop_assert_eq!(decoded.is_ok(), depth <= limits.max_depth);
+            if let Ok(e) = decoded {
+                let _ = e.user_id("/data/k/k/0/k");
+            }
+        }
+
+        #[test]
+        fn decode_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048), binary in any::<bool>()) {
+            let headers = if binary { vec![("ce_specversion".to_string(), b"1.0".to_vec())] } else { vec![] };
+            let _ = CloudEvent::decode(Some(&bytes), &headers, &EventLimits::default());
+        }
     }
 }

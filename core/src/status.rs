@@ -125,13 +125,18 @@ impl StatusRecord {
     /// Sets the class and reason; a reason longer than [`MAX_ERROR_CHARS`]
     /// (a provider's whole answer, say) is cut there, so a status stays small.
     pub fn with_error(mut self, class: Option<ErrorClass>, error: impl Into<String>) -> Self {
-        let mut error = error.into();
-        if let Some((cut, _)) = error.char_indices().nth(MAX_ERROR_CHARS) {
-            error.truncate(cut);
-            error.push('…');
-        }
         self.error_class = class;
-        self.error = Some(error);
+        self.error = Some(cut_reason(error.into()));
         self
     }
+}
+
+/// `reason`, cut at [`MAX_ERROR_CHARS`] characters: what a status or dead
+/// letter says about a failure stays small whatever the failure quoted.
+pub fn cut_reason(mut reason: String) -> String {
+    if let Some((cut, _)) = reason.char_indices().nth(MAX_ERROR_CHARS) {
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
 }

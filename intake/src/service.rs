@@ -32,7 +32,7 @@ use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::config::{EventRoute, UnknownTypes};
 use tidings_core::dead_letter::DeadLetter;
-use tidings_core::event::CloudEvent;
+use tidings_core::event::{check_id, CloudEvent};
 use tidings_core::kafka::{self, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
@@ -245,23 +245,26 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
         *topic = Arc::from(m.topic());
     }
     let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
-    let reason = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m)) {
+    let limits = &config.intake.limits;
+    let reason = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m), limits) {
         Err(e) => Rejection::Poison(e.to_string()),
-        Ok(event) => match event.user_id(&config.intake.user_pointer) {
-            Err(e) => Rejection::Poison(e.to_string()),
-            Ok(user) if config.events.contains_key(&event.ty) => {
-                let decoded = Decoded::Routed(event, user);
-                return Read {
-                    topic: topic.clone(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key,
-                    value,
-                    decoded,
-                };
+        Ok(event) => {
+            match event.user_id(&config.intake.user_pointer).and_then(|u| check_id("user id", &u, limits).map(|()| u)) {
+                Err(e) => Rejection::Poison(e.to_string()),
+                Ok(user) if config.events.contains_key(&event.ty) => {
+                    let decoded = Decoded::Routed(event, user);
+                    return Read {
+                        topic: topic.clone(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key,
+                        value,
+                        decoded,
+                    };
+                }
+                Ok(user) => Rejection::Unknown(event, user),
             }
-            Ok(user) => Rejection::Unknown(event, user),
-        },
+        }
     };
     Read {
         topic: topic.clone(),

@@ -31,7 +31,11 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
             let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;
             let renderer = Renderer::load(&dir)?;
             let n = render::sample_notification(&template, channel, &locale, data);
-            print!("{}", show(renderer.render(&n)?, channel));
+            let (content, replaced) = renderer.render_reporting(&n)?;
+            for value in replaced {
+                eprintln!("warning: link `{value}` is not http or https; it renders as #");
+            }
+            print!("{}", show(content, channel));
             Ok(ExitCode::SUCCESS)
         }
     }

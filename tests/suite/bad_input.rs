@@ -237,3 +237,66 @@ async fn a_deferred_entry_too_large_to_publish_is_dead_lettered_and_the_schedule
     let published = harness::read_topic(&config, &Channel::Email.topic(tidings_core::Priority::Normal), 1);
     assert!(published[0].value.contains("n-small"));
 }
+
+/// Events beyond intake's limits are dead-lettered with a reason that does
+/// not quote them: a 350,000-byte user id (beyond the event size limit; its
+/// status record would be larger than the producer writes), a 1,000-byte
+/// one, and binary-mode data nested 10,000 levels deep. The event beside
+/// them is delivered, and every offset is committed: nothing is read again
+/// after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_beyond_the_limits_are_dead_lettered_and_intake_commits_past_them() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let infra = Infra::start();
+    let smtp = SmtpServer::start().await;
+    let config =
+        Arc::new(infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]));
+    let store = fleet::open_store(&config).await.unwrap();
+    store.set_prefs("u-1", &email_user(1)).await.unwrap();
+    let watch = StatusWatch::start(&config);
+    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+
+    let with_user = |seq: usize, user: String| {
+        let mut event: serde_json::Value = serde_json::from_str(&order_event(seq, "u-1")).unwrap();
+        event["data"]["user_id"] = user.into();
+        event.to_string()
+    };
+    let (huge, long) = (with_user(1, "u".repeat(350_000)), with_user(3, "u".repeat(1_000)));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let headers =
+        [("ce_specversion", "1.0"), ("ce_id", "evt-deep"), ("ce_type", "order.confirmed"), ("ce_source", "/t")]
+            .into_iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value) }));
+    let producer = tidings_core::kafka::command_producer(&config.kafka).unwrap();
+    let good = order_event(2, "u-1");
+    let records = [
+        FutureRecord::to("orders.events").key("k").payload(huge.as_str()),
+        FutureRecord::to("orders.events").key("k").payload(long.as_str()),
+        FutureRecord::to("orders.events").key("k").payload(deep.as_str()).headers(headers),
+        FutureRecord::to("orders.events").key("k").payload(good.as_str()),
+    ];
+    for record in records {
+        producer.send(record, Duration::from_secs(30)).await.unwrap();
+    }
+
+    let good = notification_id("evt-2", Channel::Email, "u-1", "order.confirmed");
+    watch.wait_for_status(&good, State::Sent, Duration::from_secs(60)).await;
+    let errors: Vec<String> = dead_letters(&config, INTAKE_DLQ_TOPIC, 3).into_iter().map(|(_, e)| e).collect();
+    let size = huge.len();
+    assert_eq!(
+        errors,
+        [
+            format!("the event is {size} bytes, more than the 262144 allowed (intake.limits.max_event_bytes)"),
+            "`user id` is 1000 bytes, more than the 256 allowed (intake.limits.max_id_bytes)".into(),
+            "`data` nests deeper than the 32 levels allowed (intake.limits.max_depth)".into(),
+        ]
+    );
+    assert!(watch.records().iter().all(|r| r.user_id.len() < 100), "no record carries the long id");
+    harness::eventually("intake commits past all four", Duration::from_secs(30), Duration::from_millis(200), || {
+        let config = config.clone();
+        async move { harness::uncommitted(&config, &config.group("intake"), "orders.events") == 0 }
+    })
+    .await;
+    fleet.shutdown().await.unwrap();
+}

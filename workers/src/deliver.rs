@@ -41,7 +41,7 @@ use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{self, delivered, enqueue_json};
 use tidings_core::notification::{headers, notification_id};
 use tidings_core::persist::until_ok;
-use tidings_core::status::ErrorClass;
+use tidings_core::status::{cut_reason, ErrorClass};
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
 use tidings_providers::{rules, Content, Outgoing};
@@ -483,7 +483,7 @@ impl Deliverer {
             original_partition: input.partition,
             original_offset: input.offset,
             error_class: letter.class,
-            error: letter.error.clone(),
+            error: cut_reason(letter.error.clone()),
             attempts: letter.attempts,
             providers_tried: letter.providers_tried.clone(),
             first_failure: letter.first_failure,

@@ -61,14 +61,14 @@ impl Infra {
     /// Runs `tidings <args>` as a process of its own, configured by `file`;
     /// killed when dropped, so a failing test leaves nothing running.
     pub fn spawn(&self, file: &std::path::Path, args: &[&str]) -> Process {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(args)
-            .env("TIDINGS_CONFIG", file)
-            .envs(self.env())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("the tidings binary");
-        Process(child)
+        Process(self.command(file, args).spawn().expect("the tidings binary"))
+    }
+
+    /// `tidings <args>` configured by `file` and pointed at this infrastructure.
+    pub fn command(&self, file: &std::path::Path, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+        command.args(args).env("TIDINGS_CONFIG", file).envs(self.env()).stdout(std::process::Stdio::null());
+        command
     }
 
     /// The example configuration pointed at this infrastructure, with the given providers.
@@ -106,6 +106,12 @@ impl std::ops::Deref for Process {
 impl std::ops::DerefMut for Process {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.0
+    }
+}
+
+impl From<std::process::Child> for Process {
+    fn from(child: std::process::Child) -> Self {
+        Process(child)
     }
 }
 
@@ -331,6 +337,30 @@ pub fn read_topic(config: &Config, topic: &str, n: usize) -> Vec<Record> {
         }
     }
     out
+}
+
+/// How many records of `topic` the consumer group `group` has not committed,
+/// over all its partitions.
+pub fn uncommitted(config: &Config, group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka::client_config(&config.kafka).set("group.id", group).create().unwrap();
+    let timeout = Duration::from_secs(10);
+    let mut list = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(list, timeout).unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            let (_, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
+            let at = match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            high - at
+        })
+        .sum()
 }
 
 /// Checks `condition` every `every` until it holds; panics at the deadline.

@@ -50,8 +50,15 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
             channels += 1;
             for locale in locales(&folder) {
                 let n = sample_notification(&name, channel, &locale, data.clone());
-                match renderer.render(&n) {
-                    Ok(_) => report.rendered.push(format!("{name} {channel} {locale}")),
+                match renderer.render_reporting(&n) {
+                    Ok((_, replaced)) => {
+                        for value in replaced {
+                            report.errors.push(format!(
+                                "{name} {channel} {locale}: link `{value}` is not http or https; it renders as #"
+                            ));
+                        }
+                        report.rendered.push(format!("{name} {channel} {locale}"))
+                    }
                     Err(e) => report.errors.push(format!("{name} {channel} {locale}: {e}")),
                 }
             }

@@ -5,9 +5,11 @@
 //! message, never a blank in a customer's inbox. HTML parts escape HTML; text,
 //! SMS and push parts do not. A locale variant (`email.subject.fr.hbs`) wins
 //! over the plain file when the user's locale starts with its language.
+//! Links in HTML parts must be `http` or `https`; others render as `#`.
 
 mod check;
 mod helpers;
+mod links;
 
 pub use check::{check, sample_notification, CheckReport};
 
@@ -60,11 +62,24 @@ impl Renderer {
         Ok(Renderer { html, text })
     }
 
-    /// Renders `n` into the content its channel's providers send.
+    /// Renders `n` into the content its channel's providers send. A link
+    /// that is not `http`/`https` renders as `#` and is logged (its scheme only).
     pub fn render(&self, n: &Notification) -> Result<Content, RenderError> {
+        let (content, replaced) = self.render_reporting(n)?;
+        for value in replaced {
+            let scheme: String = value.chars().take_while(|c| *c != ':').take(20).collect();
+            tracing::warn!(template = %n.template, notification_id = %n.notification_id, %scheme,
+                "a link that is not http or https was replaced by #");
+        }
+        Ok(content)
+    }
+
+    /// [`render`](Self::render), and the link values it replaced by `#`.
+    pub fn render_reporting(&self, n: &Notification) -> Result<(Content, Vec<String>), RenderError> {
         let ctx = context(n);
-        let part = |p: &str| self.part(n, p, &ctx);
-        Ok(match (&n.recipient, n.channel) {
+        let mut replaced = Vec::new();
+        let mut part = |p: &str| self.part(n, p, &ctx, &mut replaced);
+        let content = match (&n.recipient, n.channel) {
             (Recipient::Email { address }, Channel::Email) => Content::Email {
                 to: address.clone(),
                 subject: part("email.subject")?.trim().to_string(),
@@ -96,7 +111,8 @@ impl Renderer {
                 Content::Webhook { url: url.clone(), body: Value::Object(body) }
             }
             (_, channel) => return Err(RenderError::Recipient(channel)),
-        })
+        };
+        Ok((content, replaced))
     }
 
     /// Whether `template` has the parts `channel` needs.
@@ -104,7 +120,13 @@ impl Renderer {
         channel == Channel::Webhook || parts(channel).iter().all(|p| self.text.has_template(&format!("{template}/{p}")))
     }
 
-    fn part(&self, n: &Notification, part: &str, ctx: &Value) -> Result<String, RenderError> {
+    fn part(
+        &self,
+        n: &Notification,
+        part: &str,
+        ctx: &Value,
+        replaced: &mut Vec<String>,
+    ) -> Result<String, RenderError> {
         let lang = n.locale.split(['-', '_']).next().unwrap_or("").to_lowercase();
         let localized = format!("{}/{part}.{lang}", n.template);
         let plain = format!("{}/{part}", n.template);
@@ -113,7 +135,13 @@ impl Renderer {
         if !hb.has_template(&name) {
             return Err(RenderError::Missing(name));
         }
-        hb.render(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })
+        let out = hb.render(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })?;
+        if !part.ends_with(".html") {
+            return Ok(out);
+        }
+        let (out, mut unsafe_links) = links::neutralise(out);
+        replaced.append(&mut unsafe_links);
+        Ok(out)
     }
 }
 
@@ -189,5 +217,90 @@ mod tests {
         n.data = serde_json::value::RawValue::from_string(deep).unwrap();
         let e = renderer.render(&n).unwrap_err().to_string();
         assert!(e.contains("cannot be sent as JSON") && e.contains("recursion limit"), "{e}");
+    }
+
+    fn templates() -> Renderer {
+        Renderer::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../templates"))).unwrap()
+    }
+
+    fn order(url: &str) -> Notification {
+        let sample = include_str!("../../../templates/order.confirmed/sample.json");
+        let mut data: Value = serde_json::from_str(sample).unwrap();
+        data["order_url"] = url.into();
+        check::sample_notification("order.confirmed", Channel::Email, "en", data)
+    }
+
+    #[test]
+    fn a_javascript_url_from_data_renders_as_a_hash_and_is_reported() {
+        let renderer = templates();
+        let (content, replaced) = renderer.render_reporting(&order("javascript:alert(document.cookie)")).unwrap();
+        let Content::Email { html, .. } = content else { panic!("an email") };
+        assert!(html.contains(r##"<a href="#">Follow your order</a>"##), "{html}");
+        assert!(!html.contains("javascript"), "{html}");
+        assert_eq!(replaced, ["javascript:alert(document.cookie)"]);
+
+        let (content, replaced) = renderer.render_reporting(&order("https://shop.example/o/1")).unwrap();
+        let Content::Email { html, .. } = content else { panic!("an email") };
+        assert!(html.contains(r#"href="https://shop.example/o/1""#) && replaced.is_empty(), "{html}");
+    }
+
+    #[test]
+    fn templates_check_reports_a_link_that_is_not_http() {
+        let dir = std::env::temp_dir().join(format!("tidings-check-{}", std::process::id()));
+        let folder = dir.join("promo");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("email.subject.hbs"), "Hi").unwrap();
+        std::fs::write(folder.join("email.text.hbs"), "{{url}}").unwrap();
+        std::fs::write(folder.join("email.html.hbs"), r#"<a href="{{url}}">go</a> <a href="vbscript:x">x</a>"#)
+            .unwrap();
+        std::fs::write(folder.join("sample.json"), r#"{"url": "https://ok.example"}"#).unwrap();
+        let report = check(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(report.errors, ["promo email en: link `vbscript:x` is not http or https; it renders as #"]);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<f64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(40, 200, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(any::<String>(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Any data, in place of a template's sample or with some of the
+            /// sample's variables given odd values, renders or fails with an
+            /// error, in every channel; never a panic.
+            #[test]
+            fn rendering_never_panics(
+                data in json(),
+                odd in prop::collection::vec((0..7usize, json()), 0..4),
+                replace in any::<bool>(),
+                channel in 0..4usize,
+            ) {
+                let renderer = templates();
+                let channel = Channel::ALL[channel];
+                let keys = ["order_id", "total", "currency", "items", "item_count", "placed_at", "order_url"];
+                let mut sample: Value = serde_json::from_str(include_str!("../../../templates/order.confirmed/sample.json")).unwrap();
+                for (key, value) in odd {
+                    sample[keys[key]] = value;
+                }
+                let data = if replace { data } else { sample };
+                let n = check::sample_notification("order.confirmed", channel, "en", data);
+                let _ = renderer.render(&n);
+            }
+        }
     }
 }
