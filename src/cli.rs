@@ -129,6 +129,9 @@ pub enum PrefsCommand {
     Get { user_id: String },
     /// Write preferences from a file of JSON lines; invalid lines are reported and skipped.
     Import { file: PathBuf },
+    /// Print the key the user's webhook endpoint verifies signatures with
+    /// (and, during a rotation, its previous one): what to hand to its owner.
+    WebhookSecret { user_id: String },
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     let store = RedisStore::connect(&config.redis.url, &config.redis.key_prefix)
         .await
-        .with_context(|| format!("cannot reach Redis at {}", config.redis.url))?;
+        .with_context(|| format!("cannot reach Redis at {}", tidings_core::redact::credentials(&config.redis.url)))?;
     Ok(Arc::new(store))
 }
 

@@ -29,6 +29,7 @@ pub mod persist;
 pub mod prefs;
 pub mod progress;
 pub mod quiet_hours;
+pub mod redact;
 pub mod status;
 pub mod store;
 

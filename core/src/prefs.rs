@@ -3,6 +3,7 @@
 //! refused at the door rather than bounced by a provider later.
 
 use crate::notification::PushToken;
+use crate::redact;
 use crate::{Channel, Recipient};
 use chrono::NaiveTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -110,12 +111,15 @@ impl Preferences {
             .map_err(|_| format!("user {user}: `{}` is not an IANA time zone", self.timezone))?;
         if let Some(email) = &self.email {
             if !is_email(email) {
-                return Err(format!("user {user}: `{email}` is not an email address"));
+                return Err(format!("user {user}: `{}` is not an email address", redact::email(email)));
             }
         }
         if let Some(phone) = &self.phone {
             if !is_e164(phone) {
-                return Err(format!("user {user}: `{phone}` is not an E.164 phone number like +33612345678"));
+                return Err(format!(
+                    "user {user}: `{}` is not an E.164 phone number like +33612345678",
+                    redact::phone(phone)
+                ));
             }
         }
         for t in &self.push_tokens {
@@ -125,7 +129,7 @@ impl Preferences {
         }
         if let Some(url) = &self.webhook_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
-                return Err(format!("user {user}: `{url}` is not an http(s) URL"));
+                return Err(format!("user {user}: `{}` is not an http(s) URL", redact::url(url)));
             }
         }
         if let Some(QuietHours::Weekly(days)) = &self.quiet_hours {

@@ -61,10 +61,13 @@ impl ProviderError {
         self.retry_after = after;
         self
     }
+    /// Every message is scrubbed of email addresses and phone numbers: a
+    /// provider's answer often quotes the recipient, and the message goes
+    /// into logs, status records and dead-letter headers.
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ProviderError {
             kind,
-            message: message.into(),
+            message: tidings_core::redact::scrub(&message.into()),
             retry_after: None,
             invalid_recipient: false,
             recipient_fault: false,
@@ -83,14 +86,56 @@ impl ProviderError {
     /// connect proves the request never left; a timeout or a connection cut
     /// later may have come after the provider took it.
     pub fn from_http(err: &reqwest::Error) -> Self {
+        let cause = http_cause(err);
         if err.is_connect() {
-            Self::down(format!("cannot connect: {err}"))
+            Self::down(format!("cannot connect: {cause}"))
         } else if err.is_builder() {
-            Self::permanent(format!("cannot build the request: {err}"))
+            Self::permanent(format!("cannot build the request: {cause}"))
         } else if err.is_timeout() {
-            Self::ambiguous(format!("no answer in time: {err}"))
+            Self::ambiguous(format!("no answer in time: {cause}"))
         } else {
-            Self::ambiguous(format!("request failed with no answer: {err}"))
+            Self::ambiguous(format!("request failed with no answer: {cause}"))
+        }
+    }
+}
+
+/// A redirect from a provider's API (`what` says whose, and the status):
+/// never followed, since the credentials would go along, and the provider
+/// counts as down, since its base URL is wrong.
+pub fn redirected(what: String) -> ProviderError {
+    ProviderError::down(format!("{what}: a redirect, not followed"))
+}
+
+/// What an HTTP client error says, without the URL reqwest's own text
+/// carries (a webhook URL holds a customer's token, an APNs path a device
+/// token): the innermost cause, e.g. `Connection refused (os error 111)`.
+pub fn http_cause(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, err as &dyn std::error::Error) {
+        // No cause below reqwest's own: say which kind it was.
+        return if err.is_decode() { "the answer could not be decoded" } else { "HTTP client error" }.to_string();
+    }
+    cause.to_string()
+}
+
+/// What is wrong with a JSON document, without quoting any of it (it may
+/// hold a private key): the kind of problem and where.
+pub fn json_problem(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", err.line(), err.column());
+    match err.classify() {
+        Category::Io => "it cannot be read".into(),
+        Category::Syntax | Category::Eof => format!("it is not valid JSON ({at})"),
+        Category::Data => {
+            let text = err.to_string();
+            if text.starts_with("missing field") || text.starts_with("unknown field") {
+                text
+            } else {
+                format!("a field has the wrong type or value ({at})")
+            }
         }
     }
 }

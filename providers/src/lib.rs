@@ -65,6 +65,13 @@ pub trait Provider: Send + Sync {
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError>;
 }
 
+/// The HTTP client every adapter starts from: bounded by the provider's
+/// timeout, and never following a redirect (a 307 or 308 would re-send the
+/// body, and with it a secret some APIs take there, to wherever it points).
+pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none())
+}
+
 /// Builds the adapter named `name` from its configuration.
 pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
     Ok(match config {

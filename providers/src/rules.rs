@@ -55,7 +55,10 @@ pub fn check(content: &Content, max_segments: u32) -> Result<(), ProviderError> 
     match content {
         Content::Sms { to, body } => {
             if !tidings_core::prefs::is_e164(to) {
-                return Err(ProviderError::invalid_recipient(format!("`{to}` is not an E.164 number")));
+                return Err(ProviderError::invalid_recipient(format!(
+                    "`{}` is not an E.164 number",
+                    tidings_core::redact::phone(to)
+                )));
             }
             let s = sms_segments(body);
             if s.count > max_segments as usize {

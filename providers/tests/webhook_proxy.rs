@@ -19,7 +19,8 @@ async fn webhooks_ignore_proxies_from_the_environment() {
         unsafe { std::env::set_var(name, proxy.uri()) };
     }
     let config: WebhookConfig = serde_json::from_value(serde_json::json!({
-        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "allow_private": true, "timeout": "2s"
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "allow_private": true, "timeout": "2s",
+        "allowed_ports": [endpoint.address().port()],
     }))
     .unwrap();
     let hooks = Webhook::new("webhook", &config).unwrap();

@@ -1,12 +1,15 @@
-//! `tidings prefs set|get|import`: preferences are validated before anything
-//! is written; an invalid user is reported and nothing is written for it.
+//! `tidings prefs set|get|import|webhook-secret`: preferences are validated
+//! before anything is written; an invalid user is reported and nothing is
+//! written for it.
 
 use crate::cli::PrefsCommand;
 use crate::fleet;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tidings_core::config::ProviderConfig;
 use tidings_core::store::Store;
 use tidings_core::{Config, Preferences};
+use tidings_providers::webhook::keys;
 
 pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let store = fleet::open_store(&config).await?;
@@ -20,6 +23,33 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
             match store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten() {
                 Some(json) => println!("{json}"),
                 None => anyhow::bail!("no preferences for user {user_id}"),
+            }
+        }
+        PrefsCommand::WebhookSecret { user_id } => {
+            let Some(json) = store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten() else {
+                anyhow::bail!("no preferences for user {user_id}");
+            };
+            let prefs = Preferences::parse(&json).map_err(|e| anyhow::anyhow!("stored preferences: {e}"))?;
+            let Some(url) = prefs.webhook_url else { anyhow::bail!("user {user_id} has no webhook URL") };
+            let webhooks = config.providers.iter().filter_map(|(name, p)| match p {
+                ProviderConfig::Webhook(c) => Some((name, c)),
+                _ => None,
+            });
+            let mut printed = false;
+            for (name, c) in webhooks {
+                let secrets = keys::endpoint_secrets(c, &url).map_err(|e| anyhow::anyhow!("providers.{name}: {e}"))?;
+                for (i, secret) in secrets.iter().enumerate() {
+                    let which = match (i, c.previous_until) {
+                        (0, _) => "current".to_string(),
+                        (_, Some(until)) => format!("previous, signs until {}", until.to_rfc3339()),
+                        _ => "previous".to_string(),
+                    };
+                    println!("{name}\t{secret}\t{which}");
+                }
+                printed = true;
+            }
+            if !printed {
+                anyhow::bail!("no webhook provider is configured");
             }
         }
         PrefsCommand::Import { file } => {

@@ -14,6 +14,7 @@ mod metrics;
 mod prefs;
 mod quiet_hours_end_to_end;
 mod scheduler_crash;
+mod secrets;
 mod smtp_provider;
 mod store;
 mod worker_crash;

@@ -44,7 +44,7 @@ impl Apns {
             (None, None) => return Err(down("set key_file or key_pem".into())),
         };
         let key = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| down(format!("signing key: {e}")))?;
-        let mut client = reqwest::Client::builder().timeout(c.timeout);
+        let mut client = crate::http_client(c.timeout);
         // APNs speaks HTTP/2 only; over TLS it is negotiated, in the clear (tests) assumed.
         if c.base_url.starts_with("http://") {
             client = client.http2_prior_knowledge();

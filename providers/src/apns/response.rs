@@ -33,6 +33,7 @@ pub fn classify(name: &str, status: u16, reason: &str) -> ProviderError {
             ProviderError::down(what)
         }
         (500..=599, _) => ProviderError::transient(what),
+        (300..=399, _) => crate::error::redirected(what),
         _ => ProviderError::permanent(what),
     }
 }

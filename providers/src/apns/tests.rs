@@ -112,3 +112,9 @@ async fn classifies_documented_errors() {
     let e = failure(413, "PayloadTooLarge").await;
     assert_eq!((e.kind, e.invalid_recipient), (ErrorKind::Permanent, false));
 }
+
+#[test]
+fn a_redirect_means_the_base_url_is_wrong() {
+    let e = super::response::classify("apns", 307, "");
+    assert_eq!(e.kind, ErrorKind::ProviderDown, "{e}");
+}

@@ -36,7 +36,8 @@ impl ServiceAccount {
             (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
             (None, None) => return Err("set credentials_file or credentials_json".into()),
         };
-        serde_json::from_str(&json).map_err(|e| format!("service-account key: {e}"))
+        serde_json::from_str(&json)
+            .map_err(|e| format!("the service-account key is not usable: {}", crate::error::json_problem(&e)))
     }
 }
 
@@ -104,6 +105,9 @@ impl TokenSource {
             tracing::error!(status = status.as_u16(), "fcm: the token endpoint refused the service account");
             return Err(ProviderError::down(format!("fcm: token endpoint answered HTTP {status}")));
         }
-        response.json().await.map_err(|e| ProviderError::down(format!("fcm: unreadable token answer: {e}")))
+        response
+            .json()
+            .await
+            .map_err(|e| ProviderError::down(format!("fcm: unreadable token answer: {}", crate::error::http_cause(&e))))
     }
 }

@@ -27,7 +27,7 @@ impl Fcm {
     pub fn new(name: &str, c: &FcmConfig) -> Result<Self, ProviderError> {
         let down = |e: String| ProviderError::down(format!("fcm {name}: {e}"));
         let account = ServiceAccount::load(c).map_err(down)?;
-        let client = reqwest::Client::builder().timeout(c.timeout).build().map_err(|e| down(e.to_string()))?;
+        let client = crate::http_client(c.timeout).build().map_err(|e| down(e.to_string()))?;
         let project = c.project_id.clone().unwrap_or_else(|| account.project_id.clone());
         Ok(Fcm {
             name: name.to_string(),

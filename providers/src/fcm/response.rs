@@ -30,10 +30,9 @@ pub async fn read(name: &str, response: reqwest::Response) -> Result<String, Pro
     let status = response.status().as_u16();
     let wait = retry_after(response.headers());
     if (200..300).contains(&status) {
-        let sent: Sent = response
-            .json()
-            .await
-            .map_err(|e| ProviderError::transient(format!("fcm {name}: unreadable answer: {e}")))?;
+        let sent: Sent = response.json().await.map_err(|e| {
+            ProviderError::transient(format!("fcm {name}: unreadable answer: {}", crate::error::http_cause(&e)))
+        })?;
         return Ok(sent.name);
     }
     let failure: Failure = response.json().await.unwrap_or_default();
@@ -55,6 +54,7 @@ pub fn classify(name: &str, status: u16, code: &str, message: &str) -> ProviderE
         }
         (403, _) => ProviderError::down(what),
         (500..=599, _) | (_, "UNAVAILABLE" | "INTERNAL") => ProviderError::transient(what),
+        (300..=399, _) => crate::error::redirected(what),
         _ => ProviderError::permanent(what),
     }
 }

@@ -129,3 +129,9 @@ async fn classifies_documented_errors() {
     assert_eq!(failure(503, "UNAVAILABLE", None).await.kind, ErrorKind::Transient);
     assert_eq!(failure(401, "THIRD_PARTY_AUTH_ERROR", None).await.kind, ErrorKind::ProviderDown);
 }
+
+#[test]
+fn a_redirect_means_the_base_url_is_wrong() {
+    let e = super::response::classify("fcm", 307, "", "");
+    assert_eq!(e.kind, ErrorKind::ProviderDown, "{e}");
+}

@@ -25,11 +25,8 @@ impl Sendgrid {
     pub fn new(name: &str, c: &SendgridConfig) -> Result<Self, ProviderError> {
         let from = request::Address::parse(&c.from)
             .ok_or_else(|| ProviderError::down(format!("sendgrid {name}: `from` is not an address")))?;
-        let client = reqwest::Client::builder()
-            .timeout(c.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ProviderError::down(format!("sendgrid {name}: {e}")))?;
+        let client =
+            crate::http_client(c.timeout).build().map_err(|e| ProviderError::down(format!("sendgrid {name}: {e}")))?;
         Ok(Sendgrid {
             name: name.to_string(),
             client,

@@ -45,6 +45,7 @@ pub fn classify(name: &str, status: u16, fields: &[&str], message: &str) -> Prov
             ProviderError::down(what)
         }
         500..=599 => ProviderError::transient(what),
+        300..=399 => crate::error::redirected(what),
         _ => ProviderError::permanent(what),
     }
 }

@@ -89,3 +89,9 @@ async fn an_invalid_address_never_leaves() {
     assert!(e.invalid_recipient);
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+#[test]
+fn a_redirect_means_the_base_url_is_wrong() {
+    let e = super::response::classify("sendgrid", 308, &[], "");
+    assert_eq!(e.kind, ErrorKind::ProviderDown, "{e}");
+}

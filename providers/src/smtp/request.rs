@@ -10,8 +10,9 @@ pub fn build(from: &Mailbox, message: &Outgoing) -> Result<Message, ProviderErro
     let Content::Email { to, subject, text, html } = &message.content else {
         return Err(ProviderError::permanent("not an email"));
     };
-    let to: Mailbox =
-        to.parse().map_err(|e| ProviderError::invalid_recipient(format!("invalid address `{to}`: {e}")))?;
+    let to: Mailbox = to.parse().map_err(|e| {
+        ProviderError::invalid_recipient(format!("invalid address `{}`: {e}", tidings_core::redact::email(to)))
+    })?;
     Message::builder()
         .from(from.clone())
         .to(to)

@@ -28,10 +28,8 @@ impl Twilio {
                 return Err(ProviderError::down(format!("twilio {name}: set `from` or `messaging_service_sid`")))
             }
         };
-        let client = reqwest::Client::builder()
-            .timeout(c.timeout)
-            .build()
-            .map_err(|e| ProviderError::down(format!("twilio {name}: {e}")))?;
+        let client =
+            crate::http_client(c.timeout).build().map_err(|e| ProviderError::down(format!("twilio {name}: {e}")))?;
         Ok(Twilio {
             name: name.to_string(),
             client,

@@ -22,10 +22,12 @@ pub async fn read(name: &str, response: reqwest::Response) -> Result<Receipt, Pr
     let status = response.status();
     let wait = retry_after(response.headers());
     if status.is_success() {
-        let created: Created = response
-            .json()
-            .await
-            .map_err(|e| ProviderError::transient(format!("twilio {name}: unreadable success body: {e}")))?;
+        let created: Created = response.json().await.map_err(|e| {
+            ProviderError::transient(format!(
+                "twilio {name}: unreadable success body: {}",
+                crate::error::http_cause(&e)
+            ))
+        })?;
         return Ok(Receipt { provider_message_id: Some(created.sid) });
     }
     let failure: Failure = response.json().await.unwrap_or_default();
@@ -43,6 +45,7 @@ pub fn classify(name: &str, status: u16, code: Option<u32>, message: &str) -> Pr
             tracing::error!(provider = name, status, "twilio rejected our credentials");
             ProviderError::down(what)
         }
+        (300..=399, _) => crate::error::redirected(what),
         (500..=599, _) => ProviderError::transient(what),
         _ => ProviderError::permanent(what),
     }

@@ -75,6 +75,33 @@ async fn classifies_documented_errors() {
     assert_eq!((e.kind, e.invalid_recipient), (ErrorKind::Permanent, false));
 }
 
+/// Twilio's message quotes the number; what we keep of it is masked.
+#[tokio::test]
+async fn an_error_quoting_the_number_keeps_it_masked() {
+    let said = "The 'To' number +33612345678 is not a valid phone number.";
+    let e = failure(400, serde_json::json!({"code": 21211, "message": said, "status": 400}), None).await;
+    assert_eq!(
+        e.message,
+        "twilio twilio: HTTP 400 code 21211 The 'To' number +3361****678 is not a valid phone number."
+    );
+}
+
+/// A redirect is not followed (basic auth would go along): the base URL is wrong.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(201)).mount(&elsewhere).await;
+    let server = MockServer::start().await;
+    let to = format!("{}/collect", elsewhere.uri());
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", to.as_str()))
+        .mount(&server)
+        .await;
+    let e = twilio(&server).send(&sms("+33612345678")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ProviderDown, "{e}");
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_refused_connection_is_provider_down() {
     // Nothing listens on a port that was bound and released.

@@ -25,10 +25,8 @@ pub struct Vonage {
 
 impl Vonage {
     pub fn new(name: &str, c: &VonageConfig) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
-            .timeout(c.timeout)
-            .build()
-            .map_err(|e| ProviderError::down(format!("vonage {name}: {e}")))?;
+        let client =
+            crate::http_client(c.timeout).build().map_err(|e| ProviderError::down(format!("vonage {name}: {e}")))?;
         Ok(Vonage {
             name: name.to_string(),
             client,

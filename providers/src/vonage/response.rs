@@ -25,14 +25,16 @@ pub async fn read(name: &str, response: reqwest::Response) -> Result<Receipt, Pr
     if status == 429 || status >= 500 {
         return Err(ProviderError::transient(format!("vonage {name}: HTTP {status}")).retry_after(wait));
     }
+    if (300..400).contains(&status) {
+        return Err(crate::error::redirected(format!("vonage {name}: HTTP {status}")));
+    }
     if status == 401 || status == 403 {
         tracing::error!(provider = name, status, "vonage rejected our credentials");
         return Err(ProviderError::down(format!("vonage {name}: HTTP {status}")));
     }
-    let answer: Answer = response
-        .json()
-        .await
-        .map_err(|e| ProviderError::transient(format!("vonage {name}: unreadable answer: {e}")))?;
+    let answer: Answer = response.json().await.map_err(|e| {
+        ProviderError::transient(format!("vonage {name}: unreadable answer: {}", crate::error::http_cause(&e)))
+    })?;
     if answer.messages.is_empty() {
         return Err(ProviderError::transient(format!("vonage {name}: answer has no messages")));
     }

@@ -79,3 +79,23 @@ async fn every_part_of_a_long_text_must_go() {
         .await;
     assert_eq!(vonage(&server).send(&sms("hello")).await.unwrap_err().kind, ErrorKind::Transient);
 }
+
+/// A 307 or 308 would send the form, secret and all, again to wherever it
+/// points: it is not followed, and the provider counts as down.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_secret_goes_nowhere_else() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(answer(serde_json::json!([{"status": "0"}]))).mount(&elsewhere).await;
+    for status in [307, 308] {
+        let server = MockServer::start().await;
+        let to = format!("{}/collect", elsewhere.uri());
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).insert_header("location", to.as_str()))
+            .mount(&server)
+            .await;
+        let e = vonage(&server).send(&sms("hi")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ProviderDown, "{e}");
+        assert!(e.message.contains("not followed"), "{e}");
+    }
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}

@@ -1,5 +1,5 @@
-//! Where a webhook may go: http(s) only, and not to loopback, link-local,
-//! private, shared or unspecified addresses unless allowed.
+//! Where a webhook may go: http(s) only, on an allowed port, and not to
+//! loopback, link-local, private, shared or unspecified addresses unless allowed.
 
 use crate::ProviderError;
 use std::net::{IpAddr, SocketAddr};
@@ -51,20 +51,27 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// Parses and checks a destination URL; an IP literal is checked here, a
-/// name when it is resolved.
-pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, ProviderError> {
-    let url =
-        reqwest::Url::parse(raw).map_err(|e| ProviderError::invalid_recipient(format!("webhook URL `{raw}`: {e}")))?;
+/// Parses and checks a destination URL: its scheme, its port, and an IP
+/// literal here, a name when it is resolved. Reasons name the host at most:
+/// a URL's path and query often hold a customer's token.
+pub fn check_url(raw: &str, allow_private: bool, ports: &[u16]) -> Result<reqwest::Url, ProviderError> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ProviderError::invalid_recipient(format!("the webhook URL is not a URL: {e}")))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(ProviderError::invalid_recipient(format!("webhook URL `{raw}` is not http(s)")));
+        return Err(ProviderError::invalid_recipient("the webhook URL is not http(s)"));
     }
     let literal = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
         Some(url::Host::Domain(_)) => None,
-        None => return Err(ProviderError::invalid_recipient(format!("webhook URL `{raw}` has no host"))),
+        None => return Err(ProviderError::invalid_recipient("the webhook URL has no host")),
     };
+    let port = url.port_or_known_default().unwrap_or(0);
+    if !ports.contains(&port) {
+        return Err(ProviderError::invalid_recipient(format!(
+            "webhook destination port {port} is not among the allowed ports {ports:?}"
+        )));
+    }
     if let Some(ip) = literal {
         if !allow_private && is_internal(ip) {
             return Err(ProviderError::invalid_recipient(format!("webhook destination {ip} is an internal address")));
@@ -150,11 +157,19 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert!(check_url("https://hooks.example.com/x", false).is_ok());
-        assert!(check_url("http://127.0.0.1:8080/x", false).unwrap_err().invalid_recipient);
-        assert!(check_url("http://[::1]/x", false).is_err());
-        assert!(check_url("http://127.0.0.1:8080/x", true).is_ok());
-        assert!(check_url("ftp://example.com/x", false).is_err());
-        assert!(check_url("not a url", false).is_err());
+        let ports = [80, 443, 8080, 8443];
+        assert!(check_url("https://hooks.example.com/x", false, &ports).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/x", false, &ports).unwrap_err().invalid_recipient);
+        assert!(check_url("http://[::1]/x", false, &ports).is_err());
+        assert!(check_url("http://127.0.0.1:8080/x", true, &ports).is_ok());
+        assert!(check_url("ftp://example.com/x", false, &ports).is_err());
+        assert!(check_url("not a url", false, &ports).is_err());
+        for port in [22, 25, 6379, 9092, 1] {
+            let e = check_url(&format!("https://hooks.example.com:{port}/x"), false, &ports).unwrap_err();
+            assert!(e.invalid_recipient && e.message.contains("not among the allowed ports"), "{e}");
+        }
+        assert!(check_url("https://hooks.example.com:8443/x", false, &ports).is_ok());
+        let e = check_url("https://user:pw@[::1]/x?token=s3cret", false, &ports).unwrap_err();
+        assert!(!e.message.contains("s3cret") && !e.message.contains("pw"), "{e}");
     }
 }

@@ -1,8 +1,10 @@
 //! Webhooks: the notification as JSON, POSTed to the user's URL and signed
 //! per the Standard Webhooks spec (`webhook-id`, `webhook-timestamp`,
-//! `webhook-signature: v1,<base64 HMAC-SHA256>`). Redirects are not followed,
-//! and destinations on loopback, link-local or private addresses are refused
-//! unless `allow_private` is set (the name is resolved by a guard, so a DNS
+//! `webhook-signature: v1,<base64 HMAC-SHA256>`) with the endpoint's own
+//! key ([`keys`]). Redirects are not followed, no proxy is used, only the
+//! allowed ports are called, and destinations on loopback, link-local,
+//! private or other special-purpose addresses are refused unless
+//! `allow_private` is set (the name is resolved by a guard, so a DNS
 //! answer cannot smuggle one in).
 //!
 //! Each destination (scheme, host and port) takes at most
@@ -11,6 +13,7 @@
 //! own messages one at a time.
 
 mod guard;
+pub mod keys;
 mod response;
 
 #[cfg(test)]
@@ -18,7 +21,6 @@ mod tests;
 
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
-use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tidings_core::config::WebhookConfig;
@@ -28,8 +30,9 @@ use tokio::sync::Semaphore;
 pub struct Webhook {
     name: String,
     client: reqwest::Client,
-    signer: standardwebhooks::Webhook,
+    keys: keys::Keys,
     allow_private: bool,
+    ports: Vec<u16>,
     per_destination: usize,
     /// Calls under way per destination; an entry lives while a call holds it.
     destinations: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -37,11 +40,8 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(name: &str, c: &WebhookConfig) -> Result<Self, ProviderError> {
-        let signer = standardwebhooks::Webhook::new(c.secret.expose_secret())
-            .map_err(|e| ProviderError::down(format!("webhook {name}: signing secret: {e}")))?;
-        let client = reqwest::Client::builder()
-            .timeout(c.timeout)
-            .redirect(reqwest::redirect::Policy::none())
+        let keys = keys::Keys::from_config(c).map_err(|e| ProviderError::down(format!("webhook {name}: {e}")))?;
+        let client = crate::http_client(c.timeout)
             // A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`) would be the only
             // address the guard sees: webhooks never go through one.
             .no_proxy()
@@ -52,8 +52,9 @@ impl Webhook {
         Ok(Webhook {
             name: name.to_string(),
             client,
-            signer,
+            keys,
             allow_private: c.allow_private,
+            ports: c.allowed_ports.clone(),
             per_destination: c.max_per_destination.max(1),
             destinations: Mutex::default(),
         })
@@ -91,7 +92,7 @@ impl Provider for Webhook {
         let Content::Webhook { url, body } = &message.content else {
             return Err(ProviderError::permanent("the webhook provider sends webhooks only"));
         };
-        let url = guard::check_url(url, self.allow_private)?;
+        let url = guard::check_url(url, self.allow_private, &self.ports)?;
         let destination = format!(
             "{}://{}:{}",
             url.scheme(),
@@ -100,11 +101,20 @@ impl Provider for Webhook {
         );
         let _slot = self.slot(&destination).await;
         let payload = serde_json::to_vec(body).map_err(|e| ProviderError::permanent(e.to_string()))?;
-        let timestamp = chrono::Utc::now().timestamp();
+        let now = chrono::Utc::now();
+        let timestamp = now.timestamp();
+        // Space-separated when a rotation is under way: receivers accept either.
         let signature = self
-            .signer
-            .sign(&message.notification_id, timestamp, &payload)
-            .map_err(|e| ProviderError::permanent(format!("cannot sign: {e}")))?;
+            .keys
+            .for_endpoint(url.as_str(), now)
+            .into_iter()
+            .map(|key| {
+                standardwebhooks::Webhook::from_bytes(key.to_vec())
+                    .and_then(|signer| signer.sign(&message.notification_id, timestamp, &payload))
+                    .map_err(|e| ProviderError::permanent(format!("cannot sign: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join(" ");
         let response = self
             .client
             .post(url)

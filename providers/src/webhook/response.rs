@@ -28,9 +28,11 @@ pub fn transport(err: &reqwest::Error) -> ProviderError {
         cause = e.source();
     }
     if err.is_connect() {
-        return ProviderError::transient(format!("webhook endpoint unreachable: {err}")).at_recipient();
+        return ProviderError::transient(format!("webhook endpoint unreachable: {}", crate::error::http_cause(err)))
+            .at_recipient();
     }
     // Written and unanswered: the endpoint may have it (it can fold a second
     // copy by the `webhook-id` header, which stays the notification id).
-    ProviderError::ambiguous(format!("webhook endpoint gave no answer: {err}")).at_recipient()
+    ProviderError::ambiguous(format!("webhook endpoint gave no answer: {}", crate::error::http_cause(err)))
+        .at_recipient()
 }

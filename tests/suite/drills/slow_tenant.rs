@@ -41,8 +41,13 @@ async fn a_slow_endpoint_holds_only_its_own_user() {
     let fast = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&fast).await;
 
-    let providers = "\n[providers.webhook]\nkind = \"webhook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nallow_private = true\ntimeout = \"15s\"\n";
-    let mut config = infra.config(providers, &[(Channel::Webhook, &["webhook"])]);
+    let providers = format!(
+        "\n[providers.webhook]\nkind = \"webhook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+         allow_private = true\nallowed_ports = [{}, {}]\ntimeout = \"15s\"\n",
+        slow.address().port(),
+        fast.address().port()
+    );
+    let mut config = infra.config(&providers, &[(Channel::Webhook, &["webhook"])]);
     config.events.get_mut("order.confirmed").unwrap().channels = vec![Channel::Webhook];
     config.worker.max_in_flight = BUDGET;
     config.worker.drain_timeout = Duration::from_secs(1);

@@ -1,0 +1,140 @@
+//! Keeping secrets and personal data out of logs, status records, dead-letter
+//! headers and command output: addresses, numbers, tokens and URLs are
+//! masked, credentials in URLs replaced, before any text leaves the process.
+//!
+//! Masks keep enough to tell which one it was to someone who already knows
+//! it (`a***@example.com`, `+3361****678`), never enough to use it.
+
+/// `alice@example.com` → `a***@example.com`.
+pub fn email(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => token(address),
+    }
+}
+
+/// `+33612345678` → `+3361****678`: the country code and the operator
+/// prefix stay, the subscriber number goes.
+pub fn phone(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    if chars.len() < 9 {
+        return "*".repeat(chars.len().max(4));
+    }
+    let (head, tail) = (5, 3);
+    let hidden = chars.len() - head - tail;
+    format!(
+        "{}{}{}",
+        chars[..head].iter().collect::<String>(),
+        "*".repeat(hidden),
+        chars[chars.len() - tail..].iter().collect::<String>()
+    )
+}
+
+/// A push token or other opaque secret: its first four characters.
+pub fn token(value: &str) -> String {
+    let head: String = value.chars().take(4).collect();
+    format!("{head}***")
+}
+
+/// `https://user:pw@hooks.example.com/t/abc?k=v` → `https://hooks.example.com/***`:
+/// where it goes, without what identifies or authorises the call.
+pub fn url(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return token(value) };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let more = if rest.len() > authority.len() { "/***" } else { "" };
+    format!("{scheme}://{host}{more}")
+}
+
+/// `redis://:S3cret@10.0.0.5:6379/0` → `redis://:***@10.0.0.5:6379/0`: a
+/// URL with its password replaced, and the rest as it was (what an
+/// operator needs to see which server it is).
+pub fn credentials(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return value.to_string() };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
+/// `text` with every email address and phone number in it masked: for the
+/// free text of a provider's answer, which often quotes the recipient.
+pub fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest.find(|c: char| !is_separator(c)).unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(is_separator).unwrap_or(rest.len());
+        let word = &rest[..end];
+        // Trailing punctuation belongs to the sentence, not the word.
+        let core = word.trim_end_matches(['.', ',', ';', ':', '!', '?', ')']);
+        let masked = if is_email(core) {
+            Some(email(core))
+        } else if is_phone(core) {
+            Some(phone(core))
+        } else {
+            None
+        };
+        match masked {
+            Some(m) => {
+                out.push_str(&m);
+                out.push_str(&word[core.len()..]);
+            }
+            None => out.push_str(word),
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+fn is_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '`' | '\'' | '"' | '(' | '<' | '>' | '[' | ']' | '=')
+}
+
+fn is_email(word: &str) -> bool {
+    word.rsplit_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+}
+
+/// `+` and at least eight digits, or eleven digits or more alone (long enough
+/// not to be a code, a count or a status).
+fn is_phone(word: &str) -> bool {
+    let digits = word.chars().filter(char::is_ascii_digit).count();
+    let plain = word.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+    plain && ((word.starts_with('+') && digits >= 8) || (digits >= 11 && !word.contains(['-', '.'])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_which_but_not_what() {
+        assert_eq!(email("alice@example.com"), "a***@example.com");
+        assert_eq!(phone("+33612345678"), "+3361****678");
+        assert_eq!(phone("+1555"), "*****");
+        assert_eq!(token("f0e1d2c3b4a5"), "f0e1***");
+        assert_eq!(url("https://u:pw@hooks.example.com:8443/t/abc?k=v"), "https://hooks.example.com:8443/***");
+        assert_eq!(url("https://hooks.example.com"), "https://hooks.example.com");
+        assert_eq!(credentials("redis://:S3cretRedisPw@127.0.0.1:1/0"), "redis://:***@127.0.0.1:1/0");
+        assert_eq!(credentials("redis://app:pw@h:6379"), "redis://app:***@h:6379");
+        assert_eq!(credentials("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn scrub_masks_what_a_provider_quotes() {
+        let said = "The 'To' number +15551234567 is not valid. Mail to bob.smith@example.org, (+33612345678) refused";
+        assert_eq!(
+            scrub(said),
+            "The 'To' number +1555****567 is not valid. Mail to b***@example.org, (+3361****678) refused"
+        );
+        for kept in ["HTTP 503 code 21211", "at 2026-11-26T10:00:00Z", "message-id 0A0000001234ABCD", "v1.2.3"] {
+            assert_eq!(scrub(kept), kept);
+        }
+    }
+}
