@@ -1,9 +1,12 @@
 //! A circuit breaker per provider, with explicit states.
 //!
-//! - **Closed**: calls pass. Every outcome is kept for a sliding `window`;
+//! - **Closed**: calls pass. Outcomes are counted over a sliding `window`;
 //!   once it holds `min_calls`, a share of failures at or above
 //!   `failure_rate`, or of calls slower than `slow_call` at or above
-//!   `slow_call_rate`, opens the breaker.
+//!   `slow_call_rate`, opens the breaker. The window is kept as counts in
+//!   fixed time buckets (as Resilience4j's time-based window): a call costs
+//!   the same whatever the load, and a call stays in the window at most one
+//!   bucket (a twentieth of it) longer than its exact age says.
 //! - **Open**: calls are refused until the reset timeout has passed. The
 //!   timeout is jittered (up to +25 %) so a fleet does not probe in step.
 //! - **Half-open**: up to `half_open_probes` calls pass; all of them
@@ -12,7 +15,6 @@
 //! Every transition is logged and exported as the gauge
 //! `tidings_breaker_state{provider}` (0 closed, 1 half-open, 2 open).
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tidings_core::config::BreakerConfig;
@@ -42,8 +44,81 @@ pub struct Breaker {
 #[derive(Debug)]
 struct Inner {
     state: State,
-    /// (when, failed, slow) of recent calls while closed.
-    calls: VecDeque<(Instant, bool, bool)>,
+    /// Recent calls while closed.
+    calls: Window,
+}
+
+/// Buckets a window is cut into.
+const BUCKETS: u32 = 20;
+
+/// Calls, failures and slow calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    calls: u32,
+    failed: u32,
+    slow: u32,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.calls += other.calls;
+        self.failed += other.failed;
+        self.slow += other.slow;
+    }
+
+    fn remove(&mut self, other: Counts) {
+        self.calls -= other.calls;
+        self.failed -= other.failed;
+        self.slow -= other.slow;
+    }
+}
+
+/// Counts over the last `window`, in [`BUCKETS`] + 1 buckets of a
+/// twentieth of it each: the current one, filling, and the twenty before.
+/// A call falls out once its bucket is more than twenty buckets old, so on
+/// bucket boundaries the window is exact. Recording is O(1) amortised: a
+/// bucket is emptied once per pass of time over it.
+#[derive(Debug)]
+struct Window {
+    origin: Instant,
+    width: Duration,
+    buckets: Vec<Counts>,
+    /// The bucket number (since `origin`) of the newest bucket.
+    newest: u64,
+    total: Counts,
+}
+
+impl Window {
+    fn new(window: Duration) -> Self {
+        Window {
+            origin: Instant::now(),
+            width: (window / BUCKETS).max(Duration::from_millis(1)),
+            buckets: vec![Counts::default(); BUCKETS as usize + 1],
+            newest: 0,
+            total: Counts::default(),
+        }
+    }
+
+    /// Adds a call made at `now` and returns the counts over the window.
+    fn record(&mut self, now: Instant, call: Counts) -> Counts {
+        let bucket = (now.duration_since(self.origin).as_nanos() / self.width.as_nanos()) as u64;
+        let len = self.buckets.len() as u64;
+        // Empty the buckets time has moved past; all of them after a long quiet.
+        for expired in (self.newest + 1..=bucket).take(self.buckets.len()) {
+            let slot = &mut self.buckets[(expired % len) as usize];
+            self.total.remove(*slot);
+            *slot = Counts::default();
+        }
+        self.newest = self.newest.max(bucket);
+        self.buckets[(bucket % len) as usize].add(call);
+        self.total.add(call);
+        self.total
+    }
+
+    fn clear(&mut self) {
+        self.buckets.fill(Counts::default());
+        self.total = Counts::default();
+    }
 }
 
 impl Breaker {
@@ -51,7 +126,7 @@ impl Breaker {
         let breaker = Breaker {
             name: name.to_string(),
             config: config.clone(),
-            inner: Mutex::new(Inner { state: State::Closed, calls: VecDeque::new() }),
+            inner: Mutex::new(Inner { state: State::Closed, calls: Window::new(config.window) }),
         };
         breaker.export(State::Closed);
         breaker
@@ -100,17 +175,13 @@ impl Breaker {
         let slow = elapsed >= self.config.slow_call;
         match inner.state {
             State::Closed => {
-                let now = Instant::now();
-                inner.calls.push_back((now, failed, slow));
-                while inner.calls.front().is_some_and(|(t, ..)| now.duration_since(*t) > self.config.window) {
-                    inner.calls.pop_front();
-                }
-                let n = inner.calls.len();
-                if n < self.config.min_calls.max(1) as usize {
+                let call = Counts { calls: 1, failed: failed as u32, slow: slow as u32 };
+                let counts = inner.calls.record(Instant::now(), call);
+                if counts.calls < self.config.min_calls.max(1) {
                     return None;
                 }
-                let failures = inner.calls.iter().filter(|c| c.1).count() as f64 / n as f64;
-                let slows = inner.calls.iter().filter(|c| c.2).count() as f64 / n as f64;
+                let n = counts.calls as f64;
+                let (failures, slows) = (counts.failed as f64 / n, counts.slow as f64 / n);
                 if failures >= self.config.failure_rate || slows >= self.config.slow_call_rate {
                     let why = if failures >= self.config.failure_rate { "failure rate" } else { "slow-call rate" };
                     tracing::warn!(provider = %self.name, failures, slows, "breaker opens on {why}");
@@ -254,6 +325,43 @@ mod tests {
         assert!(b.allow());
         assert!(matches!(b.record(true, FAST), Some(Transition::Opened { .. })));
         assert!(!b.allow());
+    }
+
+    mod window {
+        use super::super::{Counts, Window, BUCKETS};
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+        use std::time::Duration;
+        use tokio::time::Instant;
+
+        proptest! {
+            /// On bucket boundaries the bucketed window counts exactly what
+            /// a window of every call's time (the breaker's former one) does:
+            /// calls no older than the window.
+            #[test]
+            fn counts_what_an_exact_window_counts(calls in prop::collection::vec((0..30u32, any::<bool>(), any::<bool>()), 1..300)) {
+                let window = Duration::from_secs(10);
+                let width = window / BUCKETS;
+                let origin = Instant::now();
+                let mut bucketed = Window { origin, ..Window::new(window) };
+                let mut exact: VecDeque<(Instant, bool, bool)> = VecDeque::new();
+                let mut now = origin;
+                for (gap, failed, slow) in calls {
+                    now += width * gap;
+                    let counts = bucketed.record(now, Counts { calls: 1, failed: failed as u32, slow: slow as u32 });
+                    exact.push_back((now, failed, slow));
+                    while exact.front().is_some_and(|(t, ..)| now.duration_since(*t) > window) {
+                        exact.pop_front();
+                    }
+                    let expected = Counts {
+                        calls: exact.len() as u32,
+                        failed: exact.iter().filter(|c| c.1).count() as u32,
+                        slow: exact.iter().filter(|c| c.2).count() as u32,
+                    };
+                    prop_assert_eq!(counts, expected);
+                }
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
