@@ -53,6 +53,41 @@ pub enum Command {
 pub enum BenchCommand {
     /// Intake events/s with a warm and a cold preference cache, next to a bare passthrough.
     Intake(BenchArgs),
+    /// One email worker process draining a backlog through a sandbox provider: throughput,
+    /// end-to-end latency, CPU per message and peak RSS, next to a one-in-flight-per-partition
+    /// baseline and a run where critical messages arrive while a bulk backlog drains.
+    Worker(WorkerBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerBenchArgs {
+    /// Notifications queued before the worker starts.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: usize,
+    /// Distinct users the notifications are spread over.
+    #[arg(long, default_value_t = 20_000)]
+    pub users: usize,
+    /// Partitions of each topic.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// How long the sandbox provider takes to accept a message.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub latency: std::time::Duration,
+    /// Share of sends (0.0 to 1.0) the sandbox fails as transient errors.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// The worker's `max_in_flight`.
+    #[arg(long, default_value_t = 4096)]
+    pub in_flight: usize,
+    /// Critical notifications per second during the mixed run.
+    #[arg(long, default_value_t = 10.0)]
+    pub critical_rate: f64,
+    /// Only this run: pipelined, baseline or mixed.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

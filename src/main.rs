@@ -35,6 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Dev(args) => commands::dev::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Intake(args)) => commands::bench::run(args).await,
+        Command::Bench(tidings::cli::BenchCommand::Worker(args)) => commands::bench_worker::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()),
         Command::Intake | Command::Scheduler | Command::Worker { .. } => {
             let config = load()?;

@@ -514,6 +514,9 @@ pub struct SandboxConfig {
     /// Windows, relative to process start, during which the provider is down: `["10s..40s"]`.
     #[serde(default)]
     pub outages: Vec<String>,
+    /// Accept each message without writing it (benchmarks).
+    #[serde(default)]
+    pub discard: bool,
 }
 
 /// Fields that hold strings which may look like numbers or booleans (keys,

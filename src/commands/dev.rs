@@ -125,6 +125,7 @@ fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> any
             latency: Duration::ZERO,
             error_rate: 0.0,
             outages: vec![],
+            discard: false,
         }),
     );
     config.channels = Channel::ALL.into_iter().map(|c| (c, ChannelConfig::with_providers(["sandbox"]))).collect();

@@ -58,6 +58,22 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
     .await;
 }
 
+/// A claim had reads the user's preferences with it; one not had reads nothing.
+#[tokio::test]
+async fn a_claim_brings_the_users_preferences_along() {
+    with_both(async |store: &dyn Store| {
+        let lease = Duration::from_secs(30);
+        store.set_prefs("u-1", r#"{"user_id":"u-1"}"#).await.unwrap();
+        let (claim, prefs) = store.claim_with_prefs("n1", "w1", lease, "u-1").await.unwrap();
+        assert_eq!((claim, prefs.as_deref()), (Claim::Acquired, Some(r#"{"user_id":"u-1"}"#)));
+        assert_eq!(store.claim_with_prefs("n1", "w2", lease, "u-1").await.unwrap(), (Claim::Held, None));
+        assert_eq!(store.claim_with_prefs("n2", "w1", lease, "u-2").await.unwrap(), (Claim::Acquired, None));
+        assert!(store.finish("n1", "w1", "{}", lease).await.unwrap());
+        assert_eq!(store.claim_with_prefs("n1", "w2", lease, "u-1").await.unwrap(), (Claim::Done("{}".into()), None));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
     with_both(async |store: &dyn Store| {

@@ -32,6 +32,7 @@ use crate::render::Renderer;
 use crate::retry::{Ending, Policy};
 use chrono::Utc;
 use rdkafka::producer::FutureProducer;
+use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,10 +119,10 @@ impl Deliverer {
         // once the claim is back, never reached a second time by sending again.
         let mut reached: Option<StatusRecord> = None;
         loop {
-            let claim = tokio::select! {
+            let (claim, prefs) = tokio::select! {
                 biased;
                 _ = revoked.cancelled() => return,
-                claim = until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)) => claim,
+                claimed = until_ok("claim", || self.store.claim_with_prefs(&n.notification_id, owner, lease, &n.user_id)) => claimed,
             };
             // A delivery of it stopped part-way: it may be out already.
             let taken_over = claim == Claim::TakenOver;
@@ -144,7 +145,7 @@ impl Deliverer {
                 None => {
                     let lost = revoked.child_token();
                     let status = tokio::select! {
-                        status = self.deliver(input, &n, &lost) => status,
+                        status = self.deliver(input, &n, prefs, &lost) => status,
                         _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
                     };
                     match status {
@@ -248,11 +249,15 @@ impl Deliverer {
 
     /// Everything between the claim and the outcome; `None` when `stop`
     /// fired before anything went out.
-    async fn deliver(&self, input: &Input, n: &Notification, stop: &CancellationToken) -> Option<StatusRecord> {
-        let users = [n.user_id.clone()];
-        let prefs = until_ok("read preferences", || self.store.prefs_many(&users)).await;
-        let prefs = prefs.into_iter().next().flatten().map(|json| Preferences::parse(&json));
-        let prefs = match prefs {
+    /// `prefs` are the user's preferences as read with the claim.
+    async fn deliver(
+        &self,
+        input: &Input,
+        n: &Notification,
+        prefs: Option<String>,
+        stop: &CancellationToken,
+    ) -> Option<StatusRecord> {
+        let prefs = match prefs.map(|json| Preferences::parse(&json)) {
             None => return Some(self.suppressed(n, format!("no preferences for user {}", n.user_id))),
             Some(Err(e)) => return Some(self.suppressed(n, format!("stored preferences are unusable: {e}"))),
             Some(Ok(p)) => p,
@@ -434,21 +439,26 @@ impl Deliverer {
     /// longer holds the claim, nothing is written and the status comes back.
     async fn record(&self, n: &Notification, owner: &str, status: StatusRecord) -> Result<(), StatusRecord> {
         let ttl = self.config.worker.dedupe_ttl;
-        let mut record = DedupeRecord { status, published: false };
-        let unpublished = serde_json::to_string(&record).expect("records serialize to JSON");
+        // The status is serialized once, for the dedupe record (a `DedupeRecord`, written
+        // as text around it) and for `tidings.status` alike.
+        let json = serde_json::to_string(&status).expect("records serialize to JSON");
+        let unpublished = format!(r#"{{"status":{json},"published":false}}"#);
         if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
             tracing::error!(
-                state = record.status.state.as_str(),
+                state = status.state.as_str(),
                 "the claim was lost before the outcome was recorded; claiming it again to record it"
             );
-            return Err(record.status);
+            return Err(status);
         }
-        until_ok("write status", || self.publish(&record.status)).await;
-        record.published = true;
-        let published = serde_json::to_string(&record).expect("records serialize to JSON");
+        until_ok("write status", || async {
+            let record = FutureRecord::<str, [u8]>::to(STATUS_TOPIC).key(&status.user_id).payload(json.as_bytes());
+            delivered(kafka::enqueue(&self.producer, record).await?).await
+        })
+        .await;
+        let published = format!(r#"{{"status":{json},"published":true}}"#);
         until_ok("mark published", || self.store.swap(&n.notification_id, &unpublished, Some(&published), ttl)).await;
-        tracing::debug!(state = record.status.state.as_str(), "outcome recorded");
-        metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => record.status.state.as_str())
+        tracing::debug!(state = status.state.as_str(), "outcome recorded");
+        metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => status.state.as_str())
             .increment(1);
         Ok(())
     }

@@ -225,6 +225,7 @@ async fn consume(
     let mut tasks = JoinSet::new();
     // Reading pauses (polling never does) while every provider is open or the buffer is full.
     let mut paused = false;
+    let mut paused_down = false;
     let mut down = false;
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -263,7 +264,8 @@ async fn consume(
                         let owner = deliverer.next_owner();
                         {
                             let _slot = slots.acquire_owned().await.expect("the slots are never closed");
-                            let delivery = AssertUnwindSafe(deliverer.process(&input, &owner, &revoked));
+                            // Boxed: the task itself stays small, so spawning it copies little.
+                            let delivery = AssertUnwindSafe(Box::pin(deliverer.process(&input, &owner, &revoked)));
                             if let Err(panic) = delivery.catch_unwind().await {
                                 deliverer.panicked(&input, &owner, &panic_text(panic.as_ref())).await;
                             }
@@ -283,9 +285,12 @@ async fn consume(
             match pause(&consumer, hold) {
                 Ok(()) => {
                     paused = hold;
-                    if down || !hold {
+                    // A full buffer pauses and resumes all the time under load: only an
+                    // outage of every provider is worth a warning, and its end.
+                    if down || paused_down {
                         tracing::warn!(channel = %deliverer.channel, paused, every_provider_open = down, "consumption {}", if hold { "paused" } else { "resumed" });
                     }
+                    paused_down = down;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot pause or resume consumption"),
             }

@@ -105,6 +105,24 @@ pub trait Store: Send + Sync {
     /// are one delivery each, never a whole process.
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
 
+    /// [`claim`](Self::claim), and when the claim is had, `user`'s raw
+    /// preferences as they are now: what a delivery needs first, in one
+    /// round trip.
+    async fn claim_with_prefs(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+        user: &str,
+    ) -> Result<(Claim, Option<String>), StoreError> {
+        let claim = self.claim(id, owner, lease).await?;
+        let prefs = match claim {
+            Claim::Acquired | Claim::TakenOver => self.prefs_many(&[user.to_string()]).await?.pop().flatten(),
+            Claim::Done(_) | Claim::Held => None,
+        };
+        Ok((claim, prefs))
+    }
+
     /// Sets notification `id`'s dedupe value to `new` for `ttl` (deletes it
     /// when `new` is `None`), only if it is `expected` now; says whether it
     /// did. One atomic compare-and-set, so only a claim's holder renews,

@@ -13,18 +13,24 @@ use std::time::Duration;
 /// someone else (ARGV[3] is the claim mark every claim value starts with).
 /// A claim lives lease + memory (ARGV[2], ARGV[4] ms) and is live while more
 /// than the memory is left; a claim past its lease is taken over (code 3).
+/// With a second key (a user's preferences), a claim had also answers its
+/// value. Answers {code, outcome already recorded, preferences}.
 const CLAIM: &str = r#"
+local function had(code)
+  if KEYS[2] then return {code, '', redis.call('GET', KEYS[2]) or ''} end
+  return {code, '', ''}
+end
 local cur = redis.call('GET', KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {1, ''}
+  return had(1)
 end
 if string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then
-  if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then return {2, ''} end
+  if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then return {2, '', ''} end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return {3, ''}
+  return had(3)
 end
-return {0, cur}
+return {0, cur, ''}
 "#;
 
 /// Compare-and-set of a dedupe value: set ARGV[2] for ARGV[3] ms (or delete
@@ -140,6 +146,36 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// Claims `id`, reading `user`'s preferences in the same script when
+    /// the claim is had.
+    async fn claim_and_read(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+        user: Option<&str>,
+    ) -> Result<(Claim, Option<String>), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.claim.key(self.keys.dedupe(id));
+        if let Some(user) = user {
+            invocation.key(self.keys.prefs(user));
+        }
+        let (code, value, prefs): (i64, String, String) = invocation
+            .arg(claim_value(owner))
+            .arg((lease + CLAIM_MEMORY).as_millis() as u64)
+            .arg(CLAIM_MARK)
+            .arg(CLAIM_MEMORY.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        let claim = match code {
+            1 => Claim::Acquired,
+            2 => Claim::Held,
+            3 => Claim::TakenOver,
+            _ => Claim::Done(value),
+        };
+        Ok((claim, (!prefs.is_empty()).then_some(prefs)))
+    }
+
     /// Connects (and reconnects on its own later) to `url`.
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
@@ -181,22 +217,17 @@ impl Store for RedisStore {
     }
 
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
-        let mut conn = self.conn.clone();
-        let (code, value): (i64, String) = self
-            .claim
-            .key(self.keys.dedupe(id))
-            .arg(claim_value(owner))
-            .arg((lease + CLAIM_MEMORY).as_millis() as u64)
-            .arg(CLAIM_MARK)
-            .arg(CLAIM_MEMORY.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match code {
-            1 => Claim::Acquired,
-            2 => Claim::Held,
-            3 => Claim::TakenOver,
-            _ => Claim::Done(value),
-        })
+        Ok(self.claim_and_read(id, owner, lease, None).await?.0)
+    }
+
+    async fn claim_with_prefs(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+        user: &str,
+    ) -> Result<(Claim, Option<String>), StoreError> {
+        self.claim_and_read(id, owner, lease, Some(user)).await
     }
 
     async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {

@@ -1,6 +1,7 @@
 //! A provider for `tidings dev` and drills: each message becomes a file in an
-//! outbox folder (`.eml` for email, `.json` otherwise), with knobs for latency,
-//! a transient error rate, and outage windows.
+//! outbox folder (`.eml` for email, `.json` otherwise), or nowhere with
+//! `discard` (benchmarks), with knobs for latency, a transient error rate,
+//! and outage windows.
 
 mod outages;
 
@@ -20,6 +21,7 @@ pub struct Sandbox {
     error_rate: f64,
     outages: Vec<(Duration, Duration)>,
     started: Instant,
+    discard: bool,
 }
 
 impl Sandbox {
@@ -36,6 +38,7 @@ impl Sandbox {
             error_rate: c.error_rate,
             outages,
             started: Instant::now(),
+            discard: c.discard,
         })
     }
 }
@@ -60,6 +63,9 @@ impl Provider for Sandbox {
         }
         if self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate {
             return Err(ProviderError::transient(format!("sandbox {}: injected error", self.name)));
+        }
+        if self.discard {
+            return Ok(Receipt { provider_message_id: None });
         }
         let channel = message.content.channel();
         let dir = self.outbox.join(channel.as_str());

@@ -76,7 +76,8 @@ impl Renderer {
 
     /// [`render`](Self::render), and the link values it replaced by `#`.
     pub fn render_reporting(&self, n: &Notification) -> Result<(Content, Vec<String>), RenderError> {
-        let ctx = context(n);
+        // One context for every part: the registry's `render` would copy the data into one each time.
+        let ctx = handlebars::Context::from(context(n));
         let mut replaced = Vec::new();
         let mut part = |p: &str| self.part(n, p, &ctx, &mut replaced);
         let content = match (&n.recipient, n.channel) {
@@ -124,7 +125,7 @@ impl Renderer {
         &self,
         n: &Notification,
         part: &str,
-        ctx: &Value,
+        ctx: &handlebars::Context,
         replaced: &mut Vec<String>,
     ) -> Result<String, RenderError> {
         let lang = n.locale.split(['-', '_']).next().unwrap_or("").to_lowercase();
@@ -135,7 +136,8 @@ impl Renderer {
         if !hb.has_template(&name) {
             return Err(RenderError::Missing(name));
         }
-        let out = hb.render(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })?;
+        let out =
+            hb.render_with_context(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })?;
         if !part.ends_with(".html") {
             return Ok(out);
         }

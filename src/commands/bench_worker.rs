@@ -1,0 +1,365 @@
+//! `tidings bench worker`: one email worker, as a process of its own, on the
+//! embedded broker and a private `redis-server`, sending through a sandbox
+//! provider that answers after `--latency` (and fails `--error-rate` of the
+//! calls). Notifications are queued on the channel topic before the worker
+//! starts, as a backlog it drains.
+//!
+//! Three runs, each on fresh infrastructure:
+//! - **pipelined**: the configured in-flight budget;
+//! - **baseline**: the budget set to the partition count, what a consumer
+//!   that handles each partition's records one at a time reaches;
+//! - **mixed**: the backlog on the bulk topic while critical notifications
+//!   arrive at `--critical-rate` per second.
+//!
+//! Figures, from the status records the worker writes: steady throughput
+//! (the middle 80 % of sends, by the time the worker recorded them),
+//! end-to-end p50/p99 (queued → provider accepted), the worker's CPU per
+//! message over that middle 80 % (from `/proc/<pid>/stat`), and its peak RSS
+//! (`VmHWM`). Printed as a table, and as JSON with `--json`.
+
+use crate::cli::WorkerBenchArgs;
+use crate::embedded::{EmbeddedKafka, RedisServer};
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureRecord;
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::{kafka, Channel, Config, Notification, Priority, Recipient, State, StatusRecord};
+
+/// What one run measured.
+#[derive(Debug, serde::Serialize)]
+struct Figures {
+    run: String,
+    messages: usize,
+    in_flight: usize,
+    steady_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_message: f64,
+    peak_rss_mb: f64,
+    /// Mixed run: the critical notifications' end-to-end p50 and p99.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    critical: Option<(usize, f64, f64)>,
+}
+
+pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(RedisServer::available(), "the benchmark needs redis-server");
+    let templates = std::env::current_dir()?.join("templates");
+    anyhow::ensure!(templates.join("order.confirmed").is_dir(), "run from the repository root (templates/ is read)");
+    let mut results = Vec::new();
+    let runs: [(&str, usize, Priority); 3] = [
+        ("pipelined", args.in_flight, Priority::Normal),
+        ("baseline", args.partitions as usize, Priority::Normal),
+        ("mixed", args.in_flight, Priority::Bulk),
+    ];
+    for (name, in_flight, priority) in runs {
+        if args.only.as_deref().is_some_and(|only| only != name) {
+            continue;
+        }
+        let critical = if name == "mixed" { args.critical_rate } else { 0.0 };
+        let figures = one_run(&args, &templates, name, in_flight, priority, critical).await?;
+        eprintln!("{name}: {figures:?}");
+        results.push(figures);
+    }
+    println!(
+        "{} messages for {} users on {} partitions; sandbox latency {:?}, error rate {}",
+        args.messages, args.users, args.partitions, args.latency, args.error_rate
+    );
+    println!(
+        "{:<10} {:>9} {:>12} {:>9} {:>9} {:>11} {:>9}  critical (n, p50, p99 ms)",
+        "run", "in flight", "steady/s", "p50 ms", "p99 ms", "CPU µs/msg", "RSS MB"
+    );
+    for f in &results {
+        let critical = f.critical.map(|(n, p50, p99)| format!("{n}, {p50:.0}, {p99:.0}")).unwrap_or_default();
+        println!(
+            "{:<10} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>11.1} {:>9.0}  {critical}",
+            f.run, f.in_flight, f.steady_per_second, f.p50_ms, f.p99_ms, f.cpu_us_per_message, f.peak_rss_mb
+        );
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        println!("written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn one_run(
+    args: &WorkerBenchArgs,
+    templates: &std::path::Path,
+    name: &str,
+    in_flight: usize,
+    priority: Priority,
+    critical_rate: f64,
+) -> anyhow::Result<Figures> {
+    let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
+    let redis = RedisServer::start()?;
+    let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
+    config.kafka.bootstrap_servers = kafka.bootstrap_servers().to_string();
+    config.redis.url = redis.url();
+    for topic in super::topics::topics(&config) {
+        kafka.create_topic(&topic, args.partitions).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
+    }
+    let store = crate::fleet::open_store(&config).await?;
+    let users: String = (0..args.users)
+        .map(|i| {
+            serde_json::json!({"user_id": format!("u-{i}"), "email": format!("u{i}@example.com"), "channels": {"email": true}})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    super::prefs::import(store.as_ref(), &users).await?;
+    let producer = kafka::command_producer(&config.kafka)?;
+    queue(&producer, "n", 0..args.messages, args.users, priority).await?;
+
+    let file = std::env::temp_dir().join(format!("tidings-bench-{}-{name}.toml", std::process::id()));
+    std::fs::write(&file, worker_config(args, in_flight))?;
+    let statuses = Statuses::start(&config)?;
+    let mut worker = std::process::Command::new(std::env::current_exe()?)
+        .args(["worker", "--channel", "email"])
+        .env("TIDINGS_CONFIG", &file)
+        .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
+        .env("TIDINGS_REDIS__URL", redis.url())
+        .env("TIDINGS_TEMPLATES__DIR", templates)
+        .env("TIDINGS_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = worker.id();
+    let cpu: CpuSamples = Arc::default();
+    let sampler = tokio::spawn(sample_cpu(pid, cpu.clone()));
+
+    // Critical notifications at a steady rate while the backlog drains.
+    let backlog_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let injector = (critical_rate > 0.0).then(|| {
+        let (producer, done, users) = (producer.clone(), backlog_done.clone(), args.users);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / critical_rate));
+            let mut sent = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                queue(&producer, "c", sent..sent + 1, users, Priority::Critical).await?;
+                sent += 1;
+            }
+            anyhow::Ok(sent)
+        })
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let backlog = statuses.sent(|id| id.starts_with("n-"));
+        if backlog >= args.messages {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{name}: not drained within 30 minutes ({backlog} sent)");
+        if let Some(status) = worker.try_wait()? {
+            anyhow::bail!("{name}: the worker exited with {status} ({backlog} sent)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    backlog_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let critical_sent = match injector {
+        Some(task) => task.await??,
+        None => 0,
+    };
+    // The last critical ones, queued just before the backlog ended.
+    let end = Instant::now() + Duration::from_secs(30);
+    while statuses.sent(|id| id.starts_with("c-")) < critical_sent && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak_rss_mb = peak_rss_kb(pid).unwrap_or(0) as f64 / 1024.0;
+    stop(&mut worker);
+    sampler.abort();
+    let _ = std::fs::remove_file(&file);
+
+    let records = statuses.records();
+    let backlog: Vec<&StatusRecord> = records.iter().filter(|r| r.notification_id.starts_with("n-")).collect();
+    let mut at: Vec<DateTime<Utc>> = backlog.iter().map(|r| r.at).collect();
+    at.sort();
+    let (from, to) = (at[at.len() / 10], at[at.len() * 9 / 10]);
+    let middle = (at.len() * 9 / 10 - at.len() / 10).max(1) as f64;
+    let seconds = (to - from).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6;
+    let cpu = cpu.lock().unwrap().clone();
+    let cpu_seconds = cpu_at(&cpu, to) - cpu_at(&cpu, from);
+    let (p50_ms, p99_ms) = percentiles(&backlog);
+    let critical = (critical_rate > 0.0).then(|| {
+        let critical: Vec<&StatusRecord> = records.iter().filter(|r| r.notification_id.starts_with("c-")).collect();
+        let (p50, p99) = percentiles(&critical);
+        (critical.len(), p50, p99)
+    });
+    Ok(Figures {
+        run: name.to_string(),
+        messages: args.messages,
+        in_flight,
+        steady_per_second: middle / seconds,
+        p50_ms,
+        p99_ms,
+        cpu_us_per_message: cpu_seconds * 1e6 / middle,
+        peak_rss_mb,
+        critical,
+    })
+}
+
+/// The worker's configuration: the example's settings, the sandbox as the
+/// email provider, and the run's in-flight budget.
+fn worker_config(args: &WorkerBenchArgs, in_flight: usize) -> String {
+    let mut text = include_str!("../../tidings.example.toml").to_string();
+    text.truncate(text.find("# ---- Channels").expect("the example has a channels section"));
+    text = text
+        .replace("listen = \"0.0.0.0:9464\"", "listen = \"127.0.0.1:0\"")
+        .replace("max_in_flight = 256", &format!("max_in_flight = {in_flight}"))
+        .replace("max_buffered = 4096", &format!("max_buffered = {}", (2 * in_flight).max(4096)));
+    text.push_str(&format!(
+        "\n[providers.sandbox]\nkind = \"sandbox\"\nlatency = \"{}\"\nerror_rate = {}\ndiscard = true\n\n\
+         [channels.email]\nproviders = [\"sandbox\"]\n",
+        humantime::format_duration(args.latency),
+        args.error_rate
+    ));
+    text
+}
+
+/// Queues notifications `n-<seq>` (or `c-<seq>`) for users round-robin,
+/// each stamped with the moment it is queued.
+async fn queue(
+    producer: &rdkafka::producer::FutureProducer,
+    prefix: &str,
+    seqs: std::ops::Range<usize>,
+    users: usize,
+    priority: Priority,
+) -> anyhow::Result<()> {
+    let topic = Channel::Email.topic(priority);
+    let data = serde_json::value::to_raw_value(&serde_json::json!({
+        "order_id": "o-1042", "total": "89.90", "currency": "EUR",
+        "items": [{"name": "Linen shirt", "quantity": 2, "price": "29.95"}], "item_count": 2,
+        "placed_at": "2026-11-26T09:15:00Z", "order_url": "https://shop.example/orders/o-1042"
+    }))?;
+    let mut deliveries = Vec::new();
+    for seq in seqs {
+        let user = format!("u-{}", seq % users);
+        let n = Notification {
+            notification_id: format!("{prefix}-{seq}"),
+            event_id: format!("{prefix}-{seq}"),
+            event_type: "order.confirmed".into(),
+            user_id: user.clone(),
+            channel: Channel::Email,
+            priority,
+            template: "order.confirmed".into(),
+            category: "transactional".into(),
+            locale: "en".into(),
+            timezone: "Europe/Paris".into(),
+            recipient: Recipient::Email { address: format!("{user}@example.com") },
+            data: data.clone(),
+            created_at: Utc::now(),
+            not_before: None,
+            fallback: vec![],
+            attempt: 0,
+        };
+        let value = serde_json::to_vec(&n)?;
+        let record = FutureRecord::<str, [u8]>::to(&topic).key(&user).payload(&value);
+        deliveries.push(kafka::enqueue(producer, record).await?);
+        if deliveries.len() >= 10_000 {
+            for d in deliveries.drain(..) {
+                kafka::delivered(d).await?;
+            }
+        }
+    }
+    for d in deliveries {
+        kafka::delivered(d).await?;
+    }
+    Ok(())
+}
+
+/// Every `sent` status the worker writes, read as it is written.
+struct Statuses {
+    records: Arc<Mutex<Vec<StatusRecord>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Statuses {
+    fn start(config: &Config) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = kafka::client_config(&config.kafka)
+            .set("group.id", "bench-statuses")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        consumer.subscribe(&[STATUS_TOPIC])?;
+        let records: Arc<Mutex<Vec<StatusRecord>>> = Arc::default();
+        let sink = records.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(m) = consumer.recv().await {
+                if let Some(r) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) {
+                    if r.state == State::Sent {
+                        sink.lock().unwrap().push(r);
+                    }
+                }
+            }
+        });
+        Ok(Statuses { records, task })
+    }
+
+    fn sent(&self, which: impl Fn(&str) -> bool) -> usize {
+        self.records.lock().unwrap().iter().filter(|r| which(&r.notification_id)).count()
+    }
+
+    fn records(&self) -> Vec<StatusRecord> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Statuses {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// End-to-end p50 and p99 in milliseconds: queued (`created_at`) to sent (`at`).
+fn percentiles(records: &[&StatusRecord]) -> (f64, f64) {
+    let mut ms: Vec<f64> =
+        records.iter().filter_map(|r| Some((r.at - r.created_at?).num_microseconds()? as f64 / 1000.0)).collect();
+    if ms.is_empty() {
+        return (0.0, 0.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    (ms[ms.len() / 2], ms[(ms.len() * 99 / 100).min(ms.len() - 1)])
+}
+
+/// (when, CPU seconds the worker had used by then).
+type CpuSamples = Arc<Mutex<Vec<(DateTime<Utc>, f64)>>>;
+
+/// Samples the process's CPU time (user + system, seconds) every 100 ms.
+async fn sample_cpu(pid: u32, samples: CpuSamples) {
+    let ticks = 100.0; // USER_HZ, 100 on Linux
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return };
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else { return };
+        let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
+        samples.lock().unwrap().push((Utc::now(), seconds));
+    }
+}
+
+/// The CPU seconds at `at`, interpolated between the samples around it.
+fn cpu_at(samples: &[(DateTime<Utc>, f64)], at: DateTime<Utc>) -> f64 {
+    let after = samples.iter().position(|(t, _)| *t >= at).unwrap_or(samples.len().saturating_sub(1));
+    let Some(&(t1, c1)) = samples.get(after) else { return 0.0 };
+    let Some(&(t0, c0)) = after.checked_sub(1).and_then(|i| samples.get(i)) else { return c1 };
+    let span = (t1 - t0).num_microseconds().unwrap_or(1).max(1) as f64;
+    let into = (at - t0).num_microseconds().unwrap_or(0) as f64;
+    c0 + (c1 - c0) * (into / span).clamp(0.0, 1.0)
+}
+
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn stop(worker: &mut Child) {
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
