@@ -67,6 +67,10 @@ pub struct WorkerBenchArgs {
     /// Distinct users the notifications are spread over.
     #[arg(long, default_value_t = 20_000)]
     pub users: usize,
+    /// Notifications in the baseline run (one in flight per partition is slow: at 200 ms, 12
+    /// partitions take 60/s).
+    #[arg(long, default_value_t = 3_000)]
+    pub baseline_messages: usize,
     /// Partitions of each topic.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,

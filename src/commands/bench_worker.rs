@@ -50,33 +50,34 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
     let templates = std::env::current_dir()?.join("templates");
     anyhow::ensure!(templates.join("order.confirmed").is_dir(), "run from the repository root (templates/ is read)");
     let mut results = Vec::new();
-    let runs: [(&str, usize, Priority); 3] = [
-        ("pipelined", args.in_flight, Priority::Normal),
-        ("baseline", args.partitions as usize, Priority::Normal),
-        ("mixed", args.in_flight, Priority::Bulk),
+    let runs: [(&str, usize, usize, Priority); 3] = [
+        ("pipelined", args.messages, args.in_flight, Priority::Normal),
+        ("baseline", args.baseline_messages, args.partitions as usize, Priority::Normal),
+        ("mixed", args.messages, args.in_flight, Priority::Bulk),
     ];
-    for (name, in_flight, priority) in runs {
+    for (name, messages, in_flight, priority) in runs {
         if args.only.as_deref().is_some_and(|only| only != name) {
             continue;
         }
         let critical = if name == "mixed" { args.critical_rate } else { 0.0 };
-        let figures = one_run(&args, &templates, name, in_flight, priority, critical).await?;
+        let run = Run { name, messages, in_flight, priority, critical_rate: critical };
+        let figures = one_run(&args, &templates, run).await?;
         eprintln!("{name}: {figures:?}");
         results.push(figures);
     }
     println!(
-        "{} messages for {} users on {} partitions; sandbox latency {:?}, error rate {}",
-        args.messages, args.users, args.partitions, args.latency, args.error_rate
+        "{} users on {} partitions; sandbox latency {:?}, error rate {}",
+        args.users, args.partitions, args.latency, args.error_rate
     );
     println!(
-        "{:<10} {:>9} {:>12} {:>9} {:>9} {:>11} {:>9}  critical (n, p50, p99 ms)",
-        "run", "in flight", "steady/s", "p50 ms", "p99 ms", "CPU µs/msg", "RSS MB"
+        "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>11} {:>7}  critical (n, p50, p99 ms)",
+        "run", "messages", "in flight", "steady/s", "p50 ms", "p99 ms", "CPU µs/msg", "RSS MB"
     );
     for f in &results {
         let critical = f.critical.map(|(n, p50, p99)| format!("{n}, {p50:.0}, {p99:.0}")).unwrap_or_default();
         println!(
-            "{:<10} {:>9} {:>12.0} {:>9.0} {:>9.0} {:>11.1} {:>9.0}  {critical}",
-            f.run, f.in_flight, f.steady_per_second, f.p50_ms, f.p99_ms, f.cpu_us_per_message, f.peak_rss_mb
+            "{:<10} {:>9} {:>9} {:>10.0} {:>9.0} {:>9.0} {:>11.1} {:>7.0}  {critical}",
+            f.run, f.messages, f.in_flight, f.steady_per_second, f.p50_ms, f.p99_ms, f.cpu_us_per_message, f.peak_rss_mb
         );
     }
     if let Some(path) = &args.json {
@@ -86,14 +87,17 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn one_run(
-    args: &WorkerBenchArgs,
-    templates: &std::path::Path,
-    name: &str,
+/// One run's settings.
+struct Run<'a> {
+    name: &'a str,
+    messages: usize,
     in_flight: usize,
     priority: Priority,
     critical_rate: f64,
-) -> anyhow::Result<Figures> {
+}
+
+async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'_>) -> anyhow::Result<Figures> {
+    let Run { name, messages, in_flight, priority, critical_rate } = run;
     let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
     let redis = RedisServer::start()?;
     let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
@@ -112,7 +116,7 @@ async fn one_run(
         .collect();
     super::prefs::import(store.as_ref(), &users).await?;
     let producer = kafka::command_producer(&config.kafka)?;
-    queue(&producer, "n", 0..args.messages, args.users, priority).await?;
+    queue(&producer, "n", 0..messages, args.users, priority).await?;
 
     let file = std::env::temp_dir().join(format!("tidings-bench-{}-{name}.toml", std::process::id()));
     std::fs::write(&file, worker_config(args, in_flight))?;
@@ -149,7 +153,7 @@ async fn one_run(
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let backlog = statuses.sent(|id| id.starts_with("n-"));
-        if backlog >= args.messages {
+        if backlog >= messages {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "{name}: not drained within 30 minutes ({backlog} sent)");
@@ -190,7 +194,7 @@ async fn one_run(
     });
     Ok(Figures {
         run: name.to_string(),
-        messages: args.messages,
+        messages,
         in_flight,
         steady_per_second: middle / seconds,
         p50_ms,
