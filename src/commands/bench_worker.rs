@@ -136,9 +136,12 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
 
     // Critical notifications at a steady rate while the backlog drains.
     let backlog_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Arc::new(tokio::sync::Notify::new());
     let injector = (critical_rate > 0.0).then(|| {
-        let (producer, done, users) = (producer.clone(), backlog_done.clone(), args.users);
+        let (producer, done, users, started) = (producer.clone(), backlog_done.clone(), args.users, started.clone());
         tokio::spawn(async move {
+            // From the worker's first send on: before, it is starting and joining its groups.
+            started.notified().await;
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / critical_rate));
             let mut sent = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -153,6 +156,9 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let backlog = statuses.sent(|id| id.starts_with("n-"));
+        if backlog > 0 {
+            started.notify_one();
+        }
         if backlog >= messages {
             break;
         }

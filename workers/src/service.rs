@@ -95,8 +95,13 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         let (rebalances, events) = mpsc::unbounded_channel();
         let topic = worker.channel.topic(priority);
         let context = Rebalances { events: rebalances, topic: topic.clone() };
-        let consumer: StreamConsumer<Rebalances> =
-            kafka::consumer_config(&config.kafka, &group).create_with_context(context)?;
+        let mut consumer_config = kafka::consumer_config(&config.kafka, &group);
+        if priority == Priority::Critical {
+            // A fetch that finds nothing waits at most this long for data (a
+            // broker answers at once when data comes, not every one does).
+            consumer_config.set("fetch.wait.max.ms", "100");
+        }
+        let consumer: StreamConsumer<Rebalances> = consumer_config.create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         loops.spawn(consume(deliverer.clone(), consumer, events, worker.progress.clone(), token.clone()));
     }
