@@ -86,6 +86,12 @@ pub struct WorkerBenchArgs {
     /// Critical notifications per second during the mixed run.
     #[arg(long, default_value_t = 10.0)]
     pub critical_rate: f64,
+    /// Worker processes sharing the work (and the provider's limits).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// A fleet-wide limit on the sandbox provider, in calls per second.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
     /// Only this run: pipelined, baseline or mixed.
     #[arg(long)]
     pub only: Option<String>,

@@ -45,6 +45,32 @@ pub struct Config {
     /// Provider name -> its settings.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Provider name -> how much it may be called.
+    #[serde(default)]
+    pub limits: BTreeMap<String, ProviderLimits>,
+}
+
+/// How much one provider may be called. The rate holds across every worker
+/// process of the fleet together; the concurrency cap is per process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLimits {
+    /// Calls per second, fleet-wide.
+    #[serde(default)]
+    pub per_second: Option<f64>,
+    /// Calls that may go at once after a quiet moment (default: a tenth of a second's worth, at least 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Calls under way at once in one process (an SMTP relay's sessions, say).
+    #[serde(default)]
+    pub max_concurrent: Option<usize>,
+}
+
+impl ProviderLimits {
+    /// The burst, defaulted.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| (self.per_second.unwrap_or(0.0) / 10.0).ceil().max(1.0) as u32)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -641,6 +667,17 @@ impl Config {
                 if !self.providers.contains_key(name) {
                     return bad(format!("channels.{channel}: provider `{name}` is not in [providers]"));
                 }
+            }
+        }
+        for (name, l) in &self.limits {
+            if !self.providers.contains_key(name) {
+                return bad(format!("limits.{name}: no provider `{name}` in [providers]"));
+            }
+            if l.per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) || l.burst == Some(0) {
+                return bad(format!("limits.{name}: per_second must be above 0 and burst at least 1"));
+            }
+            if l.max_concurrent == Some(0) {
+                return bad(format!("limits.{name}: max_concurrent must be at least 1"));
             }
         }
         for (name, p) in &self.providers {

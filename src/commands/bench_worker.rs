@@ -11,11 +11,15 @@
 //! - **mixed**: the backlog on the bulk topic while critical notifications
 //!   arrive at `--critical-rate` per second.
 //!
+//! `--workers` runs several worker processes on the same backlog, and
+//! `--rate-limit` puts a fleet-wide limit on the sandbox: together they show
+//! the limit holding across processes.
+//!
 //! Figures, from the status records the worker writes: steady throughput
 //! (the middle 80 % of sends, by the time the worker recorded them),
 //! end-to-end p50/p99 (queued → provider accepted), the worker's CPU per
-//! message over that middle 80 % (from `/proc/<pid>/stat`), and its peak RSS
-//! (`VmHWM`). Printed as a table, and as JSON with `--json`.
+//! message over that middle 80 % (from `/proc/<pid>/stat`, all workers
+//! together), and its peak RSS (`VmHWM`, the largest worker's). Printed as a table, and as JSON with `--json`.
 
 use crate::cli::WorkerBenchArgs;
 use crate::embedded::{EmbeddedKafka, RedisServer};
@@ -77,7 +81,14 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
         let critical = f.critical.map(|(n, p50, p99)| format!("{n}, {p50:.0}, {p99:.0}")).unwrap_or_default();
         println!(
             "{:<10} {:>9} {:>9} {:>10.0} {:>9.0} {:>9.0} {:>11.1} {:>7.0}  {critical}",
-            f.run, f.messages, f.in_flight, f.steady_per_second, f.p50_ms, f.p99_ms, f.cpu_us_per_message, f.peak_rss_mb
+            f.run,
+            f.messages,
+            f.in_flight,
+            f.steady_per_second,
+            f.p50_ms,
+            f.p99_ms,
+            f.cpu_us_per_message,
+            f.peak_rss_mb
         );
     }
     if let Some(path) = &args.json {
@@ -121,18 +132,22 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
     let file = std::env::temp_dir().join(format!("tidings-bench-{}-{name}.toml", std::process::id()));
     std::fs::write(&file, worker_config(args, in_flight))?;
     let statuses = Statuses::start(&config)?;
-    let mut worker = std::process::Command::new(std::env::current_exe()?)
-        .args(["worker", "--channel", "email"])
-        .env("TIDINGS_CONFIG", &file)
-        .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
-        .env("TIDINGS_REDIS__URL", redis.url())
-        .env("TIDINGS_TEMPLATES__DIR", templates)
-        .env("TIDINGS_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let pid = worker.id();
+    let mut workers = Vec::new();
+    for _ in 0..args.workers.max(1) {
+        let worker = std::process::Command::new(std::env::current_exe()?)
+            .args(["worker", "--channel", "email"])
+            .env("TIDINGS_CONFIG", &file)
+            .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
+            .env("TIDINGS_REDIS__URL", redis.url())
+            .env("TIDINGS_TEMPLATES__DIR", templates)
+            .env("TIDINGS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        workers.push(worker);
+    }
+    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
     let cpu: CpuSamples = Arc::default();
-    let sampler = tokio::spawn(sample_cpu(pid, cpu.clone()));
+    let sampler = tokio::spawn(sample_cpu(pids.clone(), cpu.clone()));
 
     // Critical notifications at a steady rate while the backlog drains.
     let backlog_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -163,8 +178,10 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "{name}: not drained within 30 minutes ({backlog} sent)");
-        if let Some(status) = worker.try_wait()? {
-            anyhow::bail!("{name}: the worker exited with {status} ({backlog} sent)");
+        for worker in &mut workers {
+            if let Some(status) = worker.try_wait()? {
+                anyhow::bail!("{name}: a worker exited with {status} ({backlog} sent)");
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -178,8 +195,10 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
     while statuses.sent(|id| id.starts_with("c-")) < critical_sent && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let peak_rss_mb = peak_rss_kb(pid).unwrap_or(0) as f64 / 1024.0;
-    stop(&mut worker);
+    let peak_rss_mb = pids.iter().filter_map(|pid| peak_rss_kb(*pid)).max().unwrap_or(0) as f64 / 1024.0;
+    for worker in &mut workers {
+        stop(worker);
+    }
     sampler.abort();
     let _ = std::fs::remove_file(&file);
 
@@ -226,6 +245,9 @@ fn worker_config(args: &WorkerBenchArgs, in_flight: usize) -> String {
         humantime::format_duration(args.latency),
         args.error_rate
     ));
+    if let Some(rate) = args.rate_limit {
+        text.push_str(&format!("\n[limits.sandbox]\nper_second = {rate}\n"));
+    }
     text
 }
 
@@ -337,20 +359,24 @@ fn percentiles(records: &[&StatusRecord]) -> (f64, f64) {
 /// (when, CPU seconds the worker had used by then).
 type CpuSamples = Arc<Mutex<Vec<(DateTime<Utc>, f64)>>>;
 
-/// Samples the process's CPU time (user + system, seconds) every 100 ms.
-async fn sample_cpu(pid: u32, samples: CpuSamples) {
-    let ticks = 100.0; // USER_HZ, 100 on Linux
+/// Samples the processes' CPU time together (user + system, seconds) every 100 ms.
+async fn sample_cpu(pids: Vec<u32>, samples: CpuSamples) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return };
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else { return };
-        let seconds = (utime.parse::<f64>().unwrap_or(0.0) + stime.parse::<f64>().unwrap_or(0.0)) / ticks;
+        let Some(seconds) = pids.iter().map(|pid| cpu_seconds(*pid)).sum::<Option<f64>>() else { return };
         samples.lock().unwrap().push((Utc::now(), seconds));
     }
+}
+
+/// The CPU time a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let ticks = 100.0; // USER_HZ, 100 on Linux
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (utime, stime) = (fields.get(11)?.parse::<f64>().ok()?, fields.get(12)?.parse::<f64>().ok()?);
+    Some((utime + stime) / ticks)
 }
 
 /// The CPU seconds at `at`, interpolated between the samples around it.

@@ -118,6 +118,7 @@ fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> any
     config.worker.drain_timeout = Duration::from_secs(5);
     config.scheduler.poll_interval = Duration::from_millis(200);
     config.providers.clear();
+    config.limits.clear();
     config.providers.insert(
         "sandbox".into(),
         ProviderConfig::Sandbox(SandboxConfig {

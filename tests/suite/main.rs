@@ -10,6 +10,7 @@ mod drills;
 mod failover;
 mod fleet_end_to_end;
 mod intake_routing;
+mod limits;
 mod metrics;
 mod prefs;
 mod quiet_hours_end_to_end;

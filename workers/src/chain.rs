@@ -16,13 +16,19 @@
 //! A breaker that opens here is announced to the fleet through Redis
 //! ([`Chain::sync_fleet`]), so other workers stop sending there within a
 //! second; their own breakers still decide when to probe.
+//!
+//! Before each call the provider's limits ([`Limit`]) admit it: waiting there
+//! is neither an attempt nor part of the call's time, and a 429 with
+//! `Retry-After` slows the fleet's rate for the provider down for that long.
 
 use crate::breaker::{Breaker, State, Transition};
+use crate::limit::Limit;
 use crate::retry::{AfterCall, AfterPass, Ending, Policy};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::config::BreakerConfig;
+use tidings_core::config::{BreakerConfig, ProviderLimits};
 use tidings_core::store::SharedStore;
 use tidings_providers::{ErrorKind, Outgoing, Provider, ProviderError, Receipt};
 use tokio::time::Instant;
@@ -37,6 +43,7 @@ pub struct Chain {
 struct Link {
     provider: Arc<dyn Provider>,
     breaker: Breaker,
+    limit: Limit,
 }
 
 /// How a send through the chain ended.
@@ -117,10 +124,21 @@ impl Chain {
                 if provider.calls_recipients() {
                     config.slow_call = Duration::MAX;
                 }
-                Link { breaker: Breaker::new(provider.name(), &config), provider }
+                Link { breaker: Breaker::new(provider.name(), &config), provider, limit: Limit::none() }
             })
             .collect();
         Chain { links, fleet }
+    }
+
+    /// Applies the providers' limits (`[limits]`); the rates are shared
+    /// through the fleet's store.
+    pub fn limited(mut self, limits: &BTreeMap<String, ProviderLimits>) -> Self {
+        for link in &mut self.links {
+            if let Some(l) = limits.get(link.provider.name()) {
+                link.limit = Limit::new(link.provider.name(), l, self.fleet.clone());
+            }
+        }
+        self
     }
 
     /// Every provider's breaker is open: the channel cannot send now.
@@ -223,12 +241,21 @@ impl Chain {
             if calls > 0 && !link.breaker.allow() {
                 return Err(Left::Next(ProviderError::down(format!("{name}: breaker open"))));
             }
+            // Waiting for the provider's limits is no attempt, and no call to time.
+            let Some(admitted) = link.limit.admit(message.priority, stop).await else {
+                return Err(Left::Abandoned);
+            };
             calls += 1;
             walk.attempts += 1;
-            let error = match self.call(link, message).await {
+            let result = self.call(link, message).await;
+            drop(admitted);
+            let error = match result {
                 Ok(receipt) => return Ok(receipt),
                 Err(e) => e,
             };
+            if let Some(period) = error.retry_after {
+                link.limit.slow_down(period).await;
+            }
             walk.first_failure.get_or_insert_with(Utc::now);
             tracing::warn!(provider = name, kind = ?error.kind, ambiguous = error.ambiguous, error = %error, "send failed");
             match policy.after_call(calls, &error) {
@@ -354,5 +381,57 @@ mod tests {
     async fn a_slow_provider_opens_its_breaker_but_a_slow_recipient_endpoint_does_not() {
         assert!(open_after_slow_calls(false).await, "slow calls to a provider open its breaker");
         assert!(!open_after_slow_calls(true).await, "a user's slow endpoint moves no breaker");
+    }
+
+    /// Takes every message at once.
+    struct Quick;
+
+    #[async_trait::async_trait]
+    impl Provider for Quick {
+        fn name(&self) -> &str {
+            "quick"
+        }
+        fn serves(&self, _: Channel) -> bool {
+            true
+        }
+        async fn send(&self, _: &Outgoing) -> Result<Receipt, ProviderError> {
+            Ok(Receipt::default())
+        }
+    }
+
+    /// Messages waiting for a rate-limited provider wait far longer than a
+    /// slow call, yet none counts as slow or as an attempt: the breaker stays
+    /// closed and each message went in one attempt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_the_rate_is_no_slow_call_and_no_attempt() {
+        let breaker: BreakerConfig =
+            serde_json::from_value(serde_json::json!({"min_calls": 3, "slow_call": "50ms", "slow_call_rate": 0.5}))
+                .unwrap();
+        let store: SharedStore = Arc::new(tidings_core::store::MemoryStore::new());
+        let limits: BTreeMap<String, ProviderLimits> =
+            [("quick".to_string(), ProviderLimits { per_second: Some(20.0), burst: Some(1), max_concurrent: None })]
+                .into();
+        let chain = Arc::new(Chain::new(vec![Arc::new(Quick)], &breaker, Some(store)).limited(&limits));
+        let retry: RetryConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        let policy = Arc::new(Policy::new(&retry, Ambiguity::AtMostOnce));
+        let mut sends = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let (chain, policy) = (chain.clone(), policy.clone());
+            sends.spawn(async move {
+                let message = Outgoing {
+                    notification_id: format!("n{i}"),
+                    priority: tidings_core::Priority::Bulk,
+                    content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
+                };
+                chain.send(&message, &policy, WhenDown::GiveUp, &CancellationToken::new()).await
+            });
+        }
+        let started = std::time::Instant::now();
+        for sent in sends.join_all().await {
+            let Outcome::Sent(sent) = sent else { panic!("every message goes: {sent:?}") };
+            assert_eq!(sent.attempts, 1);
+        }
+        assert!(started.elapsed() >= Duration::from_millis(400), "ten at 20/s take close to half a second");
+        assert_eq!(chain.links[0].breaker.state(), State::Closed);
     }
 }

@@ -80,7 +80,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
-        chain: Chain::new(worker.providers, &config.worker.breaker, Some(worker.store.clone())),
+        chain: Chain::new(worker.providers, &config.worker.breaker, Some(worker.store.clone())).limited(&config.limits),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,

@@ -26,6 +26,8 @@ struct Inner {
     claimed: BTreeSet<(i64, String)>,
     lanes: HashMap<String, Lane>,
     breakers: HashMap<String, Instant>,
+    /// Per provider: theoretical arrival time of the next call, and until when its rate is halved.
+    rates: HashMap<String, (Instant, Option<Instant>)>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -188,6 +190,37 @@ impl Store for MemoryStore {
         let inner = self.lock();
         let now = Instant::now();
         Ok(providers.iter().map(|p| inner.breakers.get(p).is_some_and(|until| *until > now)).collect())
+    }
+
+    async fn lease_calls(
+        &self,
+        provider: &str,
+        per_second: f64,
+        burst: u32,
+        want: u32,
+    ) -> Result<(u32, Duration), StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let (tat, slowed) = inner.rates.entry(provider.to_string()).or_insert((now, None));
+        let mut interval = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_micros(1));
+        if slowed.is_some_and(|until| until > now) {
+            interval *= 2;
+        }
+        let tolerance = interval * burst.max(1);
+        *tat = (*tat).max(now);
+        let free = ((now + tolerance).saturating_duration_since(*tat).as_nanos() / interval.as_nanos()) as u32;
+        if free == 0 {
+            return Ok((0, (*tat + interval).saturating_duration_since(now + tolerance)));
+        }
+        let granted = free.min(want.max(1));
+        *tat += interval * granted;
+        Ok((granted, Duration::ZERO))
+    }
+
+    async fn slow_down(&self, provider: &str, period: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        self.lock().rates.entry(provider.to_string()).or_insert((now, None)).1 = Some(now + period);
+        Ok(())
     }
 
     async fn deferred_len(&self) -> Result<u64, StoreError> {

@@ -180,6 +180,21 @@ pub trait Store: Send + Sync {
 
     /// Members waiting or claimed.
     async fn deferred_len(&self) -> Result<u64, StoreError>;
+
+    /// Takes up to `want` calls of `provider`'s fleet-wide budget of
+    /// `per_second` with a `burst` (GCRA, on the store's clock): how many it
+    /// got, and when it got none, how long until one is free.
+    async fn lease_calls(
+        &self,
+        provider: &str,
+        per_second: f64,
+        burst: u32,
+        want: u32,
+    ) -> Result<(u32, Duration), StoreError>;
+
+    /// Halves `provider`'s fleet-wide rate for `period` (it answered 429
+    /// with a `Retry-After`).
+    async fn slow_down(&self, provider: &str, period: Duration) -> Result<(), StoreError>;
 }
 
 /// The key names, under a configurable prefix.
@@ -200,6 +215,12 @@ impl Keys {
     }
     pub fn deferred(&self) -> String {
         format!("{}:deferred", self.prefix)
+    }
+    pub fn rate(&self, provider: &str) -> String {
+        format!("{}:rate:{provider}", self.prefix)
+    }
+    pub fn slowed(&self, provider: &str) -> String {
+        format!("{}:rate:{provider}:slowed", self.prefix)
     }
     pub fn breaker(&self, provider: &str) -> String {
         format!("{}:breaker:{provider}", self.prefix)

@@ -9,6 +9,28 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use std::time::Duration;
 
+/// Leases calls of a provider's fleet-wide budget (GCRA on the Redis
+/// clock, in µs): KEYS[1] holds the theoretical arrival time, KEYS[2] exists
+/// while the rate is halved. ARGV: interval (µs per call), burst, calls
+/// wanted. Answers {calls granted, ms until one is free}.
+const LEASE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then interval = interval * 2 end
+local tolerance = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local free = math.floor((now + tolerance - tat) / interval)
+if free < 1 then
+  return {0, math.ceil((tat - tolerance + interval - now) / 1000)}
+end
+local granted = math.min(free, tonumber(ARGV[3]))
+tat = tat + granted * interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return {granted, 0}
+"#;
+
 /// Claims a notification unless it has an outcome or a live claim by
 /// someone else (ARGV[3] is the claim mark every claim value starts with).
 /// A claim lives lease + memory (ARGV[2], ARGV[4] ms) and is live while more
@@ -143,6 +165,7 @@ pub struct RedisStore {
     defer: Script,
     claim_due: Script,
     remove: Script,
+    lease: Script,
 }
 
 impl RedisStore {
@@ -188,6 +211,7 @@ impl RedisStore {
             defer: Script::new(DEFER),
             claim_due: Script::new(CLAIM_DUE),
             remove: Script::new(REMOVE),
+            lease: Script::new(LEASE),
         })
     }
 }
@@ -337,6 +361,38 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let found: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(found.into_iter().map(|n| n > 0).collect())
+    }
+
+    async fn lease_calls(
+        &self,
+        provider: &str,
+        per_second: f64,
+        burst: u32,
+        want: u32,
+    ) -> Result<(u32, Duration), StoreError> {
+        let mut conn = self.conn.clone();
+        let (granted, wait_ms): (u32, u64) = self
+            .lease
+            .key(self.keys.rate(provider))
+            .key(self.keys.slowed(provider))
+            .arg((1e6 / per_second).round().max(1.0) as u64)
+            .arg(burst.max(1))
+            .arg(want.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((granted, Duration::from_millis(wait_ms)))
+    }
+
+    async fn slow_down(&self, provider: &str, period: Duration) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("SET")
+            .arg(self.keys.slowed(provider))
+            .arg(1)
+            .arg("PX")
+            .arg(period.as_millis().max(1) as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn deferred_len(&self) -> Result<u64, StoreError> {
