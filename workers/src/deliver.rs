@@ -69,6 +69,11 @@ struct DedupeRecord {
     published: bool,
 }
 
+/// A [`DedupeRecord`] as JSON, around its status already serialized.
+fn dedupe_json(status: &str, published: bool) -> String {
+    format!(r#"{{"status":{status},"published":{published}}}"#)
+}
+
 /// Where a dead letter goes and why.
 struct Letter {
     class: ErrorClass,
@@ -442,7 +447,7 @@ impl Deliverer {
         // The status is serialized once, for the dedupe record (a `DedupeRecord`, written
         // as text around it) and for `tidings.status` alike.
         let json = serde_json::to_string(&status).expect("records serialize to JSON");
-        let unpublished = format!(r#"{{"status":{json},"published":false}}"#);
+        let unpublished = dedupe_json(&json, false);
         if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
             tracing::error!(
                 state = status.state.as_str(),
@@ -455,7 +460,7 @@ impl Deliverer {
             delivered(kafka::enqueue(&self.producer, record).await?).await
         })
         .await;
-        let published = format!(r#"{{"status":{json},"published":true}}"#);
+        let published = dedupe_json(&json, true);
         until_ok("mark published", || self.store.swap(&n.notification_id, &unpublished, Some(&published), ttl)).await;
         tracing::debug!(state = status.state.as_str(), "outcome recorded");
         metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => status.state.as_str())
@@ -524,4 +529,37 @@ fn by_platform(message: Outgoing) -> Vec<Outgoing> {
             ..message.clone()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dedupe record written around a serialized status is what serde
+    /// writes and reads for a `DedupeRecord`.
+    #[test]
+    fn a_dedupe_record_built_as_text_is_the_serialized_record() {
+        let status = StatusRecord {
+            notification_id: "n".into(),
+            event_id: "e".into(),
+            event_type: "order.confirmed".into(),
+            user_id: "u-1".into(),
+            state: State::Sent,
+            channel: Some(Channel::Email),
+            provider: Some("smtp".into()),
+            provider_message_id: None,
+            attempts: 1,
+            error_class: None,
+            error: Some("a \"quoted\" reason".into()),
+            not_before: None,
+            fallback_notification_id: None,
+            created_at: Some(Utc::now()),
+            at: Utc::now(),
+        };
+        let json = serde_json::to_string(&status).unwrap();
+        for published in [false, true] {
+            let record = DedupeRecord { status: status.clone(), published };
+            assert_eq!(dedupe_json(&json, published), serde_json::to_string(&record).unwrap());
+        }
+    }
 }
