@@ -92,6 +92,9 @@ pub struct WorkerBenchArgs {
     /// A fleet-wide limit on the sandbox provider, in calls per second.
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// Runs of each kind; each figure is the median.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Only this run: pipelined, baseline or mixed.
     #[arg(long)]
     pub only: Option<String>,

@@ -64,10 +64,14 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let critical = if name == "mixed" { args.critical_rate } else { 0.0 };
-        let run = Run { name, messages, in_flight, priority, critical_rate: critical };
-        let figures = one_run(&args, &templates, run).await?;
-        eprintln!("{name}: {figures:?}");
-        results.push(figures);
+        let mut repeats = Vec::new();
+        for _ in 0..args.runs.max(1) {
+            let run = Run { name, messages, in_flight, priority, critical_rate: critical };
+            let figures = one_run(&args, &templates, run).await?;
+            eprintln!("{name}: {figures:?}");
+            repeats.push(figures);
+        }
+        results.push(median(repeats));
     }
     println!(
         "{} users on {} partitions; sandbox latency {:?}, error rate {}",
@@ -228,6 +232,31 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
         peak_rss_mb,
         critical,
     })
+}
+
+/// Each figure's median over repeated runs of one kind (this machine is
+/// shared: a single run can be off by a tenth either way).
+fn median(mut runs: Vec<Figures>) -> Figures {
+    fn mid(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+    let of = |f: fn(&Figures) -> f64, runs: &[Figures]| mid(runs.iter().map(f).collect());
+    let critical = runs[0].critical.map(|(n, _, _)| {
+        let p50 = mid(runs.iter().filter_map(|r| r.critical.map(|c| c.1)).collect());
+        let p99 = mid(runs.iter().filter_map(|r| r.critical.map(|c| c.2)).collect());
+        (n, p50, p99)
+    });
+    let (steady, p50, p99) = (of(|f| f.steady_per_second, &runs), of(|f| f.p50_ms, &runs), of(|f| f.p99_ms, &runs));
+    let (cpu, rss) = (of(|f| f.cpu_us_per_message, &runs), of(|f| f.peak_rss_mb, &runs));
+    let mut first = runs.swap_remove(0);
+    first.steady_per_second = steady;
+    first.p50_ms = p50;
+    first.p99_ms = p99;
+    first.cpu_us_per_message = cpu;
+    first.peak_rss_mb = rss;
+    first.critical = critical;
+    first
 }
 
 /// The worker's configuration: the example's settings, the sandbox as the
