@@ -1,7 +1,10 @@
 //! A provider's rate holds across processes: limits that share one
 //! `redis-server` through their own connections admit, together, no more
 //! than the rate and the burst allow; a 429's `Retry-After` halves it.
+//! Asserted as the least time a number of calls can take: a slow machine
+//! only makes it longer.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tidings::embedded::RedisServer;
@@ -11,25 +14,25 @@ use tidings_core::Priority;
 use tidings_workers::limit::Limit;
 use tokio_util::sync::CancellationToken;
 
-/// Admits as many calls as it can through `limits` for `period`; how many went.
-async fn admitted_within(limits: &[Arc<Limit>], period: Duration) -> usize {
-    let stop = CancellationToken::new();
+/// How long `calls` admissions take, spread over `limits` by many callers at once.
+async fn time_to_admit(limits: &[Arc<Limit>], calls: usize) -> f64 {
+    let never = CancellationToken::new();
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(calls));
+    let started = Instant::now();
     let mut callers = tokio::task::JoinSet::new();
     for limit in limits {
         for _ in 0..50 {
-            let (limit, stop) = (limit.clone(), stop.clone());
+            let (limit, never, left) = (limit.clone(), never.clone(), left.clone());
             callers.spawn(async move {
-                let mut n = 0;
-                while limit.admit(Priority::Bulk, &stop).await.is_some() {
-                    n += 1;
+                // Take a place among the calls still to make, then wait for the limit.
+                while left.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+                    assert!(limit.admit(Priority::Bulk, &never).await.is_some());
                 }
-                n
             });
         }
     }
-    tokio::time::sleep(period).await;
-    stop.cancel();
-    callers.join_all().await.into_iter().sum()
+    callers.join_all().await;
+    started.elapsed().as_secs_f64()
 }
 
 async fn two_processes(server: &RedisServer, per_second: f64, burst: u32) -> Vec<Arc<Limit>> {
@@ -50,21 +53,16 @@ async fn two_processes_of(server: &RedisServer, provider: &str, per_second: f64,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_together_stay_within_the_rate_and_a_429_halves_it() {
     let server = RedisServer::start().unwrap();
+    // The burst at once, then 200 a second; a lease (10) per process may come just before the
+    // end, so 330 calls take at least (330 - 10 - 2 × 10) / 200 = 1.5 s, however fast the callers.
     let limits = two_processes(&server, 200.0, 10).await;
-    let started = Instant::now();
-    let went = admitted_within(&limits, Duration::from_secs(2)).await;
-    let seconds = started.elapsed().as_secs_f64();
-    // The burst, then 200 a second; a lease may be handed out just as the period ends.
-    let most = (200.0 * seconds) as usize + 10 + 2 * 10;
-    assert!(went <= most, "{went} calls in {seconds:.2} s, at most {most} allowed");
-    assert!(went > 0);
+    let took = time_to_admit(&limits, 330).await;
+    assert!(took >= 1.5, "330 calls went in {took:.2} s: more than 200 a second");
 
-    // Another provider, slowed for 10 s by one process: half the rate for both.
+    // Another provider, slowed for 10 s by one process: half the rate for both,
+    // so 180 calls take at least (180 - 10 - 2 × 10) / 100 = 1.5 s.
     let slowed = two_processes_of(&server, "twilio", 200.0, 10).await;
     slowed[0].slow_down(Duration::from_secs(10)).await;
-    let started = Instant::now();
-    let went = admitted_within(&slowed, Duration::from_secs(1)).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let most = (100.0 * seconds) as usize + 10 + 2 * 10;
-    assert!(went <= most, "slowed: {went} calls in {seconds:.2} s, at most {most} allowed");
+    let took = time_to_admit(&slowed, 180).await;
+    assert!(took >= 1.5, "slowed: 180 calls went in {took:.2} s: more than 100 a second");
 }

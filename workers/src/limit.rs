@@ -240,7 +240,12 @@ mod tests {
             });
         }
         // The bulk ones are queued first; then a critical one arrives.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let rate = limit.rate.clone().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rate.pool.lock().unwrap().waiting() < 5 {
+            assert!(std::time::Instant::now() < deadline, "the bulk messages never queued");
+            tokio::task::yield_now().await;
+        }
         let (l, n, o) = (limit.clone(), never.clone(), order.clone());
         waiting.spawn(async move {
             l.admit(Priority::Critical, &n).await;

@@ -62,14 +62,23 @@ async fn drill() {
     let mut intake = infra.spawn(&file, &["intake"]);
     let mut scheduler = infra.spawn(&file, &["scheduler"]);
     // Live events arrive in waves, so intake is always part-way too; they queue behind the held ones.
+    // A wave comes once half the one before has been routed.
     let feeder = {
         let config = config.clone();
+        let routed = StatusWatch::start(&config);
         tokio::spawn(async move {
             for wave in (HELD..HELD + LIVE).collect::<Vec<_>>().chunks(LIVE / 10) {
                 let events: String =
                     wave.iter().map(|seq| order_event(*seq, &format!("u-{}", seq % USERS)) + "\n").collect();
                 tidings::commands::dev::feed(&config, &events).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                let ids: std::collections::HashSet<String> = wave.iter().map(|seq| format!("evt-{seq}")).collect();
+                routed
+                    .wait_until("half the wave to be routed", Duration::from_secs(120), |rs| {
+                        let seen: std::collections::HashSet<&str> =
+                            rs.iter().map(|r| r.event_id.as_str()).filter(|id| ids.contains(*id)).collect();
+                        seen.len() * 2 >= ids.len()
+                    })
+                    .await;
             }
         })
     };

@@ -40,17 +40,24 @@ async fn a_worker_killed_five_times_loses_and_repeats_nothing() {
 
     let mut worker = infra.spawn(&file, &["worker", "--channel", "email"]);
     for kill in 0..KILLS {
-        // The fault schedule: once this worker is sending, a random point of its life.
+        // The fault schedule: once this worker is sending, at a random point of its life.
         let before = sendgrid.state.accepted().len();
         harness::eventually("the worker to send", Duration::from_secs(60), Duration::from_millis(10), || async {
             sendgrid.state.accepted().len() > before
         })
         .await;
-        let after = Duration::from_millis(rand::rng().random_range(0..1000));
-        tokio::time::sleep(after).await;
+        // A random point: once the provider took a random number more from this worker.
+        let more = rand::rng().random_range(1..=150);
+        harness::eventually(
+            "the worker to send some more",
+            Duration::from_secs(60),
+            Duration::from_millis(5),
+            || async { sendgrid.state.accepted().len() >= (before + more).min(EVENTS) },
+        )
+        .await;
         worker.kill().unwrap();
         worker.wait().unwrap();
-        println!("kill {} after {after:?}: {} accepted so far", kill + 1, sendgrid.state.accepted().len());
+        println!("kill {} after {more} more: {} accepted so far", kill + 1, sendgrid.state.accepted().len());
         worker = infra.spawn(&file, &["worker", "--channel", "email"]);
     }
     let last = Instant::now();

@@ -50,7 +50,7 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
         while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' && b[i] != b'/' {
             i += 1;
         }
-        let tag = html[name_start..i].to_ascii_lowercase();
+        let tag = &html[name_start..i];
         // Attributes, up to the end of the tag.
         loop {
             while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
@@ -96,9 +96,15 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
             i = next;
         }
         // The content of a script or style element is not markup.
-        if tag == "script" || tag == "style" {
-            let close = format!("</{tag}");
-            i = find_ignore_case(b, i, close.as_bytes()).unwrap_or(b.len());
+        let close: Option<&[u8]> = if tag.eq_ignore_ascii_case("script") {
+            Some(b"</script")
+        } else if tag.eq_ignore_ascii_case("style") {
+            Some(b"</style")
+        } else {
+            None
+        };
+        if let Some(close) = close {
+            i = find_ignore_case(b, i, close).unwrap_or(b.len());
         }
     }
     found
