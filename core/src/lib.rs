@@ -16,6 +16,7 @@
 //! - [`progress`]: counters of durable work, for progress and idleness in `tidings dev`.
 //! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
 //! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
+//! - [`testing`] (feature `testing`): strategies for property tests.
 
 pub mod backoff;
 pub mod channel;
@@ -32,6 +33,8 @@ pub mod quiet_hours;
 pub mod redact;
 pub mod status;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use channel::{Channel, Priority};
 pub use clock::Clock;

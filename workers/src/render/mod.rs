@@ -264,22 +264,7 @@ mod tests {
     mod properties {
         use super::*;
         use proptest::prelude::*;
-
-        fn json() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::Bool),
-                any::<f64>().prop_map(Value::from),
-                any::<String>().prop_map(Value::String),
-            ];
-            leaf.prop_recursive(40, 200, 6, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::btree_map(any::<String>(), inner, 0..6)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
-        }
+        use tidings_core::testing::arbitrary_json;
 
         proptest! {
             /// Any data, in place of a template's sample or with some of the
@@ -287,8 +272,8 @@ mod tests {
             /// error, in every channel; never a panic.
             #[test]
             fn rendering_never_panics(
-                data in json(),
-                odd in prop::collection::vec((0..7usize, json()), 0..4),
+                data in arbitrary_json(),
+                odd in prop::collection::vec((0..7usize, arbitrary_json()), 0..4),
                 replace in any::<bool>(),
                 channel in 0..4usize,
             ) {
