@@ -9,12 +9,14 @@
 
 mod check;
 mod helpers;
+mod inline;
 mod links;
 
 pub use check::{check, sample_notification, CheckReport};
 
 use handlebars::Handlebars;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use tidings_core::{Channel, Notification, Recipient};
 use tidings_providers::Content;
@@ -35,8 +37,28 @@ pub enum RenderError {
 
 /// The loaded templates, ready to render any notification.
 pub struct Renderer {
-    html: Handlebars<'static>,
-    text: Handlebars<'static>,
+    html: Engine,
+    text: Engine,
+}
+
+/// One escaping's templates: as written, and with their partials written in
+/// ([`inline`]), which renders the same without copying the data per partial.
+struct Engine {
+    written: Handlebars<'static>,
+    quick: Handlebars<'static>,
+}
+
+impl Engine {
+    fn new(written: Handlebars<'static>, templates: &[&str], safe: &HashSet<String>) -> Self {
+        let quick = inline::inlined(&written, templates.iter().copied(), safe);
+        Engine { written, quick }
+    }
+
+    /// Renders with the rewritten templates; a failure is rendered again as
+    /// written, so its error names the file and line that caused it.
+    fn render(&self, name: &str, ctx: &handlebars::Context) -> Result<String, handlebars::RenderError> {
+        self.quick.render_with_context(name, ctx).or_else(|_| self.written.render_with_context(name, ctx))
+    }
 }
 
 impl Renderer {
@@ -49,7 +71,14 @@ impl Renderer {
             hb.set_strict_mode(true);
             helpers::register(hb);
         }
+        let mut templates = Vec::new();
+        let mut safe = HashSet::new();
         for (name, source, is_partial) in sources(dir)? {
+            if !is_partial {
+                templates.push(name.clone());
+            } else if inline::can_inline(&source) {
+                safe.insert(name.clone());
+            }
             for hb in [&mut html, &mut text] {
                 let registered = if is_partial {
                     hb.register_partial(&name, &source)
@@ -59,7 +88,8 @@ impl Renderer {
                 registered.map_err(|e| RenderError::Failed { name: name.clone(), reason: e.to_string() })?;
             }
         }
-        Ok(Renderer { html, text })
+        let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
+        Ok(Renderer { html: Engine::new(html, &templates, &safe), text: Engine::new(text, &templates, &safe) })
     }
 
     /// Renders `n` into the content its channel's providers send. A link
@@ -118,7 +148,8 @@ impl Renderer {
 
     /// Whether `template` has the parts `channel` needs.
     pub fn has_channel(&self, template: &str, channel: Channel) -> bool {
-        channel == Channel::Webhook || parts(channel).iter().all(|p| self.text.has_template(&format!("{template}/{p}")))
+        channel == Channel::Webhook
+            || parts(channel).iter().all(|p| self.text.written.has_template(&format!("{template}/{p}")))
     }
 
     fn part(
@@ -131,13 +162,12 @@ impl Renderer {
         let lang = n.locale.split(['-', '_']).next().unwrap_or("").to_lowercase();
         let localized = format!("{}/{part}.{lang}", n.template);
         let plain = format!("{}/{part}", n.template);
-        let name = if !lang.is_empty() && self.text.has_template(&localized) { localized } else { plain };
-        let hb = if part.ends_with(".html") { &self.html } else { &self.text };
-        if !hb.has_template(&name) {
+        let name = if !lang.is_empty() && self.text.written.has_template(&localized) { localized } else { plain };
+        let engine = if part.ends_with(".html") { &self.html } else { &self.text };
+        if !engine.written.has_template(&name) {
             return Err(RenderError::Missing(name));
         }
-        let out =
-            hb.render_with_context(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })?;
+        let out = engine.render(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })?;
         if !part.ends_with(".html") {
             return Ok(out);
         }
@@ -244,6 +274,54 @@ mod tests {
         let (content, replaced) = renderer.render_reporting(&order("https://shop.example/o/1")).unwrap();
         let Content::Email { html, .. } = content else { panic!("an email") };
         assert!(html.contains(r#"href="https://shop.example/o/1""#) && replaced.is_empty(), "{html}");
+    }
+
+    /// Every shipped part renders its sample the same with its partials
+    /// written in as through handlebars' partials, and the emails (layout,
+    /// footer, signature) are the ones rewritten.
+    #[test]
+    fn shipped_templates_render_the_same_with_partials_written_in() {
+        let renderer = templates();
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../templates"));
+        let mut rewritten = Vec::new();
+        for engine in [&renderer.html, &renderer.text] {
+            for name in engine.written.get_templates().keys() {
+                let Some((folder, _)) = name.split_once('/').filter(|(f, _)| *f != "layouts") else { continue };
+                let sample = std::fs::read_to_string(dir.join(folder).join("sample.json")).unwrap();
+                let n =
+                    check::sample_notification(folder, Channel::Email, "en", serde_json::from_str(&sample).unwrap());
+                let ctx = handlebars::Context::from(context(&n));
+                let written = engine.written.render_with_context(name, &ctx).unwrap();
+                assert_eq!(engine.quick.render_with_context(name, &ctx).unwrap(), written, "{name}");
+                if engine.quick.get_template(name) != engine.written.get_template(name) {
+                    rewritten.push(name.clone());
+                }
+            }
+        }
+        assert!(rewritten.iter().any(|n| n == "order.confirmed/email.html"), "{rewritten:?}");
+        assert!(rewritten.iter().any(|n| n == "order.confirmed/email.text"), "{rewritten:?}");
+    }
+
+    /// A variable missing in a partial is reported in the partial's file and
+    /// line, as handlebars reports it, though the partial was written in.
+    #[test]
+    fn an_error_in_a_partial_names_the_partial() {
+        let dir = std::env::temp_dir().join(format!("tidings-partial-error-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("partials")).unwrap();
+        std::fs::create_dir_all(dir.join("promo")).unwrap();
+        std::fs::write(dir.join("partials/footer.hbs"), "<hr>\n<p>{{shop_name}}</p>\n").unwrap();
+        std::fs::write(dir.join("promo/email.subject.hbs"), "Hi").unwrap();
+        std::fs::write(dir.join("promo/email.text.hbs"), "Hi {{name}}").unwrap();
+        std::fs::write(dir.join("promo/email.html.hbs"), "<p>Hi {{name}}</p>\n{{> footer}}").unwrap();
+        let renderer = Renderer::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(
+            renderer.html.quick.get_template("promo/email.html"),
+            renderer.html.written.get_template("promo/email.html")
+        );
+        let n = check::sample_notification("promo", Channel::Email, "en", json!({"name": "Ann"}));
+        let e = renderer.render(&n).unwrap_err().to_string();
+        assert!(e.contains("\"footer\" line 2") && e.contains("shop_name"), "{e}");
     }
 
     #[test]
