@@ -16,6 +16,29 @@ async fn with_both(check: impl AsyncFn(&dyn Store)) {
     check(&MemoryStore::new()).await;
 }
 
+#[tokio::test]
+async fn many_swaps_each_compare_with_their_own_record() {
+    with_both(async |store: &dyn Store| {
+        let lease = Duration::from_secs(30);
+        for id in ["a", "b"] {
+            store.claim(id, "w", lease).await.unwrap();
+            assert!(store.finish(id, "w", "{\"p\":0}", lease).await.unwrap());
+        }
+        let swaps = [("a", "{\"p\":0}", "{\"p\":1}"), ("b", "{\"other\":0}", "{\"p\":1}"), ("c", "{\"p\":0}", "{}")];
+        let swaps: Vec<_> = swaps.iter().map(|(i, e, n)| (i.to_string(), e.to_string(), n.to_string())).collect();
+        store.swap_many(&swaps, lease).await.unwrap();
+        assert_eq!(store.claim("a", "x", lease).await.unwrap(), Claim::Done("{\"p\":1}".into()));
+        assert_eq!(
+            store.claim("b", "x", lease).await.unwrap(),
+            Claim::Done("{\"p\":0}".into()),
+            "not what it expected"
+        );
+        assert_eq!(store.claim("c", "x", lease).await.unwrap(), Claim::Acquired, "nothing written where nothing was");
+        store.swap_many(&[], lease).await.unwrap();
+    })
+    .await;
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }

@@ -10,10 +10,12 @@
 //! 3. replace the claim with the outcome record (the dedupe record), only if
 //!    this delivery still holds it (compare-and-set);
 //! 4. write the status record and wait for Kafka's acknowledgement;
-//! 5. mark the dedupe record published; the caller then stores the offset.
+//! 5. mark the dedupe record published, in the background ([`Marks`]); the
+//!    caller stores the offset without waiting for the mark.
 //!
 //! A copy that arrives after step 3 finds the dedupe record and becomes a
-//! `duplicate` (re-writing the status first if step 5 never happened). A copy
+//! `duplicate` (re-writing the status first, byte for byte, if step 5 has not
+//! happened: a crash can lose a mark, never a status). A copy
 //! that arrives while another delivery holds the claim waits for its outcome.
 //! A delivery that loses its claim (Redis unreachable longer than two thirds
 //! of the lease, or the claim taken over) stops before its next call, gives
@@ -46,6 +48,7 @@ use tidings_core::status::{cut_reason, ErrorClass};
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
 use tidings_providers::{rules, Content, Outgoing};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +75,38 @@ struct DedupeRecord {
 /// A [`DedupeRecord`] as JSON, around its status already serialized.
 fn dedupe_json(status: &str, published: bool) -> String {
     format!(r#"{{"status":{status},"published":{published}}}"#)
+}
+
+/// Published marks (step 5), written in the background: each batch is every
+/// mark that came while the one before was written, in one round trip. A
+/// delivery does not wait for its mark.
+pub struct Marks {
+    tx: mpsc::UnboundedSender<(String, String, String)>,
+}
+
+impl Marks {
+    /// Marks at most this many records a round trip.
+    const BATCH: usize = 512;
+
+    /// The marks, and the task that writes them, which ends once the marks
+    /// are dropped and every mark sent was written.
+    pub fn start(store: SharedStore, ttl: Duration) -> (Marks, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Self::BATCH);
+            while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
+                until_ok("mark published", || store.swap_many(&batch, ttl)).await;
+                batch.clear();
+            }
+        });
+        (Marks { tx }, writer)
+    }
+
+    /// Marks `id`'s dedupe record published: `published` replaces it if it is `unpublished` still.
+    fn mark(&self, id: &str, unpublished: String, published: String) {
+        // Only closed once the writer ended, after every delivery did.
+        let _ = self.tx.send((id.to_string(), unpublished, published));
+    }
 }
 
 /// Where a dead letter goes and why.
@@ -101,6 +136,7 @@ pub struct Deliverer {
     /// This process's id; each delivery's claim owner is `<owner>.<n>`.
     pub owner: String,
     pub deliveries: std::sync::atomic::AtomicU64,
+    pub marks: Marks,
 }
 
 impl Deliverer {
@@ -460,8 +496,7 @@ impl Deliverer {
             delivered(kafka::enqueue(&self.producer, record).await?).await
         })
         .await;
-        let published = dedupe_json(&json, true);
-        until_ok("mark published", || self.store.swap(&n.notification_id, &unpublished, Some(&published), ttl)).await;
+        self.marks.mark(&n.notification_id, unpublished, dedupe_json(&json, true));
         tracing::debug!(state = status.state.as_str(), "outcome recorded");
         metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => status.state.as_str())
             .increment(1);

@@ -26,7 +26,7 @@
 //! store and commit offsets, leave the group.
 
 use crate::chain::Chain;
-use crate::deliver::{Deliverer, Input};
+use crate::deliver::{Deliverer, Input, Marks};
 use crate::lanes::Lanes;
 use crate::offsets::Offsets;
 use crate::render::Renderer;
@@ -77,6 +77,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         return Err(WorkerError::NoProviders(worker.channel));
     }
     let config = worker.config.clone();
+    let (marks, marking) = Marks::start(worker.store.clone(), config.worker.dedupe_ttl);
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
@@ -87,6 +88,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         clock: worker.clock,
         owner: format!("{}-{:016x}", worker.channel, rand::random::<u64>()),
         deliveries: Default::default(),
+        marks,
     });
     let token = CancellationToken::new();
     let mut loops = JoinSet::new();
@@ -132,6 +134,11 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         if ended.is_err() {
             result = Err(WorkerError::Panicked(worker.channel));
         }
+    }
+    // The last deliveries' published marks; one lost only makes a later copy write its status again.
+    drop(deliverer);
+    if tokio::time::timeout(Duration::from_secs(5), marking).await.is_err() {
+        tracing::warn!("published marks not all written at shutdown");
     }
     tracing::info!(channel = %worker.channel, "worker stopped");
     result

@@ -129,6 +129,15 @@ pub trait Store: Send + Sync {
     /// records or releases it.
     async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError>;
 
+    /// [`swap`](Self::swap) for many notifications `(id, expected, new)`, each
+    /// on its own, in one round trip where the store allows.
+    async fn swap_many(&self, swaps: &[(String, String, String)], ttl: Duration) -> Result<(), StoreError> {
+        for (id, expected, new) in swaps {
+            self.swap(id, expected, Some(new), ttl).await?;
+        }
+        Ok(())
+    }
+
     /// Extends `owner`'s claim on `id` to `lease` from now; false when the
     /// claim is no longer `owner`'s.
     async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {

@@ -267,6 +267,22 @@ impl Store for RedisStore {
         Ok(done == 1)
     }
 
+    async fn swap_many(&self, swaps: &[(String, String, String)], ttl: Duration) -> Result<(), StoreError> {
+        if swaps.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        // Loaded first, so a server that restarted since knows the script.
+        pipe.load_script(&self.swap).ignore();
+        let ttl = ttl.as_millis().max(1) as u64;
+        for (id, expected, new) in swaps {
+            pipe.invoke_script(self.swap.key(self.keys.dedupe(id)).arg(expected).arg(new).arg(ttl)).ignore();
+        }
+        let mut conn = self.conn.clone();
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
     async fn forget(&self, id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 = redis::cmd("DEL").arg(self.keys.dedupe(id)).query_async(&mut conn).await?;
