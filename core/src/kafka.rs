@@ -201,8 +201,9 @@ fn letter_record<'a>(
     letter: &crate::dead_letter::DeadLetter,
 ) -> FutureRecord<'a, [u8], [u8]> {
     let pairs = letter.headers();
-    let mut record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(topic).headers(headers(pairs.iter().map(|(k, v)| (*k, v.as_str()))));
+    let headers =
+        pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value) }));
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
     if let Some(k) = key {
         record = record.key(k);
     }

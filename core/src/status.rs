@@ -55,6 +55,9 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    pub const ALL: [ErrorClass; 4] =
+        [ErrorClass::Permanent, ErrorClass::Exhausted, ErrorClass::Poison, ErrorClass::Render];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Permanent => "permanent",
@@ -62,6 +65,17 @@ impl ErrorClass {
             ErrorClass::Poison => "poison",
             ErrorClass::Render => "render",
         }
+    }
+}
+
+impl std::str::FromStr for ErrorClass {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        ErrorClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown error class `{s}` (one of permanent, exhausted, poison, render)"))
     }
 }
 

@@ -79,6 +79,7 @@ struct Pending {
     deliveries: Vec<DeliveryFuture>,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A record as the reader hands it over: where it came from, what it says,
@@ -89,6 +90,7 @@ struct Read {
     offset: i64,
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
     decoded: Decoded,
 }
 
@@ -245,8 +247,9 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
         *topic = Arc::from(m.topic());
     }
     let (key, value) = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
+    let headers = kafka::header_pairs(m);
     let limits = &config.intake.limits;
-    let reason = match CloudEvent::decode(m.payload(), &kafka::header_pairs(m), limits) {
+    let reason = match CloudEvent::decode(m.payload(), &headers, limits) {
         Err(e) => Rejection::Poison(e.to_string()),
         Ok(event) => {
             match event.user_id(&config.intake.user_pointer).and_then(|u| check_id("user id", &u, limits).map(|()| u)) {
@@ -259,6 +262,7 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
                         offset: m.offset(),
                         key,
                         value,
+                        headers,
                         decoded,
                     };
                 }
@@ -272,6 +276,7 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
         offset: m.offset(),
         key,
         value,
+        headers,
         decoded: Decoded::Rejected(reason),
     }
 }
@@ -304,7 +309,8 @@ impl Intake {
                         refused.topic(),
                         refused.payload().map_or(0, <[u8]>::len)
                     );
-                    let letter = DeadLetter::poison(&p.topic, p.partition, p.offset, reason, self.clock.now());
+                    let letter = DeadLetter::poison(&p.topic, p.partition, p.offset, reason, self.clock.now())
+                        .with_headers(&p.headers);
                     let (key, value) = (p.key.as_deref(), p.value.as_deref());
                     kafka::dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?;
                 }
@@ -389,6 +395,7 @@ impl Intake {
                 deliveries: Vec::new(),
                 key: None,
                 value: None,
+                headers: Vec::new(),
             };
             let handled = match &read.decoded {
                 Decoded::Rejected(Rejection::Poison(reason)) => {
@@ -424,7 +431,7 @@ impl Intake {
             out.push(pending);
         }
         for (pending, read) in out.iter_mut().zip(batch) {
-            (pending.key, pending.value) = (read.key, read.value);
+            (pending.key, pending.value, pending.headers) = (read.key, read.value, read.headers);
         }
         Ok(out)
     }
@@ -560,7 +567,8 @@ impl Intake {
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         tracing::warn!(topic = %read.topic, partition = read.partition, offset = read.offset, %reason, "input dead-lettered");
-        let letter = DeadLetter::poison(&read.topic, read.partition, read.offset, reason, now);
+        let letter =
+            DeadLetter::poison(&read.topic, read.partition, read.offset, reason, now).with_headers(&read.headers);
         let (key, value) = (read.key.as_deref(), read.value.as_deref());
         pending.deliveries.push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?);
         Ok(())

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::config::{BreakerConfig, ProviderLimits};
 use tidings_core::store::SharedStore;
+use tidings_core::Clock;
 use tidings_providers::{ErrorKind, Outgoing, Provider, ProviderError, Receipt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,8 @@ pub struct Chain {
     links: Vec<Link>,
     /// Where breaker openings are shared with the fleet.
     fleet: Option<SharedStore>,
+    /// What failure times are read from.
+    clock: Clock,
 }
 
 struct Link {
@@ -93,8 +96,8 @@ struct Walk {
 }
 
 impl Walk {
-    fn failed(self, error: ProviderError, ending: Ending) -> Outcome {
-        let now = Utc::now();
+    fn failed(self, error: ProviderError, ending: Ending, clock: &Clock) -> Outcome {
+        let now = clock.now();
         Outcome::Failed(Failed {
             error,
             ending,
@@ -127,7 +130,13 @@ impl Chain {
                 Link { breaker: Breaker::new(provider.name(), &config), provider, limit: Limit::none() }
             })
             .collect();
-        Chain { links, fleet }
+        Chain { links, fleet, clock: Clock::system() }
+    }
+
+    /// Reads failure times from `clock`.
+    pub fn clocked(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Applies the providers' limits (`[limits]`); the rates are shared
@@ -161,7 +170,7 @@ impl Chain {
                 "no provider of the channel takes this message ({})",
                 message.content.kind()
             ));
-            return walk.failed(e, Ending::Permanent);
+            return walk.failed(e, Ending::Permanent, &self.clock);
         }
         let mut pinned: Option<usize> = None;
         let mut passes = 0u32;
@@ -186,7 +195,7 @@ impl Chain {
                         })
                     }
                     Err(Left::Abandoned) => return Outcome::Abandoned,
-                    Err(Left::Stop(ending, e)) => return walk.failed(e, ending),
+                    Err(Left::Stop(ending, e)) => return walk.failed(e, ending, &self.clock),
                     Err(Left::Next(e)) => {
                         if e.ambiguous && pinned.is_none() {
                             tracing::warn!(
@@ -206,7 +215,7 @@ impl Chain {
                 AfterPass::Again(wait) => wait,
                 AfterPass::Stop(ending) => {
                     let e = last_error.unwrap_or_else(|| ProviderError::down("every provider of the channel is open"));
-                    return walk.failed(e, ending);
+                    return walk.failed(e, ending, &self.clock);
                 }
                 AfterPass::Hold => {
                     let open = links.iter().enumerate().filter(|(i, _)| pinned.is_none_or(|p| p == *i));
@@ -256,7 +265,7 @@ impl Chain {
             if let Some(period) = error.retry_after {
                 link.limit.slow_down(period).await;
             }
-            walk.first_failure.get_or_insert_with(Utc::now);
+            walk.first_failure.get_or_insert_with(|| self.clock.now());
             tracing::warn!(provider = name, kind = ?error.kind, ambiguous = error.ambiguous, error = %error, "send failed");
             match policy.after_call(calls, &error) {
                 AfterCall::Retry(wait) => {

@@ -9,14 +9,17 @@
 //! 2. send, checking before every provider call that the claim is still held;
 //! 3. replace the claim with the outcome record (the dedupe record), only if
 //!    this delivery still holds it (compare-and-set);
-//! 4. write the status record and wait for Kafka's acknowledgement;
+//! 4. write the dead letter (when it ends dead-lettered) and the status
+//!    record, and wait for Kafka's acknowledgements;
 //! 5. mark the dedupe record published, in the background ([`Marks`]); the
 //!    caller stores the offset without waiting for the mark.
 //!
 //! A copy that arrives after step 3 finds the dedupe record and becomes a
-//! `duplicate` (re-writing the status first, byte for byte, if step 5 has not
-//! happened: a crash can lose a mark, never a status). A copy
-//! that arrives while another delivery holds the claim waits for its outcome.
+//! `duplicate` (re-writing the letter and the status first, byte for byte, if
+//! step 5 has not happened: a crash can lose a mark, never a letter or a
+//! status). A notification so has one dead letter, and a second only if a
+//! worker dies between writing it and its mark. A copy that arrives while
+//! another delivery holds the claim waits for its outcome.
 //! A delivery that loses its claim (Redis unreachable longer than two thirds
 //! of the lease, or the claim taken over) stops before its next call, gives
 //! the claim up and claims again; one whose partition moved away stops the
@@ -32,7 +35,7 @@
 use crate::chain::{Chain, Failed, Outcome, WhenDown};
 use crate::render::Renderer;
 use crate::retry::{Ending, Policy};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
@@ -60,7 +63,8 @@ pub struct Input {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    /// `correlation_id` and `traceparent`, passed on to a fallback notification.
+    /// Its headers: `correlation_id` and `traceparent` are passed on to a
+    /// fallback notification, and every one to a dead letter.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -68,13 +72,38 @@ pub struct Input {
 #[derive(Debug, Serialize, Deserialize)]
 struct DedupeRecord {
     status: StatusRecord,
-    /// The status record is acknowledged on `tidings.status`.
+    /// The dead letter the notification goes out with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    letter: Option<Letter>,
+    /// The dead letter, if any, and the status record are acknowledged.
     published: bool,
 }
 
-/// A [`DedupeRecord`] as JSON, around its status already serialized.
-fn dedupe_json(status: &str, published: bool) -> String {
-    format!(r#"{{"status":{status},"published":{published}}}"#)
+/// A [`DedupeRecord`] as JSON, around its status and letter already serialized.
+fn dedupe_json(status: &str, letter: Option<&str>, published: bool) -> String {
+    match letter {
+        Some(letter) => format!(r#"{{"status":{status},"letter":{letter},"published":{published}}}"#),
+        None => format!(r#"{{"status":{status},"published":{published}}}"#),
+    }
+}
+
+/// The status in a dedupe record, when the record is an outcome (not a claim).
+pub fn recorded_status(record: &str) -> Option<StatusRecord> {
+    serde_json::from_str::<DedupeRecord>(record).ok().map(|r| r.status)
+}
+
+/// How a notification ended: its status record, and the dead letter it
+/// goes out with. Both are written after the outcome is recorded, so a
+/// notification has one dead letter however often it is redelivered.
+struct Ended {
+    status: StatusRecord,
+    letter: Option<Letter>,
+}
+
+impl From<StatusRecord> for Ended {
+    fn from(status: StatusRecord) -> Self {
+        Ended { status, letter: None }
+    }
 }
 
 /// Published marks (step 5), written in the background: each batch is every
@@ -109,19 +138,28 @@ impl Marks {
     }
 }
 
-/// Where a dead letter goes and why.
+/// Why a notification is dead-lettered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Letter {
     class: ErrorClass,
     error: String,
     attempts: u32,
     providers_tried: Vec<String>,
-    first_failure: chrono::DateTime<Utc>,
+    first_failure: DateTime<Utc>,
+    last_failure: DateTime<Utc>,
 }
 
 impl Letter {
-    /// A record that cannot be delivered at all, failing now.
-    fn poison(error: String) -> Self {
-        Letter { class: ErrorClass::Poison, error, attempts: 0, providers_tried: vec![], first_failure: Utc::now() }
+    /// A record that cannot be delivered at all, failing `now`.
+    fn poison(error: String, now: DateTime<Utc>) -> Self {
+        Letter {
+            class: ErrorClass::Poison,
+            error,
+            attempts: 0,
+            providers_tried: vec![],
+            first_failure: now,
+            last_failure: now,
+        }
     }
 }
 
@@ -158,7 +196,7 @@ impl Deliverer {
         let lease = self.config.worker.claim_lease;
         // An outcome reached whose recording found the claim gone: recorded
         // once the claim is back, never reached a second time by sending again.
-        let mut reached: Option<StatusRecord> = None;
+        let mut reached: Option<Ended> = None;
         loop {
             let (claim, prefs) = tokio::select! {
                 biased;
@@ -169,7 +207,7 @@ impl Deliverer {
             let taken_over = claim == Claim::TakenOver;
             match claim {
                 Claim::Acquired | Claim::TakenOver => {}
-                Claim::Done(record) => return self.duplicate(&n, &record).await,
+                Claim::Done(record) => return self.duplicate(input, &n, &record).await,
                 // Another delivery is sending it (a rebalance moved the partition
                 // mid-send): wait for its outcome or for its claim to expire.
                 Claim::Held => {
@@ -180,30 +218,31 @@ impl Deliverer {
                 }
             }
             let at_most_once = self.config.worker.ambiguous.of(n.priority) == Ambiguity::AtMostOnce;
-            let status = match reached.take() {
-                Some(status) => Some(status),
-                None if taken_over && at_most_once => Some(self.taken_over(&n)),
+            let ended = match reached.take() {
+                Some(ended) => Some(ended),
+                None if taken_over && at_most_once => Some(self.taken_over(&n).into()),
                 None => {
                     let lost = revoked.child_token();
-                    let status = tokio::select! {
-                        status = self.deliver(input, &n, prefs, &lost) => status,
+                    let ended = tokio::select! {
+                        ended = self.deliver(input, &n, prefs, &lost) => ended,
                         _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
                     };
-                    match status {
-                        Some(s) if taken_over && s.state == State::Sent && s.error.is_none() => Some(s.with_error(
-                            None,
-                            "sent after a delivery of it stopped part-way: this may be a second copy",
-                        )),
+                    match ended {
+                        Some(mut e) if taken_over && e.status.state == State::Sent && e.status.error.is_none() => {
+                            let why = "sent after a delivery of it stopped part-way: this may be a second copy";
+                            e.status = e.status.with_error(None, why);
+                            Some(e)
+                        }
                         other => other,
                     }
                 }
             };
-            match status {
-                Some(status) => match self.record(&n, owner, status).await {
+            match ended {
+                Some(ended) => match self.record(input, &n, owner, ended).await {
                     Ok(()) => return,
-                    Err(status) => {
+                    Err(ended) => {
                         metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "recording").increment(1);
-                        reached = Some(status);
+                        reached = Some(ended);
                     }
                 },
                 None => {
@@ -242,7 +281,7 @@ impl Deliverer {
                     Some(Err(e)) => format!("not a notification record: {e}"),
                     _ => "empty record".to_string(),
                 };
-                Err(Letter::poison(error))
+                Err(Letter::poison(error, self.clock.now()))
             }
         }
     }
@@ -272,16 +311,15 @@ impl Deliverer {
         tracing::error!(offset = input.offset, panic = why, "a delivery panicked");
         metrics::counter!("tidings_delivery_panics_total", "channel" => self.channel.as_str()).increment(1);
         let error = format!("delivery panicked: {why}");
-        let letter = Letter::poison(error.clone());
+        let letter = Letter::poison(error.clone(), self.clock.now());
         let Ok(n) = self.read(input) else {
             return until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
         };
         let lease = self.config.worker.claim_lease;
         match until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)).await {
             Claim::Acquired | Claim::TakenOver => {
-                until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
                 let status = self.status(&n, State::DeadLettered).with_error(Some(ErrorClass::Poison), error);
-                let _ = self.record(&n, owner, status).await;
+                let _ = self.record(input, &n, owner, Ended { status, letter: Some(letter) }).await;
             }
             // It has an outcome already, or another delivery owns it now.
             Claim::Done(_) | Claim::Held => {}
@@ -297,32 +335,34 @@ impl Deliverer {
         n: &Notification,
         prefs: Option<String>,
         stop: &CancellationToken,
-    ) -> Option<StatusRecord> {
+    ) -> Option<Ended> {
         let prefs = match prefs.map(|json| Preferences::parse(&json)) {
-            None => return Some(self.suppressed(n, format!("no preferences for user {}", n.user_id))),
-            Some(Err(e)) => return Some(self.suppressed(n, format!("stored preferences are unusable: {e}"))),
+            None => return Some(self.suppressed(n, format!("no preferences for user {}", n.user_id)).into()),
+            Some(Err(e)) => return Some(self.suppressed(n, format!("stored preferences are unusable: {e}")).into()),
             Some(Ok(p)) => p,
         };
         if let Some(reason) = prefs.suppression(n.channel, &n.category) {
-            return Some(self.suppressed(n, reason));
+            return Some(self.suppressed(n, reason).into());
         }
         let content = match self.renderer.render(n) {
             Ok(c) => c,
             Err(e) => {
+                let now = self.clock.now();
                 let letter = Letter {
                     class: ErrorClass::Render,
                     error: e.to_string(),
                     attempts: n.attempt,
                     providers_tried: vec![],
-                    first_failure: Utc::now(),
+                    first_failure: now,
+                    last_failure: now,
                 };
-                until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
-                return Some(self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string()));
+                let status = self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
+                return Some(Ended { status, letter: Some(letter) });
             }
         };
         let max_segments = self.config.channels.get(&n.channel).map_or(u32::MAX, |c| c.max_segments);
         if let Err(error) = rules::check(&content, max_segments) {
-            let now = Utc::now();
+            let now = self.clock.now();
             let refused = Failed {
                 error,
                 ending: Ending::Permanent,
@@ -370,7 +410,7 @@ impl Deliverer {
             let class = failed.iter().any(|(_, f)| f.error.invalid_recipient).then_some(ErrorClass::Permanent);
             s = s.with_error(class, format!("not every device took it: {}", why.join("; ")));
         }
-        Some(s)
+        Some(s.into())
     }
 
     /// The outcome of one platform's part of a push whose other parts went
@@ -394,6 +434,7 @@ impl Deliverer {
             attempts: f.attempts,
             providers_tried: f.providers_tried.clone(),
             first_failure: f.first_failure,
+            last_failure: f.last_failure,
         };
         let value = serde_json::to_vec(&alone).expect("records serialize to JSON");
         let part_input = Input { payload: Some(value), ..input.clone() };
@@ -405,7 +446,7 @@ impl Deliverer {
         self.status(n, State::Suppressed).with_error(None, reason)
     }
 
-    async fn failed(&self, input: &Input, n: &Notification, prefs: &Preferences, failed: Failed) -> StatusRecord {
+    async fn failed(&self, input: &Input, n: &Notification, prefs: &Preferences, failed: Failed) -> Ended {
         let attempts = n.attempt + failed.attempts;
         let mut s = self.status(n, State::Suppressed);
         s.attempts = attempts;
@@ -413,10 +454,8 @@ impl Deliverer {
         if failed.ending == Ending::Unconfirmed {
             // Never sent again, through this channel or another.
             s.state = State::Unconfirmed;
-            return s.with_error(
-                None,
-                format!("no answer after the request was written, not sent again: {}", failed.error),
-            );
+            let why = format!("no answer after the request was written, not sent again: {}", failed.error);
+            return s.with_error(None, why).into();
         }
         let class = if failed.ending == Ending::Exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
         if n.priority == Priority::Critical {
@@ -424,12 +463,12 @@ impl Deliverer {
                 tracing::warn!(to = %next.channel, error = %failed.error, "critical notification falls back to another channel");
                 s.state = State::FailedOver;
                 s.fallback_notification_id = Some(next.notification_id);
-                return s.with_error(Some(class), failed.error.to_string());
+                return s.with_error(Some(class), failed.error.to_string()).into();
             }
         }
         if failed.error.invalid_recipient {
             // Reported so the owning service can clean the address or token up.
-            return s.with_error(Some(ErrorClass::Permanent), format!("invalid recipient: {}", failed.error));
+            return s.with_error(Some(ErrorClass::Permanent), format!("invalid recipient: {}", failed.error)).into();
         }
         let letter = Letter {
             class,
@@ -437,10 +476,10 @@ impl Deliverer {
             attempts,
             providers_tried: failed.providers_tried,
             first_failure: failed.first_failure,
+            last_failure: failed.last_failure,
         };
-        until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
         s.state = State::DeadLettered;
-        s.with_error(Some(class), failed.error.to_string())
+        Ended { status: s.with_error(Some(class), failed.error.to_string()), letter: Some(letter) }
     }
 
     /// Hands a critical notification that failed for good on this channel to
@@ -478,25 +517,30 @@ impl Deliverer {
 
     /// Steps 3 to 5: dedupe record, status, published mark. When `owner` no
     /// longer holds the claim, nothing is written and the status comes back.
-    async fn record(&self, n: &Notification, owner: &str, status: StatusRecord) -> Result<(), StatusRecord> {
+    async fn record(&self, input: &Input, n: &Notification, owner: &str, ended: Ended) -> Result<(), Ended> {
         let ttl = self.config.worker.dedupe_ttl;
         // The status is serialized once, for the dedupe record (a `DedupeRecord`, written
         // as text around it) and for `tidings.status` alike.
+        let Ended { status, letter } = ended;
         let json = serde_json::to_string(&status).expect("records serialize to JSON");
-        let unpublished = dedupe_json(&json, false);
+        let letter_json = letter.as_ref().map(|l| serde_json::to_string(l).expect("letters serialize to JSON"));
+        let unpublished = dedupe_json(&json, letter_json.as_deref(), false);
         if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
             tracing::error!(
                 state = status.state.as_str(),
                 "the claim was lost before the outcome was recorded; claiming it again to record it"
             );
-            return Err(status);
+            return Err(Ended { status, letter });
+        }
+        if let Some(letter) = &letter {
+            until_ok("dead-letter", || self.dead_letter(input, letter)).await;
         }
         until_ok("write status", || async {
             let record = FutureRecord::<str, [u8]>::to(STATUS_TOPIC).key(&status.user_id).payload(json.as_bytes());
             delivered(kafka::enqueue(&self.producer, record).await?).await
         })
         .await;
-        self.marks.mark(&n.notification_id, unpublished, dedupe_json(&json, true));
+        self.marks.mark(&n.notification_id, unpublished, dedupe_json(&json, letter_json.as_deref(), true));
         tracing::debug!(state = status.state.as_str(), "outcome recorded");
         metrics::counter!("tidings_notifications_total", "channel" => self.channel.as_str(), "state" => status.state.as_str())
             .increment(1);
@@ -504,10 +548,13 @@ impl Deliverer {
     }
 
     /// A copy of a notification that already has an outcome.
-    async fn duplicate(&self, n: &Notification, raw: &str) {
+    async fn duplicate(&self, input: &Input, n: &Notification, raw: &str) {
         if let Ok(mut record) = serde_json::from_str::<DedupeRecord>(raw) {
             if !record.published {
-                // The worker that sent it died before its status was acknowledged.
+                // The worker that recorded it died before its letter and status were acknowledged.
+                if let Some(letter) = &record.letter {
+                    until_ok("dead-letter", || self.dead_letter(input, letter)).await;
+                }
                 until_ok("write status", || self.publish(&record.status)).await;
                 record.published = true;
                 let json = serde_json::to_string(&record).expect("records serialize to JSON");
@@ -537,8 +584,10 @@ impl Deliverer {
             attempts: letter.attempts,
             providers_tried: letter.providers_tried.clone(),
             first_failure: letter.first_failure,
-            last_failure: Utc::now(),
-        };
+            last_failure: letter.last_failure,
+            original_headers: Vec::new(),
+        }
+        .with_headers(&input.headers);
         let topic = self.channel.dlq_topic();
         kafka::dead_letter(&self.producer, &topic, input.key.as_deref(), input.payload.as_deref(), &dl).await
     }
@@ -592,9 +641,16 @@ mod tests {
             at: Utc::now(),
         };
         let json = serde_json::to_string(&status).unwrap();
+        let now = Utc::now();
+        let letter = Letter::poison("unreadable".into(), now);
+        let letter_json = serde_json::to_string(&letter).unwrap();
         for published in [false, true] {
-            let record = DedupeRecord { status: status.clone(), published };
-            assert_eq!(dedupe_json(&json, published), serde_json::to_string(&record).unwrap());
+            let record = DedupeRecord { status: status.clone(), letter: None, published };
+            assert_eq!(dedupe_json(&json, None, published), serde_json::to_string(&record).unwrap());
+            let record = DedupeRecord { status: status.clone(), letter: Some(letter.clone()), published };
+            let text = dedupe_json(&json, Some(&letter_json), published);
+            assert_eq!(text, serde_json::to_string(&record).unwrap());
+            assert_eq!(serde_json::from_str::<DedupeRecord>(&text).unwrap().letter.unwrap().error, "unreadable");
         }
     }
 }

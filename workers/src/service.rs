@@ -81,7 +81,9 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,
-        chain: Chain::new(worker.providers, &config.worker.breaker, Some(worker.store.clone())).limited(&config.limits),
+        chain: Chain::new(worker.providers, &config.worker.breaker, Some(worker.store.clone()))
+            .limited(&config.limits)
+            .clocked(worker.clock.clone()),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,
