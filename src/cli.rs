@@ -118,24 +118,73 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Print dead letters as JSON lines (value, key and failure headers).
+    /// Count dead letters, grouped by channel, error class, event type, error and age.
     List {
-        /// A channel, or `intake`.
+        /// A channel, or `intake` (default: every dead-letter topic).
+        #[arg(long, alias = "channel")]
+        from: Option<String>,
+        #[command(flatten)]
+        filter: LetterFilter,
+        /// Print JSON instead of a table.
         #[arg(long)]
-        from: String,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        max: usize,
+        json: bool,
     },
-    /// Send dead letters back to the topic they came from, once.
+    /// Show dead letters in full: the original message, every header, the failure.
+    Inspect {
+        /// A notification or event id (every letter of it), or `topic:partition:offset`.
+        what: String,
+        /// A channel, or `intake` (default: every dead-letter topic).
+        #[arg(long, alias = "channel")]
+        from: Option<String>,
+    },
+    /// Send dead letters back to the topic they came from: once, resumably.
     Replay {
         /// A channel, or `intake`.
-        #[arg(long)]
+        #[arg(long, alias = "channel")]
         from: String,
-        /// At most this many.
-        #[arg(long, default_value_t = usize::MAX)]
-        max: usize,
+        #[command(flatten)]
+        filter: LetterFilter,
+        /// Say what would be replayed, grouped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replay at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Replay at most this many a second.
+        #[arg(long)]
+        rate: Option<f64>,
     },
+}
+
+/// Which dead letters a `dlq` command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LetterFilter {
+    /// Only this error class: permanent, exhausted, poison or render.
+    #[arg(long)]
+    pub error_class: Option<tidings_core::status::ErrorClass>,
+    /// Only letters of this event type.
+    #[arg(long)]
+    pub event_type: Option<String>,
+    /// Only letters whose last failure is at or after this: an RFC 3339 time, or an age such as `2h`.
+    #[arg(long, value_parser = parse_instant)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only letters whose last failure is before this: an RFC 3339 time, or an age such as `30m`.
+    #[arg(long, value_parser = parse_instant)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only letters of this notification or event id.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// An RFC 3339 time, or an age (`90s`, `2h`, `3days`) back from now.
+fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age =
+        humantime::parse_duration(s).map_err(|_| format!("`{s}` is neither an RFC 3339 time nor an age like 2h"))?;
+    let age = chrono::Duration::from_std(age).map_err(|_| format!("`{s}` is too long ago"))?;
+    Ok(chrono::Utc::now() - age)
 }
 
 #[derive(Debug, Subcommand)]

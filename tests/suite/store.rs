@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
 use tidings::embedded::RedisServer;
-use tidings_core::store::{lane, Claim, MemoryStore, RedisStore, Store};
+use tidings_core::store::{lane, Claim, MemoryStore, RedisStore, Store, CLAIM_MARK};
 use tidings_core::Channel;
 
 async fn with_both(check: impl AsyncFn(&dyn Store)) {
@@ -56,8 +56,11 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
         assert!(!store.renew("n1", "w1", lease).await.unwrap(), "an outcome is no claim to renew");
         assert!(store.swap("n1", "{\"sent\":1}", Some("{\"sent\":1,\"p\":1}"), lease).await.unwrap());
         assert!(!store.swap("n1", "{\"sent\":1}", Some("{}"), lease).await.unwrap(), "compared with what is there");
-        store.forget("n1").await.unwrap();
+        assert_eq!(store.dedupe_value("n1").await.unwrap().as_deref(), Some("{\"sent\":1,\"p\":1}"));
+        assert!(store.swap("n1", "{\"sent\":1,\"p\":1}", None, lease).await.unwrap(), "forgotten");
+        assert_eq!(store.dedupe_value("n1").await.unwrap(), None);
         assert_eq!(store.claim("n1", "w2", lease).await.unwrap(), Claim::Acquired);
+        assert!(store.dedupe_value("n1").await.unwrap().unwrap().starts_with(CLAIM_MARK), "a claim");
 
         assert_eq!(store.claim("n2", "w1", Duration::from_millis(100)).await.unwrap(), Claim::Acquired);
         assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), Claim::Held);

@@ -95,9 +95,10 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn forget(&self, id: &str) -> Result<(), StoreError> {
-        self.lock().dedupe.remove(id);
-        Ok(())
+    async fn dedupe_value(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let inner = self.lock();
+        let now = Instant::now();
+        Ok(inner.dedupe.get(id).filter(|(_, expires)| *expires > now).map(|(v, _)| v.clone()))
     }
 
     async fn hydrate(&self, users: &[String], lanes: &[String]) -> Result<Hydrated, StoreError> {

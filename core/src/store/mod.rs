@@ -156,9 +156,10 @@ pub trait Store: Send + Sync {
         self.swap(id, &claim_value(owner), None, Duration::ZERO).await
     }
 
-    /// Forgets notification `id`'s outcome, so a replay from a dead-letter
-    /// topic is delivered again instead of being taken for a duplicate.
-    async fn forget(&self, id: &str) -> Result<(), StoreError>;
+    /// Notification `id`'s dedupe value as it is now: a claim ([`CLAIM_MARK`]
+    /// and its owner, kept a while after its lease ran out), an outcome
+    /// record, or nothing.
+    async fn dedupe_value(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     /// Preferences of `users` and the hold on each of `lanes`, in one round
     /// trip: what intake needs for a consumed batch.

@@ -283,10 +283,9 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn forget(&self, id: &str) -> Result<(), StoreError> {
+    async fn dedupe_value(&self, id: &str) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("DEL").arg(self.keys.dedupe(id)).query_async(&mut conn).await?;
-        Ok(())
+        Ok(redis::cmd("GET").arg(self.keys.dedupe(id)).query_async(&mut conn).await?)
     }
 
     async fn hydrate(&self, users: &[String], lanes: &[String]) -> Result<Hydrated, StoreError> {
