@@ -7,7 +7,10 @@ use tidings_core::Channel;
 #[derive(Debug, Parser)]
 #[command(name = "tidings", version, about = "Kafka events in; email, SMS, push and webhooks out.")]
 pub struct Cli {
-    /// The TOML configuration (see tidings.example.toml).
+    /// The TOML configuration (see tidings.example.toml). For `dev`, a file
+    /// whose channels and sandbox providers (latency, error rate, outage and
+    /// rate-limited windows) the fleet uses, over the example's other settings
+    /// (see examples/drill.toml).
     #[arg(long, global = true, env = "TIDINGS_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -251,4 +254,8 @@ pub struct DevArgs {
     /// Start the clock at this instant (RFC 3339); it runs on from there.
     #[arg(long)]
     pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// Run a built-in provider fault with live traffic, then say what became of
+    /// every notification (the outbox is `<outbox>/<drill>`).
+    #[arg(long, value_enum)]
+    pub drill: Option<crate::commands::drill::Drill>,
 }

@@ -14,7 +14,9 @@ use tidings_core::{Clock, Config};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    // A drill's own lines say what happens; its log shows errors only, unless TIDINGS_LOG says more.
+    let drill = matches!(&cli.command, Command::Dev(a) if a.drill.is_some());
+    init_tracing(cli.log_json, if drill { "error" } else { "info,librdkafka=warn,rdkafka=warn" });
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -33,7 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Ok(Arc::new(Config::load(Some(path))?))
     };
     match cli.command {
-        Command::Dev(args) => commands::dev::run(args).await,
+        Command::Dev(args) => commands::dev::run(args, cli.config.as_deref()).await,
         Command::Bench(tidings::cli::BenchCommand::Intake(args)) => commands::bench::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Worker(args)) => commands::bench_worker::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()),
@@ -57,10 +59,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let filter = EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

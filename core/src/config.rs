@@ -540,6 +540,13 @@ pub struct SandboxConfig {
     /// Windows, relative to process start, during which the provider is down: `["10s..40s"]`.
     #[serde(default)]
     pub outages: Vec<String>,
+    /// Windows during which it answers as a provider over its rate does
+    /// (429, `Retry-After: retry_after`).
+    #[serde(default)]
+    pub rate_limited: Vec<String>,
+    /// The `Retry-After` of its answers in a `rate_limited` window.
+    #[serde(default = "default_retry_after", with = "humantime_serde")]
+    pub retry_after: Duration,
     /// Accept each message without writing it (benchmarks).
     #[serde(default)]
     pub discard: bool,
@@ -613,6 +620,12 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         Self::extract(figment)
+    }
+
+    /// `base` (a TOML text) with the file at `path` over it, and the
+    /// environment over both.
+    pub fn layered(base: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Toml::string(base)).merge(Toml::file_exact(path)))
     }
 
     /// Parses a TOML text, with the environment on top.
@@ -834,6 +847,10 @@ fn default_vonage_url() -> String {
 fn default_twilio_url() -> String {
     "https://api.twilio.com".into()
 }
+fn default_retry_after() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_outbox() -> PathBuf {
     "outbox".into()
 }

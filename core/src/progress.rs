@@ -1,8 +1,9 @@
 //! Counters each role advances as work becomes durable. `tidings dev` reads
 //! them to show progress and to tell when the fleet is idle.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -14,6 +15,8 @@ pub struct Progress {
     pub released: AtomicU64,
     /// Channel-topic records workers have finished (any outcome, duplicates included).
     pub finished: AtomicU64,
+    /// Each provider's breaker: `closed`, `half-open` or `open`.
+    breakers: Mutex<BTreeMap<String, &'static str>>,
 }
 
 impl Progress {
@@ -27,5 +30,15 @@ impl Progress {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Notes that `provider`'s breaker is now `state`.
+    pub fn breaker(&self, provider: &str, state: &'static str) {
+        self.breakers.lock().unwrap_or_else(|p| p.into_inner()).insert(provider.to_string(), state);
+    }
+
+    /// Every breaker's state, by provider.
+    pub fn breakers(&self) -> BTreeMap<String, &'static str> {
+        self.breakers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

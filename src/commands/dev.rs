@@ -4,8 +4,10 @@
 //! installed, an in-process store with the same semantics), intake, a worker
 //! per channel with sandbox providers writing to an outbox, and the
 //! scheduler. It loads sample users, feeds sample events, shows progress, and
-//! prints what became of every notification.
+//! prints what became of every notification. `--config` takes channels and
+//! sandbox providers from a file; `--drill` runs a provider fault ([`drill`]).
 
+use super::drill::{self, Drill};
 use crate::cli::DevArgs;
 use crate::embedded::{EmbeddedKafka, RedisServer};
 use crate::fleet::{self, Roles};
@@ -28,7 +30,7 @@ const EXAMPLE_USERS: &str = include_str!("../../examples/users.jsonl");
 const EXAMPLE_EVENTS: &str = include_str!("../../examples/events.jsonl");
 const PARTITIONS: i32 = 4;
 
-pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DevArgs, config_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
     let redis = if RedisServer::available() {
         Some(RedisServer::start()?)
@@ -38,7 +40,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
         None
     };
-    let config = Arc::new(dev_config(kafka.bootstrap_servers(), redis.as_ref().map(RedisServer::url), &args)?);
+    let outbox = match args.drill {
+        Some(d) => {
+            let dir = args.outbox.join(d.name());
+            // A drill counts the files of its own run.
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        }
+        None => args.outbox.clone(),
+    };
+    let mut config = dev_config(kafka.bootstrap_servers(), redis.as_ref().map(RedisServer::url), &args, config_file)?;
+    if let Some(d) = args.drill {
+        d.configure(&mut config, &outbox);
+        config.validate()?;
+    }
+    let config = Arc::new(config);
     let store: SharedStore = match &redis {
         Some(_) => fleet::open_store(&config).await?,
         None => Arc::new(MemoryStore::new()),
@@ -46,7 +62,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     for topic in super::topics::topics(&config) {
         kafka.create_topic(&topic, PARTITIONS).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
     }
-    let users = read_or(&args.users, EXAMPLE_USERS)?;
+    let users = if args.drill.is_some() { drill::users() } else { read_or(&args.users, EXAMPLE_USERS)? };
     let (stored, rejected) = super::prefs::import(store.as_ref(), &users).await?;
     for r in &rejected {
         println!("user rejected: {r}");
@@ -55,6 +71,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     let statuses = StatusLog::start(&config, args.status_out.as_deref())?;
     let fleet = fleet::spawn_fleet(config.clone(), store.clone(), clock.clone(), Roles::all(&config))?;
     let progress = fleet.progress.clone();
+    if let Some(d) = args.drill {
+        let code = run_drill(d, &config, &progress, &statuses, &outbox).await;
+        fleet.shutdown().await?;
+        statuses.stop().await;
+        drop(kafka);
+        return code;
+    }
 
     let events = read_or(&args.events, EXAMPLE_EVENTS)?;
     let fed = feed(&config, &events).await?;
@@ -106,17 +129,97 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `drill` on the running fleet: feeds its traffic, shows breakers and
+/// held messages as they change, and ends with what became of every
+/// notification; fails when one was lost or sent twice.
+async fn run_drill(
+    drill: Drill,
+    config: &Arc<Config>,
+    progress: &Progress,
+    statuses: &StatusLog,
+    outbox: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    println!(
+        "drill {}: {}; {} users, events for {} s",
+        drill.name(),
+        drill.describe(),
+        drill::USERS,
+        drill::FEED.as_secs()
+    );
+    let feeding = tokio::spawn({
+        let config = config.clone();
+        async move { drill::feed(&config).await }
+    });
+    let started = tokio::time::Instant::now();
+    let deadline = started + drill::FEED + Duration::from_secs(90);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut feeding = Some(feeding);
+    let mut fed = None;
+    let queued = loop {
+        ticker.tick().await;
+        if feeding.as_ref().is_some_and(|f| f.is_finished()) {
+            fed = Some(feeding.take().expect("checked").await??);
+        }
+        print!("\r{}", drill_line(started, progress, statuses));
+        let _ = std::io::stdout().flush();
+        let Some(fed) = fed else { continue };
+        let settled = Progress::get(&progress.events) >= fed as u64
+            && Progress::get(&progress.finished)
+                >= Progress::get(&progress.published) + Progress::get(&progress.released);
+        if settled || tokio::time::Instant::now() >= deadline {
+            let queued = drill::queued(config).await?;
+            if drill::all_ended(&queued, &statuses.records()) || tokio::time::Instant::now() >= deadline {
+                break queued;
+            }
+        }
+    };
+    let report = drill::Report::new(&queued, &statuses.records(), outbox);
+    println!("\n{}", report.render());
+    Ok(if report.held() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Time, breakers, held messages and outcomes so far.
+fn drill_line(started: tokio::time::Instant, progress: &Progress, statuses: &StatusLog) -> String {
+    let breakers: Vec<String> = progress.breakers().iter().map(|(p, s)| format!("{p} {s}")).collect();
+    let held = (Progress::get(&progress.published) + Progress::get(&progress.released))
+        .saturating_sub(Progress::get(&progress.finished));
+    let records = statuses.records();
+    let count = |f: &dyn Fn(&StatusRecord) -> bool| records.iter().filter(|r| f(r)).count();
+    format!(
+        "{:>3} s · breakers: {} · held {held} · sent {} (secondary {}) · failed over {} · dead-lettered {}   ",
+        started.elapsed().as_secs(),
+        breakers.join(", "),
+        count(&|r| r.state == tidings_core::State::Sent),
+        count(&|r| r.state == tidings_core::State::Sent && r.provider.as_deref() == Some("secondary")),
+        count(&|r| r.state == tidings_core::State::FailedOver),
+        count(&|r| r.state == tidings_core::State::DeadLettered),
+    )
+}
+
 /// The shipped example configuration, pointed at the embedded cluster and
-/// Redis, with a sandbox provider on every channel.
-fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> anyhow::Result<Config> {
-    let mut config = Config::from_toml(EXAMPLE_CONFIG)?;
-    config.kafka.bootstrap_servers = bootstrap.to_string();
-    config.kafka.options.clear();
-    if let Some(url) = redis_url {
-        config.redis.url = url;
+/// Redis, with a sandbox provider on every channel; with `--config`, the
+/// file's channels and sandbox providers over the example's other settings.
+fn dev_config(
+    bootstrap: &str,
+    redis_url: Option<String>,
+    args: &DevArgs,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
+    if let Some(path) = file {
+        let base = &EXAMPLE_CONFIG[..EXAMPLE_CONFIG.find("# ---- Channels").unwrap_or(EXAMPLE_CONFIG.len())];
+        let mut config = Config::layered(base, path)?;
+        if let Some((name, _)) = config.providers.iter().find(|(_, p)| !matches!(p, ProviderConfig::Sandbox(_))) {
+            anyhow::bail!(
+                "{}: provider `{name}` is not a sandbox; tidings dev sends through sandboxes only",
+                path.display()
+            );
+        }
+        point_at(&mut config, bootstrap, redis_url);
+        config.validate()?;
+        return Ok(config);
     }
-    config.worker.drain_timeout = Duration::from_secs(5);
-    config.scheduler.poll_interval = Duration::from_millis(200);
+    let mut config = Config::from_toml(EXAMPLE_CONFIG)?;
+    point_at(&mut config, bootstrap, redis_url);
     config.providers.clear();
     config.limits.clear();
     config.providers.insert(
@@ -126,12 +229,25 @@ fn dev_config(bootstrap: &str, redis_url: Option<String>, args: &DevArgs) -> any
             latency: Duration::ZERO,
             error_rate: 0.0,
             outages: vec![],
+            rate_limited: vec![],
+            retry_after: Duration::from_secs(2),
             discard: false,
         }),
     );
     config.channels = Channel::ALL.into_iter().map(|c| (c, ChannelConfig::with_providers(["sandbox"]))).collect();
     config.validate()?;
     Ok(config)
+}
+
+/// Points `config` at the embedded cluster and Redis, with the short waits `dev` wants.
+fn point_at(config: &mut Config, bootstrap: &str, redis_url: Option<String>) {
+    config.kafka.bootstrap_servers = bootstrap.to_string();
+    config.kafka.options.clear();
+    if let Some(url) = redis_url {
+        config.redis.url = url;
+    }
+    config.worker.drain_timeout = Duration::from_secs(5);
+    config.scheduler.poll_interval = Duration::from_millis(200);
 }
 
 fn read_or(path: &Option<std::path::PathBuf>, shipped: &str) -> anyhow::Result<String> {
@@ -144,7 +260,15 @@ fn read_or(path: &Option<std::path::PathBuf>, shipped: &str) -> anyhow::Result<S
 /// Produces every line of `events` to the input topic its type belongs to
 /// (`order.*` to `orders.events`, …; the first input topic otherwise).
 pub async fn feed(config: &Config, events: &str) -> anyhow::Result<usize> {
-    let producer = kafka::command_producer(&config.kafka)?;
+    feed_with(&kafka::command_producer(&config.kafka)?, config, events).await
+}
+
+/// [`feed`] through `producer`.
+pub async fn feed_with(
+    producer: &rdkafka::producer::FutureProducer,
+    config: &Config,
+    events: &str,
+) -> anyhow::Result<usize> {
     let mut deliveries = Vec::new();
     for line in events.lines().filter(|l| !l.trim().is_empty()) {
         let json: Option<serde_json::Value> = serde_json::from_str(line).ok();
@@ -152,7 +276,7 @@ pub async fn feed(config: &Config, events: &str) -> anyhow::Result<usize> {
         let key = json.as_ref().and_then(|j| j["data"]["user_id"].as_str()).unwrap_or("").to_string();
         let topic = input_topic(config, ty);
         let record = rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).key(&key).payload(line.as_bytes());
-        deliveries.push(kafka::enqueue(&producer, record).await?);
+        deliveries.push(kafka::enqueue(producer, record).await?);
     }
     let fed = deliveries.len();
     for d in deliveries {
@@ -235,6 +359,11 @@ impl StatusLog {
 
     fn len(&self) -> usize {
         self.records.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Every record read so far.
+    fn records(&self) -> Vec<StatusRecord> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops reading, closing the consumer.

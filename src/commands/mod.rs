@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_worker;
 pub mod dev;
 pub mod dlq;
+pub mod drill;
 pub mod prefs;
 pub mod templates;
 pub mod topics;

@@ -6,6 +6,7 @@ mod harness;
 mod bad_input;
 mod breaker_fleet;
 mod config;
+mod dev_drills;
 mod dlq;
 mod drills;
 mod failover;

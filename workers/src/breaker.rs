@@ -15,9 +15,10 @@
 //! Every transition is logged and exported as the gauge
 //! `tidings_breaker_state{provider}` (0 closed, 1 half-open, 2 open).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings_core::config::BreakerConfig;
+use tidings_core::progress::Progress;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,7 @@ pub struct Breaker {
     name: String,
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    progress: Option<Arc<Progress>>,
 }
 
 #[derive(Debug)]
@@ -127,6 +129,7 @@ impl Breaker {
             name: name.to_string(),
             config: config.clone(),
             inner: Mutex::new(Inner { state: State::Closed, calls: Window::new(config.window) }),
+            progress: None,
         };
         breaker.export(State::Closed);
         breaker
@@ -235,12 +238,21 @@ impl Breaker {
     }
 
     fn export(&self, state: State) {
-        let value = match state {
-            State::Closed => 0.0,
-            State::HalfOpen { .. } => 1.0,
-            State::Open { .. } => 2.0,
+        let (value, label) = match state {
+            State::Closed => (0.0, "closed"),
+            State::HalfOpen { .. } => (1.0, "half-open"),
+            State::Open { .. } => (2.0, "open"),
         };
         metrics::gauge!("tidings_breaker_state", "provider" => self.name.clone()).set(value);
+        if let Some(progress) = &self.progress {
+            progress.breaker(&self.name, label);
+        }
+    }
+
+    /// Also reports each change of state to `progress` (what `tidings dev` shows).
+    pub fn report_to(&mut self, progress: Arc<Progress>) {
+        progress.breaker(&self.name, "closed");
+        self.progress = Some(progress);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

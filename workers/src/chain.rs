@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::config::{BreakerConfig, ProviderLimits};
+use tidings_core::progress::Progress;
 use tidings_core::store::SharedStore;
 use tidings_core::Clock;
 use tidings_providers::{ErrorKind, Outgoing, Provider, ProviderError, Receipt};
@@ -131,6 +132,14 @@ impl Chain {
             })
             .collect();
         Chain { links, fleet, clock: Clock::system() }
+    }
+
+    /// Reports each breaker's state to `progress`.
+    pub fn reporting(mut self, progress: Arc<Progress>) -> Self {
+        for link in &mut self.links {
+            link.breaker.report_to(progress.clone());
+        }
+        self
     }
 
     /// Reads failure times from `clock`.

@@ -83,7 +83,8 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         producer: kafka::producer(&config.kafka)?,
         chain: Chain::new(worker.providers, &config.worker.breaker, Some(worker.store.clone()))
             .limited(&config.limits)
-            .clocked(worker.clock.clone()),
+            .clocked(worker.clock.clone())
+            .reporting(worker.progress.clone()),
         config: config.clone(),
         store: worker.store,
         renderer: worker.renderer,

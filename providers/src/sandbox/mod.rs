@@ -1,7 +1,9 @@
 //! A provider for `tidings dev` and drills: each message becomes a file in an
-//! outbox folder (`.eml` for email, `.json` otherwise), or nowhere with
-//! `discard` (benchmarks), with knobs for latency, a transient error rate,
-//! and outage windows.
+//! outbox folder (`<id>.eml` for email, `<id>.json` otherwise; a second send
+//! of the same notification `<id>.2.eml`, so a copy sent twice shows), or
+//! nowhere with `discard` (benchmarks), with knobs for latency, a transient
+//! error rate, outage windows and rate-limited windows (429 with
+//! `Retry-After`).
 
 mod outages;
 
@@ -20,23 +22,28 @@ pub struct Sandbox {
     latency: Duration,
     error_rate: f64,
     outages: Vec<(Duration, Duration)>,
+    rate_limited: Vec<(Duration, Duration)>,
+    retry_after: Duration,
     started: Instant,
     discard: bool,
 }
 
 impl Sandbox {
     pub fn new(name: &str, c: &SandboxConfig) -> Result<Self, ProviderError> {
-        let outages = c
-            .outages
-            .iter()
-            .map(|w| parse_window(w).map_err(|e| ProviderError::down(format!("sandbox {name}: {e}"))))
-            .collect::<Result<_, _>>()?;
+        let windows = |ws: &[String]| {
+            ws.iter()
+                .map(|w| parse_window(w).map_err(|e| ProviderError::down(format!("sandbox {name}: {e}"))))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (outages, rate_limited) = (windows(&c.outages)?, windows(&c.rate_limited)?);
         Ok(Sandbox {
             name: name.to_string(),
             outbox: c.outbox.clone(),
             latency: c.latency,
             error_rate: c.error_rate,
             outages,
+            rate_limited,
+            retry_after: c.retry_after,
             started: Instant::now(),
             discard: c.discard,
         })
@@ -58,8 +65,14 @@ impl Provider for Sandbox {
             tokio::time::sleep(self.latency).await;
         }
         let elapsed = self.started.elapsed();
-        if self.outages.iter().any(|(from, to)| (*from..*to).contains(&elapsed)) {
+        let within =
+            |windows: &[(Duration, Duration)]| windows.iter().any(|(from, to)| (*from..*to).contains(&elapsed));
+        if within(&self.outages) {
             return Err(ProviderError::down(format!("sandbox {}: in an outage window", self.name)));
+        }
+        if within(&self.rate_limited) {
+            return Err(ProviderError::transient(format!("sandbox {}: 429 too many requests", self.name))
+                .retry_after(Some(self.retry_after)));
         }
         if self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate {
             return Err(ProviderError::transient(format!("sandbox {}: injected error", self.name)));
@@ -69,23 +82,32 @@ impl Provider for Sandbox {
         }
         let channel = message.content.channel();
         let dir = self.outbox.join(channel.as_str());
-        let (file, body) = match &message.content {
+        let (extension, body) = match &message.content {
             Content::Email { to, subject, text, html } => (
-                format!("{}.eml", message.notification_id),
+                "eml",
                 format!(
                     "To: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@tidings>\r\nContent-Type: multipart/alternative; boundary=tidings\r\n\r\n--tidings\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n--tidings\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--tidings--\r\n",
                     message.notification_id
                 )
                 .into_bytes(),
             ),
-            _ => (
-                format!("{}.json", message.notification_id),
-                serde_json::to_vec_pretty(message).map_err(|e| ProviderError::permanent(e.to_string()))?,
-            ),
+            _ => ("json", serde_json::to_vec_pretty(message).map_err(|e| ProviderError::permanent(e.to_string()))?),
         };
         let io = |e: std::io::Error| ProviderError::down(format!("sandbox {}: {e}", self.name));
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
-        tokio::fs::write(dir.join(&file), body).await.map_err(io)?;
+        let id = &message.notification_id;
+        for copy in 1.. {
+            let file = if copy == 1 { format!("{id}.{extension}") } else { format!("{id}.{copy}.{extension}") };
+            let created = tokio::fs::OpenOptions::new().write(true).create_new(true).open(dir.join(&file)).await;
+            match created {
+                Ok(mut f) => {
+                    tokio::io::AsyncWriteExt::write_all(&mut f, &body).await.map_err(io)?;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(e)),
+            }
+        }
         Ok(Receipt { provider_message_id: Some(format!("sandbox-{}", message.notification_id)) })
     }
 }

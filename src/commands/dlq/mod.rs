@@ -3,7 +3,7 @@
 //! `list` and `inspect` read dead-letter topics from the start without
 //! joining a group or committing; `replay` is in [`replay`].
 
-mod letters;
+pub(crate) mod letters;
 mod replay;
 
 use crate::cli::{DlqCommand, LetterFilter};
