@@ -150,12 +150,13 @@ struct Letter {
 }
 
 impl Letter {
-    /// A record that cannot be delivered at all, failing `now`.
+    /// A record that cannot be delivered at all, failing `now`: read once,
+    /// as intake counts a poison event.
     fn poison(error: String, now: DateTime<Utc>) -> Self {
         Letter {
             class: ErrorClass::Poison,
             error,
-            attempts: 0,
+            attempts: 1,
             providers_tried: vec![],
             first_failure: now,
             last_failure: now,
