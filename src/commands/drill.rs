@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use tidings_core::config::{ChannelConfig, ProviderConfig, ProviderLimits, SandboxConfig};
-use tidings_core::{Channel, Config, Notification, Priority, State, StatusRecord};
+use tidings_core::{Channel, Config, Priority, State, StatusRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Drill {
@@ -186,7 +186,7 @@ pub async fn queued(config: &Config) -> anyhow::Result<HashSet<String>> {
         for priority in Priority::ALL {
             let consumer = letters::reader(config, &channel.topic(priority), &Start::Beginning)?;
             letters::read_to_end(&consumer, |l| {
-                if let Some(n) = l.value.as_deref().and_then(|v| serde_json::from_slice::<Notification>(v).ok()) {
+                if let Some(n) = l.notification {
                     ids.insert(n.notification_id);
                 }
                 true

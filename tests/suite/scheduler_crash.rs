@@ -11,7 +11,7 @@ use std::time::Duration;
 use tidings::fleet::{self, Roles};
 use tidings_core::notification::{notification_id, Deferred};
 use tidings_core::store::lane;
-use tidings_core::{Channel, Clock, Notification, Priority, Recipient, State};
+use tidings_core::{Channel, Clock, State};
 
 const HELD: usize = 3000;
 const USERS: usize = 200;
@@ -21,26 +21,9 @@ pub fn deferred(seq: usize) -> (String, String, String) {
     let user = format!("u-{}", seq % USERS);
     let event = format!("evt-{seq}");
     let id = notification_id(&event, Channel::Email, &user, "order.confirmed");
-    let n = Notification {
-        notification_id: id.clone(),
-        event_id: event,
-        event_type: "order.confirmed".into(),
-        user_id: user.clone(),
-        channel: Channel::Email,
-        priority: Priority::Normal,
-        template: "order.confirmed".into(),
-        category: "transactional".into(),
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        recipient: Recipient::Email { address: format!("{user}@example.com") },
-        data: serde_json::value::to_raw_value(&serde_json::json!({"order_id": format!("o-{seq:06}"), "total": "1.00",
-            "currency": "EUR", "items": [], "item_count": 1, "placed_at": "2026-11-26T10:00:00Z", "order_url": "https://shop.example/o"}))
-        .unwrap(),
-        created_at: chrono::Utc::now(),
-        not_before: None,
-        fallback: vec![],
-        attempt: 0,
-    };
+    let data = serde_json::json!({"order_id": format!("o-{seq:06}"), "total": "1.00", "currency": "EUR", "items": [],
+        "item_count": 1, "placed_at": "2026-11-26T10:00:00Z", "order_url": "https://shop.example/o"});
+    let n = harness::email_notification(&id, &event, &user, &format!("{user}@example.com"), data);
     let member =
         serde_json::to_string(&Deferred { notification: n, correlation_id: "c".into(), traceparent: None }).unwrap();
     (id, lane(&user, Channel::Email), member)

@@ -42,19 +42,47 @@ pub struct Letter {
     pub headers: Vec<(String, Vec<u8>)>,
     /// What its headers say, or why they cannot be read.
     pub read: Result<DeadLetter, String>,
+    /// The notification, for a channel's letter that holds one.
+    pub notification: Option<Notification>,
+    /// The event's type and id: the notification's, or the CloudEvent's.
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
 }
 
 impl Letter {
+    /// The record, its value read once: as a notification on a channel's
+    /// topic, else as a CloudEvent (structured, or binary mode's `ce_type`
+    /// and `ce_id` headers).
     pub fn from_message(m: &BorrowedMessage<'_>) -> Self {
         let headers = header_pairs(m);
+        let value = m.payload();
+        let notification: Option<Notification> =
+            value.filter(|_| m.topic() != INTAKE_DLQ_TOPIC).and_then(|v| serde_json::from_slice(v).ok());
+        let (event_type, event_id) = match &notification {
+            Some(n) => (Some(n.event_type.clone()), Some(n.event_id.clone())),
+            None => {
+                let event: Option<serde_json::Value> = value.and_then(|v| serde_json::from_slice(v).ok());
+                let field = |name: &str| {
+                    let attribute = event.as_ref().and_then(|e| e.get(name)).and_then(|v| v.as_str());
+                    attribute.map(str::to_string).or_else(|| {
+                        let header = format!("ce_{name}");
+                        headers.iter().find(|(k, _)| *k == header).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    })
+                };
+                (field("type"), field("id"))
+            }
+        };
         Letter {
             topic: m.topic().to_string(),
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
             read: DeadLetter::read(&headers),
             headers,
+            notification,
+            event_type,
+            event_id,
         }
     }
 
@@ -68,40 +96,15 @@ impl Letter {
         self.topic.strip_prefix("tidings.").and_then(|t| t.strip_suffix(".dlq")).unwrap_or(&self.topic)
     }
 
-    /// The notification, for a channel's letter that holds one.
-    pub fn notification(&self) -> Option<Notification> {
-        if self.topic == INTAKE_DLQ_TOPIC {
-            return None;
-        }
-        serde_json::from_slice(self.value.as_deref()?).ok()
-    }
-
-    /// The event's type and id: the notification's, or the CloudEvent's
-    /// (structured, or binary mode's `ce_type` and `ce_id` headers).
-    pub fn event(&self) -> (Option<String>, Option<String>) {
-        if let Some(n) = self.notification() {
-            return (Some(n.event_type), Some(n.event_id));
-        }
-        let value: Option<serde_json::Value> = self.value.as_deref().and_then(|v| serde_json::from_slice(v).ok());
-        let field = |name: &str| {
-            value.as_ref().and_then(|v| v.get(name)).and_then(|v| v.as_str()).map(str::to_string).or_else(|| {
-                let header = format!("ce_{name}");
-                self.headers.iter().find(|(k, _)| *k == header).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            })
-        };
-        (field("type"), field("id"))
-    }
-
     /// Whether `filter` takes this letter. A letter whose headers do not read
     /// is taken only by a filter on nothing but ids and event types.
     pub fn matches(&self, filter: &LetterFilter) -> bool {
-        let (event_type, event_id) = self.event();
-        if filter.event_type.as_ref().is_some_and(|t| event_type.as_ref() != Some(t)) {
+        if filter.event_type.is_some() && filter.event_type != self.event_type {
             return false;
         }
         if let Some(id) = &filter.id {
-            let notification = self.notification().map(|n| n.notification_id);
-            if notification.as_ref() != Some(id) && event_id.as_ref() != Some(id) {
+            let notification = self.notification.as_ref().map(|n| &n.notification_id);
+            if notification != Some(id) && self.event_id.as_ref() != Some(id) {
                 return false;
             }
         }

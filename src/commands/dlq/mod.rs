@@ -63,7 +63,7 @@ async fn list(config: &Config, from: Option<&str>, filter: &LetterFilter, json: 
                 Ok(l) => (l.error_class.as_str().to_string(), l.error.chars().take(60).collect()),
                 Err(e) => ("unreadable".to_string(), e.clone()),
             };
-            let event_type = letter.event().0.unwrap_or_else(|| "-".into());
+            let event_type = letter.event_type.clone().unwrap_or_else(|| "-".into());
             *groups.entry((letter.source().to_string(), class, event_type, error, age(&letter))).or_default() += 1;
         }
     }

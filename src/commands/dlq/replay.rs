@@ -177,6 +177,20 @@ async fn handle(
     producer: &FutureProducer,
     pace: Option<&mut tokio::time::Interval>,
 ) -> anyhow::Result<Done> {
+    let done = decide(letter, filter, store, true).await?;
+    if let (Done::Replayed, Ok(read)) = (&done, &letter.read) {
+        if let Some(pace) = pace {
+            pace.tick().await;
+        }
+        republish(letter, read, producer).await?;
+    }
+    Ok(done)
+}
+
+/// What a replay does with a letter: [`Done::Replayed`] when it is to be
+/// republished, having forgotten its notification's outcome when `forget`
+/// (a dry run forgets nothing).
+async fn decide(letter: &Letter, filter: &LetterFilter, store: &SharedStore, forget: bool) -> anyhow::Result<Done> {
     let Ok(read) = &letter.read else { return Ok(Done::Unreadable) };
     if !letter.matches(filter) {
         return Ok(Done::Filtered);
@@ -184,23 +198,16 @@ async fn handle(
     if read.original_topic == SCHEDULE {
         return Ok(Done::Schedule);
     }
-    if letter.topic != INTAKE_DLQ_TOPIC {
-        match decide(letter, read, store, true).await? {
-            Done::Replayed => {}
-            other => return Ok(other),
-        }
+    if letter.topic == INTAKE_DLQ_TOPIC {
+        return Ok(Done::Replayed);
     }
-    if let Some(pace) = pace {
-        pace.tick().await;
-    }
-    republish(letter, read, producer).await?;
-    Ok(Done::Replayed)
+    forget_outcome(letter, read, store, forget).await
 }
 
 /// For a channel letter: whether its notification is to be republished
 /// (having forgotten its outcome when `forget`), from its dedupe record.
-async fn decide(letter: &Letter, read: &DeadLetter, store: &SharedStore, forget: bool) -> anyhow::Result<Done> {
-    let Some(n) = letter.notification() else {
+async fn forget_outcome(letter: &Letter, read: &DeadLetter, store: &SharedStore, forget: bool) -> anyhow::Result<Done> {
+    let Some(n) = &letter.notification else {
         return Ok(Done::Unreadable);
     };
     // A record that changes between reading and forgetting is read again.
@@ -268,16 +275,10 @@ async fn dry_run(
     let mut groups: BTreeMap<(Done, String, String, String), usize> = BTreeMap::new();
     let mut replayed = 0;
     for letter in &read {
-        let done = match &letter.read {
-            Err(_) => {
-                eprintln!("{}: {}; would be skipped", letter.place(), unreadable(letter));
-                Done::Unreadable
-            }
-            Ok(_) if !letter.matches(&replay.filter) => Done::Filtered,
-            Ok(r) if r.original_topic == SCHEDULE => Done::Schedule,
-            Ok(r) if letter.topic != INTAKE_DLQ_TOPIC => decide(letter, r, store, false).await?,
-            Ok(_) => Done::Replayed,
-        };
+        let done = decide(letter, &replay.filter, store, false).await?;
+        if done == Done::Unreadable {
+            eprintln!("{}: {}; would be skipped", letter.place(), unreadable(letter));
+        }
         let done = match done {
             Done::Replayed if replay.limit.is_some_and(|l| replayed >= l) => continue,
             Done::Replayed => {
@@ -287,7 +288,7 @@ async fn dry_run(
             other => other,
         };
         let class = letter.read.as_ref().map_or("-", |r| r.error_class.as_str()).to_string();
-        let event_type = letter.event().0.unwrap_or_else(|| "-".into());
+        let event_type = letter.event_type.clone().unwrap_or_else(|| "-".into());
         *groups.entry((done, letter.source().to_string(), class, event_type)).or_default() += 1;
     }
     println!("dry run: nothing is changed; {} letters unread by group {group} in {topic}", read.len());

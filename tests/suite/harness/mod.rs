@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tidings::embedded::{EmbeddedKafka, RedisServer};
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::config::ChannelConfig;
-use tidings_core::{kafka, Channel, Config, State, StatusRecord};
+use tidings_core::{kafka, Channel, Config, Notification, State, StatusRecord};
 
 pub const PARTITIONS: i32 = 4;
 
@@ -228,6 +228,35 @@ pub fn order_event(seq: usize, user: &str) -> String {
         }
     })
     .to_string()
+}
+
+/// An `order.confirmed` email notification `id` of event `event_id` for
+/// `user` at `address`, normal priority, with `data`.
+pub fn email_notification(
+    id: &str,
+    event_id: &str,
+    user: &str,
+    address: &str,
+    data: serde_json::Value,
+) -> Notification {
+    Notification {
+        notification_id: id.to_string(),
+        event_id: event_id.to_string(),
+        event_type: "order.confirmed".into(),
+        user_id: user.to_string(),
+        channel: Channel::Email,
+        priority: tidings_core::Priority::Normal,
+        template: "order.confirmed".into(),
+        category: "transactional".into(),
+        locale: "en".into(),
+        timezone: "UTC".into(),
+        recipient: tidings_core::Recipient::Email { address: address.to_string() },
+        data: serde_json::value::to_raw_value(&data).unwrap(),
+        created_at: chrono::Utc::now(),
+        not_before: None,
+        fallback: vec![],
+        attempt: 0,
+    }
 }
 
 /// Reads every status record as it is written.
