@@ -9,6 +9,8 @@ enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
     /// Takes a broker down (`false`: its connections cut, new ones refused) or back up.
     Broker(i32, bool, mpsc::Sender<Result<(), String>>),
+    /// Answers every write with a retriable error (`true`), or no longer.
+    RefuseWrites(bool, mpsc::Sender<Result<(), String>>),
 }
 
 pub struct EmbeddedKafka {
@@ -41,6 +43,16 @@ impl EmbeddedKafka {
                         }
                         Command::Broker(id, true, reply) => (cluster.broker_up(id), reply),
                         Command::Broker(id, false, reply) => (cluster.broker_down(id), reply),
+                        Command::RefuseWrites(refuse, reply) => {
+                            let produce = rdkafka::types::RDKafkaApiKey::Produce;
+                            if refuse {
+                                let retriable = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS;
+                                cluster.request_errors(produce, &[retriable; 100_000]);
+                            } else {
+                                cluster.clear_request_errors(produce);
+                            }
+                            (Ok(()), reply)
+                        }
                     };
                     let _ = reply.send(done.map_err(|e| e.to_string()));
                 }
@@ -66,6 +78,12 @@ impl EmbeddedKafka {
 
     pub fn broker_up(&self, id: i32) -> Result<(), String> {
         self.ask(|reply| Command::Broker(id, true, reply))
+    }
+
+    /// Makes the cluster answer every write with a retriable error (producers
+    /// retry and hold their records), or write again.
+    pub fn refuse_writes(&self, refuse: bool) -> Result<(), String> {
+        self.ask(|reply| Command::RefuseWrites(refuse, reply))
     }
 
     fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {

@@ -14,7 +14,7 @@ use tidings::commands::dev::count_topic;
 use tidings::fleet;
 use tidings_core::dead_letter::{DeadLetter, REPLAYED_FROM};
 use tidings_core::status::ErrorClass;
-use tidings_core::{kafka, Channel, Clock, Config, Notification, Priority, Recipient, State};
+use tidings_core::{kafka, Channel, Clock, Config, Notification, State};
 
 const EMAIL: &str = "tidings.email.normal";
 
@@ -24,25 +24,11 @@ fn email_dlq() -> String {
 
 /// Notification `seq` for user `u-<seq % users>`, of `event_type`.
 fn notification(seq: usize, users: usize, event_type: &str) -> Notification {
-    let user = format!("u-{}", seq % users);
-    let sample = include_str!("../../templates/order.confirmed/sample.json");
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let (user, address) = (format!("u-{}", seq % users), format!("user{}@example.com", seq % users));
     Notification {
-        notification_id: format!("n-{seq}"),
-        event_id: format!("evt-{seq}"),
         event_type: event_type.into(),
-        user_id: user.clone(),
-        channel: Channel::Email,
-        priority: Priority::Normal,
-        template: "order.confirmed".into(),
-        category: "transactional".into(),
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        recipient: Recipient::Email { address: format!("user{}@example.com", seq % users) },
-        data: serde_json::value::RawValue::from_string(sample.to_string()).unwrap(),
-        created_at: Utc::now(),
-        not_before: None,
-        fallback: vec![],
-        attempt: 0,
+        ..harness::email_notification(&format!("n-{seq}"), &format!("evt-{seq}"), &user, &address, sample)
     }
 }
 
@@ -389,4 +375,51 @@ async fn list_and_inspect_read_letters_from_intake_the_scheduler_and_a_worker() 
     let out = infra.command(&file, &["dlq", "inspect", "n-nowhere"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no dead letter of n-nowhere"));
+}
+
+/// A worker killed after recording that a notification is dead-lettered,
+/// while the cluster refused its writes (so neither its letter nor its
+/// status went out): the next worker finds the outcome unpublished and
+/// writes the one letter and the status. Before a letter came after its
+/// outcome, the letter went first and the next worker, finding an abandoned
+/// claim, ended the notification `unconfirmed` with no letter at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_before_its_letter_went_out_leaves_it_to_the_next_copy() {
+    let infra = Infra::start();
+    let config = infra.config(&smtp_and_twilio(9, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    let store = fleet::open_store(&config).await.unwrap();
+    store.set_prefs("u-1", &harness::email_user(1)).await.unwrap();
+    // A missing template variable: dead-lettered at once, without a provider.
+    let mut n = notification(1, 10, "order.confirmed");
+    n.data = serde_json::value::RawValue::from_string(r#"{"order_id": "o-1"}"#.into()).unwrap();
+    let value = serde_json::to_vec(&n).unwrap();
+    let producer = kafka::producer(&config.kafka).unwrap();
+    let record = FutureRecord::<str, [u8]>::to(EMAIL).key(&n.user_id).payload(&value);
+    kafka::delivered(kafka::enqueue(&producer, record).await.unwrap()).await.unwrap();
+
+    infra.kafka.refuse_writes(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = config_file(dir.path(), 9);
+    let mut worker = infra.spawn(&file, &["worker", "--channel", "email"]);
+    harness::eventually("the outcome to be recorded", Duration::from_secs(60), Duration::from_millis(20), || {
+        let store = store.clone();
+        async move {
+            let value = store.dedupe_value("n-1").await.unwrap();
+            value.is_some_and(|v| !v.starts_with(tidings_core::store::CLAIM_MARK))
+        }
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(count_topic(&config, &email_dlq()).unwrap(), 0, "the killed worker's letter never went out");
+
+    infra.kafka.refuse_writes(false).unwrap();
+    let watch = StatusWatch::start(&config);
+    let _worker = infra.spawn(&file, &["worker", "--channel", "email"]);
+    let ended = watch.wait_for_status("n-1", State::DeadLettered, Duration::from_secs(60)).await;
+    assert_eq!(ended.error_class, Some(ErrorClass::Render));
+    watch.wait_for_status("n-1", State::Duplicate, Duration::from_secs(60)).await;
+    assert_eq!(count_topic(&config, &email_dlq()).unwrap(), 1, "one letter");
+    let letters = harness::read_topic(&config, &email_dlq(), 1);
+    assert!(letters[0].headers[tidings_core::dead_letter::ERROR].contains("placed_at"), "{:?}", letters[0].headers);
 }
