@@ -15,6 +15,9 @@ pub struct Progress {
     pub released: AtomicU64,
     /// Channel-topic records workers have finished (any outcome, duplicates included).
     pub finished: AtomicU64,
+    /// Partitions taken away from workers' consumers: by a rebalance, or
+    /// because a consumer went unpolled past `max.poll.interval.ms`.
+    pub revoked: AtomicU64,
     /// Each provider's breaker: `closed`, `half-open` or `open`.
     breakers: Mutex<BTreeMap<String, &'static str>>,
 }

@@ -22,6 +22,16 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 7] = [
+        State::Sent,
+        State::Suppressed,
+        State::Deferred,
+        State::FailedOver,
+        State::DeadLettered,
+        State::Duplicate,
+        State::Unconfirmed,
+    ];
+
     /// Terminal states end a notification; there is exactly one per notification.
     pub fn is_terminal(self) -> bool {
         !matches!(self, State::Deferred | State::Duplicate)

@@ -25,6 +25,7 @@ use crate::breaker::{Breaker, State, Transition};
 use crate::limit::Limit;
 use crate::retry::{AfterCall, AfterPass, Ending, Policy};
 use chrono::{DateTime, Utc};
+use metrics::Histogram;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,12 @@ struct Link {
     provider: Arc<dyn Provider>,
     breaker: Breaker,
     limit: Limit,
+    /// `tidings_provider_call_seconds` of the provider, by outcome ([`CALL_OUTCOMES`]).
+    calls: [Histogram; 5],
 }
+
+/// How a call ended, as the call histogram's `outcome` label says it.
+const CALL_OUTCOMES: [&str; 5] = ["sent", "ambiguous", "transient", "down", "permanent"];
 
 /// How a send through the chain ended.
 #[derive(Debug)]
@@ -128,7 +134,11 @@ impl Chain {
                 if provider.calls_recipients() {
                     config.slow_call = Duration::MAX;
                 }
-                Link { breaker: Breaker::new(provider.name(), &config), provider, limit: Limit::none() }
+                // Registered once: a registration per call costs a lookup and an allocation.
+                let calls = CALL_OUTCOMES.map(|outcome| {
+                    metrics::histogram!("tidings_provider_call_seconds", "provider" => provider.name().to_string(), "outcome" => outcome)
+                });
+                Link { breaker: Breaker::new(provider.name(), &config), provider, limit: Limit::none(), calls }
             })
             .collect();
         Chain { links, fleet, clock: Clock::system() }
@@ -296,15 +306,15 @@ impl Chain {
         // A permanent error is the message's fault, an endpoint's error the recipient's:
         // neither is the provider's.
         let failed = matches!(&result, Err(e) if e.kind != ErrorKind::Permanent && !e.recipient_fault);
+        // Indexes into CALL_OUTCOMES.
         let outcome = match &result {
-            Ok(_) => "sent",
-            Err(e) if e.ambiguous => "ambiguous",
-            Err(e) if e.kind == ErrorKind::Transient => "transient",
-            Err(e) if e.kind == ErrorKind::ProviderDown => "down",
-            Err(_) => "permanent",
+            Ok(_) => 0,
+            Err(e) if e.ambiguous => 1,
+            Err(e) if e.kind == ErrorKind::Transient => 2,
+            Err(e) if e.kind == ErrorKind::ProviderDown => 3,
+            Err(_) => 4,
         };
-        metrics::histogram!("tidings_provider_call_seconds", "provider" => link.provider.name().to_string(), "outcome" => outcome)
-            .record(elapsed.as_secs_f64());
+        link.calls[outcome].record(elapsed.as_secs_f64());
         if let Some(Transition::Opened { until }) = link.breaker.record(failed, elapsed) {
             self.announce(link.provider.name(), until).await;
         }

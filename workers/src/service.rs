@@ -9,10 +9,13 @@
 //! Two limits, both explicit: `max_in_flight` deliveries run at once (a
 //! record waiting for its user's earlier one takes no place, so one slow user
 //! holds only its own lane), and `max_buffered` records are read and
-//! unfinished at most. The consumer is polled on every turn, whatever the
-//! worker holds: when the buffer is full or every provider is open it
-//! *pauses* its partitions instead of not polling, so it stays in its group
+//! unfinished at most. A full buffer stops taking records from librdkafka's
+//! queue, which goes on fetching ahead, so reading goes on at once when a
+//! place frees. A buffer that stays full for [`STALLED`], or every provider
+//! open, *pauses* the partitions and polls on: the worker stays in its group
 //! through an outage of any length (`max.poll.interval.ms` is never reached).
+//! Pausing is kept for that: librdkafka drops what it fetched ahead of a
+//! paused partition, and fetching again after a resume takes hundreds of ms.
 //!
 //! A partition taken away in a rebalance is forgotten at once and its
 //! deliveries are told to stop at their next safe point; the new owner
@@ -26,7 +29,7 @@
 //! store and commit offsets, leave the group.
 
 use crate::chain::Chain;
-use crate::deliver::{Deliverer, Input, Marks};
+use crate::deliver::{Deliverer, Input, Marks, Outcomes};
 use crate::lanes::Lanes;
 use crate::offsets::Offsets;
 use crate::render::Renderer;
@@ -47,6 +50,7 @@ use tidings_core::{Channel, Clock, Config, Priority};
 use tidings_providers::Provider;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         owner: format!("{}-{:016x}", worker.channel, rand::random::<u64>()),
         deliveries: Default::default(),
         marks,
+        outcomes: Outcomes::new(worker.channel),
     });
     let token = CancellationToken::new();
     let mut loops = JoinSet::new();
@@ -171,6 +176,10 @@ impl ConsumerContext for Rebalances {
     }
 }
 
+/// How long a full buffer may go without a record taken from the consumer
+/// before its partitions are paused so that it can be polled without taking any.
+const STALLED: Duration = Duration::from_secs(1);
+
 /// A finished record: partition, generation, offset, and its user's lane.
 type Done = (i32, u64, i64, String);
 
@@ -238,19 +247,23 @@ async fn consume(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut turns = Turns { offsets: Offsets::default(), lanes: Lanes::default(), revoked: HashMap::new() };
     let mut tasks = JoinSet::new();
-    // Reading pauses (polling never does) while every provider is open or the buffer is full.
+    // Reading pauses (polling never does) while every provider is open or the buffer stalled.
     let mut paused = false;
     let mut paused_down = false;
     let mut down = false;
+    let mut stalled = false;
+    let mut last_read = Instant::now();
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         let full = turns.offsets.in_flight() >= config.max_buffered;
+        stalled &= full;
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
             Some(done) = done_rx.recv() => turns.finish(&consumer, &progress, done),
             Some(revoked) = rebalances.recv() => {
                 turns.revoke(&revoked);
+                Progress::add(&progress.revoked, revoked.len() as u64);
                 // A new assignment starts unpaused.
                 if paused && revoked.is_empty() {
                     let _ = pause(&consumer, true);
@@ -258,9 +271,14 @@ async fn consume(
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             // Whether every provider is open is read here, not per message: it locks every breaker.
-            _ = check.tick() => down = deliverer.chain.all_open(),
-            message = consumer.recv() => match message {
+            _ = check.tick() => {
+                down = deliverer.chain.all_open();
+                stalled = full && last_read.elapsed() >= STALLED;
+            }
+            // A paused consumer is polled however full the buffer is: what still comes is taken.
+            message = consumer.recv(), if !full || paused => match message {
                 Ok(m) => {
+                    last_read = Instant::now();
                     let input = Input {
                         topic: m.topic().to_string(),
                         partition: m.partition(),
@@ -295,12 +313,12 @@ async fn consume(
                 }
             },
         }
-        let hold = down || full;
+        let hold = down || stalled;
         if hold != paused {
             match pause(&consumer, hold) {
                 Ok(()) => {
                     paused = hold;
-                    // A full buffer pauses and resumes all the time under load: only an
+                    // A stalled buffer can pause and resume often under load: only an
                     // outage of every provider is worth a warning, and its end.
                     if down || paused_down {
                         tracing::warn!(channel = %deliverer.channel, paused, every_provider_open = down, "consumption {}", if hold { "paused" } else { "resumed" });
@@ -346,7 +364,7 @@ async fn drain(
                     token.cancel();
                 }
                 stopping = true;
-                deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                deadline.as_mut().reset(Instant::now() + Duration::from_secs(5));
             }
             // Whatever still arrives is not begun: its offset is never stored.
             _ = consumer.recv() => {}
