@@ -39,6 +39,62 @@ async fn many_swaps_each_compare_with_their_own_record() {
     .await;
 }
 
+/// Many deliveries at once (the Redis store sends them in batches): each
+/// claim and each swap gets its own answer, whatever else was in its batch.
+#[tokio::test]
+async fn concurrent_claims_and_swaps_each_get_their_own_answer() {
+    with_both(async |store: &dyn Store| {
+        let lease = Duration::from_secs(30);
+        store.set_prefs("u-1", r#"{"user_id":"u-1"}"#).await.unwrap();
+        assert_eq!(store.claim("done", "w", lease).await.unwrap(), Claim::Acquired);
+        assert!(store.finish("done", "w", "{\"sent\":1}", lease).await.unwrap());
+        assert_eq!(store.claim("held", "w", lease).await.unwrap(), Claim::Acquired);
+        // 300 new claims (a third reading preferences, one user without any), and 100 on each of the others.
+        let asks = (0..600).map(|i| async move {
+            let (id, owner) = match i % 6 {
+                0..=2 => (format!("n{i}"), "x".to_string()),
+                3 => ("done".to_string(), format!("x{i}")),
+                4 => ("held".to_string(), format!("x{i}")),
+                _ => ("held".to_string(), "w".to_string()),
+            };
+            let user = ["u-1", "u-2", ""][i % 3];
+            let answer = if user.is_empty() {
+                (store.claim(&id, &owner, lease).await.unwrap(), None)
+            } else {
+                store.claim_with_prefs(&id, &owner, lease, user).await.unwrap()
+            };
+            (i, answer)
+        });
+        for (i, (claim, prefs)) in futures::future::join_all(asks).await {
+            let expected = match i % 6 {
+                0..=2 => Claim::Acquired,
+                3 => Claim::Done("{\"sent\":1}".into()),
+                4 => Claim::Held,
+                _ => Claim::Acquired,
+            };
+            assert_eq!(claim, expected, "claim {i}");
+            let read = claim == Claim::Acquired && i % 3 == 0;
+            assert_eq!(
+                prefs.is_some(),
+                read,
+                "claim {i}: preferences are read for a claim had, of a user who has them"
+            );
+        }
+        // Half the new claims end, the other half are compared with a value they do not have.
+        let swaps = (0..600).filter(|i| i % 6 <= 2).map(|i| async move {
+            let id = format!("n{i}");
+            let expected = if i % 2 == 0 { format!("{CLAIM_MARK}x") } else { "{}".to_string() };
+            (i, store.swap(&id, &expected, Some(&format!("{{\"n\":{i}}}")), lease).await.unwrap())
+        });
+        for (i, done) in futures::future::join_all(swaps).await {
+            assert_eq!(done, i % 2 == 0, "swap {i}");
+            let value = store.dedupe_value(&format!("n{i}")).await.unwrap().unwrap();
+            assert_eq!(value.starts_with(CLAIM_MARK), i % 2 == 1, "n{i}: {value}");
+        }
+    })
+    .await;
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }

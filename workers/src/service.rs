@@ -106,6 +106,11 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         let topic = worker.channel.topic(priority);
         let context = Rebalances { events: rebalances, topic: topic.clone() };
         let mut consumer_config = kafka::consumer_config(&config.kafka, &group);
+        // librdkafka fetches ahead of what the worker takes, 64 MB a consumer by default: a
+        // worker buffers its own records, and 16 MB ahead keeps its budget busy.
+        if !config.kafka.options.contains_key("queued.max.messages.kbytes") {
+            consumer_config.set("queued.max.messages.kbytes", "16384");
+        }
         if priority == Priority::Critical {
             // A fetch that finds nothing waits at most this long for data (a
             // broker answers at once when data comes, not every one does).

@@ -22,6 +22,9 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// A batch of requests failed as one (the text of its error), or cannot be sent.
+    #[error("redis: {0}")]
+    Batch(String),
 }
 
 /// What [`Store::hydrate`] read.

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::Script;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Leases calls of a provider's fleet-wide budget (GCRA on the Redis
 /// clock, in µs): KEYS[1] holds the theoretical arrival time, KEYS[2] exists
@@ -31,40 +34,52 @@ redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - no
 return {granted, 0}
 "#;
 
-/// Claims a notification unless it has an outcome or a live claim by
-/// someone else (ARGV[3] is the claim mark every claim value starts with).
-/// A claim lives lease + memory (ARGV[2], ARGV[4] ms) and is live while more
-/// than the memory is left; a claim past its lease is taken over (code 3).
-/// With a second key (a user's preferences), a claim had also answers its
-/// value. Answers {code, outcome already recorded, preferences}.
+/// Claims notifications, each unless it has an outcome or a live claim by
+/// someone else. Per claim: KEYS dedupe key and preferences key; ARGV claim
+/// value, ms it lives (lease + memory), and whether to read the preferences
+/// (`1`). After them, ARGV: the claim mark every claim value starts with,
+/// and the memory in ms. A claim is live while more than the memory is
+/// left; a claim past its lease is taken over (code 3). Answers, per claim:
+/// code, outcome already recorded, preferences (when asked and the claim had).
 const CLAIM: &str = r#"
-local function had(code)
-  if KEYS[2] then return {code, '', redis.call('GET', KEYS[2]) or ''} end
-  return {code, '', ''}
+local n = #KEYS / 2
+local mark, memory = ARGV[3 * n + 1], tonumber(ARGV[3 * n + 2])
+local out = {}
+for i = 1, n do
+  local key, owner, lives, read = KEYS[2 * i - 1], ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i] == '1'
+  local code, value, prefs = 0, '', ''
+  local cur = redis.call('GET', key)
+  if (not cur) or cur == owner then
+    code = 1
+  elseif string.sub(cur, 1, string.len(mark)) == mark then
+    if redis.call('PTTL', key) > memory then code = 2 else code = 3 end
+  else
+    value = cur
+  end
+  if code == 1 or code == 3 then
+    redis.call('SET', key, owner, 'PX', lives)
+    if read then prefs = redis.call('GET', KEYS[2 * i]) or '' end
+  end
+  out[3 * i - 2], out[3 * i - 1], out[3 * i] = code, value, prefs
 end
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return had(1)
-end
-if string.sub(cur, 1, string.len(ARGV[3])) == ARGV[3] then
-  if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[4]) then return {2, '', ''} end
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return had(3)
-end
-return {0, cur, ''}
+return out
 "#;
 
-/// Compare-and-set of a dedupe value: set ARGV[2] for ARGV[3] ms (or delete
-/// when ARGV[2] is empty) only if the value is ARGV[1] now.
+/// Compare-and-set of dedupe values. Per swap: KEYS its key; ARGV the value
+/// it must have now, the value to set (deleted when empty), and for how
+/// many ms. Answers 1 per swap done, 0 per value that was not the one expected.
 const SWAP: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local out = {}
+for i = 1, #KEYS do
+  local key, expected, new, ttl = KEYS[i], ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  if redis.call('GET', key) ~= expected then
+    out[i] = 0
+  else
+    if new == '' then redis.call('DEL', key) else redis.call('SET', key, new, 'PX', ttl) end
+    out[i] = 1
+  end
 end
-return 1
+return out
 "#;
 
 /// Holds a member on its lane, never before a member already held there. A
@@ -160,12 +175,144 @@ return 0
 pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
-    claim: Script,
-    swap: Script,
+    /// Claims and swaps of dedupe values go to Redis in batches ([`Batched`]).
+    claims: Batched<ClaimAsk, (Claim, Option<String>)>,
+    swaps: Batched<SwapAsk, bool>,
+    swap: Arc<Script>,
     defer: Script,
     claim_due: Script,
     remove: Script,
     lease: Script,
+}
+
+/// One claim: its dedupe key, the preferences key to read when it is had
+/// (`None`: none read), the claim value, and how long the value lives.
+struct ClaimAsk {
+    key: String,
+    prefs: Option<String>,
+    value: String,
+    lives: Duration,
+}
+
+/// One compare-and-set: key, value expected, value to set (`None`: delete), and its ttl.
+struct SwapAsk {
+    key: String,
+    expected: String,
+    new: Option<String>,
+    ttl: Duration,
+}
+
+/// Requests of one kind on their way to Redis: every request that comes
+/// while a batch is under way goes in the next one, one script call for
+/// all of them. A worker makes two such requests a message, thousands at
+/// once under load: a call each made the worker's per-message work (command
+/// building, a round trip through the connection, a reply parsed) and
+/// Redis's (a script run each) the largest part of both. A lone request
+/// still goes at once, alone.
+struct Batched<Ask, T> {
+    tx: mpsc::UnboundedSender<(Ask, oneshot::Sender<Result<T, StoreError>>)>,
+}
+
+impl<Ask: Send + 'static, T: Send + 'static> Batched<Ask, T> {
+    /// Requests a batch holds at most (one script call keeps Redis busy that long).
+    const MAX: usize = 256;
+
+    /// Starts the task that sends each batch with `send`, which answers per request in order.
+    fn start<F, Fut>(send: F) -> Self
+    where
+        F: Fn(Vec<Ask>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<T>, StoreError>> + Send,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Ask, oneshot::Sender<Result<T, StoreError>>)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Self::MAX);
+            while rx.recv_many(&mut batch, Self::MAX).await > 0 {
+                let (asks, answers): (Vec<Ask>, Vec<_>) = batch.drain(..).unzip();
+                match send(asks).await {
+                    Ok(results) if results.len() == answers.len() => {
+                        for (answer, result) in answers.into_iter().zip(results) {
+                            let _ = answer.send(Ok(result));
+                        }
+                    }
+                    Ok(results) => {
+                        let why = format!("{} answers to a batch of {}", results.len(), answers.len());
+                        for answer in answers {
+                            let _ = answer.send(Err(StoreError::Batch(why.clone())));
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        for answer in answers {
+                            let _ = answer.send(Err(StoreError::Batch(why.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        Batched { tx }
+    }
+
+    async fn ask(&self, ask: Ask) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || StoreError::Batch("the store is closed".to_string());
+        self.tx.send((ask, tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+/// Runs one batch of claims.
+async fn claim_batch(
+    mut conn: ConnectionManager,
+    script: &Script,
+    asks: Vec<ClaimAsk>,
+) -> Result<Vec<(Claim, Option<String>)>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    for ask in &asks {
+        invocation.key(&ask.key).key(ask.prefs.as_deref().unwrap_or(&ask.key));
+    }
+    for ask in &asks {
+        invocation.arg(&ask.value).arg(ask.lives.as_millis() as u64).arg(u8::from(ask.prefs.is_some()));
+    }
+    invocation.arg(CLAIM_MARK).arg(CLAIM_MEMORY.as_millis() as u64);
+    let answers: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
+    let mut answers = answers.into_iter();
+    let mut claims = Vec::with_capacity(asks.len());
+    while let (Some(code), Some(value), Some(prefs)) = (answers.next(), answers.next(), answers.next()) {
+        let unreadable = |e: redis::ParsingError| StoreError::Batch(format!("a claim's answer: {e}"));
+        let code: i64 = redis::from_redis_value(code).map_err(unreadable)?;
+        let value: String = redis::from_redis_value(value).map_err(unreadable)?;
+        let prefs: String = redis::from_redis_value(prefs).map_err(unreadable)?;
+        let claim = match code {
+            1 => Claim::Acquired,
+            2 => Claim::Held,
+            3 => Claim::TakenOver,
+            _ => Claim::Done(value),
+        };
+        claims.push((claim, (!prefs.is_empty()).then_some(prefs)));
+    }
+    Ok(claims)
+}
+
+/// A ttl in whole ms, at least one (Redis refuses `PX 0`).
+fn ttl_ms(ttl: Duration) -> u64 {
+    ttl.as_millis().max(1) as u64
+}
+
+/// Runs one batch of compare-and-sets, each (key, value expected, value to set or `""` to delete, ttl in ms).
+async fn swap_batch(
+    mut conn: ConnectionManager,
+    script: &Script,
+    asks: &[(&str, &str, &str, u64)],
+) -> Result<Vec<bool>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    for (key, ..) in asks {
+        invocation.key(key);
+    }
+    for (_, expected, new, ttl) in asks {
+        invocation.arg(expected).arg(new).arg(ttl);
+    }
+    let done: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+    Ok(done.into_iter().map(|d| d == 1).collect())
 }
 
 impl RedisStore {
@@ -178,36 +325,42 @@ impl RedisStore {
         lease: Duration,
         user: Option<&str>,
     ) -> Result<(Claim, Option<String>), StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.claim.key(self.keys.dedupe(id));
-        if let Some(user) = user {
-            invocation.key(self.keys.prefs(user));
-        }
-        let (code, value, prefs): (i64, String, String) = invocation
-            .arg(claim_value(owner))
-            .arg((lease + CLAIM_MEMORY).as_millis() as u64)
-            .arg(CLAIM_MARK)
-            .arg(CLAIM_MEMORY.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        let claim = match code {
-            1 => Claim::Acquired,
-            2 => Claim::Held,
-            3 => Claim::TakenOver,
-            _ => Claim::Done(value),
+        let ask = ClaimAsk {
+            key: self.keys.dedupe(id),
+            prefs: user.map(|u| self.keys.prefs(u)),
+            value: claim_value(owner),
+            lives: lease + CLAIM_MEMORY,
         };
-        Ok((claim, (!prefs.is_empty()).then_some(prefs)))
+        self.claims.ask(ask).await
     }
 
     /// Connects (and reconnects on its own later) to `url`.
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let conn = client.get_connection_manager().await?;
+        let (claim, swap) = (Arc::new(Script::new(CLAIM)), Arc::new(Script::new(SWAP)));
+        let c = conn.clone();
+        let claims = Batched::start(move |asks| {
+            let (c, claim) = (c.clone(), claim.clone());
+            async move { claim_batch(c, &claim, asks).await }
+        });
+        let (c, s) = (conn.clone(), swap.clone());
+        let swaps = Batched::start(move |asks: Vec<SwapAsk>| {
+            let (c, s) = (c.clone(), s.clone());
+            async move {
+                let asks: Vec<_> = asks
+                    .iter()
+                    .map(|a| (a.key.as_str(), a.expected.as_str(), a.new.as_deref().unwrap_or_default(), ttl_ms(a.ttl)))
+                    .collect();
+                swap_batch(c, &s, &asks).await
+            }
+        });
         Ok(RedisStore {
             conn,
             keys: Keys::new(key_prefix),
-            claim: Script::new(CLAIM),
-            swap: Script::new(SWAP),
+            claims,
+            swaps,
+            swap,
             defer: Script::new(DEFER),
             claim_due: Script::new(CLAIM_DUE),
             remove: Script::new(REMOVE),
@@ -255,31 +408,20 @@ impl Store for RedisStore {
     }
 
     async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let done: i64 = self
-            .swap
-            .key(self.keys.dedupe(id))
-            .arg(expected)
-            .arg(new.unwrap_or_default())
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(done == 1)
+        let ask =
+            SwapAsk { key: self.keys.dedupe(id), expected: expected.to_string(), new: new.map(str::to_string), ttl };
+        self.swaps.ask(ask).await
     }
 
     async fn swap_many(&self, swaps: &[(String, String, String)], ttl: Duration) -> Result<(), StoreError> {
         if swaps.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        // Loaded first, so a server that restarted since knows the script.
-        pipe.load_script(&self.swap).ignore();
-        let ttl = ttl.as_millis().max(1) as u64;
-        for (id, expected, new) in swaps {
-            pipe.invoke_script(self.swap.key(self.keys.dedupe(id)).arg(expected).arg(new).arg(ttl)).ignore();
-        }
-        let mut conn = self.conn.clone();
-        let () = pipe.query_async(&mut conn).await?;
+        let keys: Vec<String> = swaps.iter().map(|(id, ..)| self.keys.dedupe(id)).collect();
+        let ttl = ttl_ms(ttl);
+        let asks: Vec<_> =
+            keys.iter().zip(swaps).map(|(k, (_, e, n))| (k.as_str(), e.as_str(), n.as_str(), ttl)).collect();
+        swap_batch(self.conn.clone(), &self.swap, &asks).await?;
         Ok(())
     }
 
@@ -359,7 +501,7 @@ impl Store for RedisStore {
             .arg(self.keys.breaker(provider))
             .arg(1)
             .arg("PX")
-            .arg(open_for.as_millis().max(1) as u64)
+            .arg(ttl_ms(open_for))
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -404,7 +546,7 @@ impl Store for RedisStore {
             .arg(self.keys.slowed(provider))
             .arg(1)
             .arg("PX")
-            .arg(period.as_millis().max(1) as u64)
+            .arg(ttl_ms(period))
             .query_async(&mut conn)
             .await?;
         Ok(())

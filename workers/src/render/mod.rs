@@ -16,8 +16,9 @@ pub use check::{check, sample_notification, CheckReport};
 
 use handlebars::Handlebars;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tidings_core::{Channel, Notification, Recipient};
 use tidings_providers::Content;
 
@@ -39,6 +40,34 @@ pub enum RenderError {
 pub struct Renderer {
     html: Engine,
     text: Engine,
+    /// Each template folder's files.
+    files: HashMap<String, Vec<File>>,
+}
+
+/// One template file: the part it renders, its language (`None`: the plain
+/// file), its registered name, and the length of its last rendering (the
+/// next one's buffer starts that large instead of growing to it).
+struct File {
+    part: String,
+    lang: Option<String>,
+    name: String,
+    size: AtomicUsize,
+}
+
+impl File {
+    /// `<folder>/<part>[.<lang>]`, split where `part` is a part some channel renders.
+    fn of(name: &str) -> Option<(String, File)> {
+        let (folder, rest) = name.split_once('/')?;
+        let known = Channel::ALL.iter().flat_map(|c| parts(*c));
+        let (part, lang) = match known.clone().find(|p| **p == rest) {
+            Some(part) => (part.to_string(), None),
+            None => match known.filter_map(|p| Some((p, rest.strip_prefix(p)?.strip_prefix('.')?))).next() {
+                Some((part, lang)) => (part.to_string(), Some(lang.to_string())),
+                None => (rest.to_string(), None),
+            },
+        };
+        Some((folder.to_string(), File { part, lang, name: name.to_string(), size: AtomicUsize::new(0) }))
+    }
 }
 
 /// One escaping's templates: as written, and with their partials written in
@@ -54,10 +83,16 @@ impl Engine {
         Engine { written, quick }
     }
 
-    /// Renders with the rewritten templates; a failure is rendered again as
-    /// written, so its error names the file and line that caused it.
-    fn render(&self, name: &str, ctx: &handlebars::Context) -> Result<String, handlebars::RenderError> {
-        self.quick.render_with_context(name, ctx).or_else(|_| self.written.render_with_context(name, ctx))
+    /// Renders with the rewritten templates into a buffer of `size` bytes;
+    /// a failure is rendered again as written, so its error names the file
+    /// and line that caused it.
+    fn render(&self, name: &str, ctx: &handlebars::Context, size: usize) -> Result<String, handlebars::RenderError> {
+        let mut out = Vec::with_capacity(size);
+        match self.quick.render_with_context_to_write(name, ctx, &mut out) {
+            // Handlebars writes text: the bytes are UTF-8.
+            Ok(()) => String::from_utf8(out).map_err(|e| handlebars::RenderErrorReason::Other(e.to_string()).into()),
+            Err(_) => self.written.render_with_context(name, ctx),
+        }
     }
 }
 
@@ -88,8 +123,12 @@ impl Renderer {
                 registered.map_err(|e| RenderError::Failed { name: name.clone(), reason: e.to_string() })?;
             }
         }
+        let mut files: HashMap<String, Vec<File>> = HashMap::new();
+        for (folder, file) in templates.iter().filter_map(|name| File::of(name)) {
+            files.entry(folder).or_default().push(file);
+        }
         let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
-        Ok(Renderer { html: Engine::new(html, &templates, &safe), text: Engine::new(text, &templates, &safe) })
+        Ok(Renderer { html: Engine::new(html, &templates, &safe), text: Engine::new(text, &templates, &safe), files })
     }
 
     /// Renders `n` into the content its channel's providers send. A link
@@ -159,15 +198,19 @@ impl Renderer {
         ctx: &handlebars::Context,
         replaced: &mut Vec<String>,
     ) -> Result<String, RenderError> {
-        let lang = n.locale.split(['-', '_']).next().unwrap_or("").to_lowercase();
-        let localized = format!("{}/{part}.{lang}", n.template);
-        let plain = format!("{}/{part}", n.template);
-        let name = if !lang.is_empty() && self.text.written.has_template(&localized) { localized } else { plain };
+        // The file of the locale's language, else the plain one.
+        let lang = n.locale.split(['-', '_']).next().unwrap_or("");
+        let files = self.files.get(&n.template).into_iter().flatten().filter(|f| f.part == part);
+        let file = files
+            .clone()
+            .find(|f| !lang.is_empty() && f.lang.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(lang)))
+            .or_else(|| files.clone().find(|f| f.lang.is_none()))
+            .ok_or_else(|| RenderError::Missing(format!("{}/{part}", n.template)))?;
         let engine = if part.ends_with(".html") { &self.html } else { &self.text };
-        if !engine.written.has_template(&name) {
-            return Err(RenderError::Missing(name));
-        }
-        let out = engine.render(&name, ctx).map_err(|e| RenderError::Failed { name, reason: e.to_string() })?;
+        let out = engine
+            .render(&file.name, ctx, file.size.load(Ordering::Relaxed))
+            .map_err(|e| RenderError::Failed { name: file.name.clone(), reason: e.to_string() })?;
+        file.size.store(out.len(), Ordering::Relaxed);
         if !part.ends_with(".html") {
             return Ok(out);
         }
