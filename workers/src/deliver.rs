@@ -81,10 +81,15 @@ struct DedupeRecord {
 
 /// A [`DedupeRecord`] as JSON, around its status and letter already serialized.
 fn dedupe_json(status: &str, letter: Option<&str>, published: bool) -> String {
-    match letter {
-        Some(letter) => format!(r#"{{"status":{status},"letter":{letter},"published":{published}}}"#),
-        None => format!(r#"{{"status":{status},"published":{published}}}"#),
+    let mut json = String::with_capacity(status.len() + letter.map_or(0, |l| l.len() + 10) + 32);
+    json.push_str(r#"{"status":"#);
+    json.push_str(status);
+    if let Some(letter) = letter {
+        json.push_str(r#","letter":"#);
+        json.push_str(letter);
     }
+    json.push_str(if published { r#","published":true}"# } else { r#","published":false}"# });
+    json
 }
 
 /// The status in a dedupe record, when the record is an outcome (not a claim).
@@ -292,16 +297,17 @@ impl Deliverer {
 
     /// The notification in a record, or the dead letter for a record that is none.
     fn read(&self, input: &Input) -> Result<Notification, Letter> {
-        match input.payload.as_deref().map(serde_json::from_slice) {
-            Some(Ok(n)) => Ok(n),
-            other => {
-                let error = match other {
-                    Some(Err(e)) => format!("not a notification record: {e}"),
-                    _ => "empty record".to_string(),
-                };
-                Err(Letter::poison(error, self.clock.now()))
-            }
-        }
+        // Checked as UTF-8 at once, which is quicker than string by string as JSON is read.
+        let text = input.payload.as_deref().map(std::str::from_utf8);
+        let error = match text {
+            Some(Ok(text)) => match serde_json::from_str(text) {
+                Ok(n) => return Ok(n),
+                Err(e) => format!("not a notification record: {e}"),
+            },
+            Some(Err(e)) => format!("not a notification record: {e}"),
+            None => "empty record".to_string(),
+        };
+        Err(Letter::poison(error, self.clock.now()))
     }
 
     /// Renews `owner`'s claim every third of the lease; fires `lost` when the

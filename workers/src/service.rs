@@ -186,7 +186,7 @@ impl ConsumerContext for Rebalances {
 const STALLED: Duration = Duration::from_secs(1);
 
 /// A finished record: partition, generation, offset, and its user's lane.
-type Done = (i32, u64, i64, String);
+type Done = (i32, u64, i64, u64);
 
 /// Pauses or resumes every partition assigned now.
 fn pause(consumer: &StreamConsumer<Rebalances>, pause: bool) -> Result<(), KafkaError> {
@@ -213,7 +213,7 @@ impl Turns {
         progress: &Progress,
         (partition, generation, offset, lane): Done,
     ) {
-        self.lanes.leave(&lane);
+        self.lanes.leave(lane);
         if let Some(safe) = self.offsets.finish(partition, generation, offset) {
             // librdkafka stores what it is given as the next offset to read,
             // so a restart resumes at `safe + 1` (rdkafka adds the one).
@@ -293,8 +293,8 @@ async fn consume(
                         headers: kafka::header_pairs(&m),
                     };
                     let generation = turns.offsets.begin(input.partition, input.offset);
-                    let lane = String::from_utf8_lossy(input.key.as_deref().unwrap_or_default()).into_owned();
-                    let mut turn = turns.lanes.enter(&lane);
+                    let lane = turns.lanes.lane(input.key.as_deref().unwrap_or_default());
+                    let mut turn = turns.lanes.enter(lane);
                     let revoked = turns.revoked.entry(input.partition).or_default().clone();
                     let (deliverer, done_tx, slots) = (deliverer.clone(), done_tx.clone(), slots.clone());
                     tasks.spawn(async move {

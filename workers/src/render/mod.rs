@@ -102,6 +102,7 @@ impl Renderer {
         let mut html = Handlebars::new();
         let mut text = Handlebars::new();
         text.register_escape_fn(handlebars::no_escape);
+        html.register_escape_fn(helpers::escape_html);
         for hb in [&mut html, &mut text] {
             hb.set_strict_mode(true);
             helpers::register(hb);
