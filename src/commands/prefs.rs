@@ -1,6 +1,7 @@
 //! `tidings prefs set|get|import|webhook-secret`: preferences are validated
 //! before anything is written; an invalid user is reported and nothing is
-//! written for it.
+//! written for it. What is stored is the JSON as it was written, fields
+//! Tidings does not use included.
 
 use crate::cli::PrefsCommand;
 use crate::fleet;
@@ -16,7 +17,7 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
     match command {
         PrefsCommand::Set { json } => {
             let prefs = Preferences::parse(&json).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
-            store.set_prefs(&prefs.user_id, &serde_json::to_string(&prefs)?).await?;
+            store.set_prefs(&prefs.user_id, json.trim()).await?;
             println!("stored preferences of {}", prefs.user_id);
         }
         PrefsCommand::Get { user_id } => {
@@ -74,7 +75,7 @@ pub async fn import(store: &dyn Store, text: &str) -> anyhow::Result<(usize, Vec
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         match Preferences::parse(line) {
             Ok(p) => {
-                store.set_prefs(&p.user_id, &serde_json::to_string(&p)?).await?;
+                store.set_prefs(&p.user_id, line.trim()).await?;
                 stored += 1;
             }
             Err(e) => rejected.push(format!("line {}: {e}", i + 1)),

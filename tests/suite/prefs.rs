@@ -1,4 +1,4 @@
-//! `tidings prefs import` validates before it writes.
+//! `tidings prefs import` validates before it writes, and writes what it was given.
 
 use tidings::commands::prefs::import;
 use tidings_core::store::{MemoryStore, Store};
@@ -7,7 +7,7 @@ use tidings_core::store::{MemoryStore, Store};
 async fn import_rejects_invalid_users_with_the_reason_and_writes_nothing_for_them() {
     let store = MemoryStore::new();
     let text = [
-        r#"{"user_id": "ok", "email": "ok@example.com", "phone": "+33612345678"}"#,
+        r#"{"user_id": "ok", "email": "ok@example.com", "phone": "+33612345678", "loyalty_tier": "gold"}"#,
         r#"{"user_id": "bad-phone", "email": "b@example.com", "phone": "0612345678"}"#,
         r#"{"user_id": "bad-email", "email": "not an address"}"#,
         r#"{"user_id": "bad-zone", "timezone": "Mars/Olympus"}"#,
@@ -29,6 +29,7 @@ async fn import_rejects_invalid_users_with_the_reason_and_writes_nothing_for_the
     assert!(rejected[3].contains("`late` is not a local time like 22:00"), "{}", rejected[3]);
     let users: Vec<String> = ["ok", "bad-phone", "bad-email", "bad-zone", "bad-window"].map(String::from).to_vec();
     let written = store.prefs_many(&users).await.unwrap();
-    assert!(written[0].is_some());
+    let ok = written[0].as_deref().unwrap();
+    assert!(ok.contains(r#""loyalty_tier": "gold""#), "fields Tidings does not use are kept as written: {ok}");
     assert!(written[1..].iter().all(Option::is_none), "nothing is written for a rejected user");
 }
