@@ -95,6 +95,23 @@ async fn concurrent_claims_and_swaps_each_get_their_own_answer() {
     .await;
 }
 
+/// Scripts are called by their hash: one the server forgot (it restarted,
+/// or its scripts were flushed) is loaded again, and the call goes through.
+#[tokio::test]
+async fn a_script_the_server_forgot_is_loaded_again() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(&server.url(), "t").await.unwrap();
+    let lease = Duration::from_secs(30);
+    assert_eq!(store.claim("a", "w", lease).await.unwrap(), Claim::Acquired);
+    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    assert_eq!(store.claim("b", "w", lease).await.unwrap(), Claim::Acquired);
+    assert!(store.finish("b", "w", "{}", lease).await.unwrap());
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    store.swap_many(&[("b".into(), "{}".into(), "{\"p\":1}".into())], lease).await.unwrap();
+    assert_eq!(store.dedupe_value("b").await.unwrap().as_deref(), Some("{\"p\":1}"));
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }

@@ -260,21 +260,46 @@ impl<Ask: Send + 'static, T: Send + 'static> Batched<Ask, T> {
     }
 }
 
+/// The call of `script` by its hash, with `keys` keys to follow and then its
+/// arguments. Written into the command directly: a `ScriptInvocation` copies
+/// every key and argument once more, and a batch holds hundreds.
+fn evalsha(script: &Script, keys: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys);
+    cmd
+}
+
+/// Runs an [`evalsha`] command, loading the script first when the server
+/// does not know it (it restarted, or never saw it).
+async fn run<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.prepare_invoke().load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        answer => answer,
+    }
+}
+
 /// Runs one batch of claims.
 async fn claim_batch(
     mut conn: ConnectionManager,
     script: &Script,
     asks: Vec<ClaimAsk>,
 ) -> Result<Vec<(Claim, Option<String>)>, StoreError> {
-    let mut invocation = script.prepare_invoke();
+    let mut cmd = evalsha(script, asks.len() * 2);
     for ask in &asks {
-        invocation.key(&ask.key).key(ask.prefs.as_deref().unwrap_or(&ask.key));
+        cmd.arg(&ask.key).arg(ask.prefs.as_deref().unwrap_or(&ask.key));
     }
     for ask in &asks {
-        invocation.arg(&ask.value).arg(ask.lives.as_millis() as u64).arg(u8::from(ask.prefs.is_some()));
+        cmd.arg(&ask.value).arg(ask.lives.as_millis() as u64).arg(u8::from(ask.prefs.is_some()));
     }
-    invocation.arg(CLAIM_MARK).arg(CLAIM_MEMORY.as_millis() as u64);
-    let answers: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
+    cmd.arg(CLAIM_MARK).arg(CLAIM_MEMORY.as_millis() as u64);
+    let answers: Vec<redis::Value> = run(&mut conn, script, &cmd).await?;
     let mut answers = answers.into_iter();
     let mut claims = Vec::with_capacity(asks.len());
     while let (Some(code), Some(value), Some(prefs)) = (answers.next(), answers.next(), answers.next()) {
@@ -304,14 +329,14 @@ async fn swap_batch(
     script: &Script,
     asks: &[(&str, &str, &str, u64)],
 ) -> Result<Vec<bool>, StoreError> {
-    let mut invocation = script.prepare_invoke();
+    let mut cmd = evalsha(script, asks.len());
     for (key, ..) in asks {
-        invocation.key(key);
+        cmd.arg(key);
     }
     for (_, expected, new, ttl) in asks {
-        invocation.arg(expected).arg(new).arg(ttl);
+        cmd.arg(expected).arg(new).arg(ttl);
     }
-    let done: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+    let done: Vec<i64> = run(&mut conn, script, &cmd).await?;
     Ok(done.into_iter().map(|d| d == 1).collect())
 }
 
