@@ -17,26 +17,40 @@ async fn with_both(check: impl AsyncFn(&dyn Store)) {
 }
 
 #[tokio::test]
-async fn many_swaps_each_compare_with_their_own_record() {
+async fn many_tails_each_change_only_where_the_value_ends_with_them() {
     with_both(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
-        for id in ["a", "b"] {
+        for (id, record) in [("a", "{\"by\":\"w\",\"p\":0}"), ("b", "{\"by\":\"v\",\"p\":0}")] {
             store.claim(id, "w", lease).await.unwrap();
-            assert!(store.finish(id, "w", "{\"p\":0}", lease).await.unwrap());
+            assert!(store.finish(id, "w", record, lease).await.unwrap());
         }
-        let swaps = [("a", "{\"p\":0}", "{\"p\":1}"), ("b", "{\"other\":0}", "{\"p\":1}"), ("c", "{\"p\":0}", "{}")];
-        let swaps: Vec<_> = swaps.iter().map(|(i, e, n)| (i.to_string(), e.to_string(), n.to_string())).collect();
-        store.swap_many(&swaps, lease).await.unwrap();
-        assert_eq!(store.claim("a", "x", lease).await.unwrap(), Claim::Done("{\"p\":1}".into()));
-        assert_eq!(
-            store.claim("b", "x", lease).await.unwrap(),
-            Claim::Done("{\"p\":0}".into()),
-            "not what it expected"
-        );
-        assert_eq!(store.claim("c", "x", lease).await.unwrap(), Claim::Acquired, "nothing written where nothing was");
-        store.swap_many(&[], lease).await.unwrap();
+        let tail = |by: &str, p: u8| format!("\"by\":\"{by}\",\"p\":{p}}}");
+        let swaps =
+            [("a", tail("w", 0), tail("w", 1)), ("b", tail("w", 0), tail("w", 1)), ("c", tail("w", 0), tail("w", 1))];
+        let swaps: Vec<_> = swaps.into_iter().map(|(i, t, n)| (i.to_string(), t, n)).collect();
+        store.swap_tails(&swaps).await.unwrap();
+        assert_eq!(store.dedupe_value("a").await.unwrap().as_deref(), Some("{\"by\":\"w\",\"p\":1}"));
+        assert_eq!(store.dedupe_value("b").await.unwrap().as_deref(), Some("{\"by\":\"v\",\"p\":0}"), "another end");
+        assert_eq!(store.dedupe_value("c").await.unwrap(), None, "nothing written where nothing was");
+        store.swap_tails(&[]).await.unwrap();
     })
     .await;
+}
+
+/// A changed end keeps the value's time to live.
+#[tokio::test]
+async fn a_changed_tail_keeps_the_time_to_live() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(&server.url(), "t").await.unwrap();
+    let lease = Duration::from_secs(30);
+    store.claim("a", "w", lease).await.unwrap();
+    assert!(store.finish("a", "w", "{\"p\":0}", Duration::from_secs(600)).await.unwrap());
+    store.swap_tails(&[("a".into(), "0}".into(), "1}".into())]).await.unwrap();
+    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let (value, ttl): (String, i64) =
+        redis::pipe().get("t:dedupe:a").pttl("t:dedupe:a").query_async(&mut conn).await.unwrap();
+    assert_eq!(value, "{\"p\":1}");
+    assert!((590_000..=600_000).contains(&ttl), "{ttl} ms left");
 }
 
 /// Many deliveries at once (the Redis store sends them in batches): each
@@ -108,7 +122,7 @@ async fn a_script_the_server_forgot_is_loaded_again() {
     assert_eq!(store.claim("b", "w", lease).await.unwrap(), Claim::Acquired);
     assert!(store.finish("b", "w", "{}", lease).await.unwrap());
     let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
-    store.swap_many(&[("b".into(), "{}".into(), "{\"p\":1}".into())], lease).await.unwrap();
+    store.swap_tails(&[("b".into(), "{}".into(), "{\"p\":1}".into())]).await.unwrap();
     assert_eq!(store.dedupe_value("b").await.unwrap().as_deref(), Some("{\"p\":1}"));
 }
 

@@ -75,21 +75,35 @@ struct DedupeRecord {
     /// The dead letter the notification goes out with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     letter: Option<Letter>,
+    /// The delivery that recorded it: with `published` it ends the record,
+    /// so the mark compares the end of the record only ([`dedupe_tail`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
     /// The dead letter, if any, and the status record are acknowledged.
     published: bool,
 }
 
-/// A [`DedupeRecord`] as JSON, around its status and letter already serialized.
-fn dedupe_json(status: &str, letter: Option<&str>, published: bool) -> String {
-    let mut json = String::with_capacity(status.len() + letter.map_or(0, |l| l.len() + 10) + 32);
+/// A [`DedupeRecord`] recorded by delivery `by` as JSON, around its status
+/// and letter already serialized.
+fn dedupe_json(status: &str, letter: Option<&str>, by: &str, published: bool) -> String {
+    let tail = dedupe_tail(by, published);
+    let mut json = String::with_capacity(status.len() + letter.map_or(0, |l| l.len() + 10) + tail.len() + 12);
     json.push_str(r#"{"status":"#);
     json.push_str(status);
     if let Some(letter) = letter {
         json.push_str(r#","letter":"#);
         json.push_str(letter);
     }
-    json.push_str(if published { r#","published":true}"# } else { r#","published":false}"# });
+    json.push_str(&tail);
     json
+}
+
+/// How a [`DedupeRecord`] recorded by delivery `by` ends: a delivery's
+/// owner is unique in the fleet, so a record that ends with its unpublished
+/// tail is the one it recorded, and the published mark changes that tail only.
+fn dedupe_tail(by: &str, published: bool) -> String {
+    let by = serde_json::to_string(by).expect("strings serialize to JSON");
+    format!(r#","by":{by},"published":{published}}}"#)
 }
 
 /// The status in a dedupe record, when the record is an outcome (not a claim).
@@ -113,7 +127,9 @@ impl From<StatusRecord> for Ended {
 
 /// Published marks (step 5), written in the background: each batch is every
 /// mark that came while the one before was written, in one round trip. A
-/// delivery does not wait for its mark.
+/// delivery does not wait for its mark. A mark turns the end of the record
+/// its delivery wrote from unpublished to published ([`dedupe_tail`]), if
+/// the record is that one still.
 pub struct Marks {
     tx: mpsc::UnboundedSender<(String, String, String)>,
 }
@@ -124,22 +140,22 @@ impl Marks {
 
     /// The marks, and the task that writes them, which ends once the marks
     /// are dropped and every mark sent was written.
-    pub fn start(store: SharedStore, ttl: Duration) -> (Marks, tokio::task::JoinHandle<()>) {
+    pub fn start(store: SharedStore) -> (Marks, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(Self::BATCH);
             while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
-                until_ok("mark published", || store.swap_many(&batch, ttl)).await;
+                until_ok("mark published", || store.swap_tails(&batch)).await;
                 batch.clear();
             }
         });
         (Marks { tx }, writer)
     }
 
-    /// Marks `id`'s dedupe record published: `published` replaces it if it is `unpublished` still.
-    fn mark(&self, id: &str, unpublished: String, published: String) {
+    /// Marks `id`'s dedupe record published, if it is the one delivery `by` recorded still.
+    fn mark(&self, id: &str, by: &str) {
         // Only closed once the writer ended, after every delivery did.
-        let _ = self.tx.send((id.to_string(), unpublished, published));
+        let _ = self.tx.send((id.to_string(), dedupe_tail(by, false), dedupe_tail(by, true)));
     }
 }
 
@@ -548,7 +564,7 @@ impl Deliverer {
         let Ended { status, letter } = ended;
         let json = serde_json::to_string(&status).expect("records serialize to JSON");
         let letter_json = letter.as_ref().map(|l| serde_json::to_string(l).expect("letters serialize to JSON"));
-        let unpublished = dedupe_json(&json, letter_json.as_deref(), false);
+        let unpublished = dedupe_json(&json, letter_json.as_deref(), owner, false);
         if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
             tracing::error!(
                 state = status.state.as_str(),
@@ -564,7 +580,7 @@ impl Deliverer {
             delivered(kafka::enqueue(&self.producer, record).await?).await
         })
         .await;
-        self.marks.mark(&n.notification_id, unpublished, dedupe_json(&json, letter_json.as_deref(), true));
+        self.marks.mark(&n.notification_id, owner);
         tracing::debug!(state = status.state.as_str(), "outcome recorded");
         self.outcomes.count(status.state);
         Ok(())
@@ -675,13 +691,21 @@ mod tests {
         let now = Utc::now();
         let letter = Letter::poison("unreadable".into(), now);
         let letter_json = serde_json::to_string(&letter).unwrap();
+        let by = "email-00ff.7";
         for published in [false, true] {
-            let record = DedupeRecord { status: status.clone(), letter: None, published };
-            assert_eq!(dedupe_json(&json, None, published), serde_json::to_string(&record).unwrap());
-            let record = DedupeRecord { status: status.clone(), letter: Some(letter.clone()), published };
-            let text = dedupe_json(&json, Some(&letter_json), published);
+            let record = DedupeRecord { status: status.clone(), letter: None, by: Some(by.into()), published };
+            let text = dedupe_json(&json, None, by, published);
             assert_eq!(text, serde_json::to_string(&record).unwrap());
-            assert_eq!(serde_json::from_str::<DedupeRecord>(&text).unwrap().letter.unwrap().error, "unreadable");
+            assert!(text.ends_with(&dedupe_tail(by, published)), "{text}");
+            let record =
+                DedupeRecord { status: status.clone(), letter: Some(letter.clone()), by: Some(by.into()), published };
+            let text = dedupe_json(&json, Some(&letter_json), by, published);
+            assert_eq!(text, serde_json::to_string(&record).unwrap());
+            let read = serde_json::from_str::<DedupeRecord>(&text).unwrap();
+            assert_eq!((read.letter.unwrap().error.as_str(), read.by.as_deref()), ("unreadable", Some(by)));
         }
+        // Records written before `by` read as they did.
+        let old = format!(r#"{{"status":{json},"published":false}}"#);
+        assert_eq!(serde_json::from_str::<DedupeRecord>(&old).unwrap().by, None);
     }
 }

@@ -81,7 +81,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         return Err(WorkerError::NoProviders(worker.channel));
     }
     let config = worker.config.clone();
-    let (marks, marking) = Marks::start(worker.store.clone(), config.worker.dedupe_ttl);
+    let (marks, marking) = Marks::start(worker.store.clone());
     let deliverer = Arc::new(Deliverer {
         channel: worker.channel,
         producer: kafka::producer(&config.kafka)?,

@@ -95,6 +95,19 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn swap_tails(&self, swaps: &[(String, String, String)]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        for (id, tail, new_tail) in swaps {
+            if let Some((value, _)) = inner.dedupe.get_mut(id).filter(|(_, expires)| *expires > now) {
+                if let Some(head) = value.strip_suffix(tail.as_str()) {
+                    *value = format!("{head}{new_tail}");
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn dedupe_value(&self, id: &str) -> Result<Option<String>, StoreError> {
         let inner = self.lock();
         let now = Instant::now();

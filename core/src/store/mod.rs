@@ -132,14 +132,12 @@ pub trait Store: Send + Sync {
     /// records or releases it.
     async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError>;
 
-    /// [`swap`](Self::swap) for many notifications `(id, expected, new)`, each
-    /// on its own, in one round trip where the store allows.
-    async fn swap_many(&self, swaps: &[(String, String, String)], ttl: Duration) -> Result<(), StoreError> {
-        for (id, expected, new) in swaps {
-            self.swap(id, expected, Some(new), ttl).await?;
-        }
-        Ok(())
-    }
+    /// For many notifications `(id, tail, new tail)`, each on its own: where
+    /// the dedupe value ends with `tail`, that end becomes `new tail`, and
+    /// the value keeps its time to live. One atomic change each, in one
+    /// round trip where the store allows; a value that does not end so is
+    /// left as it is.
+    async fn swap_tails(&self, swaps: &[(String, String, String)]) -> Result<(), StoreError>;
 
     /// Extends `owner`'s claim on `id` to `lease` from now; false when the
     /// claim is no longer `owner`'s.

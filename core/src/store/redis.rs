@@ -82,6 +82,18 @@ end
 return out
 "#;
 
+/// Replaces the end of dedupe values, keeping their time to live. Per
+/// value: KEYS its key; ARGV the end it must have, and the end to put there.
+const SWAP_TAIL: &str = r#"
+for i = 1, #KEYS do
+  local cur, tail, new = redis.call('GET', KEYS[i]), ARGV[2 * i - 1], ARGV[2 * i]
+  if cur and #cur >= #tail and string.sub(cur, -#tail) == tail then
+    redis.call('SET', KEYS[i], string.sub(cur, 1, #cur - #tail) .. new, 'KEEPTTL')
+  end
+end
+return 0
+"#;
+
 /// Holds a member on its lane, never before a member already held there. A
 /// member already held is not counted again (a retry after a timeout whose
 /// write had gone through): its release time is returned as it is.
@@ -178,7 +190,7 @@ pub struct RedisStore {
     /// Claims and swaps of dedupe values go to Redis in batches ([`Batched`]).
     claims: Batched<ClaimAsk, (Claim, Option<String>)>,
     swaps: Batched<SwapAsk, bool>,
-    swap: Arc<Script>,
+    swap_tail: Script,
     defer: Script,
     claim_due: Script,
     remove: Script,
@@ -385,7 +397,7 @@ impl RedisStore {
             keys: Keys::new(key_prefix),
             claims,
             swaps,
-            swap,
+            swap_tail: Script::new(SWAP_TAIL),
             defer: Script::new(DEFER),
             claim_due: Script::new(CLAIM_DUE),
             remove: Script::new(REMOVE),
@@ -438,15 +450,19 @@ impl Store for RedisStore {
         self.swaps.ask(ask).await
     }
 
-    async fn swap_many(&self, swaps: &[(String, String, String)], ttl: Duration) -> Result<(), StoreError> {
+    async fn swap_tails(&self, swaps: &[(String, String, String)]) -> Result<(), StoreError> {
         if swaps.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = swaps.iter().map(|(id, ..)| self.keys.dedupe(id)).collect();
-        let ttl = ttl_ms(ttl);
-        let asks: Vec<_> =
-            keys.iter().zip(swaps).map(|(k, (_, e, n))| (k.as_str(), e.as_str(), n.as_str(), ttl)).collect();
-        swap_batch(self.conn.clone(), &self.swap, &asks).await?;
+        let mut cmd = evalsha(&self.swap_tail, swaps.len());
+        for (id, ..) in swaps {
+            cmd.arg(self.keys.dedupe(id));
+        }
+        for (_, tail, new) in swaps {
+            cmd.arg(tail).arg(new);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = run(&mut conn, &self.swap_tail, &cmd).await?;
         Ok(())
     }
 
