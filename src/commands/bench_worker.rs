@@ -19,7 +19,9 @@
 //! (the middle 80 % of sends, by the time the worker recorded them),
 //! end-to-end p50/p99 (queued → provider accepted), the worker's CPU per
 //! message over that middle 80 % (from `/proc/<pid>/stat`, all workers
-//! together), and its peak RSS (`VmHWM`, the largest worker's). Printed as a table, and as JSON with `--json`.
+//! together), its peak RSS (`VmHWM`, the largest worker's), and whether
+//! every user's notifications were sent in the order they were queued in.
+//! Printed as a table, and as JSON with `--json`.
 
 use crate::cli::WorkerBenchArgs;
 use crate::embedded::{EmbeddedKafka, RedisServer};
@@ -27,6 +29,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +47,8 @@ struct Figures {
     p99_ms: f64,
     cpu_us_per_message: f64,
     peak_rss_mb: f64,
+    /// Users whose backlog notifications were sent in another order than they were queued in.
+    users_out_of_order: usize,
     /// Mixed run: the critical notifications' end-to-end p50 and p99.
     #[serde(skip_serializing_if = "Option::is_none")]
     critical: Option<(usize, f64, f64)>,
@@ -78,13 +83,17 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
         args.users, args.partitions, args.latency, args.error_rate
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>11} {:>7}  critical (n, p50, p99 ms)",
-        "run", "messages", "in flight", "steady/s", "p50 ms", "p99 ms", "CPU µs/msg", "RSS MB"
+        "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>11} {:>7}  {:<14} critical (n, p50, p99 ms)",
+        "run", "messages", "in flight", "steady/s", "p50 ms", "p99 ms", "CPU µs/msg", "RSS MB", "per-user order"
     );
     for f in &results {
         let critical = f.critical.map(|(n, p50, p99)| format!("{n}, {p50:.0}, {p99:.0}")).unwrap_or_default();
+        let order = match f.users_out_of_order {
+            0 => "kept".to_string(),
+            n => format!("{n} users not"),
+        };
         println!(
-            "{:<10} {:>9} {:>9} {:>10.0} {:>9.0} {:>9.0} {:>11.1} {:>7.0}  {critical}",
+            "{:<10} {:>9} {:>9} {:>10.0} {:>9.0} {:>9.0} {:>11.1} {:>7.0}  {order:<14} {critical}",
             f.run,
             f.messages,
             f.in_flight,
@@ -230,8 +239,24 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
         p99_ms,
         cpu_us_per_message: cpu_seconds * 1e6 / middle,
         peak_rss_mb,
+        users_out_of_order: out_of_order(&backlog),
         critical,
     })
+}
+
+/// How many users had backlog notifications (`n-<seq>`) sent in another
+/// order than they were queued in. Read from the status topic, where a
+/// user's records are on one partition, in the order the worker wrote them.
+fn out_of_order(sent: &[&StatusRecord]) -> usize {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    let mut users = HashSet::new();
+    for r in sent {
+        let Some(seq) = r.notification_id.strip_prefix("n-").and_then(|s| s.parse().ok()) else { continue };
+        if last.insert(r.user_id.as_str(), seq).is_some_and(|before| before > seq) {
+            users.insert(r.user_id.as_str());
+        }
+    }
+    users.len()
 }
 
 /// Each figure's median over repeated runs of one kind (this machine is
@@ -255,6 +280,8 @@ fn median(mut runs: Vec<Figures>) -> Figures {
     first.p99_ms = p99;
     first.cpu_us_per_message = cpu;
     first.peak_rss_mb = rss;
+    first.users_out_of_order =
+        runs.iter().map(|r| r.users_out_of_order).max().unwrap_or(0).max(first.users_out_of_order);
     first.critical = critical;
     first
 }
@@ -427,4 +454,23 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 fn stop(worker: &mut Child) {
     let _ = worker.kill();
     let _ = worker.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_whose_sends_came_out_of_queue_order_is_counted() {
+        let sent = |id: &str, user: &str| -> StatusRecord {
+            serde_json::from_value(serde_json::json!({"notification_id": id, "event_id": id,
+                "event_type": "order.confirmed", "user_id": user, "state": "sent", "at": "2026-11-27T05:00:00Z"}))
+            .unwrap()
+        };
+        let records =
+            [sent("n-1", "u-1"), sent("n-4", "u-2"), sent("c-0", "u-2"), sent("n-3", "u-1"), sent("n-2", "u-2")];
+        let records: Vec<&StatusRecord> = records.iter().collect();
+        assert_eq!(out_of_order(&records), 1);
+        assert_eq!(out_of_order(&records[..4]), 0);
+    }
 }

@@ -335,18 +335,14 @@ fn ttl_ms(ttl: Duration) -> u64 {
     ttl.as_millis().max(1) as u64
 }
 
-/// Runs one batch of compare-and-sets, each (key, value expected, value to set or `""` to delete, ttl in ms).
-async fn swap_batch(
-    mut conn: ConnectionManager,
-    script: &Script,
-    asks: &[(&str, &str, &str, u64)],
-) -> Result<Vec<bool>, StoreError> {
+/// Runs one batch of compare-and-sets.
+async fn swap_batch(mut conn: ConnectionManager, script: &Script, asks: Vec<SwapAsk>) -> Result<Vec<bool>, StoreError> {
     let mut cmd = evalsha(script, asks.len());
-    for (key, ..) in asks {
-        cmd.arg(key);
+    for ask in &asks {
+        cmd.arg(&ask.key);
     }
-    for (_, expected, new, ttl) in asks {
-        cmd.arg(expected).arg(new).arg(ttl);
+    for ask in &asks {
+        cmd.arg(&ask.expected).arg(ask.new.as_deref().unwrap_or_default()).arg(ttl_ms(ask.ttl));
     }
     let done: Vec<i64> = run(&mut conn, script, &cmd).await?;
     Ok(done.into_iter().map(|d| d == 1).collect())
@@ -375,22 +371,15 @@ impl RedisStore {
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)?;
         let conn = client.get_connection_manager().await?;
-        let (claim, swap) = (Arc::new(Script::new(CLAIM)), Arc::new(Script::new(SWAP)));
-        let c = conn.clone();
+        let (c, claim) = (conn.clone(), Arc::new(Script::new(CLAIM)));
         let claims = Batched::start(move |asks| {
             let (c, claim) = (c.clone(), claim.clone());
             async move { claim_batch(c, &claim, asks).await }
         });
-        let (c, s) = (conn.clone(), swap.clone());
-        let swaps = Batched::start(move |asks: Vec<SwapAsk>| {
-            let (c, s) = (c.clone(), s.clone());
-            async move {
-                let asks: Vec<_> = asks
-                    .iter()
-                    .map(|a| (a.key.as_str(), a.expected.as_str(), a.new.as_deref().unwrap_or_default(), ttl_ms(a.ttl)))
-                    .collect();
-                swap_batch(c, &s, &asks).await
-            }
+        let (c, swap) = (conn.clone(), Arc::new(Script::new(SWAP)));
+        let swaps = Batched::start(move |asks| {
+            let (c, swap) = (c.clone(), swap.clone());
+            async move { swap_batch(c, &swap, asks).await }
         });
         Ok(RedisStore {
             conn,
