@@ -83,10 +83,9 @@ struct DedupeRecord {
     published: bool,
 }
 
-/// A [`DedupeRecord`] recorded by delivery `by` as JSON, around its status
-/// and letter already serialized.
-fn dedupe_json(status: &str, letter: Option<&str>, by: &str, published: bool) -> String {
-    let tail = dedupe_tail(by, published);
+/// A [`DedupeRecord`] as JSON, around its status and letter already
+/// serialized, ending with `tail` ([`dedupe_tail`]).
+fn dedupe_json(status: &str, letter: Option<&str>, tail: &str) -> String {
     let mut json = String::with_capacity(status.len() + letter.map_or(0, |l| l.len() + 10) + tail.len() + 12);
     json.push_str(r#"{"status":"#);
     json.push_str(status);
@@ -94,7 +93,7 @@ fn dedupe_json(status: &str, letter: Option<&str>, by: &str, published: bool) ->
         json.push_str(r#","letter":"#);
         json.push_str(letter);
     }
-    json.push_str(&tail);
+    json.push_str(tail);
     json
 }
 
@@ -152,10 +151,11 @@ impl Marks {
         (Marks { tx }, writer)
     }
 
-    /// Marks `id`'s dedupe record published, if it is the one delivery `by` recorded still.
-    fn mark(&self, id: &str, by: &str) {
+    /// Marks `id`'s dedupe record published: its `unpublished` tail becomes
+    /// `published`, if it is the record the delivery wrote still.
+    fn mark(&self, id: &str, unpublished: String, published: String) {
         // Only closed once the writer ended, after every delivery did.
-        let _ = self.tx.send((id.to_string(), dedupe_tail(by, false), dedupe_tail(by, true)));
+        let _ = self.tx.send((id.to_string(), unpublished, published));
     }
 }
 
@@ -564,7 +564,8 @@ impl Deliverer {
         let Ended { status, letter } = ended;
         let json = serde_json::to_string(&status).expect("records serialize to JSON");
         let letter_json = letter.as_ref().map(|l| serde_json::to_string(l).expect("letters serialize to JSON"));
-        let unpublished = dedupe_json(&json, letter_json.as_deref(), owner, false);
+        let tails = (dedupe_tail(owner, false), dedupe_tail(owner, true));
+        let unpublished = dedupe_json(&json, letter_json.as_deref(), &tails.0);
         if !until_ok("record outcome", || self.store.finish(&n.notification_id, owner, &unpublished, ttl)).await {
             tracing::error!(
                 state = status.state.as_str(),
@@ -580,7 +581,7 @@ impl Deliverer {
             delivered(kafka::enqueue(&self.producer, record).await?).await
         })
         .await;
-        self.marks.mark(&n.notification_id, owner);
+        self.marks.mark(&n.notification_id, tails.0, tails.1);
         tracing::debug!(state = status.state.as_str(), "outcome recorded");
         self.outcomes.count(status.state);
         Ok(())
@@ -694,12 +695,12 @@ mod tests {
         let by = "email-00ff.7";
         for published in [false, true] {
             let record = DedupeRecord { status: status.clone(), letter: None, by: Some(by.into()), published };
-            let text = dedupe_json(&json, None, by, published);
+            let text = dedupe_json(&json, None, &dedupe_tail(by, published));
             assert_eq!(text, serde_json::to_string(&record).unwrap());
             assert!(text.ends_with(&dedupe_tail(by, published)), "{text}");
             let record =
                 DedupeRecord { status: status.clone(), letter: Some(letter.clone()), by: Some(by.into()), published };
-            let text = dedupe_json(&json, Some(&letter_json), by, published);
+            let text = dedupe_json(&json, Some(&letter_json), &dedupe_tail(by, published));
             assert_eq!(text, serde_json::to_string(&record).unwrap());
             let read = serde_json::from_str::<DedupeRecord>(&text).unwrap();
             assert_eq!((read.letter.unwrap().error.as_str(), read.by.as_deref()), ("unreadable", Some(by)));

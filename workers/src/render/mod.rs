@@ -188,8 +188,8 @@ impl Renderer {
 
     /// Whether `template` has the parts `channel` needs.
     pub fn has_channel(&self, template: &str, channel: Channel) -> bool {
-        channel == Channel::Webhook
-            || parts(channel).iter().all(|p| self.text.written.has_template(&format!("{template}/{p}")))
+        let files = self.files.get(template).map_or(&[][..], Vec::as_slice);
+        parts(channel).iter().all(|p| files.iter().any(|f| f.part == *p && f.lang.is_none()))
     }
 
     fn part(
