@@ -99,10 +99,13 @@ pub struct KafkaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS.
+    /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS. A Redis
+    /// Cluster: several node URLs separated by commas, or any one node of it
+    /// (the server says whether it is a cluster node).
     #[serde(default = "default_redis_url")]
     pub url: String,
-    /// Prefix of every key Tidings writes.
+    /// Prefix of every key Tidings writes (no `{` or `}`: Tidings places
+    /// its own hash tags on a Redis Cluster).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
 }
@@ -661,6 +664,9 @@ impl Config {
             if !route.fallback.is_empty() && route.priority != Priority::Critical {
                 return bad(format!("events.\"{ty}\": fallback is for critical events only"));
             }
+        }
+        if self.redis.key_prefix.contains(['{', '}']) {
+            return bad("redis.key_prefix: no `{` or `}` (Tidings places its own hash tags)".into());
         }
         if self.worker.max_in_flight == 0 || self.worker.max_buffered < self.worker.max_in_flight {
             return bad("worker: max_in_flight must be at least 1 and max_buffered at least max_in_flight".into());

@@ -1,10 +1,11 @@
 //! Real infrastructure on this machine, for `tidings dev` and the tests.
 //!
 //! - [`kafka`]: librdkafka's mock cluster (real protocol over loopback TCP).
-//! - [`redis`]: a private `redis-server` process on a free port.
+//! - [`redis`]: a private `redis-server` process on a free port, or three
+//!   joined into a Redis Cluster.
 
 pub mod kafka;
 pub mod redis;
 
 pub use self::kafka::EmbeddedKafka;
-pub use self::redis::RedisServer;
+pub use self::redis::{RedisCluster, RedisServer};

@@ -1,6 +1,7 @@
 //! A private `redis-server` on a free loopback port, stopped when dropped.
 //! It can be stopped and started again on the same port (with AOF, keeping
-//! its data) to show what survives a Redis restart.
+//! its data) to show what survives a Redis restart. [`RedisCluster`] is
+//! three of them joined into a Redis Cluster.
 
 use std::io;
 use std::net::TcpStream;
@@ -12,6 +13,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (a cluster node's).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -21,12 +24,20 @@ impl RedisServer {
     }
 
     pub fn start() -> io::Result<Self> {
+        Self::start_with(Vec::new())
+    }
+
+    fn start_with(args: Vec<String>) -> io::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("tidings-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut server = RedisServer { port, dir, child: None };
+        let mut server = RedisServer { port, dir, child: None, args };
         server.restart()?;
         Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self) -> String {
@@ -47,6 +58,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .args(&self.args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -68,5 +80,64 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three `redis-server` nodes joined into one Redis Cluster (primaries
+/// only, the 16,384 slots split between them by `redis-cli --cluster
+/// create`), stopped when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> io::Result<Self> {
+        let node = || {
+            let args =
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"];
+            RedisServer::start_with(args.iter().map(|a| a.to_string()).collect())
+        };
+        let nodes = vec![node()?, node()?, node()?];
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            return Err(io::Error::other(format!("redis-cli --cluster create failed: {why}")));
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok()?;
+        Ok(cluster)
+    }
+
+    /// Every node's URL, comma-separated: what `redis.url` names a cluster with.
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills node `i` (as a crash would).
+    pub fn stop_node(&mut self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Waits until every node sees every slot served (`cluster_state:ok`).
+    fn wait_until_ok(&self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ok = self.nodes.iter().all(|n| {
+                Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            });
+            if ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "the Redis Cluster did not reach cluster_state:ok within 20 s"))
     }
 }

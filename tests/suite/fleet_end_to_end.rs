@@ -1,15 +1,17 @@
 //! The whole fleet through its real roles: intake → mock cluster → workers →
-//! a real SMTP server and a wiremock Twilio, with a real Redis.
+//! a real SMTP server and a wiremock Twilio, with a real Redis (one server,
+//! or a three-node Redis Cluster).
 
+use crate::harness::smtp::SmtpServer;
 use crate::harness::{fakes, order_event, terminal_counts, user, Infra, StatusWatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tidings::embedded::RedisCluster;
 use tidings::fleet::{self, Roles};
-use tidings_core::{Clock, State};
+use tidings_core::{Clock, Config, State};
 
 const USERS: usize = 100;
-const EVENTS: usize = 1000;
 
 /// The order ids in `text`, in order of appearance.
 fn order_id(text: &str) -> String {
@@ -21,6 +23,26 @@ fn order_id(text: &str) -> String {
 async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
     let infra = Infra::start();
     let (smtp, twilio, config) = infra.email_and_sms().await;
+    sent_once_in_order_and_replays_send_nothing(config, 1000, &smtp, &twilio).await;
+}
+
+/// The same on a Redis Cluster: dedupe records, claims and preferences are
+/// spread over three nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_redis_cluster_events_are_sent_once_in_order_and_replays_send_nothing() {
+    let infra = Infra::start();
+    let cluster = RedisCluster::start().unwrap();
+    let (smtp, twilio, mut config) = infra.email_and_sms().await;
+    config.redis.url = cluster.url();
+    sent_once_in_order_and_replays_send_nothing(config, 400, &smtp, &twilio).await;
+}
+
+async fn sent_once_in_order_and_replays_send_nothing(
+    config: Config,
+    count: usize,
+    smtp: &SmtpServer,
+    twilio: &wiremock::MockServer,
+) {
     let config = Arc::new(config);
     let store = fleet::open_store(&config).await.unwrap();
     let users: String = (0..USERS).map(|i| user(i) + "\n").collect();
@@ -29,11 +51,11 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
 
     let watch = StatusWatch::start(&config);
     let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
-    let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();
-    assert_eq!(tidings::commands::dev::feed(&config, &events).await.unwrap(), EVENTS);
+    let events: String = (0..count).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();
+    assert_eq!(tidings::commands::dev::feed(&config, &events).await.unwrap(), count);
 
     // Email and SMS enabled, push disabled: two notifications per event.
-    let expected = 2 * EVENTS;
+    let expected = 2 * count;
     let records = watch
         .wait_until("a terminal status for every notification", Duration::from_secs(120), |rs| {
             terminal_counts(rs).len() >= expected
@@ -49,13 +71,13 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
 
     // Exactly one send per (event, channel), at the fakes themselves.
     let mail = smtp.received();
-    let sms = fakes::twilio_sent(&twilio).await;
-    assert_eq!(mail.len(), EVENTS);
-    assert_eq!(sms.len(), EVENTS);
+    let sms = fakes::twilio_sent(twilio).await;
+    assert_eq!(mail.len(), count);
+    assert_eq!(sms.len(), count);
     let message_ids: HashSet<_> = mail.iter().map(|m| m.header("Message-ID").unwrap()).collect();
-    assert_eq!(message_ids.len(), EVENTS, "every email is a different notification");
+    assert_eq!(message_ids.len(), count, "every email is a different notification");
     let sms_orders: HashSet<_> = sms.iter().map(|(_, body)| order_id(body)).collect();
-    assert_eq!(sms_orders.len(), EVENTS, "every SMS is a different event");
+    assert_eq!(sms_orders.len(), count, "every SMS is a different event");
 
     // Per-user order on each channel: order ids rise in arrival order.
     let mut last: HashMap<String, String> = HashMap::new();
@@ -78,8 +100,8 @@ async fn thousand_events_are_sent_once_in_order_and_replays_send_nothing() {
             rs.iter().filter(|r| r.state == State::Duplicate).count() >= expected
         })
         .await;
-    assert_eq!(smtp.received().len(), EVENTS);
-    assert_eq!(fakes::twilio_sent(&twilio).await.len(), EVENTS);
+    assert_eq!(smtp.received().len(), count);
+    assert_eq!(fakes::twilio_sent(twilio).await.len(), count);
     let terminal = terminal_counts(&watch.records());
     assert!(terminal.values().all(|n| *n == 1), "a replay added a terminal status");
 

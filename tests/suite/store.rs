@@ -1,24 +1,28 @@
-//! The store's semantics, checked the same way against a real `redis-server`
-//! and against the in-process store `tidings dev` falls back to.
+//! The store's semantics, checked the same way against a real `redis-server`,
+//! a real three-node Redis Cluster, and the in-process store `tidings dev`
+//! falls back to.
 
 use crate::harness;
 use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
-use tidings::embedded::RedisServer;
+use tidings::embedded::{RedisCluster, RedisServer};
 use tidings_core::store::{lane, Claim, MemoryStore, RedisStore, Store, CLAIM_MARK};
 use tidings_core::Channel;
 
-async fn with_both(check: impl AsyncFn(&dyn Store)) {
+async fn with_each(check: impl AsyncFn(&dyn Store)) {
     let server = RedisServer::start().unwrap();
     let redis = RedisStore::connect(&server.url(), "t").await.unwrap();
     check(&redis).await;
+    let cluster = RedisCluster::start().unwrap();
+    let clustered = RedisStore::connect(&cluster.url(), "t").await.unwrap();
+    check(&clustered).await;
     check(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
 async fn many_tails_each_change_only_where_the_value_ends_with_them() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
         for (id, record) in [("a", "{\"by\":\"w\",\"p\":0}"), ("b", "{\"by\":\"v\",\"p\":0}")] {
             store.claim(id, "w", lease).await.unwrap();
@@ -57,7 +61,7 @@ async fn a_changed_tail_keeps_the_time_to_live() {
 /// claim and each swap gets its own answer, whatever else was in its batch.
 #[tokio::test]
 async fn concurrent_claims_and_swaps_each_get_their_own_answer() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
         store.set_prefs("u-1", r#"{"user_id":"u-1"}"#).await.unwrap();
         assert_eq!(store.claim("done", "w", lease).await.unwrap(), Claim::Acquired);
@@ -126,13 +130,35 @@ async fn a_script_the_server_forgot_is_loaded_again() {
     assert_eq!(store.dedupe_value("b").await.unwrap().as_deref(), Some("{\"p\":1}"));
 }
 
+/// A cluster named by any one of its nodes is used as a cluster: claims of
+/// ids spread over every node go through (a plain connection to that node
+/// would be told to go elsewhere), and a ping reaches every node.
+#[tokio::test]
+async fn a_cluster_named_by_one_node_is_found_and_pinged_whole() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let first = cluster.url().split(',').next().unwrap().to_string();
+    let store = RedisStore::connect(&first, "t").await.unwrap();
+    let lease = Duration::from_secs(30);
+    for i in 0..50 {
+        assert_eq!(store.claim(&format!("n{i}"), "w", lease).await.unwrap(), Claim::Acquired, "n{i}");
+    }
+    store.ping().await.unwrap();
+    cluster.stop_node(2);
+    // The others see it gone once the node timeout (5 s here) has passed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::timeout(Duration::from_secs(2), store.ping()).await.is_ok_and(|p| p.is_ok()) {
+        assert!(std::time::Instant::now() < deadline, "a node is gone, and the cluster still answers as whole");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
 #[tokio::test]
 async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
         assert_eq!(store.claim("n1", "w1", lease).await.unwrap(), Claim::Acquired);
         assert_eq!(store.claim("n1", "w1", lease).await.unwrap(), Claim::Acquired, "the owner renews");
@@ -174,7 +200,7 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
 /// A claim had reads the user's preferences with it; one not had reads nothing.
 #[tokio::test]
 async fn a_claim_brings_the_users_preferences_along() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
         store.set_prefs("u-1", r#"{"user_id":"u-1"}"#).await.unwrap();
         let (claim, prefs) = store.claim_with_prefs("n1", "w1", lease, "u-1").await.unwrap();
@@ -189,7 +215,7 @@ async fn a_claim_brings_the_users_preferences_along() {
 
 #[tokio::test]
 async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let l = lane("u1", Channel::Email);
         let night = at("2026-11-26T22:00:00Z");
         let morning = at("2026-11-27T06:00:00Z");
@@ -206,8 +232,13 @@ async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
         assert_eq!(store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds, vec![Some(morning)]);
 
         let lease = Duration::from_secs(60);
+        assert_eq!(store.deferred_due(night - Span::seconds(1)).await.unwrap(), 0);
+        assert_eq!(store.deferred_due(night).await.unwrap(), 1, "only `elsewhere` is due at night");
         assert_eq!(store.claim_due(night, 10, lease).await.unwrap(), vec!["elsewhere"]);
+        assert_eq!(store.deferred_due(night).await.unwrap(), 1, "claimed, not yet back on its topic");
         store.remove_deferred(&other, "elsewhere").await.unwrap();
+        assert_eq!(store.deferred_due(night).await.unwrap(), 0);
+        assert_eq!(store.deferred_due(morning).await.unwrap(), 3);
         assert_eq!(store.claim_due(morning, 10, lease).await.unwrap(), vec!["first", "second", "third"]);
         for m in ["first", "second", "third"] {
             store.remove_deferred(&l, m).await.unwrap();
@@ -224,7 +255,7 @@ async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
 
 #[tokio::test]
 async fn concurrent_claims_are_disjoint_and_an_abandoned_claim_comes_back() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let due = at("2026-11-27T06:00:00Z");
         for i in 0..200 {
             store.defer(&lane(&format!("u{i}"), Channel::Sms), &format!("m{i}"), due).await.unwrap();
@@ -250,7 +281,7 @@ fn member(user: &str, tag: &str) -> String {
 
 #[tokio::test]
 async fn a_claimed_member_holds_its_lane_until_published_or_its_claim_runs_out() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         let (u, v) = (lane("u", Channel::Email), lane("v", Channel::Email));
         let early = at("2026-11-27T06:00:00Z");
         let later = at("2026-11-27T07:00:00Z");
@@ -278,7 +309,7 @@ async fn a_claimed_member_holds_its_lane_until_published_or_its_claim_runs_out()
 
 #[tokio::test]
 async fn hydrate_reads_preferences_and_holds_in_one_call() {
-    with_both(async |store: &dyn Store| {
+    with_each(async |store: &dyn Store| {
         store.set_prefs("u1", "{\"user_id\":\"u1\"}").await.unwrap();
         let l = lane("u1", Channel::Push);
         store.defer(&l, "m", at("2026-11-27T06:00:00Z")).await.unwrap();

@@ -241,4 +241,14 @@ impl Store for MemoryStore {
         let inner = self.lock();
         Ok((inner.deferred.len() + inner.claimed.len()) as u64)
     }
+
+    async fn deferred_due(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        let bound = score(millis(now), 999);
+        Ok((inner.deferred.iter().take_while(|(t, _)| *t <= bound).count() + inner.claimed.len()) as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

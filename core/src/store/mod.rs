@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A batch of requests failed as one (the text of its error), or cannot be sent.
     #[error("redis: {0}")]
     Batch(String),
+    /// A Redis Cluster that does not serve every slot.
+    #[error("redis cluster: {0}")]
+    Cluster(String),
 }
 
 /// What [`Store::hydrate`] read.
@@ -192,6 +195,13 @@ pub trait Store: Send + Sync {
     /// Members waiting or claimed.
     async fn deferred_len(&self) -> Result<u64, StoreError>;
 
+    /// Members due at `now` and not yet back on their channel topic: those
+    /// waiting, and those a scheduler has claimed.
+    async fn deferred_due(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Whether the store answers (every node of a cluster holding slots).
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Takes up to `want` calls of `provider`'s fleet-wide budget of
     /// `per_second` with a `burst` (GCRA, on the store's clock): how many it
     /// got, and when it got none, how long until one is free.
@@ -208,15 +218,25 @@ pub trait Store: Send + Sync {
     async fn slow_down(&self, provider: &str, period: Duration) -> Result<(), StoreError>;
 }
 
-/// The key names, under a configurable prefix.
+/// The key names, under a configurable prefix. On a Redis Cluster the keys
+/// a script touches together carry one hash tag, so they share a slot: the
+/// deferred schedule's three keys `{<prefix>:deferred}`, a provider's rate
+/// keys `{<prefix>:rate:<provider>}`. One Redis keeps the names it always
+/// had, so an upgrade finds what was deferred before it.
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    cluster: bool,
 }
 
 impl Keys {
+    /// The names on one Redis.
     pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.to_string() }
+        Keys { prefix: prefix.to_string(), cluster: false }
+    }
+    /// The names on a Redis Cluster.
+    pub fn clustered(prefix: &str) -> Self {
+        Keys { prefix: prefix.to_string(), cluster: true }
     }
     pub fn prefs(&self, user: &str) -> String {
         format!("{}:prefs:{user}", self.prefix)
@@ -225,22 +245,38 @@ impl Keys {
         format!("{}:dedupe:{id}", self.prefix)
     }
     pub fn deferred(&self) -> String {
-        format!("{}:deferred", self.prefix)
+        if self.cluster {
+            format!("{{{}:deferred}}", self.prefix)
+        } else {
+            format!("{}:deferred", self.prefix)
+        }
+    }
+    pub fn deferred_claimed(&self) -> String {
+        if self.cluster {
+            format!("{{{}:deferred}}:claimed", self.prefix)
+        } else {
+            format!("{}:deferred:claimed", self.prefix)
+        }
+    }
+    pub fn lanes(&self) -> String {
+        if self.cluster {
+            format!("{{{}:deferred}}:lanes", self.prefix)
+        } else {
+            format!("{}:lanes", self.prefix)
+        }
     }
     pub fn rate(&self, provider: &str) -> String {
-        format!("{}:rate:{provider}", self.prefix)
+        if self.cluster {
+            format!("{{{}:rate:{provider}}}", self.prefix)
+        } else {
+            format!("{}:rate:{provider}", self.prefix)
+        }
     }
     pub fn slowed(&self, provider: &str) -> String {
-        format!("{}:rate:{provider}:slowed", self.prefix)
+        format!("{}:slowed", self.rate(provider))
     }
     pub fn breaker(&self, provider: &str) -> String {
         format!("{}:breaker:{provider}", self.prefix)
-    }
-    pub fn lanes(&self) -> String {
-        format!("{}:lanes", self.prefix)
-    }
-    pub fn deferred_claimed(&self) -> String {
-        format!("{}:deferred:claimed", self.prefix)
     }
 }
 

@@ -5,8 +5,12 @@ use super::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
-use redis::Script;
+use futures::future::{try_join, try_join_all};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,8 +188,106 @@ end
 return 0
 "#;
 
+/// A connection to one Redis, or to a Redis Cluster (which sends each
+/// command to the node serving its keys' slot). Either reconnects on its own.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Connects to `url`: a cluster when it names several nodes or its one
+    /// node says it is a cluster node.
+    async fn open(url: &str) -> Result<Self, StoreError> {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+        if nodes.len() == 1 {
+            let client = redis::Client::open(nodes[0])?;
+            let mut probe = client.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut probe).await?;
+            if !info.contains("cluster_enabled:1") {
+                return Ok(Conn::Single(client.get_connection_manager().await?));
+            }
+        }
+        let client = redis::cluster::ClusterClient::new(nodes)?;
+        Ok(Conn::Cluster(client.get_async_connection().await?))
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+}
+
+/// Runs `send` on `asks` as one script call on one Redis. On a cluster, a
+/// script's keys must share a slot: the asks are grouped by their key's
+/// slot and each group is sent on its own, all groups at once. Answers in
+/// the asks' order.
+async fn by_slot<A, T, F, Fut>(
+    cluster: bool,
+    asks: Vec<A>,
+    key: impl Fn(&A) -> &str,
+    send: F,
+) -> Result<Vec<T>, StoreError>
+where
+    F: Fn(Vec<A>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, StoreError>>,
+{
+    if !cluster {
+        return send(asks).await;
+    }
+    let n = asks.len();
+    let mut groups: HashMap<Slot, (Vec<usize>, Vec<A>)> = HashMap::new();
+    for (i, ask) in asks.into_iter().enumerate() {
+        let group = groups.entry(Slot::for_key(key(&ask))).or_default();
+        group.0.push(i);
+        group.1.push(ask);
+    }
+    let sent = groups.into_values().map(|(places, asks)| {
+        let answers = send(asks);
+        async move { Ok::<_, StoreError>((places, answers.await?)) }
+    });
+    let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
+    for (places, answers) in try_join_all(sent).await? {
+        if answers.len() != places.len() {
+            return Err(StoreError::Batch(format!("{} answers to a group of {}", answers.len(), places.len())));
+        }
+        for (place, answer) in places.into_iter().zip(answers) {
+            out[place] = Some(answer);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     /// Claims and swaps of dedupe values go to Redis in batches ([`Batched`]).
     claims: Batched<ClaimAsk, (Claim, Option<String>)>,
@@ -283,11 +385,7 @@ fn evalsha(script: &Script, keys: usize) -> redis::Cmd {
 
 /// Runs an [`evalsha`] command, loading the script first when the server
 /// does not know it (it restarted, or never saw it).
-async fn run<T: redis::FromRedisValue>(
-    conn: &mut ConnectionManager,
-    script: &Script,
-    cmd: &redis::Cmd,
-) -> redis::RedisResult<T> {
+async fn run<T: redis::FromRedisValue>(conn: &mut Conn, script: &Script, cmd: &redis::Cmd) -> redis::RedisResult<T> {
     match cmd.query_async(conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             script.prepare_invoke().load_async(conn).await?;
@@ -299,7 +397,7 @@ async fn run<T: redis::FromRedisValue>(
 
 /// Runs one batch of claims.
 async fn claim_batch(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     script: &Script,
     asks: Vec<ClaimAsk>,
 ) -> Result<Vec<(Claim, Option<String>)>, StoreError> {
@@ -336,7 +434,7 @@ fn ttl_ms(ttl: Duration) -> u64 {
 }
 
 /// Runs one batch of compare-and-sets.
-async fn swap_batch(mut conn: ConnectionManager, script: &Script, asks: Vec<SwapAsk>) -> Result<Vec<bool>, StoreError> {
+async fn swap_batch(mut conn: Conn, script: &Script, asks: Vec<SwapAsk>) -> Result<Vec<bool>, StoreError> {
     let mut cmd = evalsha(script, asks.len());
     for ask in &asks {
         cmd.arg(&ask.key);
@@ -358,32 +456,44 @@ impl RedisStore {
         lease: Duration,
         user: Option<&str>,
     ) -> Result<(Claim, Option<String>), StoreError> {
+        // On a cluster the preferences live in another slot than the
+        // dedupe value: they are read after the claim is had.
+        let cluster = self.conn.is_cluster();
         let ask = ClaimAsk {
             key: self.keys.dedupe(id),
-            prefs: user.map(|u| self.keys.prefs(u)),
+            prefs: user.filter(|_| !cluster).map(|u| self.keys.prefs(u)),
             value: claim_value(owner),
             lives: lease + CLAIM_MEMORY,
         };
-        self.claims.ask(ask).await
+        let (claim, prefs) = self.claims.ask(ask).await?;
+        match (user, &claim) {
+            (Some(user), Claim::Acquired | Claim::TakenOver) if cluster => {
+                let mut conn = self.conn.clone();
+                let prefs: Option<String> = redis::cmd("GET").arg(self.keys.prefs(user)).query_async(&mut conn).await?;
+                Ok((claim, prefs))
+            }
+            _ => Ok((claim, prefs)),
+        }
     }
 
-    /// Connects (and reconnects on its own later) to `url`.
+    /// Connects (and reconnects on its own later) to `url`: one Redis, or a
+    /// Redis Cluster (see [`Conn::open`]).
     pub async fn connect(url: &str, key_prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let conn = client.get_connection_manager().await?;
+        let conn = Conn::open(url).await?;
+        let cluster = conn.is_cluster();
         let (c, claim) = (conn.clone(), Arc::new(Script::new(CLAIM)));
         let claims = Batched::start(move |asks| {
             let (c, claim) = (c.clone(), claim.clone());
-            async move { claim_batch(c, &claim, asks).await }
+            async move { by_slot(cluster, asks, |a: &ClaimAsk| &a.key, |asks| claim_batch(c.clone(), &claim, asks)).await }
         });
         let (c, swap) = (conn.clone(), Arc::new(Script::new(SWAP)));
         let swaps = Batched::start(move |asks| {
             let (c, swap) = (c.clone(), swap.clone());
-            async move { swap_batch(c, &swap, asks).await }
+            async move { by_slot(cluster, asks, |a: &SwapAsk| &a.key, |asks| swap_batch(c.clone(), &swap, asks)).await }
         });
         Ok(RedisStore {
             conn,
-            keys: Keys::new(key_prefix),
+            keys: if cluster { Keys::clustered(key_prefix) } else { Keys::new(key_prefix) },
             claims,
             swaps,
             swap_tail: Script::new(SWAP_TAIL),
@@ -398,19 +508,8 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn prefs_many(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError> {
-        if users.is_empty() {
-            return Ok(vec![]);
-        }
         let keys: Vec<String> = users.iter().map(|u| self.keys.prefs(u)).collect();
-        let mut conn = self.conn.clone();
-        // MGET of one key answers a single value, not a list.
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(&keys);
-        if keys.len() == 1 {
-            let v: Option<String> = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await?;
-            return Ok(vec![v]);
-        }
-        Ok(cmd.query_async(&mut conn).await?)
+        self.mget(&keys).await
     }
 
     async fn set_prefs(&self, user: &str, json: &str) -> Result<(), StoreError> {
@@ -440,18 +539,11 @@ impl Store for RedisStore {
     }
 
     async fn swap_tails(&self, swaps: &[(String, String, String)]) -> Result<(), StoreError> {
-        if swaps.is_empty() {
-            return Ok(());
+        let swaps: Vec<(String, &str, &str)> =
+            swaps.iter().map(|(id, tail, new)| (self.keys.dedupe(id), tail.as_str(), new.as_str())).collect();
+        if !swaps.is_empty() {
+            by_slot(self.conn.is_cluster(), swaps, |s| &s.0, |swaps| self.swap_tail_batch(swaps)).await?;
         }
-        let mut cmd = evalsha(&self.swap_tail, swaps.len());
-        for (id, ..) in swaps {
-            cmd.arg(self.keys.dedupe(id));
-        }
-        for (_, tail, new) in swaps {
-            cmd.arg(tail).arg(new);
-        }
-        let mut conn = self.conn.clone();
-        let _: i64 = run(&mut conn, &self.swap_tail, &cmd).await?;
         Ok(())
     }
 
@@ -461,25 +553,19 @@ impl Store for RedisStore {
     }
 
     async fn hydrate(&self, users: &[String], lanes: &[String]) -> Result<Hydrated, StoreError> {
-        if users.is_empty() && lanes.is_empty() {
-            return Ok(Hydrated::default());
-        }
-        let mut pipe = redis::pipe();
-        if !users.is_empty() {
-            pipe.cmd("MGET").arg(users.iter().map(|u| self.keys.prefs(u)).collect::<Vec<_>>());
-        }
-        if !lanes.is_empty() {
-            pipe.cmd("HMGET").arg(self.keys.lanes()).arg(lanes);
-        }
-        let mut conn = self.conn.clone();
-        let mut replies = pipe.query_async::<Vec<redis::Value>>(&mut conn).await?.into_iter();
-        let mut next = || -> Result<Vec<Option<String>>, StoreError> {
-            let v = replies.next().unwrap_or(redis::Value::Nil);
-            Ok(redis::FromRedisValue::from_redis_value(v).map_err(redis::RedisError::from)?)
+        // Two commands at once (one round trip on a multiplexed connection;
+        // on a cluster the preferences are spread over every node).
+        let prefs = self.prefs_many(users);
+        let holds = async {
+            if lanes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut conn = self.conn.clone();
+            let holds: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(self.keys.lanes()).arg(lanes).query_async(&mut conn).await?;
+            Ok::<_, StoreError>(holds.into_iter().map(|v| v.and_then(|v| held_until(&v))).collect())
         };
-        let prefs = if users.is_empty() { Vec::new() } else { next()? };
-        let holds = if lanes.is_empty() { Vec::new() } else { next()? };
-        let holds = holds.into_iter().map(|v| v.and_then(|v| held_until(&v))).collect();
+        let (prefs, holds) = try_join(prefs, holds).await?;
         Ok(Hydrated { prefs, holds })
     }
 
@@ -538,16 +624,13 @@ impl Store for RedisStore {
     }
 
     async fn open_breakers(&self, providers: &[String]) -> Result<Vec<bool>, StoreError> {
-        if providers.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut pipe = redis::pipe();
-        for p in providers {
-            pipe.cmd("EXISTS").arg(self.keys.breaker(p));
-        }
-        let mut conn = self.conn.clone();
-        let found: Vec<i64> = pipe.query_async(&mut conn).await?;
-        Ok(found.into_iter().map(|n| n > 0).collect())
+        // One EXISTS each, all at once: the keys may be on several nodes.
+        try_join_all(providers.iter().map(|p| async move {
+            let mut conn = self.conn.clone();
+            let found: i64 = redis::cmd("EXISTS").arg(self.keys.breaker(p)).query_async(&mut conn).await?;
+            Ok::<_, StoreError>(found > 0)
+        }))
+        .await
     }
 
     async fn lease_calls(
@@ -592,6 +675,68 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await?;
         Ok(a + b)
+    }
+
+    async fn deferred_due(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let (due, claimed): (u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(self.keys.deferred())
+            .arg("-inf")
+            .arg(score(millis(now), 999))
+            .cmd("ZCARD")
+            .arg(self.keys.deferred_claimed())
+            .query_async(&mut conn)
+            .await?;
+        Ok(due + claimed)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let Conn::Cluster(cluster) = &mut conn else {
+            let () = redis::cmd("PING").query_async(&mut conn).await?;
+            return Ok(());
+        };
+        // Every primary answers, and each says every slot is served (a node
+        // gone is seen by the others once the cluster's node timeout passed).
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let mut info = redis::cmd("CLUSTER");
+        info.arg("INFO");
+        let answers = cluster.route_command(info, all).await?;
+        let answers: HashMap<String, String> =
+            redis::from_redis_value(answers).map_err(|e| StoreError::Cluster(format!("CLUSTER INFO: {e}")))?;
+        match answers.iter().find(|(_, info)| !info.contains("cluster_state:ok")) {
+            Some((node, _)) => Err(StoreError::Cluster(format!("node {node}: the cluster is not ok"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Runs one [`SWAP_TAIL`] call for `(key, tail, new tail)` each.
+    async fn swap_tail_batch(&self, swaps: Vec<(String, &str, &str)>) -> Result<Vec<()>, StoreError> {
+        let mut cmd = evalsha(&self.swap_tail, swaps.len());
+        for (key, ..) in &swaps {
+            cmd.arg(key);
+        }
+        for (_, tail, new) in &swaps {
+            cmd.arg(tail).arg(new);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = run(&mut conn, &self.swap_tail, &cmd).await?;
+        Ok(vec![(); swaps.len()])
+    }
+
+    /// Values of `keys`, in order (MGET; on a cluster, one per node).
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut conn = self.conn.clone();
+        match keys {
+            [] => Ok(Vec::new()),
+            // MGET of one key answers a single value, not a list.
+            [key] => Ok(vec![redis::cmd("GET").arg(key).query_async(&mut conn).await?]),
+            keys => Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?),
+        }
     }
 }
 
