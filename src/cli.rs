@@ -215,9 +215,12 @@ pub enum TemplatesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
-    /// Create every channel, status, dead-letter and input topic that is missing.
+    /// Create every channel, status, dead-letter and input topic that is missing,
+    /// with the partitions, replication and retention of its kind.
     Create,
-    /// List the topics Tidings uses.
+    /// Report topics that are missing or differ from the configuration (exit 1 when any).
+    Check,
+    /// List the topics Tidings uses, with their kind and settings.
     List,
 }
 

@@ -3,8 +3,10 @@
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tidings_core::progress::Progress;
 use tidings_core::store::{RedisStore, SharedStore};
+use tidings_core::telemetry::Health;
 use tidings_core::{Channel, Clock, Config};
 use tidings_providers::Provider;
 use tidings_workers::render::Renderer;
@@ -50,17 +52,12 @@ pub fn templates_dir(config: &Config) -> PathBuf {
     dir.clone()
 }
 
-/// Serves Prometheus metrics when `[metrics] listen` is set: breaker state
-/// (`tidings_breaker_state`), outcomes (`tidings_notifications_total`) and
-/// provider call latency (`tidings_provider_call_seconds`), labelled by
-/// channel, provider, state and outcome only.
+/// Installs the Prometheus recorder (once a process) when `[metrics] listen`
+/// is set; the roles register their series with it as they start, so it
+/// comes first. [`spawn_fleet`] serves it, with the health endpoints.
 pub fn install_metrics(config: &Config) -> anyhow::Result<()> {
-    if let Some(addr) = config.metrics.listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        tracing::info!(%addr, "metrics at /metrics");
+    if config.metrics.listen.is_some() {
+        crate::serve::recorder()?;
     }
     Ok(())
 }
@@ -85,22 +82,47 @@ pub struct Fleet {
     token: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     pub progress: Arc<Progress>,
+    pub health: Arc<Health>,
+    /// The metrics and health endpoints, served while the roles run and drain.
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts `roles` as tasks of this process.
+/// How often, and how long at most, the fleet asks Redis whether it answers.
+const REDIS_CHECK: Duration = Duration::from_secs(2);
+
+/// Starts `roles` as tasks of this process, and serves `/metrics`,
+/// `/healthz` and `/readyz` when `[metrics] listen` is set.
 pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles: Roles) -> anyhow::Result<Fleet> {
     let token = CancellationToken::new();
     let progress = Progress::shared();
+    let health = Health::shared();
+    let server = match config.metrics.listen {
+        Some(addr) => Some(crate::serve::start(addr, health.clone())?),
+        None => None,
+    };
     let mut tasks = JoinSet::new();
+    let (s, t, redis) = (store.clone(), token.clone(), health.check("redis answers", false));
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(REDIS_CHECK);
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    let answered = tokio::time::timeout(REDIS_CHECK, s.ping()).await;
+                    redis.set(matches!(answered, Ok(Ok(()))));
+                }
+            }
+        }
+    });
     if roles.intake {
-        let (c, s, p, t) = (config.clone(), store.clone(), progress.clone(), token.clone());
+        let (c, s, p, h, t) = (config.clone(), store.clone(), progress.clone(), health.clone(), token.clone());
         let clock = clock.clone();
-        tasks.spawn(async move { Ok(tidings_intake::run(c, s, clock, p, t.cancelled_owned()).await?) });
+        tasks.spawn(async move { Ok(tidings_intake::run(c, s, clock, p, h, t.cancelled_owned()).await?) });
     }
     if roles.scheduler {
-        let (c, s, p, t) = (config.clone(), store.clone(), progress.clone(), token.clone());
+        let (c, s, p, h, t) = (config.clone(), store.clone(), progress.clone(), health.clone(), token.clone());
         let clock = clock.clone();
-        tasks.spawn(async move { Ok(tidings_intake::scheduler::run(c, s, clock, p, t.cancelled_owned()).await?) });
+        tasks.spawn(async move { Ok(tidings_intake::scheduler::run(c, s, clock, p, h, t.cancelled_owned()).await?) });
     }
     if !roles.channels.is_empty() {
         let renderer = Arc::new(Renderer::load(&templates_dir(&config))?);
@@ -113,17 +135,20 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
                 providers: providers(&config, channel)?,
                 clock: clock.clone(),
                 progress: progress.clone(),
+                health: health.clone(),
             };
             let t = token.clone();
             tasks.spawn(async move { Ok(tidings_workers::run(worker, t.cancelled_owned()).await?) });
         }
     }
-    Ok(Fleet { token, tasks, progress })
+    Ok(Fleet { token, tasks, progress, health, server })
 }
 
 impl Fleet {
-    /// Graceful: every role drains, commits and leaves its group.
+    /// Graceful: not ready from now on, then every role drains, commits and
+    /// leaves its group.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.health.drain();
         self.token.cancel();
         let mut result = Ok(());
         while let Some(r) = self.tasks.join_next().await {
@@ -147,6 +172,14 @@ impl Fleet {
             }
         }
         self.shutdown().await
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
     }
 }
 

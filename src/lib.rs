@@ -5,10 +5,12 @@
 //!
 //! - [`cli`]: the command line.
 //! - [`fleet`]: opening the store, building providers, spawning intake, workers and the scheduler.
-//! - [`embedded`]: librdkafka's mock cluster on its own thread, and a private `redis-server`.
+//! - [`serve`]: `/metrics`, `/healthz` and `/readyz` on `[metrics] listen`.
+//! - [`embedded`]: librdkafka's mock cluster on its own thread, and a private `redis-server` (or three as a Redis Cluster).
 //! - [`commands`]: one module per subcommand that is more than a role (`dev`, `dlq`, `prefs`, `templates`, `topics`).
 
 pub mod cli;
 pub mod commands;
 pub mod embedded;
 pub mod fleet;
+pub mod serve;

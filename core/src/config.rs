@@ -87,6 +87,11 @@ pub struct KafkaConfig {
     /// Replication factor for topics that `tidings topics create` makes.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// Per kind of topic, what `tidings topics create` makes and `check`
+    /// expects: partitions and replication (the two above when left out)
+    /// and retention.
+    #[serde(default)]
+    pub topics: TopicKinds,
     /// Extra librdkafka settings passed as they are, e.g. `"security.protocol" = "SASL_SSL"`,
     /// `"sasl.mechanisms" = "PLAIN"`, `"sasl.username"`, `"sasl.password"`, `"ssl.ca.location"`.
     /// They win over Tidings' defaults but never over the settings its guarantees rest on
@@ -716,6 +721,60 @@ impl Config {
     /// The consumer group of a role, e.g. `tidings-worker-email`.
     pub fn group(&self, role: &str) -> String {
         format!("{}-{role}", self.kafka.group_prefix)
+    }
+}
+
+/// The kinds of topic, each with its own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicKinds {
+    /// The input topics (`intake.topics`), when Tidings creates them.
+    #[serde(default = "TopicSettings::week")]
+    pub input: TopicSettings,
+    /// `tidings.<channel>.<priority>`.
+    #[serde(default = "TopicSettings::week")]
+    pub channel: TopicSettings,
+    /// `tidings.status`.
+    #[serde(default = "TopicSettings::week")]
+    pub status: TopicSettings,
+    /// `tidings.<channel>.dlq` and `tidings.intake.dlq`: kept long enough
+    /// for a dead letter to be looked at and replayed.
+    #[serde(default = "TopicSettings::month")]
+    pub dlq: TopicSettings,
+}
+
+impl Default for TopicKinds {
+    fn default() -> Self {
+        TopicKinds {
+            input: TopicSettings::week(),
+            channel: TopicSettings::week(),
+            status: TopicSettings::week(),
+            dlq: TopicSettings::month(),
+        }
+    }
+}
+
+/// How one kind of topic is made.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Partitions; `kafka.partitions` when left out.
+    #[serde(default)]
+    pub partitions: Option<i32>,
+    /// Replication factor; `kafka.replication_factor` when left out.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
+    /// How long records are kept (`retention.ms`), e.g. `"7d"`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl TopicSettings {
+    fn week() -> Self {
+        TopicSettings { partitions: None, replication_factor: None, retention: Duration::from_secs(7 * 86_400) }
+    }
+    fn month() -> Self {
+        TopicSettings { partitions: None, replication_factor: None, retention: Duration::from_secs(30 * 86_400) }
     }
 }
 

@@ -94,6 +94,17 @@ pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
     )
 }
 
+/// [`consumer_config`] for a role's consumer, whose context
+/// ([`crate::telemetry::Watched`]) exports its lag from librdkafka's
+/// statistics every 5 s unless `kafka.options` sets `statistics.interval.ms`.
+pub fn role_consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut config = consumer_config(kafka, group);
+    if !kafka.options.contains_key("statistics.interval.ms") {
+        config.set("statistics.interval.ms", "5000");
+    }
+    config
+}
+
 /// A consumer with [`consumer_config`].
 pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer> {
     consumer_config(kafka, group).create()
@@ -186,12 +197,17 @@ pub async fn enqueue_dead_letter(
     value: Option<&[u8]>,
     letter: &crate::dead_letter::DeadLetter,
 ) -> KafkaResult<rdkafka::producer::DeliveryFuture> {
-    match enqueue(producer, letter_record(topic, key, value, letter)).await {
+    let enqueued = match enqueue(producer, letter_record(topic, key, value, letter)).await {
         Err(e) if too_large(&e) && value.is_some() => {
             enqueue(producer, letter_record(topic, key, None, &without_value(letter, value))).await
         }
         other => other,
+    };
+    if enqueued.is_ok() {
+        metrics::counter!("tidings_dead_letters_total", "topic" => topic.to_string(), "class" => letter.error_class.as_str())
+            .increment(1);
     }
+    enqueued
 }
 
 fn letter_record<'a>(

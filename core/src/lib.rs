@@ -16,6 +16,7 @@
 //! - [`progress`]: counters of durable work, for progress and idleness in `tidings dev`.
 //! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
 //! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
+//! - [`telemetry`]: health and readiness, and the metrics every role shares.
 //! - [`testing`] (feature `testing`): strategies for property tests.
 
 pub mod backoff;
@@ -33,6 +34,7 @@ pub mod quiet_hours;
 pub mod redact;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

@@ -2,7 +2,7 @@
 //! ends in exactly one terminal state; `deferred` precedes the terminal record
 //! and `duplicate` is added by each redelivered or replayed copy.
 
-use crate::{Channel, Notification};
+use crate::{Channel, Notification, Priority};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,57 @@ impl std::str::FromStr for ErrorClass {
     }
 }
 
+/// The class of a status record's reason ([`StatusRecord::reason`]): a
+/// bounded label for metrics, where the reason itself is free text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No reason: sent, deferred, a duplicate.
+    None,
+    /// The user's preferences: muted, opted out of the category, channel disabled.
+    Preferences,
+    /// The user has no address for the channel.
+    NoAddress,
+    /// The user has no usable preferences.
+    NoPreferences,
+    /// The event's type has no route (`intake.unknown_types = "suppress"`).
+    UnknownType,
+    Permanent,
+    Exhausted,
+    Poison,
+    Render,
+    Other,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::None,
+        Reason::Preferences,
+        Reason::NoAddress,
+        Reason::NoPreferences,
+        Reason::UnknownType,
+        Reason::Permanent,
+        Reason::Exhausted,
+        Reason::Poison,
+        Reason::Render,
+        Reason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::None => "none",
+            Reason::Preferences => "preferences",
+            Reason::NoAddress => "no_address",
+            Reason::NoPreferences => "no_preferences",
+            Reason::UnknownType => "unknown_type",
+            Reason::Permanent => "permanent",
+            Reason::Exhausted => "exhausted",
+            Reason::Poison => "poison",
+            Reason::Render => "render",
+            Reason::Other => "other",
+        }
+    }
+}
+
 /// The longest reason a status record carries, in characters.
 pub const MAX_ERROR_CHARS: usize = 1000;
 
@@ -101,6 +152,9 @@ pub struct StatusRecord {
     pub state: State,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
+    /// The notification's priority (records written before it was carried have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +188,7 @@ impl StatusRecord {
             user_id: notification.user_id.clone(),
             state,
             channel: Some(notification.channel),
+            priority: Some(notification.priority),
             provider: None,
             provider_message_id: None,
             attempts: notification.attempt,
@@ -143,6 +198,33 @@ impl StatusRecord {
             fallback_notification_id: None,
             created_at: Some(notification.created_at),
             at,
+        }
+    }
+
+    /// The class of why it ended as it did, for metrics: its error class,
+    /// or for a suppression the kind of reason it gives.
+    pub fn reason(&self) -> Reason {
+        match (self.error_class, self.state) {
+            (Some(ErrorClass::Permanent), _) => Reason::Permanent,
+            (Some(ErrorClass::Exhausted), _) => Reason::Exhausted,
+            (Some(ErrorClass::Poison), _) => Reason::Poison,
+            (Some(ErrorClass::Render), _) => Reason::Render,
+            (None, State::Suppressed) => {
+                let said = self.error.as_deref().unwrap_or_default();
+                let preferences = ["user is muted", "user opted out", "user disabled", "user has none of"];
+                if preferences.iter().any(|p| said.starts_with(p)) {
+                    Reason::Preferences
+                } else if said.starts_with("user has no") {
+                    Reason::NoAddress
+                } else if said.starts_with("no preferences") || said.starts_with("stored preferences") {
+                    Reason::NoPreferences
+                } else if said.starts_with("unknown event type") {
+                    Reason::UnknownType
+                } else {
+                    Reason::Other
+                }
+            }
+            (None, _) => Reason::None,
         }
     }
 

@@ -17,12 +17,14 @@
 use rdkafka::producer::FutureProducer;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tidings_core::channel::INTAKE_DLQ_TOPIC;
 use tidings_core::dead_letter::{self, DeadLetter};
 use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, Deferred};
 use tidings_core::progress::Progress;
 use tidings_core::store::{lane, SharedStore, StoreError};
+use tidings_core::telemetry::Health;
 use tidings_core::{Channel, Clock, Config};
 
 /// As much of a deferred entry as names its lane, for an entry that does not
@@ -53,25 +55,50 @@ pub async fn run(
     store: SharedStore,
     clock: Clock,
     progress: Arc<Progress>,
+    health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
     let producer = kafka::producer(&config.kafka)?;
     let mut tick = tokio::time::interval(config.scheduler.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The loop turns while a pass waits (for a broker, or Redis): waiting is no hang.
+    let beat = health.beat("scheduler");
+    let mut beating = tokio::time::interval(Duration::from_secs(1));
+    let (waiting, due) =
+        (metrics::gauge!("tidings_deferred_messages"), metrics::gauge!("tidings_deferred_due_messages"));
+    let mut counted = tokio::time::Instant::now() - COUNT_EVERY;
     tokio::pin!(shutdown);
     tracing::info!("scheduler started");
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            _ = beating.tick() => beat.beat(),
             _ = tick.tick() => {
                 // A pass cut short (shutdown while its writes wait for a broker) leaves its
                 // claims to expire: the members are published again, and deduped.
-                let pass = tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    pass = release_due(&config, &store, &producer, &clock) => pass,
+                let pass = release_due(&config, &store, &producer, &clock);
+                tokio::pin!(pass);
+                let pass = loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break None,
+                        _ = beating.tick() => beat.beat(),
+                        pass = &mut pass => break Some(pass),
+                    }
                 };
+                let Some(pass) = pass else { break };
+                if counted.elapsed() >= COUNT_EVERY {
+                    counted = tokio::time::Instant::now();
+                    let now = clock.now();
+                    match futures::future::try_join(store.deferred_len(), store.deferred_due(now)).await {
+                        Ok((all, ready)) => {
+                            waiting.set(all as f64);
+                            due.set(ready as f64);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot count the deferred set"),
+                    }
+                }
                 match pass {
                     Ok(n) => Progress::add(&progress.released, n),
                     Err(e) => tracing::warn!(error = %e, "scheduler pass failed; will retry"),
@@ -82,6 +109,9 @@ pub async fn run(
     tracing::info!("scheduler stopped");
     Ok(())
 }
+
+/// How often the scheduler counts the deferred set for its gauges.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// One pass: claim what is due, publish it, remove it. Returns how many went out.
 pub async fn release_due(
@@ -112,7 +142,7 @@ pub async fn release_due(
                     let key = owner.as_ref().map(|o| o.user_id.as_bytes());
                     let delivery =
                         enqueue_dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;
-                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, false));
+                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, false, None));
                     continue;
                 }
             };
@@ -124,7 +154,7 @@ pub async fn release_due(
             let topic = n.channel.topic(n.priority);
             let lane = Some(lane(&n.user_id, n.channel));
             match enqueue_json(producer, &topic, &n.user_id, n, Some(kafka::headers(pairs))).await {
-                Ok(delivery) => pending.push((lane, member, delivery, true)),
+                Ok(delivery) => pending.push((lane, member, delivery, true, Some(n.priority))),
                 Err(e) if kafka::too_large(&e) => {
                     too_large(producer, member, &n.user_id, &topic, clock).await?;
                     store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
@@ -132,7 +162,7 @@ pub async fn release_due(
                 Err(e) => return Err(e.into()),
             }
         }
-        for (lane, member, delivery, published) in pending {
+        for (lane, member, delivery, published, priority) in pending {
             let published = match delivered(delivery).await {
                 Ok(()) => published,
                 Err(e) if kafka::too_large(&e) && published => {
@@ -144,6 +174,10 @@ pub async fn release_due(
             };
             store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
             released += u64::from(published);
+            if let (true, Some(priority)) = (published, priority) {
+                metrics::counter!("tidings_records_out_total", "role" => "scheduler", "priority" => priority.as_str())
+                    .increment(1);
+            }
         }
         if claimed.len() < s.batch {
             return Ok(released);

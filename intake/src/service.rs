@@ -38,6 +38,7 @@ use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
 use tidings_core::store::{lane, SharedStore};
+use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,9 @@ pub struct Intake {
     clock: Clock,
     progress: Arc<Progress>,
     cache: Cache<String, Hydrated>,
+    outcomes: Outcomes,
+    /// `tidings_records_out_total` of intake, by priority.
+    published: [metrics::Counter; 3],
 }
 
 /// One record's writes, and where its offset goes once they are
@@ -113,9 +117,13 @@ pub async fn run(
     store: SharedStore,
     clock: Clock,
     progress: Arc<Progress>,
+    health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), IntakeError> {
-    let consumer = Arc::new(kafka::consumer(&config.kafka, &config.group("intake"))?);
+    let watched = Watched::new("intake", health.check("intake: joined its group", false));
+    let consumer: StreamConsumer<Watched> =
+        kafka::role_consumer_config(&config.kafka, &config.group("intake")).create_with_context(watched)?;
+    let consumer = Arc::new(consumer);
     let topics = config.intake.topics.clone();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     let intake = Intake::new(config.clone(), store, clock, progress)?;
@@ -124,7 +132,8 @@ pub async fn run(
     // A couple of batches decoded ahead; the rest waits in librdkafka.
     let (batches, mut ready) = mpsc::channel(2);
     let stop = CancellationToken::new();
-    let reader = tokio::spawn(read(consumer.clone(), config, batches, stop.clone()));
+    let beat = health.beat("intake reader");
+    let reader = tokio::spawn(read(consumer.clone(), config, batches, beat, stop.clone()));
     let mut acks = FuturesOrdered::new();
     tokio::pin!(shutdown);
     tracing::info!(?topics, "intake started");
@@ -176,18 +185,27 @@ pub async fn run(
 /// stays in its group through an outage of any length instead of exceeding
 /// `max.poll.interval.ms`. What still arrives joins the waiting batch.
 async fn read(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Watched>>,
     config: Arc<Config>,
     batches: mpsc::Sender<Vec<Read>>,
+    beat: Beat,
     stop: CancellationToken,
 ) {
     let size = config.intake.batch_size.max(1);
     let mut topic: Arc<str> = Arc::from("");
     let mut waiting: Option<Vec<Read>> = None;
+    let read = metrics::counter!("tidings_records_in_total", "role" => "intake");
+    let paused = metrics::gauge!("tidings_paused_partitions", "role" => "intake");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                beat.beat();
+                let assigned = consumer.assignment().map_or(0, |a| a.count());
+                paused.set(if waiting.is_some() { assigned as f64 } else { 0.0 });
+            }
             room = batches.reserve(), if waiting.is_some() => {
                 let Ok(room) = room else { return };
                 room.send(waiting.take().expect("a batch waits"));
@@ -211,6 +229,7 @@ async fn read(
                         _ => break,
                     }
                 }
+                read.increment(batch.len() as u64);
                 match batches.try_send(waiting.take().expect("just filled")) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(batch)) => {
@@ -226,7 +245,7 @@ async fn read(
 }
 
 /// Pauses or resumes every partition assigned now.
-fn pause(consumer: &StreamConsumer, pause: bool) {
+fn pause(consumer: &StreamConsumer<Watched>, pause: bool) {
     let done =
         consumer.assignment().and_then(
             |assigned| {
@@ -292,7 +311,18 @@ impl Intake {
             .max_capacity(config.intake.prefs_cache_size)
             .time_to_live(config.intake.prefs_cache_ttl)
             .build();
-        Ok(Intake { producer: kafka::producer(&config.kafka)?, config, store, clock, progress, cache })
+        let published = Priority::ALL
+            .map(|p| metrics::counter!("tidings_records_out_total", "role" => "intake", "priority" => p.as_str()));
+        Ok(Intake {
+            producer: kafka::producer(&config.kafka)?,
+            config,
+            store,
+            clock,
+            progress,
+            cache,
+            outcomes: Outcomes::default(),
+            published,
+        })
     }
 
     /// Waits for a record's writes. One the broker refused as too large (it
@@ -321,7 +351,11 @@ impl Intake {
         Ok(p)
     }
 
-    fn stored(&self, consumer: &impl Consumer, done: Result<Pending, IntakeError>) -> Result<(), IntakeError> {
+    fn stored<C: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &impl Consumer<C>,
+        done: Result<Pending, IntakeError>,
+    ) -> Result<(), IntakeError> {
         // A failed write leaves the offset unstored: the record is consumed again after restart.
         let done = done?;
         if let Err(e) = consumer.store_offset(&done.topic, done.partition, done.offset) {
@@ -479,6 +513,7 @@ impl Intake {
                     }
                     let topic = n.channel.topic(n.priority);
                     self.write(&topic, &n.user_id, &n, Some(kafka::headers(pairs)), pending).await?;
+                    self.published[n.priority as usize].increment(1);
                     pending.published += 1;
                 }
                 Outcome::Defer(n) => {
@@ -530,7 +565,9 @@ impl Intake {
     }
 
     async fn status(&self, status: &StatusRecord, pending: &mut Pending) -> Result<(), IntakeError> {
-        self.write(STATUS_TOPIC, &status.user_id, status, None, pending).await
+        self.write(STATUS_TOPIC, &status.user_id, status, None, pending).await?;
+        self.outcomes.count(status);
+        Ok(())
     }
 
     /// Enqueues one of a record's writes; its acknowledgement joins the record's.
@@ -591,6 +628,7 @@ fn event_status(
         user_id: user_id.to_string(),
         state: State::Suppressed,
         channel: None,
+        priority: None,
         provider: None,
         provider_message_id: None,
         attempts: 0,

@@ -119,6 +119,7 @@ async fn intake_run(
         store.clone(),
         Clock::system(),
         progress.clone(),
+        tidings_core::telemetry::Health::shared(),
         token.clone().cancelled_owned(),
     );
     measure(events, progress, token, async move { Ok(run.await?) }).await

@@ -20,4 +20,5 @@ mod scheduler_crash;
 mod secrets;
 mod smtp_provider;
 mod store;
+mod topics;
 mod worker_crash;

@@ -51,6 +51,8 @@ struct Link {
     limit: Limit,
     /// `tidings_provider_call_seconds` of the provider, by outcome ([`CALL_OUTCOMES`]).
     calls: [Histogram; 5],
+    /// `tidings_retries_total` of the provider: calls made again after a failure.
+    retries: metrics::Counter,
 }
 
 /// How a call ended, as the call histogram's `outcome` label says it.
@@ -138,7 +140,8 @@ impl Chain {
                 let calls = CALL_OUTCOMES.map(|outcome| {
                     metrics::histogram!("tidings_provider_call_seconds", "provider" => provider.name().to_string(), "outcome" => outcome)
                 });
-                Link { breaker: Breaker::new(provider.name(), &config), provider, limit: Limit::none(), calls }
+                let retries = metrics::counter!("tidings_retries_total", "provider" => provider.name().to_string());
+                Link { breaker: Breaker::new(provider.name(), &config), provider, limit: Limit::none(), calls, retries }
             })
             .collect();
         Chain { links, fleet, clock: Clock::system() }
@@ -288,6 +291,7 @@ impl Chain {
             tracing::warn!(provider = name, kind = ?error.kind, ambiguous = error.ambiguous, error = %error, "send failed");
             match policy.after_call(calls, &error) {
                 AfterCall::Retry(wait) => {
+                    link.retries.increment(1);
                     if !pause(wait, stop).await {
                         return Err(Left::Abandoned);
                     }

@@ -49,6 +49,7 @@ use tidings_core::notification::{headers, notification_id};
 use tidings_core::persist::until_ok;
 use tidings_core::status::{cut_reason, ErrorClass};
 use tidings_core::store::{Claim, SharedStore};
+use tidings_core::telemetry::Outcomes;
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
 use tidings_providers::{rules, Content, Outgoing};
 use tokio::sync::mpsc;
@@ -198,22 +199,6 @@ pub struct Deliverer {
     pub deliveries: std::sync::atomic::AtomicU64,
     pub marks: Marks,
     pub outcomes: Outcomes,
-}
-
-/// `tidings_notifications_total` of one channel, by state, registered once:
-/// a registration per message costs a lookup and an allocation.
-pub struct Outcomes([metrics::Counter; State::ALL.len()]);
-
-impl Outcomes {
-    pub fn new(channel: Channel) -> Self {
-        Outcomes(State::ALL.map(|state| {
-            metrics::counter!("tidings_notifications_total", "channel" => channel.as_str(), "state" => state.as_str())
-        }))
-    }
-
-    fn count(&self, state: State) {
-        self.0[state as usize].increment(1);
-    }
 }
 
 impl Deliverer {
@@ -583,7 +568,7 @@ impl Deliverer {
         .await;
         self.marks.mark(&n.notification_id, tails.0, tails.1);
         tracing::debug!(state = status.state.as_str(), "outcome recorded");
-        self.outcomes.count(status.state);
+        self.outcomes.count(&status);
         Ok(())
     }
 
@@ -604,6 +589,7 @@ impl Deliverer {
         }
         let status = self.status(n, State::Duplicate);
         until_ok("write status", || self.publish(&status)).await;
+        self.outcomes.count(&status);
     }
 
     fn status(&self, n: &Notification, state: State) -> StatusRecord {
@@ -678,6 +664,7 @@ mod tests {
             user_id: "u-1".into(),
             state: State::Sent,
             channel: Some(Channel::Email),
+            priority: Some(Priority::Normal),
             provider: Some("smtp".into()),
             provider_message_id: None,
             attempts: 1,

@@ -29,7 +29,7 @@
 //! store and commit offsets, leave the group.
 
 use crate::chain::Chain;
-use crate::deliver::{Deliverer, Input, Marks, Outcomes};
+use crate::deliver::{Deliverer, Input, Marks};
 use crate::lanes::Lanes;
 use crate::offsets::Offsets;
 use crate::render::Renderer;
@@ -46,6 +46,7 @@ use std::time::Duration;
 use tidings_core::kafka;
 use tidings_core::progress::Progress;
 use tidings_core::store::SharedStore;
+use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
 use tidings_core::{Channel, Clock, Config, Priority};
 use tidings_providers::Provider;
 use tokio::sync::{mpsc, Semaphore};
@@ -73,6 +74,7 @@ pub struct Worker {
     pub providers: Vec<Arc<dyn Provider>>,
     pub clock: Clock,
     pub progress: Arc<Progress>,
+    pub health: Arc<Health>,
 }
 
 /// Runs the channel's worker until `shutdown` completes.
@@ -96,7 +98,7 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         owner: format!("{}-{:016x}", worker.channel, rand::random::<u64>()),
         deliveries: Default::default(),
         marks,
-        outcomes: Outcomes::new(worker.channel),
+        outcomes: Outcomes::default(),
     });
     let token = CancellationToken::new();
     let mut loops = JoinSet::new();
@@ -104,8 +106,9 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         let group = config.group(&format!("worker-{}-{}", worker.channel, priority));
         let (rebalances, events) = mpsc::unbounded_channel();
         let topic = worker.channel.topic(priority);
-        let context = Rebalances { events: rebalances, topic: topic.clone() };
-        let mut consumer_config = kafka::consumer_config(&config.kafka, &group);
+        let joined = worker.health.check(format!("{topic}: joined its group"), false);
+        let context = Rebalances { events: rebalances, topic: topic.clone(), watch: Watched::new("worker", joined) };
+        let mut consumer_config = kafka::role_consumer_config(&config.kafka, &group);
         // librdkafka fetches ahead of what the worker takes, 64 MB a consumer by default: a
         // worker buffers its own records, and 16 MB ahead keeps its budget busy.
         if !config.kafka.options.contains_key("queued.max.messages.kbytes") {
@@ -118,16 +121,21 @@ pub async fn run(worker: Worker, shutdown: impl Future<Output = ()>) -> Result<(
         }
         let consumer: StreamConsumer<Rebalances> = consumer_config.create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
-        loops.spawn(consume(deliverer.clone(), consumer, events, worker.progress.clone(), token.clone()));
+        let watch = Watch::new(worker.channel, priority, worker.health.beat(format!("{topic} consume loop")));
+        loops.spawn(consume(deliverer.clone(), consumer, events, worker.progress.clone(), watch, token.clone()));
     }
-    // Learn of breakers other workers of the fleet opened.
+    // Learn of breakers other workers of the fleet opened; not ready while every provider is open.
     let (d, t) = (deliverer.clone(), token.clone());
+    let sendable = worker.health.check(format!("{}: a provider not open", worker.channel), true);
     loops.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = t.cancelled() => return,
-                _ = tick.tick() => d.chain.sync_fleet().await,
+                _ = tick.tick() => {
+                    d.chain.sync_fleet().await;
+                    sendable.set(!d.chain.all_open());
+                }
             }
         }
     });
@@ -163,9 +171,19 @@ struct Rebalances {
     events: mpsc::UnboundedSender<Vec<i32>>,
     /// The one topic the consumer reads.
     topic: String,
+    /// Lag, errors, and whether the consumer joined its group.
+    watch: Watched,
 }
 
-impl ClientContext for Rebalances {}
+impl ClientContext for Rebalances {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.watch.stats(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.error(error, reason);
+    }
+}
 
 impl ConsumerContext for Rebalances {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -175,8 +193,35 @@ impl ConsumerContext for Rebalances {
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.watch.rebalanced(rebalance);
         if let Rebalance::Assign(_) = rebalance {
             let _ = self.events.send(Vec::new());
+        }
+    }
+}
+
+/// What a consume loop reports: its heartbeat, records in and out, and
+/// (every check) how many it holds, runs and has paused.
+struct Watch {
+    beat: Beat,
+    read: metrics::Counter,
+    finished: metrics::Counter,
+    in_flight: metrics::Gauge,
+    held: metrics::Gauge,
+    paused: metrics::Gauge,
+}
+
+impl Watch {
+    fn new(channel: Channel, priority: Priority, beat: Beat) -> Self {
+        let labels = [("channel", channel.as_str()), ("priority", priority.as_str())];
+        let role = [("role", "worker"), ("channel", channel.as_str()), ("priority", priority.as_str())];
+        Watch {
+            beat,
+            read: metrics::counter!("tidings_records_in_total", &role),
+            finished: metrics::counter!("tidings_records_out_total", &role),
+            in_flight: metrics::gauge!("tidings_worker_in_flight", &labels),
+            held: metrics::gauge!("tidings_worker_held", &labels),
+            paused: metrics::gauge!("tidings_paused_partitions", &role),
         }
     }
 }
@@ -245,6 +290,7 @@ async fn consume(
     consumer: StreamConsumer<Rebalances>,
     mut rebalances: mpsc::UnboundedReceiver<Vec<i32>>,
     progress: Arc<Progress>,
+    watch: Watch,
     token: CancellationToken,
 ) {
     let config = &deliverer.config.worker;
@@ -265,7 +311,10 @@ async fn consume(
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
-            Some(done) = done_rx.recv() => turns.finish(&consumer, &progress, done),
+            Some(done) = done_rx.recv() => {
+                turns.finish(&consumer, &progress, done);
+                watch.finished.increment(1);
+            }
             Some(revoked) = rebalances.recv() => {
                 turns.revoke(&revoked);
                 Progress::add(&progress.revoked, revoked.len() as u64);
@@ -279,11 +328,19 @@ async fn consume(
             _ = check.tick() => {
                 down = deliverer.chain.all_open();
                 stalled = full && last_read.elapsed() >= STALLED;
+                watch.beat.beat();
+                let buffered = turns.offsets.in_flight();
+                let running = config.max_in_flight - slots.available_permits();
+                watch.in_flight.set(running as f64);
+                watch.held.set(buffered.saturating_sub(running) as f64);
+                let assigned = consumer.assignment().map_or(0, |a| a.count());
+                watch.paused.set(if paused { assigned as f64 } else { 0.0 });
             }
             // A paused consumer is polled however full the buffer is: what still comes is taken.
             message = consumer.recv(), if !full || paused => match message {
                 Ok(m) => {
                     last_read = Instant::now();
+                    watch.read.increment(1);
                     let input = Input {
                         topic: m.topic().to_string(),
                         partition: m.partition(),

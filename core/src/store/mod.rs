@@ -21,13 +21,21 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum StoreError {
     #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(::redis::RedisError),
     /// A batch of requests failed as one (the text of its error), or cannot be sent.
     #[error("redis: {0}")]
     Batch(String),
     /// A Redis Cluster that does not serve every slot.
     #[error("redis cluster: {0}")]
     Cluster(String),
+}
+
+/// Every Redis error the store meets is counted (`tidings_redis_errors_total`).
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        metrics::counter!("tidings_redis_errors_total").increment(1);
+        StoreError::Redis(e)
+    }
 }
 
 /// What [`Store::hydrate`] read.

@@ -56,6 +56,7 @@ async fn a_panicking_delivery_is_dead_lettered_and_the_rest_flow() {
         providers: vec![provider.clone()],
         clock: Clock::system(),
         progress: Progress::shared(),
+        health: tidings_core::telemetry::Health::shared(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(tidings_workers::run(worker, stop.clone().cancelled_owned()));
