@@ -16,23 +16,56 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A drill's own lines say what happens; its log shows errors only, unless TIDINGS_LOG says more.
     let drill = matches!(&cli.command, Command::Dev(a) if a.drill.is_some());
-    init_tracing(cli.log_json, if drill { "error" } else { "info,librdkafka=warn,rdkafka=warn" });
-    match run(cli).await {
+    let default = if drill { "error" } else { "info,librdkafka=warn,rdkafka=warn" };
+    // A role's configuration is read first: it says whether its spans are exported.
+    let role = match &cli.command {
+        Command::Intake => Some("tidings-intake".to_string()),
+        Command::Scheduler => Some("tidings-scheduler".to_string()),
+        Command::Worker { channel } => Some(format!("tidings-worker-{channel}")),
+        _ => None,
+    };
+    let config = match role.as_ref().map(|_| load(&cli)).transpose() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let export = match init_tracing(cli.log_json, default, config.as_deref(), role.as_deref().unwrap_or_default()) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = match run(cli, config).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    if let Some(export) = export {
+        export.shutdown().await;
     }
+    code
 }
 
-async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let load = || -> anyhow::Result<Arc<Config>> {
-        let path = cli
-            .config
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("no configuration: pass --config or set TIDINGS_CONFIG"))?;
-        Ok(Arc::new(Config::load(Some(path))?))
+/// The configuration named by `--config` or `TIDINGS_CONFIG`.
+fn load(cli: &Cli) -> anyhow::Result<Arc<Config>> {
+    load_from(cli.config.as_deref())
+}
+
+fn load_from(path: Option<&std::path::Path>) -> anyhow::Result<Arc<Config>> {
+    let path = path.ok_or_else(|| anyhow::anyhow!("no configuration: pass --config or set TIDINGS_CONFIG"))?;
+    Ok(Arc::new(Config::load(Some(path))?))
+}
+
+async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::process::ExitCode> {
+    let path = cli.config.clone();
+    let load = || match &role_config {
+        Some(config) => Ok(config.clone()),
+        None => load_from(path.as_deref()),
     };
     match cli.command {
         Command::Dev(args) => commands::dev::run(args, cli.config.as_deref()).await,
@@ -59,13 +92,24 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
-fn init_tracing(json: bool, default: &str) {
-    use tracing_subscriber::EnvFilter;
+/// Logs to stderr, filtered by `TIDINGS_LOG`; and for a role whose
+/// configuration names an OTLP endpoint, spans exported as `service`.
+fn init_tracing(
+    json: bool,
+    default: &str,
+    config: Option<&Config>,
+    service: &str,
+) -> anyhow::Result<Option<tidings::traces::Export>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    let (otel, export) = match config {
+        Some(config) => tidings::traces::layer(&config.traces, service)?.unzip(),
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
+    Ok(export)
 }

@@ -33,9 +33,12 @@ pub struct Config {
     /// Where templates live.
     #[serde(default)]
     pub templates: TemplatesConfig,
-    /// Prometheus metrics.
+    /// Prometheus metrics, and the health endpoints beside them.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Trace export (OTLP); off by default.
+    #[serde(default)]
+    pub traces: TracesConfig,
     /// Event type -> how it becomes notifications.
     #[serde(default)]
     pub events: BTreeMap<String, EventRoute>,
@@ -318,6 +321,30 @@ pub struct MetricsConfig {
     /// Serve Prometheus metrics at `http://<listen>/metrics`, e.g. `"0.0.0.0:9464"`; off when left out.
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// OTLP/HTTP collector to export spans to, e.g. `"http://otel-collector:4318"`
+    /// (`/v1/traces` is added); off when left out. Headers it needs (an API
+    /// key) come from `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces kept, 0.0 to 1.0; a trace an event started upstream
+    /// follows its parent's decision.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig { otlp_endpoint: None, sample_ratio: default_sample_ratio() }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 /// How one event type becomes notifications.
@@ -669,6 +696,9 @@ impl Config {
             if !route.fallback.is_empty() && route.priority != Priority::Critical {
                 return bad(format!("events.\"{ty}\": fallback is for critical events only"));
             }
+        }
+        if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
+            return bad("traces.sample_ratio must be within 0.0..=1.0".into());
         }
         if self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix: no `{` or `}` (Tidings places its own hash tags)".into());

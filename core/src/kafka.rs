@@ -235,3 +235,26 @@ fn without_value(letter: &crate::dead_letter::DeadLetter, value: Option<&[u8]>) 
     bare.error = format!("{}; the record's value ({bytes} bytes) is left out: too large to write", letter.error);
     bare
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka is built with TLS: a SASL_SSL configuration (as a managed
+    /// Kafka asks for) makes clients, where a build without OpenSSL refuses it.
+    #[tokio::test]
+    async fn sasl_over_tls_options_make_clients() {
+        let mut kafka: KafkaConfig =
+            serde_json::from_value(serde_json::json!({"bootstrap_servers": "127.0.0.1:9"})).unwrap();
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "tidings"),
+            ("sasl.password", "secret"),
+        ] {
+            kafka.options.insert(k.into(), v.into());
+        }
+        producer(&kafka).expect("a SASL_SSL producer");
+        consumer(&kafka, "g").expect("a SASL_SSL consumer");
+    }
+}

@@ -17,6 +17,7 @@
 //! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
 //! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
 //! - [`telemetry`]: health and readiness, and the metrics every role shares.
+//! - [`trace`]: W3C trace context from event to provider answer, across Kafka.
 //! - [`testing`] (feature `testing`): strategies for property tests.
 
 pub mod backoff;
@@ -37,6 +38,7 @@ pub mod store;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trace;
 
 pub use channel::{Channel, Priority};
 pub use clock::Clock;

@@ -176,6 +176,13 @@ pub struct StatusRecord {
     pub created_at: Option<DateTime<Utc>>,
     /// When this outcome happened.
     pub at: DateTime<Utc>,
+    /// The event's correlation id (its `correlationid`, else its id), on
+    /// every record of every notification it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The W3C trace id the notification's spans share (see [`crate::trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl StatusRecord {
@@ -198,7 +205,16 @@ impl StatusRecord {
             fallback_notification_id: None,
             created_at: Some(notification.created_at),
             at,
+            correlation_id: None,
+            trace_id: None,
         }
+    }
+
+    /// Sets the correlation id and the trace id of the hop that wrote it.
+    pub fn traced(mut self, correlation_id: &str, hop: &crate::trace::Hop) -> Self {
+        self.correlation_id = Some(correlation_id.to_string());
+        self.trace_id = Some(hop.trace_id());
+        self
     }
 
     /// The class of why it ended as it did, for metrics: its error class,

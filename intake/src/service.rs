@@ -39,9 +39,11 @@ use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
 use tidings_core::store::{lane, SharedStore};
 use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
+use tidings_core::trace::{self, Hop};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,6 +56,23 @@ pub enum IntakeError {
         "a record for {topic} would be {bytes} bytes, more than the {max} the producer writes (`message.max.bytes`)"
     )]
     TooLarge { topic: String, bytes: usize, max: usize },
+}
+
+/// What every record intake writes about an event carries: the event's
+/// correlation id, and this hop of its trace.
+struct Traced {
+    correlation_id: String,
+    hop: Hop,
+}
+
+impl Traced {
+    /// The span of handling `event`, child of the event's `traceparent`.
+    fn event(event: &CloudEvent) -> (Self, tracing::Span) {
+        let correlation_id = event.correlationid.clone().unwrap_or_else(|| event.id.clone());
+        let span = tracing::info_span!("intake.event", event_id = %event.id, event_type = %event.ty, %correlation_id);
+        let hop = trace::hop(&span, event.traceparent.as_deref());
+        (Traced { correlation_id, hop }, span)
+    }
 }
 
 /// A user's preferences as intake uses them, or why there are none to use.
@@ -440,8 +459,9 @@ impl Intake {
                     match self.config.intake.unknown_types {
                         UnknownTypes::DeadLetter => self.dead_letter(read, reason, now, &mut pending).await,
                         UnknownTypes::Suppress => {
+                            let (traced, span) = Traced::event(event);
                             let status = event_status(event, user, Channel::Email, &event.ty, reason, now);
-                            self.status(&status, &mut pending).await
+                            self.status(status, &traced, &mut pending).instrument(span).await
                         }
                     }
                 }
@@ -451,7 +471,10 @@ impl Intake {
                         .cloned()
                         .unwrap_or_else(|| Arc::new(Err(format!("no preferences for user {user}"))));
                     let route_cfg = &events[&event.ty];
-                    self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &mut pending).await
+                    let (traced, span) = Traced::event(event);
+                    self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &traced, &mut pending)
+                        .instrument(span)
+                        .await
                 }
             };
             match handled {
@@ -479,6 +502,7 @@ impl Intake {
         prefs: &Result<Preferences, String>,
         holds: &mut HashMap<String, DateTime<Utc>>,
         now: DateTime<Utc>,
+        traced: &Traced,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         let template = route_cfg.template.as_deref().unwrap_or(&event.ty);
@@ -486,15 +510,14 @@ impl Intake {
             Ok(p) => p,
             Err(reason) => {
                 let status = event_status(event, user_id, route_cfg.channels[0], template, reason.clone(), now);
-                return self.status(&status, pending).await;
+                return self.status(status, traced, pending).await;
             }
         };
-        let correlation_id = event.correlationid.clone().unwrap_or_else(|| event.id.clone());
         let outcomes = route(event, user_id, route_cfg, prefs, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
             let status = event_status(event, user_id, route_cfg.channels[0], template, reason, now);
-            self.status(&status, pending).await?;
+            self.status(status, traced, pending).await?;
         }
         for outcome in outcomes {
             match outcome {
@@ -504,13 +527,11 @@ impl Intake {
                         && holds.contains_key(&lane(user_id, n.channel)) =>
                 {
                     // Behind a deferred message of the same user and channel.
-                    self.defer(n, now, holds, &correlation_id, event, now, pending).await?
+                    self.defer(n, now, holds, traced, now, pending).await?
                 }
                 Outcome::Publish(n) => {
-                    let mut pairs = vec![(h::CORRELATION_ID, correlation_id.as_str())];
-                    if let Some(tp) = &event.traceparent {
-                        pairs.push((h::TRACEPARENT, tp.as_str()));
-                    }
+                    let traceparent = traced.hop.header();
+                    let pairs = [(h::CORRELATION_ID, traced.correlation_id.as_str()), (h::TRACEPARENT, &traceparent)];
                     let topic = n.channel.topic(n.priority);
                     self.write(&topic, &n.user_id, &n, Some(kafka::headers(pairs)), pending).await?;
                     self.published[n.priority as usize].increment(1);
@@ -518,11 +539,11 @@ impl Intake {
                 }
                 Outcome::Defer(n) => {
                     let until = n.not_before.unwrap_or(now);
-                    self.defer(n, until, holds, &correlation_id, event, now, pending).await?
+                    self.defer(n, until, holds, traced, now, pending).await?
                 }
                 Outcome::Suppress(n, reason) => {
                     let status = StatusRecord::of(&n, State::Suppressed, now).with_error(None, reason);
-                    self.status(&status, pending).await?
+                    self.status(status, traced, pending).await?
                 }
             }
         }
@@ -532,14 +553,12 @@ impl Intake {
     /// Holds `n` until `until` (or behind what its lane already holds) and
     /// enqueues its `deferred` status. A member the scheduler could not
     /// publish (too large) is never held.
-    #[allow(clippy::too_many_arguments)]
     async fn defer(
         &self,
         mut n: Notification,
         until: DateTime<Utc>,
         holds: &mut HashMap<String, DateTime<Utc>>,
-        correlation_id: &str,
-        event: &CloudEvent,
+        traced: &Traced,
         now: DateTime<Utc>,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
@@ -548,8 +567,8 @@ impl Intake {
         n.not_before = Some(until);
         let held = Deferred {
             notification: n,
-            correlation_id: correlation_id.to_string(),
-            traceparent: event.traceparent.clone(),
+            correlation_id: traced.correlation_id.clone(),
+            traceparent: Some(traced.hop.header()),
         };
         let member = serde_json::to_string(&held).expect("records serialize to JSON");
         let max = kafka::max_message_bytes(&self.config.kafka);
@@ -561,12 +580,13 @@ impl Intake {
         holds.insert(l, released);
         let mut status = StatusRecord::of(&held.notification, State::Deferred, now);
         status.not_before = Some(released);
-        self.status(&status, pending).await
+        self.status(status, traced, pending).await
     }
 
-    async fn status(&self, status: &StatusRecord, pending: &mut Pending) -> Result<(), IntakeError> {
-        self.write(STATUS_TOPIC, &status.user_id, status, None, pending).await?;
-        self.outcomes.count(status);
+    async fn status(&self, status: StatusRecord, traced: &Traced, pending: &mut Pending) -> Result<(), IntakeError> {
+        let status = status.traced(&traced.correlation_id, &traced.hop);
+        self.write(STATUS_TOPIC, &status.user_id, &status, None, pending).await?;
+        self.outcomes.count(&status);
         Ok(())
     }
 
@@ -638,6 +658,8 @@ fn event_status(
         fallback_notification_id: None,
         created_at: Some(now),
         at: now,
+        correlation_id: None,
+        trace_id: None,
     }
     .with_error(None, reason)
 }

@@ -241,6 +241,8 @@ fn dev_config(
 
 /// Points `config` at the embedded cluster and Redis, with the short waits `dev` wants.
 fn point_at(config: &mut Config, bootstrap: &str, redis_url: Option<String>) {
+    // No endpoints: the fleet shows itself on the terminal, and several may run on one machine.
+    config.metrics.listen = None;
     config.kafka.bootstrap_servers = bootstrap.to_string();
     config.kafka.options.clear();
     if let Some(url) = redis_url {

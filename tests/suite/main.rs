@@ -21,4 +21,5 @@ mod secrets;
 mod smtp_provider;
 mod store;
 mod topics;
+mod traces;
 mod worker_crash;

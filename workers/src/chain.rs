@@ -36,6 +36,7 @@ use tidings_core::Clock;
 use tidings_providers::{ErrorKind, Outgoing, Provider, ProviderError, Receipt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub struct Chain {
     links: Vec<Link>,
@@ -305,7 +306,8 @@ impl Chain {
     /// One call, with its latency and outcome measured and told to the breaker.
     async fn call(&self, link: &Link, message: &Outgoing) -> Result<Receipt, ProviderError> {
         let started = Instant::now();
-        let result = link.provider.send(message).await;
+        let span = tracing::info_span!("provider.call", provider = link.provider.name());
+        let result = link.provider.send(message).instrument(span).await;
         let elapsed = started.elapsed();
         // A permanent error is the message's fault, an endpoint's error the recipient's:
         // neither is the provider's.

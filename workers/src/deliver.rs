@@ -50,6 +50,7 @@ use tidings_core::persist::until_ok;
 use tidings_core::status::{cut_reason, ErrorClass};
 use tidings_core::store::{Claim, SharedStore};
 use tidings_core::telemetry::Outcomes;
+use tidings_core::trace::{self, Hop};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
 use tidings_providers::{rules, Content, Outgoing};
 use tokio::sync::mpsc;
@@ -67,6 +68,36 @@ pub struct Input {
     /// Its headers: `correlation_id` and `traceparent` are passed on to a
     /// fallback notification, and every one to a dead letter.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// This delivery's hop of the notification's trace.
+    pub trace: Hop,
+}
+
+impl Input {
+    /// The value of header `name`, if it is there and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The span of delivering this record, child of its `traceparent`;
+    /// sets [`Input::trace`] to it.
+    pub fn span(&mut self, channel: Channel) -> tracing::Span {
+        let span = tracing::info_span!(
+            "worker.deliver",
+            %channel,
+            offset = self.offset,
+            notification_id = tracing::field::Empty,
+            correlation_id = self.header(headers::CORRELATION_ID).unwrap_or_default(),
+        );
+        self.trace = trace::hop(&span, self.header(headers::TRACEPARENT));
+        span
+    }
+
+    /// Stamps `status` with the record's correlation id and this delivery's trace.
+    fn stamp(&self, mut status: StatusRecord) -> StatusRecord {
+        status.correlation_id = self.header(headers::CORRELATION_ID).map(str::to_string);
+        status.trace_id = Some(self.trace.trace_id());
+        status
+    }
 }
 
 /// What the dedupe record holds once a notification has an outcome.
@@ -210,7 +241,6 @@ impl Deliverer {
     /// Handles one record as delivery `owner`; returns once its outcome is
     /// durable, or once `revoked` fired (the partition moved: its new owner
     /// delivers the record).
-    #[tracing::instrument(skip_all, fields(channel = %self.channel, offset = input.offset, notification_id))]
     pub async fn process(&self, input: &Input, owner: &str, revoked: &CancellationToken) {
         let n = match self.read(input) {
             Ok(n) => n,
@@ -528,11 +558,11 @@ impl Deliverer {
         };
         let topic = channel.topic(Priority::Critical);
         until_ok("publish the fallback", || async {
-            let passed_on = input
-                .headers
-                .iter()
-                .filter(|(k, _)| k == headers::CORRELATION_ID || k == headers::TRACEPARENT)
-                .map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap_or_default()));
+            let traceparent = input.trace.header();
+            let mut passed_on = vec![(headers::TRACEPARENT, traceparent.as_str())];
+            if let Some(correlation_id) = input.header(headers::CORRELATION_ID) {
+                passed_on.push((headers::CORRELATION_ID, correlation_id));
+            }
             let passed_on = tidings_core::kafka::headers(passed_on);
             delivered(enqueue_json(&self.producer, &topic, &next.user_id, &next, Some(passed_on)).await?).await
         })
@@ -547,6 +577,7 @@ impl Deliverer {
         // The status is serialized once, for the dedupe record (a `DedupeRecord`, written
         // as text around it) and for `tidings.status` alike.
         let Ended { status, letter } = ended;
+        let status = input.stamp(status);
         let json = serde_json::to_string(&status).expect("records serialize to JSON");
         let letter_json = letter.as_ref().map(|l| serde_json::to_string(l).expect("letters serialize to JSON"));
         let tails = (dedupe_tail(owner, false), dedupe_tail(owner, true));
@@ -587,7 +618,7 @@ impl Deliverer {
                 until_ok("mark published", || self.store.swap(&n.notification_id, raw, Some(&json), ttl)).await;
             }
         }
-        let status = self.status(n, State::Duplicate);
+        let status = input.stamp(self.status(n, State::Duplicate));
         until_ok("write status", || self.publish(&status)).await;
         self.outcomes.count(&status);
     }

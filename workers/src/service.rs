@@ -47,12 +47,14 @@ use tidings_core::kafka;
 use tidings_core::progress::Progress;
 use tidings_core::store::SharedStore;
 use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
+use tidings_core::trace::Hop;
 use tidings_core::{Channel, Clock, Config, Priority};
 use tidings_providers::Provider;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -348,6 +350,7 @@ async fn consume(
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
                         headers: kafka::header_pairs(&m),
+                        trace: Hop::root(),
                     };
                     let generation = turns.offsets.begin(input.partition, input.offset);
                     let lane = turns.lanes.lane(input.key.as_deref().unwrap_or_default());
@@ -355,12 +358,15 @@ async fn consume(
                     let revoked = turns.revoked.entry(input.partition).or_default().clone();
                     let (deliverer, done_tx, slots) = (deliverer.clone(), done_tx.clone(), slots.clone());
                     tasks.spawn(async move {
+                        let mut input = input;
+                        let span = input.span(deliverer.channel);
                         turn.wait().await;
                         let owner = deliverer.next_owner();
                         {
                             let _slot = slots.acquire_owned().await.expect("the slots are never closed");
                             // Boxed: the task itself stays small, so spawning it copies little.
-                            let delivery = AssertUnwindSafe(Box::pin(deliverer.process(&input, &owner, &revoked)));
+                            let delivery = deliverer.process(&input, &owner, &revoked).instrument(span);
+                            let delivery = AssertUnwindSafe(Box::pin(delivery));
                             if let Err(panic) = delivery.catch_unwind().await {
                                 deliverer.panicked(&input, &owner, &panic_text(panic.as_ref())).await;
                             }

@@ -81,6 +81,8 @@ impl Infra {
         let mut config = Config::from_toml(&text).unwrap();
         config.kafka.bootstrap_servers = self.kafka.bootstrap_servers().to_string();
         config.redis.url = self.redis.url();
+        // Fleets of concurrent tests share the process: none serves endpoints (`metrics` starts processes that do).
+        config.metrics.listen = None;
         config.worker.drain_timeout = Duration::from_secs(5);
         config.worker.claim_lease = Duration::from_secs(3);
         config.worker.retry.initial_backoff = Duration::from_millis(20);
