@@ -254,7 +254,7 @@ mod tests {
         ] {
             kafka.options.insert(k.into(), v.into());
         }
-        producer(&kafka).expect("a SASL_SSL producer");
-        consumer(&kafka, "g").expect("a SASL_SSL consumer");
+        let _producer = producer(&kafka).expect("a SASL_SSL producer");
+        let _consumer = consumer(&kafka, "g").expect("a SASL_SSL consumer");
     }
 }

@@ -705,6 +705,8 @@ mod tests {
             fallback_notification_id: None,
             created_at: Some(Utc::now()),
             at: Utc::now(),
+            correlation_id: Some("corr-1".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         };
         let json = serde_json::to_string(&status).unwrap();
         let now = Utc::now();
