@@ -1,10 +1,11 @@
 //! A breaker opened by one worker reaches the other workers of the fleet
-//! through Redis, and they stop calling the provider too.
+//! through Redis (one server, or a Redis Cluster), and they stop calling the
+//! provider too.
 
 use crate::harness;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings::embedded::RedisServer;
+use tidings::embedded::{RedisCluster, RedisServer};
 use tidings_core::config::{Ambiguity, BreakerConfig, RetryConfig, TwilioConfig};
 use tidings_core::store::{RedisStore, SharedStore};
 use tidings_providers::twilio::Twilio;
@@ -45,10 +46,21 @@ fn sms() -> Outgoing {
 #[tokio::test]
 async fn one_workers_open_breaker_stops_the_others() {
     let redis = RedisServer::start().unwrap();
-    let store: SharedStore = Arc::new(RedisStore::connect(&redis.url(), "t").await.unwrap());
+    one_open_breaker_stops_the_others(&redis.url()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_one_workers_open_breaker_stops_the_others() {
+    let cluster = RedisCluster::start().unwrap();
+    one_open_breaker_stops_the_others(&cluster.url()).await;
+}
+
+/// Two workers, each with its own connection to the Redis at `url`.
+async fn one_open_breaker_stops_the_others(url: &str) {
+    let store = || async { Arc::new(RedisStore::connect(url, "t").await.unwrap()) as SharedStore };
     let twilio = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).mount(&twilio).await;
-    let (first, second) = (chain(&twilio.uri(), store.clone()), chain(&twilio.uri(), store.clone()));
+    let (first, second) = (chain(&twilio.uri(), store().await), chain(&twilio.uri(), store().await));
 
     // The first worker sees the provider fail and opens its breaker.
     for _ in 0..3 {
