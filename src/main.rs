@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tidings::cli::{Cli, Command};
 use tidings::commands;
 use tidings::fleet::{self, Roles};
+use tidings::traces;
 use tidings_core::{Clock, Config};
 
 #[tokio::main]
@@ -106,10 +107,19 @@ fn init_tracing(
     let filter = EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
-    let (otel, export) = match config {
-        Some(config) => tidings::traces::layer(&config.traces, service)?.unzip(),
-        None => (None, None),
-    };
-    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
-    Ok(export)
+    // Two shapes, not an `Option` layer: an absent layer would still make
+    // every span callsite interesting, and a span a message be built in vain.
+    match config.map(|c| tidings::traces::layer(&c.traces, service)).transpose()?.flatten() {
+        Some((otel, export)) => {
+            tracing_subscriber::registry()
+                .with(fmt.with_filter(filter))
+                .with(otel.with_filter(traces::wanted()))
+                .init();
+            Ok(Some(export))
+        }
+        None => {
+            tracing_subscriber::registry().with(fmt.with_filter(filter)).init();
+            Ok(None)
+        }
+    }
 }

@@ -39,6 +39,18 @@ where
     Ok(Some((layer, Export(provider))))
 }
 
+/// What is exported, whatever `TIDINGS_LOG` lets the log show: the spans of
+/// a notification's hops, and warnings and errors (as events on them).
+pub fn wanted() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        if meta.is_span() {
+            *meta.level() <= tracing::Level::INFO
+        } else {
+            *meta.level() <= tracing::Level::WARN
+        }
+    })
+}
+
 impl Export {
     /// Exports what is still buffered, then stops.
     pub async fn shutdown(self) {

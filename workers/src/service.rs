@@ -359,8 +359,9 @@ async fn consume(
                     let (deliverer, done_tx, slots) = (deliverer.clone(), done_tx.clone(), slots.clone());
                     tasks.spawn(async move {
                         let mut input = input;
-                        let span = input.span(deliverer.channel);
                         turn.wait().await;
+                        // Made once its turn came: a record waiting for its user's earlier one holds no span.
+                        let span = input.span(deliverer.channel);
                         let owner = deliverer.next_owner();
                         {
                             let _slot = slots.acquire_owned().await.expect("the slots are never closed");
