@@ -221,7 +221,8 @@ pub fn export_lag(role: &'static str, statistics: &Statistics) {
     }
 }
 
-/// `tidings_kafka_errors_total{role}`: a client error or a failed write.
+/// `tidings_kafka_errors_total{role}`: a client error a role's consumer saw
+/// (a broker down, authentication refused).
 pub fn kafka_error(role: &'static str) {
     metrics::counter!("tidings_kafka_errors_total", "role" => role).increment(1);
 }

@@ -127,8 +127,6 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
     let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
     config.kafka.bootstrap_servers = kafka.bootstrap_servers().to_string();
     config.redis.url = redis.url();
-    // Its workers serve no endpoints: two share the process, and the benchmark reads their counters.
-    config.metrics.listen = None;
     for topic in super::topics::topics(&config) {
         kafka.create_topic(&topic, args.partitions).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
     }

@@ -29,6 +29,10 @@ impl RedisServer {
 
     fn start_with(args: Vec<String>) -> io::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::start_on(port, args)
+    }
+
+    fn start_on(port: u16, args: Vec<String>) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("tidings-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut server = RedisServer { port, dir, child: None, args };
@@ -70,6 +74,11 @@ impl RedisServer {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
+            // A server that could not bind its port (taken meanwhile) has exited.
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(io::Error::other(format!("redis-server on port {} exited: {status}", self.port)));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, "redis-server did not start within 10 s"))
@@ -92,12 +101,7 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> io::Result<Self> {
-        let node = || {
-            let args =
-                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"];
-            RedisServer::start_with(args.iter().map(|a| a.to_string()).collect())
-        };
-        let nodes = vec![node()?, node()?, node()?];
+        let nodes = vec![Self::node()?, Self::node()?, Self::node()?];
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
@@ -111,6 +115,23 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes };
         cluster.wait_until_ok()?;
         Ok(cluster)
+    }
+
+    /// A cluster node on a free port whose bus port (the port + 10,000) is
+    /// free too; another pair is tried when either is taken before the
+    /// server binds it.
+    fn node() -> io::Result<RedisServer> {
+        let args =
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"];
+        let mut last = None;
+        for _ in 0..20 {
+            let Some(port) = free_pair() else { continue };
+            match RedisServer::start_on(port, args.iter().map(|a| a.to_string()).collect()) {
+                Ok(node) => return Ok(node),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("no free pair of ports for a cluster node")))
     }
 
     /// Every node's URL, comma-separated: what `redis.url` names a cluster with.
@@ -140,4 +161,12 @@ impl RedisCluster {
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, "the Redis Cluster did not reach cluster_state:ok within 20 s"))
     }
+}
+
+/// A port below 55,536 that is free, and whose cluster bus port (+10,000) is free too.
+fn free_pair() -> Option<u16> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let bus = port.checked_add(10_000).filter(|b| *b < 65_535)?;
+    std::net::TcpListener::bind(("127.0.0.1", bus)).ok()?;
+    Some(port)
 }
