@@ -91,12 +91,17 @@ impl Health {
 
     /// Alive unless a loop has not turned for `stale`: the loops that have not.
     pub fn live(&self, stale: Duration) -> Result<(), Vec<String>> {
-        let now = self.started.elapsed().as_millis() as u64;
-        let stale = stale.as_millis() as u64;
+        self.live_at(self.started.elapsed(), stale)
+    }
+
+    /// [`Health::live`] as it is `now` after the process started.
+    fn live_at(&self, now: Duration, stale: Duration) -> Result<(), Vec<String>> {
+        let (now, stale) = (now.as_millis() as u64, stale.as_millis() as u64);
         let stuck: Vec<String> = lock(&self.loops)
             .iter()
-            .filter(|(_, last)| now.saturating_sub(last.load(Ordering::Relaxed)) > stale)
-            .map(|(name, last)| format!("{name}: no turn for {} s", (now - last.load(Ordering::Relaxed)) / 1000))
+            .map(|(name, last)| (name, now.saturating_sub(last.load(Ordering::Relaxed))))
+            .filter(|(_, idle)| *idle > stale)
+            .map(|(name, idle)| format!("{name}: no turn for {} s", idle / 1000))
             .collect();
         if stuck.is_empty() {
             Ok(())
@@ -248,9 +253,14 @@ mod tests {
         let health = Health::shared();
         let beat = health.beat("worker-email-bulk");
         assert_eq!(health.live(Duration::from_secs(60)), Ok(()));
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(health.live(Duration::from_millis(200)).is_err_and(|e| e[0].starts_with("worker-email-bulk")));
+        // Seen from 90 s on, the loop's last turn is over a minute old.
+        let later = health.started.elapsed() + Duration::from_secs(90);
+        let stuck = health.live_at(later, Duration::from_secs(60)).unwrap_err();
+        assert!(stuck[0].starts_with("worker-email-bulk: no turn for 9"), "{stuck:?}");
+        // A turn taken then makes it live again.
+        beat.last.store(later.as_millis() as u64, Ordering::Relaxed);
+        assert_eq!(health.live_at(later, Duration::from_secs(60)), Ok(()));
         beat.beat();
-        assert_eq!(health.live(Duration::from_millis(200)), Ok(()));
+        assert_eq!(health.live(Duration::from_secs(60)), Ok(()));
     }
 }

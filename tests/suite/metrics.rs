@@ -3,7 +3,7 @@
 //! their provider is down.
 
 use crate::harness::{self, fakes, order_event, Infra, StatusWatch};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tidings_core::config::BreakerConfig;
 use tidings_core::telemetry::Health;
 use tidings_core::Channel;
@@ -102,22 +102,29 @@ async fn metrics_move_and_probes_follow_redis_and_the_provider() {
     // 300 events through a provider that takes 100 ms, 8 at a time.
     let events: String = (0..300).map(|seq| order_event(seq, &format!("u-{}", seq % 50)) + "\n").collect();
     tidings::commands::dev::feed(&config, &events).await.unwrap();
-    let (mut lag_seen, mut in_flight_seen, mut sent_before) = (false, false, None);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let body = get(&format!("{worker}/metrics")).await.expect("the worker serves metrics").1;
-        let sent = sample(&body, "tidings_notifications_total", &["channel=\"email\"", "state=\"sent\""]);
-        sent_before.get_or_insert(sent.unwrap_or(0.0));
-        lag_seen |= sample(&body, "tidings_consumer_lag", &["tidings.email.normal"]).is_some_and(|v| v > 0.0);
-        in_flight_seen |= sample(&body, "tidings_worker_in_flight", &["channel=\"email\""]).is_some_and(|v| v > 0.0);
-        let ended = watch.records().iter().filter(|r| r.state.is_terminal()).count();
-        if ended >= 300 && lag_seen && in_flight_seen {
-            assert!(sent.unwrap_or(0.0) > sent_before.unwrap(), "`sent` outcomes moved: {body}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "lag seen: {lag_seen}, in flight seen: {in_flight_seen}, {ended} ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Scraped until every notification ended, having seen lag and deliveries in flight on the way.
+    let seen = std::sync::Mutex::new((false, false, None::<f64>, 0.0));
+    harness::eventually(
+        "lag, in-flight and every outcome seen",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || async {
+            let body = get(&format!("{worker}/metrics")).await.expect("the worker serves metrics").1;
+            let sent =
+                sample(&body, "tidings_notifications_total", &["channel=\"email\"", "state=\"sent\""]).unwrap_or(0.0);
+            let mut seen = seen.lock().unwrap();
+            let (lag, in_flight, first_sent, last_sent) = &mut *seen;
+            first_sent.get_or_insert(sent);
+            *last_sent = sent;
+            *lag |= sample(&body, "tidings_consumer_lag", &["tidings.email.normal"]).is_some_and(|v| v > 0.0);
+            *in_flight |= sample(&body, "tidings_worker_in_flight", &["channel=\"email\""]).is_some_and(|v| v > 0.0);
+            let ended = watch.records().iter().filter(|r| r.state.is_terminal()).count();
+            ended >= 300 && *lag && *in_flight
+        },
+    )
+    .await;
+    let (_, _, first_sent, last_sent) = seen.into_inner().unwrap();
+    assert!(last_sent > first_sent.unwrap(), "`sent` outcomes moved while scraped");
     let body = get(&format!("{worker}/metrics")).await.unwrap().1;
     assert_eq!(sample(&body, "tidings_notifications_total", &["state=\"sent\""]), Some(300.0), "{body}");
     assert!(sample(&body, "tidings_records_in_total", &["role=\"worker\""]).is_some_and(|v| v >= 300.0), "{body}");

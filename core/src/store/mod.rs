@@ -252,33 +252,31 @@ impl Keys {
     pub fn dedupe(&self, id: &str) -> String {
         format!("{}:dedupe:{id}", self.prefix)
     }
-    pub fn deferred(&self) -> String {
+    /// `<prefix>:<name>`, or on a cluster `{<prefix>:<name>}`: a hash tag
+    /// the keys that start with it share.
+    fn tagged(&self, name: &str) -> String {
         if self.cluster {
-            format!("{{{}:deferred}}", self.prefix)
+            format!("{{{}:{name}}}", self.prefix)
         } else {
-            format!("{}:deferred", self.prefix)
+            format!("{}:{name}", self.prefix)
         }
+    }
+    pub fn deferred(&self) -> String {
+        self.tagged("deferred")
     }
     pub fn deferred_claimed(&self) -> String {
-        if self.cluster {
-            format!("{{{}:deferred}}:claimed", self.prefix)
-        } else {
-            format!("{}:deferred:claimed", self.prefix)
-        }
+        self.tagged("deferred") + ":claimed"
     }
     pub fn lanes(&self) -> String {
+        // One Redis keeps the name the lanes always had.
         if self.cluster {
-            format!("{{{}:deferred}}:lanes", self.prefix)
+            self.tagged("deferred") + ":lanes"
         } else {
             format!("{}:lanes", self.prefix)
         }
     }
     pub fn rate(&self, provider: &str) -> String {
-        if self.cluster {
-            format!("{{{}:rate:{provider}}}", self.prefix)
-        } else {
-            format!("{}:rate:{provider}", self.prefix)
-        }
+        self.tagged(&format!("rate:{provider}"))
     }
     pub fn slowed(&self, provider: &str) -> String {
         format!("{}:slowed", self.rate(provider))
