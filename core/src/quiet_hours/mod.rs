@@ -12,30 +12,44 @@ use chrono_tz::Tz;
 
 /// If `now` falls inside a quiet window, the instant the window (and any window
 /// chained right after it) ends.
+///
+/// Windows chain only when they meet on the wall clock (a weekly window that
+/// starts as the day before's ends). When a DST gap swallows the open time
+/// between two windows, both resolve to the transition instant; the deferral
+/// then ends there rather than a day later.
 pub fn quiet_until(quiet: &QuietHours, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let mut until: Option<DateTime<Utc>> = None;
-    // A window that starts when another ends keeps the user quiet: follow the chain.
+    let mut until: Option<(NaiveDateTime, DateTime<Utc>)> = None;
     for _ in 0..8 {
-        let at = until.unwrap_or(now);
+        let at = until.map_or(now, |(_, end)| end);
         match window_containing(quiet, tz, at) {
-            Some(end) if until.is_none_or(|u| end > u) => until = Some(end),
+            Some(next) if until.is_none_or(|(local_end, end)| next.end > end && next.local_start <= local_end) => {
+                until = Some((next.local_end, next.end))
+            }
             _ => break,
         }
     }
-    until
+    until.map(|(_, end)| end)
 }
 
-fn window_containing(quiet: &QuietHours, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+/// A window as it was written (local times) and when it ends (an instant).
+struct Span {
+    local_start: NaiveDateTime,
+    local_end: NaiveDateTime,
+    end: DateTime<Utc>,
+}
+
+fn window_containing(quiet: &QuietHours, tz: Tz, at: DateTime<Utc>) -> Option<Span> {
     let today = at.with_timezone(&tz).date_naive();
     // A window that started yesterday may still be running after midnight.
     [today.pred_opt()?, today]
         .into_iter()
         .filter_map(|day| {
             let w = window_for(quiet, day)?;
-            let (start, end) = bounds(w, day, tz)?;
-            (start <= at && at < end).then_some(end)
+            let (local_start, local_end) = local_bounds(w, day)?;
+            let (start, end) = (resolve(tz, local_start)?, resolve(tz, local_end)?);
+            (start <= at && at < end).then_some(Span { local_start, local_end, end })
         })
-        .max()
+        .max_by_key(|span| span.end)
 }
 
 fn window_for(quiet: &QuietHours, day: NaiveDate) -> Option<Window> {
@@ -48,15 +62,13 @@ fn window_for(quiet: &QuietHours, day: NaiveDate) -> Option<Window> {
     }
 }
 
-/// The window that starts on local `day`, as instants; `None` for an empty window.
-fn bounds(w: Window, day: NaiveDate, tz: Tz) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+/// The window that starts on local `day`, as local times; `None` for an empty window.
+fn local_bounds(w: Window, day: NaiveDate) -> Option<(NaiveDateTime, NaiveDateTime)> {
     if w.start == w.end {
         return None;
     }
     let end_day = if w.end < w.start { day.succ_opt()? } else { day };
-    let start = resolve(tz, day.and_time(w.start))?;
-    let end = resolve(tz, end_day.and_time(w.end))?;
-    Some((start, end))
+    Some((day.and_time(w.start), end_day.and_time(w.end)))
 }
 
 /// A local wall-clock time as an instant in `tz`.
