@@ -42,6 +42,9 @@ pub enum Command {
     /// Create Tidings' topics on the cluster.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Manage the suppression list: addresses and numbers that get nothing more.
+    #[command(subcommand)]
+    Suppressions(SuppressionsCommand),
     /// Read and write user preferences.
     #[command(subcommand)]
     Prefs(PrefsCommand),
@@ -235,6 +238,27 @@ pub enum PrefsCommand {
     /// Print the key the user's webhook endpoint verifies signatures with
     /// (and, during a rotation, its previous one): what to hand to its owner.
     WebhookSecret { user_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionsCommand {
+    /// Print every entry: address, channel, cause, source, time, reason.
+    List {
+        /// One JSON object a line instead of tab-separated columns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an email address or phone number (E.164) on the list.
+    Add {
+        address: String,
+        /// Why, for whoever reads the list later.
+        #[arg(long, default_value = "added by an operator")]
+        reason: String,
+    },
+    /// Take an address off the list: messages to it are sent again.
+    Remove { address: String },
+    /// Say whether an address is listed and why; exits 0 when listed, 1 when not (as grep).
+    Check { address: String },
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,7 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
         Command::Dlq(c) => commands::dlq::run(c, load()?).await,
         Command::Topics(c) => commands::topics::run(c, load()?).await,
         Command::Prefs(c) => commands::prefs::run(c, load()?).await,
+        Command::Suppressions(c) => commands::suppressions::run(c, load()?).await,
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`progress`]: counters of durable work, for progress and idleness in `tidings dev`.
 //! - [`kafka`]: librdkafka client settings and the producer helpers every role shares.
 //! - [`store`]: the Redis state (preferences, dedupe records, deferred messages).
+//! - [`suppression`]: addresses and numbers that get nothing more, and why.
 //! - [`telemetry`]: health and readiness, and the metrics every role shares.
 //! - [`trace`]: W3C trace context from event to provider answer, across Kafka.
 //! - [`testing`] (feature `testing`): strategies for property tests.
@@ -35,6 +36,7 @@ pub mod quiet_hours;
 pub mod redact;
 pub mod status;
 pub mod store;
+pub mod suppression;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

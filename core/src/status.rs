@@ -19,10 +19,19 @@ pub enum State {
     /// no answer came. Under `at_most_once` this ends the notification, with
     /// the reason, instead of risking a second copy.
     Unconfirmed,
+    /// Feedback after `sent`, from the provider's callback: it reached the
+    /// handset or the receiving mail server.
+    Delivered,
+    /// Feedback: the mail server refused it (hard or soft; `error` says which).
+    Bounced,
+    /// Feedback: the recipient marked it as spam.
+    Complained,
+    /// Feedback: the SMS could not be delivered (failed, expired, rejected).
+    Undelivered,
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 11] = [
         State::Sent,
         State::Suppressed,
         State::Deferred,
@@ -30,11 +39,22 @@ impl State {
         State::DeadLettered,
         State::Duplicate,
         State::Unconfirmed,
+        State::Delivered,
+        State::Bounced,
+        State::Complained,
+        State::Undelivered,
     ];
 
-    /// Terminal states end a notification; there is exactly one per notification.
+    /// Terminal states end a notification; there is exactly one per
+    /// notification. Feedback comes after its `sent` and ends nothing.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, State::Deferred | State::Duplicate)
+        !matches!(self, State::Deferred | State::Duplicate) && !self.is_feedback()
+    }
+
+    /// What a provider said later, through the callbacks role: one record
+    /// per notification and state, after the notification's `sent`.
+    pub fn is_feedback(self) -> bool {
+        matches!(self, State::Delivered | State::Bounced | State::Complained | State::Undelivered)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +66,10 @@ impl State {
             State::DeadLettered => "dead_lettered",
             State::Duplicate => "duplicate",
             State::Unconfirmed => "unconfirmed",
+            State::Delivered => "delivered",
+            State::Bounced => "bounced",
+            State::Complained => "complained",
+            State::Undelivered => "undelivered",
         }
     }
 }
@@ -103,6 +127,8 @@ pub enum Reason {
     NoPreferences,
     /// The event's type has no route (`intake.unknown_types = "suppress"`).
     UnknownType,
+    /// The address is on the suppression list.
+    SuppressionList,
     Permanent,
     Exhausted,
     Poison,
@@ -111,12 +137,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::None,
         Reason::Preferences,
         Reason::NoAddress,
         Reason::NoPreferences,
         Reason::UnknownType,
+        Reason::SuppressionList,
         Reason::Permanent,
         Reason::Exhausted,
         Reason::Poison,
@@ -131,6 +158,7 @@ impl Reason {
             Reason::NoAddress => "no_address",
             Reason::NoPreferences => "no_preferences",
             Reason::UnknownType => "unknown_type",
+            Reason::SuppressionList => "suppression_list",
             Reason::Permanent => "permanent",
             Reason::Exhausted => "exhausted",
             Reason::Poison => "poison",
@@ -236,6 +264,8 @@ impl StatusRecord {
                     Reason::NoPreferences
                 } else if said.starts_with("unknown event type") {
                     Reason::UnknownType
+                } else if said.starts_with(crate::suppression::SUPPRESSED_PREFIX) {
+                    Reason::SuppressionList
                 } else {
                     Reason::Other
                 }

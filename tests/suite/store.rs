@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
 use tidings::embedded::{RedisCluster, RedisServer};
-use tidings_core::store::{lane, Claim, MemoryStore, RedisStore, Store, CLAIM_MARK};
+use tidings_core::store::{lane, Claim, Claimed, MemoryStore, RedisStore, Store, CLAIM_MARK};
+use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::Channel;
 
 async fn with_each(check: impl AsyncFn(&dyn Store)) {
@@ -79,7 +80,8 @@ async fn concurrent_claims_and_swaps_each_get_their_own_answer() {
             let answer = if user.is_empty() {
                 (store.claim(&id, &owner, lease).await.unwrap(), None)
             } else {
-                store.claim_with_prefs(&id, &owner, lease, user).await.unwrap()
+                let c = store.claim_for_delivery(&id, &owner, lease, user, None).await.unwrap();
+                (c.claim, c.prefs)
             };
             (i, answer)
         });
@@ -199,18 +201,103 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
     .await;
 }
 
-/// A claim had reads the user's preferences with it; one not had reads nothing.
+/// A claim had reads the user's preferences and the address's list entry
+/// with it; one not had reads nothing.
 #[tokio::test]
-async fn a_claim_brings_the_users_preferences_along() {
+async fn a_claim_brings_the_users_preferences_and_the_list_entry_along() {
     with_each(async |store: &dyn Store| {
         let lease = Duration::from_secs(30);
         store.set_prefs("u-1", r#"{"user_id":"u-1"}"#).await.unwrap();
-        let (claim, prefs) = store.claim_with_prefs("n1", "w1", lease, "u-1").await.unwrap();
-        assert_eq!((claim, prefs.as_deref()), (Claim::Acquired, Some(r#"{"user_id":"u-1"}"#)));
-        assert_eq!(store.claim_with_prefs("n1", "w2", lease, "u-1").await.unwrap(), (Claim::Held, None));
-        assert_eq!(store.claim_with_prefs("n2", "w1", lease, "u-2").await.unwrap(), (Claim::Acquired, None));
+        let listed = entry("ana@example.com", Cause::HardBounce);
+        store.suppress(&listed).await.unwrap();
+        let ana = Some("ana@example.com");
+        let c = store.claim_for_delivery("n1", "w1", lease, "u-1", ana).await.unwrap();
+        assert_eq!(
+            c,
+            Claimed {
+                claim: Claim::Acquired,
+                prefs: Some(r#"{"user_id":"u-1"}"#.into()),
+                suppressed: Some(listed.clone())
+            }
+        );
+        let nothing = |claim| Claimed { claim, prefs: None, suppressed: None };
+        assert_eq!(store.claim_for_delivery("n1", "w2", lease, "u-1", ana).await.unwrap(), nothing(Claim::Held));
+        assert_eq!(
+            store.claim_for_delivery("n2", "w1", lease, "u-2", Some("bo@example.com")).await.unwrap(),
+            nothing(Claim::Acquired)
+        );
         assert!(store.finish("n1", "w1", "{}", lease).await.unwrap());
-        assert_eq!(store.claim_with_prefs("n1", "w2", lease, "u-1").await.unwrap(), (Claim::Done("{}".into()), None));
+        assert_eq!(
+            store.claim_for_delivery("n1", "w2", lease, "u-1", ana).await.unwrap(),
+            nothing(Claim::Done("{}".into()))
+        );
+    })
+    .await;
+}
+
+fn entry(address: &str, cause: Cause) -> Suppression {
+    let (channel, address) = tidings_core::suppression::normalize(address).unwrap();
+    Suppression {
+        address,
+        channel,
+        cause,
+        reason: "said so".into(),
+        source: "test".into(),
+        at: at("2026-11-27T10:00:00Z"),
+    }
+}
+
+/// The list keeps one entry an address, the latest; every entry is listed
+/// once across pages; a removed one is gone.
+#[tokio::test]
+async fn the_suppression_list_adds_replaces_pages_and_removes() {
+    with_each(async |store: &dyn Store| {
+        for i in 0..250 {
+            store.suppress(&entry(&format!("user{i}@example.com"), Cause::Complaint)).await.unwrap();
+        }
+        let stop = entry("+33612345678", Cause::Stop);
+        store.suppress(&entry("+33612345678", Cause::HardBounce)).await.unwrap();
+        store.suppress(&stop).await.unwrap();
+        assert_eq!(store.suppression("+33612345678").await.unwrap(), Some(stop), "the latest entry wins");
+        let (mut cursor, mut all, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let (next, page) = store.suppressions(cursor).await.unwrap();
+            all.extend(page.into_iter().map(|e| e.address));
+            pages += 1;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let distinct: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), distinct.len()), (251, 251));
+        assert!(pages > 1, "a list this long comes in pages");
+        assert!(store.unsuppress("user7@example.com").await.unwrap());
+        assert!(!store.unsuppress("user7@example.com").await.unwrap(), "already off");
+        assert_eq!(store.suppression("user7@example.com").await.unwrap(), None);
+    })
+    .await;
+}
+
+/// Soft bounces count within a window that the first one starts; a sighting
+/// is first once while it is remembered; preferences swap only from what they are.
+#[tokio::test]
+async fn soft_bounces_count_in_a_window_and_sightings_are_first_once() {
+    with_each(async |store: &dyn Store| {
+        let window = Duration::from_millis(400);
+        assert_eq!(store.soft_bounce("a@example.com", window).await.unwrap(), 1);
+        assert_eq!(store.soft_bounce("a@example.com", window).await.unwrap(), 2);
+        assert_eq!(store.soft_bounce("b@example.com", window).await.unwrap(), 1);
+        // Each look counts one more, until the window the first started ends.
+        let new_window = || async { store.soft_bounce("a@example.com", window).await.unwrap() == 1 };
+        harness::eventually("a new window", Duration::from_secs(5), Duration::from_millis(100), new_window).await;
+        assert!(store.first_sighting("cb:n1:delivered", Duration::from_secs(60)).await.unwrap());
+        assert!(!store.first_sighting("cb:n1:delivered", Duration::from_secs(60)).await.unwrap());
+        assert!(store.first_sighting("cb:n1:bounced", Duration::from_secs(60)).await.unwrap());
+        store.set_prefs("u-1", "old").await.unwrap();
+        assert!(!store.swap_prefs("u-1", "other", "new").await.unwrap());
+        assert!(store.swap_prefs("u-1", "old", "new").await.unwrap());
+        assert_eq!(store.prefs_many(&["u-1".into()]).await.unwrap(), vec![Some("new".to_string())]);
     })
     .await;
 }

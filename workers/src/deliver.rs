@@ -48,7 +48,8 @@ use tidings_core::kafka::{self, delivered, enqueue_json};
 use tidings_core::notification::{headers, notification_id};
 use tidings_core::persist::until_ok;
 use tidings_core::status::{cut_reason, ErrorClass};
-use tidings_core::store::{Claim, SharedStore};
+use tidings_core::store::{Claim, Claimed, SharedStore};
+use tidings_core::suppression::{address_of, Cause, Suppression};
 use tidings_core::telemetry::Outcomes;
 use tidings_core::trace::{self, Hop};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
@@ -252,10 +253,11 @@ impl Deliverer {
         // once the claim is back, never reached a second time by sending again.
         let mut reached: Option<Ended> = None;
         loop {
-            let (claim, prefs) = tokio::select! {
+            let address = address_of(&n.recipient);
+            let Claimed { claim, prefs, suppressed } = tokio::select! {
                 biased;
                 _ = revoked.cancelled() => return,
-                claimed = until_ok("claim", || self.store.claim_with_prefs(&n.notification_id, owner, lease, &n.user_id)) => claimed,
+                claimed = until_ok("claim", || self.store.claim_for_delivery(&n.notification_id, owner, lease, &n.user_id, address.as_deref())) => claimed,
             };
             // A delivery of it stopped part-way: it may be out already.
             let taken_over = claim == Claim::TakenOver;
@@ -278,7 +280,7 @@ impl Deliverer {
                 None => {
                     let lost = revoked.child_token();
                     let ended = tokio::select! {
-                        ended = self.deliver(input, &n, prefs, &lost) => ended,
+                        ended = self.deliver(input, &n, prefs, suppressed, &lost) => ended,
                         _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
                     };
                     match ended {
@@ -383,12 +385,14 @@ impl Deliverer {
 
     /// Everything between the claim and the outcome; `None` when `stop`
     /// fired before anything went out.
-    /// `prefs` are the user's preferences as read with the claim.
+    /// `prefs` are the user's preferences and `listed` the address's
+    /// suppression-list entry, as read with the claim.
     async fn deliver(
         &self,
         input: &Input,
         n: &Notification,
         prefs: Option<String>,
+        listed: Option<Suppression>,
         stop: &CancellationToken,
     ) -> Option<Ended> {
         let prefs = match prefs.map(|json| Preferences::parse(&json)) {
@@ -398,6 +402,9 @@ impl Deliverer {
         };
         if let Some(reason) = prefs.suppression(n.channel, &n.category) {
             return Some(self.suppressed(n, reason).into());
+        }
+        if let Some(entry) = listed {
+            return Some(self.suppressed(n, entry.why()).into());
         }
         let content = match self.renderer.render(n) {
             Ok(c) => c,
@@ -513,6 +520,9 @@ impl Deliverer {
             return s.with_error(None, why).into();
         }
         let class = if failed.ending == Ending::Exhausted { ErrorClass::Exhausted } else { ErrorClass::Permanent };
+        if failed.error.invalid_recipient {
+            self.list(n, &failed).await;
+        }
         if n.priority == Priority::Critical {
             if let Some(next) = self.fall_back(input, n, prefs).await {
                 tracing::warn!(to = %next.channel, error = %failed.error, "critical notification falls back to another channel");
@@ -535,6 +545,26 @@ impl Deliverer {
         };
         s.state = State::DeadLettered;
         Ended { status: s.with_error(Some(class), failed.error.to_string()), letter: Some(letter) }
+    }
+
+    /// Puts the address a provider refused as invalid on the suppression
+    /// list, so no later message goes to it (an address our own checks
+    /// refused is not listed: no provider has seen it).
+    async fn list(&self, n: &Notification, failed: &Failed) {
+        let (Some(address), Some(provider)) = (address_of(&n.recipient), failed.providers_tried.last()) else {
+            return;
+        };
+        let entry = Suppression {
+            address,
+            channel: n.channel,
+            cause: Cause::HardBounce,
+            reason: failed.error.to_string(),
+            source: provider.clone(),
+            at: self.clock.now(),
+        };
+        until_ok("list a refused address", || self.store.suppress(&entry)).await;
+        metrics::counter!("tidings_suppressions_added_total", "cause" => entry.cause.as_str(), "source" => "send")
+            .increment(1);
     }
 
     /// Hands a critical notification that failed for good on this channel to

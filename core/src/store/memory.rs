@@ -3,8 +3,9 @@
 //! long as the process.
 
 use super::{
-    claim_value, lane_of, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, lane_of, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
+use crate::suppression::Suppression;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -28,6 +29,12 @@ struct Inner {
     breakers: HashMap<String, Instant>,
     /// Per provider: theoretical arrival time of the next call, and until when its rate is halved.
     rates: HashMap<String, (Instant, Option<Instant>)>,
+    /// Listed address -> entry (JSON), in address order.
+    suppressions: std::collections::BTreeMap<String, String>,
+    /// Per address: soft bounces counted, and when the window ends.
+    soft_bounces: HashMap<String, (u64, Instant)>,
+    /// Sightings and when each is forgotten.
+    seen: HashMap<String, Instant>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -250,5 +257,60 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.prefs.get(user).map(String::as_str) != Some(old) {
+            return Ok(false);
+        }
+        inner.prefs.insert(user.to_string(), new.to_string());
+        Ok(true)
+    }
+
+    async fn suppress(&self, e: &Suppression) -> Result<(), StoreError> {
+        let json = serde_json::to_string(e).expect("entries serialize to JSON");
+        self.lock().suppressions.insert(e.address.clone(), json);
+        Ok(())
+    }
+
+    async fn unsuppress(&self, address: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().suppressions.remove(address).is_some())
+    }
+
+    async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError> {
+        Ok(self.lock().suppressions.get(address).and_then(|json| entry(json)))
+    }
+
+    async fn suppressions(&self, cursor: u64) -> Result<(u64, Vec<Suppression>), StoreError> {
+        const PAGE: usize = 100;
+        let inner = self.lock();
+        let page: Vec<Suppression> =
+            inner.suppressions.values().skip(cursor as usize).take(PAGE).filter_map(|j| entry(j)).collect();
+        let next = cursor as usize + PAGE;
+        Ok((if next < inner.suppressions.len() { next as u64 } else { 0 }, page))
+    }
+
+    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let (count, ends) = inner.soft_bounces.entry(address.to_string()).or_insert((0, now + window));
+        if *ends <= now {
+            (*count, *ends) = (0, now + window);
+        }
+        *count += 1;
+        Ok(*count)
+    }
+
+    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        match inner.seen.get(key) {
+            Some(until) if *until > now => Ok(false),
+            _ => {
+                inner.seen.insert(key.to_string(), now + ttl);
+                Ok(true)
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
+use crate::suppression::Suppression;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -119,22 +120,31 @@ pub trait Store: Send + Sync {
     /// are one delivery each, never a whole process.
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
 
-    /// [`claim`](Self::claim), and when the claim is had, `user`'s raw
-    /// preferences as they are now: what a delivery needs first, in one
-    /// round trip.
-    async fn claim_with_prefs(
+    /// [`claim`](Self::claim), and when the claim is had, what a delivery
+    /// needs first: `user`'s raw preferences as they are now, and the
+    /// suppression-list entry of `address` (see [`crate::suppression`]), in
+    /// one round trip.
+    async fn claim_for_delivery(
         &self,
         id: &str,
         owner: &str,
         lease: Duration,
         user: &str,
-    ) -> Result<(Claim, Option<String>), StoreError> {
+        address: Option<&str>,
+    ) -> Result<Claimed, StoreError> {
         let claim = self.claim(id, owner, lease).await?;
-        let prefs = match claim {
-            Claim::Acquired | Claim::TakenOver => self.prefs_many(&[user.to_string()]).await?.pop().flatten(),
-            Claim::Done(_) | Claim::Held => None,
+        let (prefs, suppressed) = match claim {
+            Claim::Acquired | Claim::TakenOver => {
+                let prefs = self.prefs_many(&[user.to_string()]).await?.pop().flatten();
+                let suppressed = match address {
+                    Some(a) => self.suppression(a).await?,
+                    None => None,
+                };
+                (prefs, suppressed)
+            }
+            Claim::Done(_) | Claim::Held => (None, None),
         };
-        Ok((claim, prefs))
+        Ok(Claimed { claim, prefs, suppressed })
     }
 
     /// Sets notification `id`'s dedupe value to `new` for `ttl` (deletes it
@@ -224,6 +234,48 @@ pub trait Store: Send + Sync {
     /// Halves `provider`'s fleet-wide rate for `period` (it answered 429
     /// with a `Retry-After`).
     async fn slow_down(&self, provider: &str, period: Duration) -> Result<(), StoreError>;
+
+    /// Replaces `user`'s preferences with `new` if they are `old` still
+    /// (compare-and-set); says whether it did.
+    async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError>;
+
+    /// Puts `entry` on the suppression list, in place of any entry of its address.
+    async fn suppress(&self, entry: &Suppression) -> Result<(), StoreError>;
+
+    /// Takes `address` (listed form) off the suppression list; says whether it was on it.
+    async fn unsuppress(&self, address: &str) -> Result<bool, StoreError>;
+
+    /// The suppression-list entry of `address` (listed form), if any.
+    async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError>;
+
+    /// One page of the suppression list from `cursor` (0 to start) and the
+    /// cursor of the next page (0 after the last). Pages hold about a
+    /// hundred entries, none twice in one pass over an unchanging list.
+    async fn suppressions(&self, cursor: u64) -> Result<(u64, Vec<Suppression>), StoreError>;
+
+    /// Counts one soft bounce of `address`; answers the count since the
+    /// first of a window of `window` (a fixed window, started by that first).
+    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError>;
+
+    /// Marks `key` seen for `ttl`; true when it was not seen within it
+    /// already (the first of several copies of a provider callback).
+    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+}
+
+/// What [`Store::claim_for_delivery`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub claim: Claim,
+    /// The user's raw preferences, when the claim was had.
+    pub prefs: Option<String>,
+    /// The address's suppression-list entry, when the claim was had.
+    pub suppressed: Option<Suppression>,
+}
+
+/// An entry of the suppression list as stored; one that does not read is
+/// no entry (logged), so a bad write cannot stop deliveries.
+fn entry(json: &str) -> Option<Suppression> {
+    serde_json::from_str(json).inspect_err(|e| tracing::warn!(error = %e, "an unreadable suppression entry")).ok()
 }
 
 /// The key names, under a configurable prefix. On a Redis Cluster the keys
@@ -283,6 +335,17 @@ impl Keys {
     }
     pub fn breaker(&self, provider: &str) -> String {
         format!("{}:breaker:{provider}", self.prefix)
+    }
+    /// The suppression list: a hash of listed address to entry.
+    pub fn suppressions(&self) -> String {
+        format!("{}:suppressions", self.prefix)
+    }
+    pub fn soft_bounces(&self, address: &str) -> String {
+        format!("{}:softbounce:{address}", self.prefix)
+    }
+    /// A callback or other sighting, remembered a while.
+    pub fn seen(&self, key: &str) -> String {
+        format!("{}:seen:{key}", self.prefix)
     }
 }
 

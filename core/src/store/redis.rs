@@ -1,8 +1,10 @@
 //! The Redis implementation of [`Store`].
 
 use super::{
-    claim_value, millis, score, Claim, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, millis, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY,
+    MAX_CLAIM,
 };
+use crate::suppression::Suppression;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::{try_join, try_join_all};
@@ -39,19 +41,21 @@ return {granted, 0}
 "#;
 
 /// Claims notifications, each unless it has an outcome or a live claim by
-/// someone else. Per claim: KEYS dedupe key and preferences key; ARGV claim
-/// value, ms it lives (lease + memory), and whether to read the preferences
-/// (`1`). After them, ARGV: the claim mark every claim value starts with,
-/// and the memory in ms. A claim is live while more than the memory is
+/// someone else. Per claim: KEYS dedupe key, preferences key and the
+/// suppression list; ARGV claim value, ms it lives (lease + memory), whether
+/// to read the preferences (`1`), and the address to look up on the list
+/// (empty: none). After them, ARGV: the claim mark every claim value starts
+/// with, and the memory in ms. A claim is live while more than the memory is
 /// left; a claim past its lease is taken over (code 3). Answers, per claim:
-/// code, outcome already recorded, preferences (when asked and the claim had).
+/// code, outcome already recorded, preferences and list entry (when asked
+/// and the claim had).
 const CLAIM: &str = r#"
-local n = #KEYS / 2
-local mark, memory = ARGV[3 * n + 1], tonumber(ARGV[3 * n + 2])
+local n = #KEYS / 3
+local mark, memory = ARGV[4 * n + 1], tonumber(ARGV[4 * n + 2])
 local out = {}
 for i = 1, n do
-  local key, owner, lives, read = KEYS[2 * i - 1], ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i] == '1'
-  local code, value, prefs = 0, '', ''
+  local key, owner, lives, read, address = KEYS[3 * i - 2], ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1] == '1', ARGV[4 * i]
+  local code, value, prefs, listed = 0, '', '', ''
   local cur = redis.call('GET', key)
   if (not cur) or cur == owner then
     code = 1
@@ -62,11 +66,29 @@ for i = 1, n do
   end
   if code == 1 or code == 3 then
     redis.call('SET', key, owner, 'PX', lives)
-    if read then prefs = redis.call('GET', KEYS[2 * i]) or '' end
+    if read then prefs = redis.call('GET', KEYS[3 * i - 1]) or '' end
+    if address ~= '' then listed = redis.call('HGET', KEYS[3 * i], address) or '' end
   end
-  out[3 * i - 2], out[3 * i - 1], out[3 * i] = code, value, prefs
+  out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = code, value, prefs, listed
 end
 return out
+"#;
+
+/// Counts a soft bounce: KEYS[1] the address's counter; ARGV[1] the window
+/// in ms, started by the first bounce. Answers the count.
+const SOFT_BOUNCE: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
+/// Compare-and-set of a string: KEYS[1] to ARGV[2] if it is ARGV[1]. Answers 1 if set.
+const SWAP_VALUE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 "#;
 
 /// Compare-and-set of dedupe values. Per swap: KEYS its key; ARGV the value
@@ -290,20 +312,24 @@ pub struct RedisStore {
     conn: Conn,
     keys: Keys,
     /// Claims and swaps of dedupe values go to Redis in batches ([`Batched`]).
-    claims: Batched<ClaimAsk, (Claim, Option<String>)>,
+    claims: Batched<ClaimAsk, Claimed>,
     swaps: Batched<SwapAsk, bool>,
     swap_tail: Script,
     defer: Script,
     claim_due: Script,
     remove: Script,
     lease: Script,
+    soft_bounce: Script,
+    swap_value: Script,
 }
 
 /// One claim: its dedupe key, the preferences key to read when it is had
-/// (`None`: none read), the claim value, and how long the value lives.
+/// (`None`: none read), the list and address to look up then, the claim
+/// value, and how long the value lives.
 struct ClaimAsk {
     key: String,
     prefs: Option<String>,
+    list: Option<(String, String)>,
     value: String,
     lives: Duration,
 }
@@ -396,34 +422,38 @@ async fn run<T: redis::FromRedisValue>(conn: &mut Conn, script: &Script, cmd: &r
 }
 
 /// Runs one batch of claims.
-async fn claim_batch(
-    mut conn: Conn,
-    script: &Script,
-    asks: Vec<ClaimAsk>,
-) -> Result<Vec<(Claim, Option<String>)>, StoreError> {
-    let mut cmd = evalsha(script, asks.len() * 2);
+async fn claim_batch(mut conn: Conn, script: &Script, asks: Vec<ClaimAsk>) -> Result<Vec<Claimed>, StoreError> {
+    let mut cmd = evalsha(script, asks.len() * 3);
     for ask in &asks {
-        cmd.arg(&ask.key).arg(ask.prefs.as_deref().unwrap_or(&ask.key));
+        // A key not read is given as the dedupe key, so every key of the
+        // call is in its slot on a cluster.
+        let list = ask.list.as_ref().map_or(&ask.key, |(list, _)| list);
+        cmd.arg(&ask.key).arg(ask.prefs.as_deref().unwrap_or(&ask.key)).arg(list);
     }
     for ask in &asks {
-        cmd.arg(&ask.value).arg(ask.lives.as_millis() as u64).arg(u8::from(ask.prefs.is_some()));
+        let address = ask.list.as_ref().map_or("", |(_, a)| a.as_str());
+        cmd.arg(&ask.value).arg(ask.lives.as_millis() as u64).arg(u8::from(ask.prefs.is_some())).arg(address);
     }
     cmd.arg(CLAIM_MARK).arg(CLAIM_MEMORY.as_millis() as u64);
     let answers: Vec<redis::Value> = run(&mut conn, script, &cmd).await?;
     let mut answers = answers.into_iter();
     let mut claims = Vec::with_capacity(asks.len());
-    while let (Some(code), Some(value), Some(prefs)) = (answers.next(), answers.next(), answers.next()) {
+    while let (Some(code), Some(value), Some(prefs), Some(listed)) =
+        (answers.next(), answers.next(), answers.next(), answers.next())
+    {
         let unreadable = |e: redis::ParsingError| StoreError::Batch(format!("a claim's answer: {e}"));
         let code: i64 = redis::from_redis_value(code).map_err(unreadable)?;
         let value: String = redis::from_redis_value(value).map_err(unreadable)?;
         let prefs: String = redis::from_redis_value(prefs).map_err(unreadable)?;
+        let listed: String = redis::from_redis_value(listed).map_err(unreadable)?;
         let claim = match code {
             1 => Claim::Acquired,
             2 => Claim::Held,
             3 => Claim::TakenOver,
             _ => Claim::Done(value),
         };
-        claims.push((claim, (!prefs.is_empty()).then_some(prefs)));
+        let suppressed = (!listed.is_empty()).then(|| entry(&listed)).flatten();
+        claims.push(Claimed { claim, prefs: (!prefs.is_empty()).then_some(prefs), suppressed });
     }
     Ok(claims)
 }
@@ -447,33 +477,37 @@ async fn swap_batch(mut conn: Conn, script: &Script, asks: Vec<SwapAsk>) -> Resu
 }
 
 impl RedisStore {
-    /// Claims `id`, reading `user`'s preferences in the same script when
-    /// the claim is had.
+    /// Claims `id`, reading `user`'s preferences and the list entry of
+    /// `address` in the same script when the claim is had.
     async fn claim_and_read(
         &self,
         id: &str,
         owner: &str,
         lease: Duration,
         user: Option<&str>,
-    ) -> Result<(Claim, Option<String>), StoreError> {
-        // On a cluster the preferences live in another slot than the
-        // dedupe value: they are read after the claim is had.
+        address: Option<&str>,
+    ) -> Result<Claimed, StoreError> {
+        // On a cluster the preferences and the list live in other slots
+        // than the dedupe value: they are read after the claim is had.
         let cluster = self.conn.is_cluster();
         let ask = ClaimAsk {
             key: self.keys.dedupe(id),
             prefs: user.filter(|_| !cluster).map(|u| self.keys.prefs(u)),
+            list: address.filter(|_| !cluster).map(|a| (self.keys.suppressions(), a.to_string())),
             value: claim_value(owner),
             lives: lease + CLAIM_MEMORY,
         };
-        let (claim, prefs) = self.claims.ask(ask).await?;
-        match (user, &claim) {
-            (Some(user), Claim::Acquired | Claim::TakenOver) if cluster => {
+        let mut claimed = self.claims.ask(ask).await?;
+        if cluster && matches!(claimed.claim, Claim::Acquired | Claim::TakenOver) {
+            if let Some(user) = user {
                 let mut conn = self.conn.clone();
-                let prefs: Option<String> = redis::cmd("GET").arg(self.keys.prefs(user)).query_async(&mut conn).await?;
-                Ok((claim, prefs))
+                claimed.prefs = redis::cmd("GET").arg(self.keys.prefs(user)).query_async(&mut conn).await?;
             }
-            _ => Ok((claim, prefs)),
+            if let Some(address) = address {
+                claimed.suppressed = self.suppression(address).await?;
+            }
         }
+        Ok(claimed)
     }
 
     /// Connects (and reconnects on its own later) to `url`: one Redis, or a
@@ -501,6 +535,8 @@ impl RedisStore {
             claim_due: Script::new(CLAIM_DUE),
             remove: Script::new(REMOVE),
             lease: Script::new(LEASE),
+            soft_bounce: Script::new(SOFT_BOUNCE),
+            swap_value: Script::new(SWAP_VALUE),
         })
     }
 }
@@ -519,17 +555,18 @@ impl Store for RedisStore {
     }
 
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
-        Ok(self.claim_and_read(id, owner, lease, None).await?.0)
+        Ok(self.claim_and_read(id, owner, lease, None, None).await?.claim)
     }
 
-    async fn claim_with_prefs(
+    async fn claim_for_delivery(
         &self,
         id: &str,
         owner: &str,
         lease: Duration,
         user: &str,
-    ) -> Result<(Claim, Option<String>), StoreError> {
-        self.claim_and_read(id, owner, lease, Some(user)).await
+        address: Option<&str>,
+    ) -> Result<Claimed, StoreError> {
+        self.claim_and_read(id, owner, lease, Some(user), address).await
     }
 
     async fn swap(&self, id: &str, expected: &str, new: Option<&str>, ttl: Duration) -> Result<bool, StoreError> {
@@ -710,6 +747,63 @@ impl Store for RedisStore {
             Some((node, _)) => Err(StoreError::Cluster(format!("node {node}: the cluster is not ok"))),
             None => Ok(()),
         }
+    }
+
+    async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = self.swap_value.key(self.keys.prefs(user)).arg(old).arg(new).invoke_async(&mut conn).await?;
+        Ok(done == 1)
+    }
+
+    async fn suppress(&self, e: &Suppression) -> Result<(), StoreError> {
+        let json = serde_json::to_string(e).expect("entries serialize to JSON");
+        let mut conn = self.conn.clone();
+        let _: i64 =
+            redis::cmd("HSET").arg(self.keys.suppressions()).arg(&e.address).arg(json).query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn unsuppress(&self, address: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let gone: i64 = redis::cmd("HDEL").arg(self.keys.suppressions()).arg(address).query_async(&mut conn).await?;
+        Ok(gone > 0)
+    }
+
+    async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> =
+            redis::cmd("HGET").arg(self.keys.suppressions()).arg(address).query_async(&mut conn).await?;
+        Ok(json.and_then(|j| entry(&j)))
+    }
+
+    async fn suppressions(&self, cursor: u64) -> Result<(u64, Vec<Suppression>), StoreError> {
+        let mut conn = self.conn.clone();
+        let (next, pairs): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg(self.keys.suppressions())
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(100)
+            .query_async(&mut conn)
+            .await?;
+        Ok((next, pairs.iter().filter_map(|(_, json)| entry(json)).collect()))
+    }
+
+    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(self.soft_bounce.key(self.keys.soft_bounces(address)).arg(ttl_ms(window)).invoke_async(&mut conn).await?)
+    }
+
+    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.seen(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
     }
 }
 
