@@ -30,7 +30,7 @@ pub fn providers(config: &Config, channel: Channel) -> anyhow::Result<Vec<Arc<dy
         .iter()
         .map(|name| {
             let c = config.providers.get(name).with_context(|| format!("provider `{name}` is not configured"))?;
-            let provider = tidings_providers::build(name, c).map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))?;
+            let provider = tidings_providers::build(name, c)?;
             anyhow::ensure!(
                 provider.serves(channel),
                 "channels.{channel}: provider `{name}` does not deliver {channel}"

@@ -59,7 +59,9 @@ fn load(cli: &Cli) -> anyhow::Result<Arc<Config>> {
 
 fn load_from(path: Option<&std::path::Path>) -> anyhow::Result<Arc<Config>> {
     let path = path.ok_or_else(|| anyhow::anyhow!("no configuration: pass --config or set TIDINGS_CONFIG"))?;
-    Ok(Arc::new(Config::load(Some(path))?))
+    let config = Config::load(Some(path))?;
+    tidings_providers::registry::check(&config)?;
+    Ok(Arc::new(config))
 }
 
 async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::process::ExitCode> {

@@ -7,7 +7,6 @@
 use crate::{Channel, Priority};
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use secrecy::SecretString;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +46,7 @@ pub struct Config {
     pub channels: BTreeMap<Channel, ChannelConfig>,
     /// Provider name -> its settings.
     #[serde(default)]
-    pub providers: BTreeMap<String, ProviderConfig>,
+    pub providers: BTreeMap<String, ProviderSection>,
     /// Provider name -> how much it may be called.
     #[serde(default)]
     pub limits: BTreeMap<String, ProviderLimits>,
@@ -386,6 +385,34 @@ pub enum ChannelMode {
     First,
 }
 
+/// One provider's settings: `kind` picks the adapter, whose own
+/// configuration (`providers/src/<kind>/config.rs`) reads and checks the
+/// rest when the provider is built.
+#[derive(Clone, Deserialize)]
+pub struct ProviderSection {
+    pub kind: String,
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ProviderSection {
+    /// A section of `kind` holding `settings` (a provider config serialized).
+    pub fn new(kind: &str, settings: &impl serde::Serialize) -> Self {
+        let settings = match serde_json::to_value(settings).expect("provider settings serialize to JSON") {
+            serde_json::Value::Object(map) => map,
+            _ => panic!("provider settings serialize to an object"),
+        };
+        ProviderSection { kind: kind.to_string(), settings }
+    }
+}
+
+/// The names of the settings only: their values may be secrets.
+impl std::fmt::Debug for ProviderSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSection").field("kind", &self.kind).field("settings", &self.settings.keys()).finish()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
@@ -394,197 +421,6 @@ pub struct ChannelConfig {
     /// SMS only: the most segments a body may take; longer ones are dead-lettered, never sent.
     #[serde(default = "default_max_segments")]
     pub max_segments: u32,
-}
-
-/// One provider's settings; `kind` picks the adapter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ProviderConfig {
-    Smtp(SmtpConfig),
-    Sendgrid(SendgridConfig),
-    Twilio(TwilioConfig),
-    Vonage(VonageConfig),
-    Webhook(WebhookConfig),
-    Fcm(FcmConfig),
-    Apns(ApnsConfig),
-    Sandbox(SandboxConfig),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    pub host: String,
-    #[serde(default = "default_smtp_port")]
-    pub port: u16,
-    /// `starttls`, `tls` (implicit), or `none` (plain; only with `allow_plaintext`).
-    #[serde(default)]
-    pub tls: SmtpTls,
-    /// Plain SMTP must be asked for by name: it is for local relays and tests.
-    #[serde(default)]
-    pub allow_plaintext: bool,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<SecretString>,
-    /// The `From:` address, e.g. `Shop <no-reply@shop.example>`.
-    pub from: String,
-    /// Per-send timeout.
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Pooled connections kept open.
-    #[serde(default = "default_pool")]
-    pub pool_size: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendgridConfig {
-    /// `https://api.sendgrid.com` in production.
-    #[serde(default = "default_sendgrid_url")]
-    pub base_url: String,
-    pub api_key: SecretString,
-    /// The sender, e.g. `Shop <no-reply@shop.example>`.
-    pub from: String,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SmtpTls {
-    #[default]
-    Starttls,
-    Tls,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TwilioConfig {
-    /// `https://api.twilio.com` in production.
-    #[serde(default = "default_twilio_url")]
-    pub base_url: String,
-    pub account_sid: String,
-    pub auth_token: SecretString,
-    /// Sender number (E.164) or alphanumeric sender id.
-    #[serde(default)]
-    pub from: Option<String>,
-    /// Messaging service SID, used instead of `from` when set.
-    #[serde(default)]
-    pub messaging_service_sid: Option<String>,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VonageConfig {
-    /// `https://rest.nexmo.com` in production.
-    #[serde(default = "default_vonage_url")]
-    pub base_url: String,
-    pub api_key: String,
-    pub api_secret: SecretString,
-    /// Sender number or alphanumeric sender id.
-    pub from: String,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Master signing key, `whsec_<base64>` of at least 24 bytes. Each
-    /// endpoint signs with its own key derived from it (HKDF-SHA256 over its
-    /// URL); `tidings prefs webhook-secret <user>` prints a user's.
-    pub secret: SecretString,
-    /// The master key being rotated out: its signature is sent beside the
-    /// new one until `previous_until`.
-    #[serde(default)]
-    pub previous_secret: Option<SecretString>,
-    #[serde(default)]
-    pub previous_until: Option<chrono::DateTime<chrono::Utc>>,
-    /// Allow destinations on loopback, link-local and private addresses (tests, internal hooks).
-    #[serde(default)]
-    pub allow_private: bool,
-    /// The ports a destination may use.
-    #[serde(default = "default_webhook_ports")]
-    pub allowed_ports: Vec<u16>,
-    /// Calls at once to one destination (scheme, host, port), across users.
-    #[serde(default = "default_per_destination")]
-    pub max_per_destination: usize,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FcmConfig {
-    /// `https://fcm.googleapis.com` in production.
-    #[serde(default = "default_fcm_url")]
-    pub base_url: String,
-    /// The Firebase project; the service account's when left out.
-    #[serde(default)]
-    pub project_id: Option<String>,
-    /// Path of the service-account key file (JSON).
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-    /// The service-account key itself (JSON), e.g. from `TIDINGS_PROVIDERS__FCM__CREDENTIALS_JSON`.
-    #[serde(default)]
-    pub credentials_json: Option<SecretString>,
-    /// OAuth2 token endpoint; the key's `token_uri` when left out.
-    #[serde(default)]
-    pub token_url: Option<String>,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApnsConfig {
-    /// `https://api.push.apple.com` (or `https://api.sandbox.push.apple.com`).
-    #[serde(default = "default_apns_url")]
-    pub base_url: String,
-    /// Path of the `.p8` signing key.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// The `.p8` signing key itself (PEM).
-    #[serde(default)]
-    pub key_pem: Option<SecretString>,
-    /// The key's id (the JWT `kid`).
-    pub key_id: String,
-    /// The Apple developer team id (the JWT `iss`).
-    pub team_id: String,
-    /// The app's bundle id (`apns-topic`).
-    pub topic: String,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxConfig {
-    /// Folder each message is written to (`.eml` for email, `.json` otherwise).
-    #[serde(default = "default_outbox")]
-    pub outbox: PathBuf,
-    /// Added latency per send.
-    #[serde(default, with = "humantime_serde")]
-    pub latency: Duration,
-    /// Share of sends (0.0 to 1.0) that fail as transient errors.
-    #[serde(default)]
-    pub error_rate: f64,
-    /// Windows, relative to process start, during which the provider is down: `["10s..40s"]`.
-    #[serde(default)]
-    pub outages: Vec<String>,
-    /// Windows during which it answers as a provider over its rate does
-    /// (429, `Retry-After: retry_after`).
-    #[serde(default)]
-    pub rate_limited: Vec<String>,
-    /// The `Retry-After` of its answers in a `rate_limited` window.
-    #[serde(default = "default_retry_after", with = "humantime_serde")]
-    pub retry_after: Duration,
-    /// Accept each message without writing it (benchmarks).
-    #[serde(default)]
-    pub discard: bool,
 }
 
 /// Fields that hold strings which may look like numbers or booleans (keys,
@@ -734,17 +570,6 @@ impl Config {
                 return bad(format!("limits.{name}: max_concurrent must be at least 1"));
             }
         }
-        for (name, p) in &self.providers {
-            match p {
-                ProviderConfig::Smtp(s) if s.tls == SmtpTls::None && !s.allow_plaintext => {
-                    return bad(format!("providers.{name}: tls = \"none\" needs allow_plaintext = true"));
-                }
-                ProviderConfig::Sandbox(s) if !(0.0..=1.0).contains(&s.error_rate) => {
-                    return bad(format!("providers.{name}: error_rate must be within 0.0..=1.0"));
-                }
-                _ => {}
-            }
-        }
         Ok(())
     }
 
@@ -855,12 +680,6 @@ fn default_max_depth() -> usize {
 fn default_worker_in_flight() -> usize {
     256
 }
-fn default_webhook_ports() -> Vec<u16> {
-    vec![80, 443, 8080, 8443]
-}
-fn default_per_destination() -> usize {
-    8
-}
 fn default_worker_buffered() -> usize {
     4096
 }
@@ -915,39 +734,8 @@ fn default_batch() -> usize {
 fn default_templates_dir() -> PathBuf {
     "templates".into()
 }
-fn default_smtp_port() -> u16 {
-    587
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_pool() -> u32 {
-    8
-}
 fn default_max_segments() -> u32 {
     4
-}
-fn default_sendgrid_url() -> String {
-    "https://api.sendgrid.com".into()
-}
-fn default_fcm_url() -> String {
-    "https://fcm.googleapis.com".into()
-}
-fn default_apns_url() -> String {
-    "https://api.push.apple.com".into()
-}
-fn default_vonage_url() -> String {
-    "https://rest.nexmo.com".into()
-}
-fn default_twilio_url() -> String {
-    "https://api.twilio.com".into()
-}
-fn default_retry_after() -> Duration {
-    Duration::from_secs(2)
-}
-
-fn default_outbox() -> PathBuf {
-    "outbox".into()
 }
 
 macro_rules! default_via_serde {

@@ -13,17 +13,22 @@
 //! - [`twilio`]: SMS through the Twilio Messages API.
 //! - [`webhook`]: signed (Standard Webhooks) POSTs to users' URLs, never to internal addresses.
 //! - [`vonage`]: SMS through the Vonage SMS API (per-message status in a 200 answer).
+//! - [`feedback`]: what providers say after accepting a message (their callbacks), and why a callback is refused.
+//! - [`registry`]: from a `[providers.<name>]` section to its adapter, each kind reading its own `config.rs`.
 //! - [`rules`]: what each channel accepts (E.164, SMS segments, push payload size), checked before sending.
 //! - [`sandbox`]: writes each message to an outbox folder, with latency, error-rate and outage knobs.
 //!
 //! Each adapter folder has the same shape: `mod.rs` (the [`Provider`] impl and
-//! construction), `request.rs` (building the provider's request), and
-//! `response.rs` (classifying its answers).
+//! construction), `config.rs` (its settings and their checks), `request.rs`
+//! (building the provider's request), `response.rs` (classifying its
+//! answers), and `callback.rs` where the provider reports back later.
 
 pub mod apns;
 pub mod error;
 pub mod fcm;
+pub mod feedback;
 pub mod message;
+pub mod registry;
 pub mod rules;
 pub mod sandbox;
 pub mod sendgrid;
@@ -34,10 +39,9 @@ pub mod webhook;
 
 pub use error::{ErrorKind, ProviderError};
 pub use message::{Content, Outgoing, Receipt};
+pub use registry::{build, ConfigError};
 
 use async_trait::async_trait;
-use std::sync::Arc;
-use tidings_core::config::ProviderConfig;
 use tidings_core::Channel;
 
 /// One external service that can deliver messages of some channels.
@@ -70,18 +74,4 @@ pub trait Provider: Send + Sync {
 /// body, and with it a secret some APIs take there, to wherever it points).
 pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none())
-}
-
-/// Builds the adapter named `name` from its configuration.
-pub fn build(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
-    Ok(match config {
-        ProviderConfig::Smtp(c) => Arc::new(smtp::Smtp::new(name, c)?),
-        ProviderConfig::Twilio(c) => Arc::new(twilio::Twilio::new(name, c)?),
-        ProviderConfig::Sandbox(c) => Arc::new(sandbox::Sandbox::new(name, c)?),
-        ProviderConfig::Sendgrid(c) => Arc::new(sendgrid::Sendgrid::new(name, c)?),
-        ProviderConfig::Vonage(c) => Arc::new(vonage::Vonage::new(name, c)?),
-        ProviderConfig::Webhook(c) => Arc::new(webhook::Webhook::new(name, c)?),
-        ProviderConfig::Fcm(c) => Arc::new(fcm::Fcm::new(name, c)?),
-        ProviderConfig::Apns(c) => Arc::new(apns::Apns::new(name, c)?),
-    })
 }

@@ -2,7 +2,7 @@
 //! the destination guard would only ever see the proxy's address. A test
 //! binary of its own, since it sets the process's environment.
 
-use tidings_core::config::WebhookConfig;
+use tidings_providers::webhook::config::WebhookConfig;
 use tidings_providers::webhook::Webhook;
 use tidings_providers::{Content, Outgoing, Provider};
 use wiremock::matchers::method;

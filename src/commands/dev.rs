@@ -19,11 +19,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
-use tidings_core::config::{ChannelConfig, ProviderConfig, SandboxConfig};
+use tidings_core::config::{ChannelConfig, ProviderSection};
 use tidings_core::kafka;
 use tidings_core::progress::Progress;
 use tidings_core::store::{MemoryStore, SharedStore};
 use tidings_core::{Channel, Clock, Config, StatusRecord};
+use tidings_providers::sandbox::config::SandboxConfig;
 
 const EXAMPLE_CONFIG: &str = include_str!("../../tidings.example.toml");
 const EXAMPLE_USERS: &str = include_str!("../../examples/users.jsonl");
@@ -208,7 +209,7 @@ fn dev_config(
     if let Some(path) = file {
         let base = &EXAMPLE_CONFIG[..EXAMPLE_CONFIG.find("# ---- Channels").unwrap_or(EXAMPLE_CONFIG.len())];
         let mut config = Config::layered(base, path)?;
-        if let Some((name, _)) = config.providers.iter().find(|(_, p)| !matches!(p, ProviderConfig::Sandbox(_))) {
+        if let Some((name, _)) = config.providers.iter().find(|(_, p)| p.kind != "sandbox") {
             anyhow::bail!(
                 "{}: provider `{name}` is not a sandbox; tidings dev sends through sandboxes only",
                 path.display()
@@ -224,15 +225,18 @@ fn dev_config(
     config.limits.clear();
     config.providers.insert(
         "sandbox".into(),
-        ProviderConfig::Sandbox(SandboxConfig {
-            outbox: args.outbox.clone(),
-            latency: Duration::ZERO,
-            error_rate: 0.0,
-            outages: vec![],
-            rate_limited: vec![],
-            retry_after: Duration::from_secs(2),
-            discard: false,
-        }),
+        ProviderSection::new(
+            "sandbox",
+            &SandboxConfig {
+                outbox: args.outbox.clone(),
+                latency: Duration::ZERO,
+                error_rate: 0.0,
+                outages: vec![],
+                rate_limited: vec![],
+                retry_after: Duration::from_secs(2),
+                discard: false,
+            },
+        ),
     );
     config.channels = Channel::ALL.into_iter().map(|c| (c, ChannelConfig::with_providers(["sandbox"]))).collect();
     config.validate()?;

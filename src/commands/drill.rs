@@ -14,8 +14,9 @@ use clap::ValueEnum;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
-use tidings_core::config::{ChannelConfig, ProviderConfig, ProviderLimits, SandboxConfig};
+use tidings_core::config::{ChannelConfig, ProviderLimits, ProviderSection};
 use tidings_core::{Channel, Config, Priority, State, StatusRecord};
+use tidings_providers::sandbox::config::SandboxConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Drill {
@@ -65,7 +66,7 @@ impl Drill {
                 discard: false,
             };
             f(&mut c);
-            ProviderConfig::Sandbox(c)
+            ProviderSection::new("sandbox", &c)
         };
         let windows = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
         let primary = sandbox(&|c| match self {

@@ -7,9 +7,10 @@ use crate::cli::PrefsCommand;
 use crate::fleet;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tidings_core::config::ProviderConfig;
 use tidings_core::store::Store;
 use tidings_core::{Config, Preferences};
+use tidings_providers::registry::settings;
+use tidings_providers::webhook::config::WebhookConfig;
 use tidings_providers::webhook::keys;
 
 pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<ExitCode> {
@@ -32,13 +33,10 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
             };
             let prefs = Preferences::parse(&json).map_err(|e| anyhow::anyhow!("stored preferences: {e}"))?;
             let Some(url) = prefs.webhook_url else { anyhow::bail!("user {user_id} has no webhook URL") };
-            let webhooks = config.providers.iter().filter_map(|(name, p)| match p {
-                ProviderConfig::Webhook(c) => Some((name, c)),
-                _ => None,
-            });
             let mut printed = false;
-            for (name, c) in webhooks {
-                let secrets = keys::endpoint_secrets(c, &url).map_err(|e| anyhow::anyhow!("providers.{name}: {e}"))?;
+            for (name, section) in config.providers.iter().filter(|(_, p)| p.kind == "webhook") {
+                let c: WebhookConfig = settings(name, section)?;
+                let secrets = keys::endpoint_secrets(&c, &url).map_err(|e| anyhow::anyhow!("providers.{name}: {e}"))?;
                 for (i, secret) in secrets.iter().enumerate() {
                     let which = match (i, c.previous_until) {
                         (0, _) => "current".to_string(),

@@ -221,8 +221,9 @@ async fn the_printed_webhook_secret_verifies_that_endpoints_deliveries() {
     assert_eq!((fields[0], fields[2]), ("webhook", "current"), "{printed}");
     assert!(!printed.contains(WEBHOOK_KEY), "the master key is never printed");
 
-    let tidings_core::config::ProviderConfig::Webhook(c) = &config.providers["webhook"] else { panic!("a webhook") };
-    let provider = tidings_providers::webhook::Webhook::new("webhook", c).unwrap();
+    let c: tidings_providers::webhook::config::WebhookConfig =
+        tidings_providers::registry::settings("webhook", &config.providers["webhook"]).unwrap();
+    let provider = tidings_providers::webhook::Webhook::new("webhook", &c).unwrap();
     let body = serde_json::json!({"type": "order.confirmed"});
     let message = Outgoing {
         notification_id: "n-1".into(),

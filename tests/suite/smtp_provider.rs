@@ -1,7 +1,7 @@
 //! The SMTP adapter against a real SMTP server in the test process.
 
 use crate::harness::smtp::SmtpServer;
-use tidings_core::config::SmtpConfig;
+use tidings_providers::smtp::config::SmtpConfig;
 use tidings_providers::smtp::Smtp;
 use tidings_providers::{Content, ErrorKind, Outgoing, Provider};
 

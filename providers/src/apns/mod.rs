@@ -4,18 +4,19 @@
 //! headers. The notification id is the `apns-id` and the collapse id, so a
 //! copy sent twice in the crash window replaces the first on the device.
 
+pub mod config;
 mod request;
 mod response;
 
 #[cfg(test)]
 mod tests;
 
+use self::config::ApnsConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
 use std::time::{Duration, Instant};
-use tidings_core::config::ApnsConfig;
 use tidings_core::Channel;
 use tokio::sync::Mutex;
 
@@ -34,8 +35,8 @@ pub struct Apns {
 }
 
 impl Apns {
-    pub fn new(name: &str, c: &ApnsConfig) -> Result<Self, ProviderError> {
-        let down = |e: String| ProviderError::down(format!("apns {name}: {e}"));
+    pub fn new(name: &str, c: &ApnsConfig) -> Result<Self, String> {
+        let down = |e: String| e;
         let pem = match (&c.key_pem, &c.key_file) {
             (Some(inline), _) => inline.expose_secret().to_string(),
             (None, Some(path)) => {

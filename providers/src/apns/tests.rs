@@ -1,8 +1,8 @@
 //! The adapter against a wiremock server speaking APNs over HTTP/2.
 
+use super::config::ApnsConfig;
 use super::Apns;
 use crate::{Content, ErrorKind, Outgoing, Provider};
-use tidings_core::config::ApnsConfig;
 use tidings_core::notification::PushToken;
 use tidings_core::Priority;
 use wiremock::matchers::{body_partial_json, header, method, path};

@@ -2,12 +2,12 @@
 //! grant, RFC 7523): a JWT signed RS256 with the key is exchanged at the
 //! token endpoint (configurable, so tests can fake it).
 
+use super::config::FcmConfig;
 use crate::ProviderError;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
-use tidings_core::config::FcmConfig;
 use tokio::sync::Mutex;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";

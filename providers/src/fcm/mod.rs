@@ -3,15 +3,16 @@
 //! from a service-account key and cached until shortly before it expires.
 
 mod auth;
+pub mod config;
 mod request;
 mod response;
 
 #[cfg(test)]
 mod tests;
 
+use self::config::FcmConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
-use tidings_core::config::FcmConfig;
 use tidings_core::Channel;
 
 pub use auth::ServiceAccount;
@@ -24,8 +25,8 @@ pub struct Fcm {
 }
 
 impl Fcm {
-    pub fn new(name: &str, c: &FcmConfig) -> Result<Self, ProviderError> {
-        let down = |e: String| ProviderError::down(format!("fcm {name}: {e}"));
+    pub fn new(name: &str, c: &FcmConfig) -> Result<Self, String> {
+        let down = |e: String| e;
         let account = ServiceAccount::load(c).map_err(down)?;
         let client = crate::http_client(c.timeout).build().map_err(|e| down(e.to_string()))?;
         let project = c.project_id.clone().unwrap_or_else(|| account.project_id.clone());

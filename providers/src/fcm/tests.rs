@@ -1,8 +1,8 @@
 //! The adapter against wiremock servers speaking Google's token endpoint and FCM v1.
 
+use super::config::FcmConfig;
 use super::Fcm;
 use crate::{Content, ErrorKind, Outgoing, Provider};
-use tidings_core::config::FcmConfig;
 use tidings_core::notification::PushToken;
 use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

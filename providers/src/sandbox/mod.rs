@@ -5,13 +5,14 @@
 //! error rate, outage windows and rate-limited windows (429 with
 //! `Retry-After`).
 
+pub mod config;
 mod outages;
 
+use self::config::SandboxConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tidings_core::config::SandboxConfig;
 use tidings_core::Channel;
 
 pub use outages::parse_window;
@@ -29,11 +30,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub fn new(name: &str, c: &SandboxConfig) -> Result<Self, ProviderError> {
+    pub fn new(name: &str, c: &SandboxConfig) -> Result<Self, String> {
         let windows = |ws: &[String]| {
-            ws.iter()
-                .map(|w| parse_window(w).map_err(|e| ProviderError::down(format!("sandbox {name}: {e}"))))
-                .collect::<Result<Vec<_>, _>>()
+            ws.iter().map(|w| parse_window(w).map_err(|e| format!("`{w}`: {e}"))).collect::<Result<Vec<_>, _>>()
         };
         let (outages, rate_limited) = (windows(&c.outages)?, windows(&c.rate_limited)?);
         Ok(Sandbox {

@@ -1,16 +1,18 @@
 //! Email through the SendGrid v3 API: `POST /v3/mail/send` with a bearer key;
 //! `202 Accepted` and the message id in `X-Message-Id`.
 
+pub mod callback;
+pub mod config;
 mod request;
 mod response;
 
 #[cfg(test)]
 mod tests;
 
+use self::config::SendgridConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use tidings_core::config::SendgridConfig;
 use tidings_core::Channel;
 
 pub struct Sendgrid {
@@ -22,11 +24,9 @@ pub struct Sendgrid {
 }
 
 impl Sendgrid {
-    pub fn new(name: &str, c: &SendgridConfig) -> Result<Self, ProviderError> {
-        let from = request::Address::parse(&c.from)
-            .ok_or_else(|| ProviderError::down(format!("sendgrid {name}: `from` is not an address")))?;
-        let client =
-            crate::http_client(c.timeout).build().map_err(|e| ProviderError::down(format!("sendgrid {name}: {e}")))?;
+    pub fn new(name: &str, c: &SendgridConfig) -> Result<Self, String> {
+        let from = request::Address::parse(&c.from).ok_or("`from` is not an address")?;
+        let client = crate::http_client(c.timeout).build().map_err(|e| e.to_string())?;
         Ok(Sendgrid {
             name: name.to_string(),
             client,

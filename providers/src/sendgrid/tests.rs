@@ -1,9 +1,9 @@
 //! The adapter against a wiremock server speaking SendGrid's v3 API.
 
+use super::config::SendgridConfig;
 use super::Sendgrid;
 use crate::{Content, ErrorKind, Outgoing, Provider};
 use std::time::Duration;
-use tidings_core::config::SendgridConfig;
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

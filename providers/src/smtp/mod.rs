@@ -1,8 +1,10 @@
 //! Email over SMTP through lettre's pooled async transport.
 
+pub mod config;
 mod request;
 mod response;
 
+use self::config::{SmtpConfig, SmtpTls};
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
@@ -10,7 +12,6 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
-use tidings_core::config::{SmtpConfig, SmtpTls};
 use tidings_core::Channel;
 
 pub use request::one_line;
@@ -24,8 +25,8 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    pub fn new(name: &str, c: &SmtpConfig) -> Result<Self, ProviderError> {
-        let bad = |e: &dyn std::fmt::Display| ProviderError::down(format!("smtp {name}: {e}"));
+    pub fn new(name: &str, c: &SmtpConfig) -> Result<Self, String> {
+        let bad = |e: &dyn std::fmt::Display| e.to_string();
         let from = c.from.parse().map_err(|e| bad(&e))?;
         let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(|e| bad(&e));
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host)

@@ -1,13 +1,15 @@
 //! SMS through the Twilio Messages API:
 //! `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded, basic auth.
 
+pub mod callback;
+pub mod config;
 mod request;
 mod response;
 
+use self::config::TwilioConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use secrecy::SecretString;
-use tidings_core::config::TwilioConfig;
 use tidings_core::Channel;
 
 pub struct Twilio {
@@ -17,19 +19,17 @@ pub struct Twilio {
     account_sid: String,
     auth_token: SecretString,
     sender: request::Sender,
+    status_callback: Option<url::Url>,
 }
 
 impl Twilio {
-    pub fn new(name: &str, c: &TwilioConfig) -> Result<Self, ProviderError> {
+    pub fn new(name: &str, c: &TwilioConfig) -> Result<Self, String> {
         let sender = match (&c.messaging_service_sid, &c.from) {
             (Some(sid), _) => request::Sender::MessagingService(sid.clone()),
             (None, Some(from)) => request::Sender::From(from.clone()),
-            (None, None) => {
-                return Err(ProviderError::down(format!("twilio {name}: set `from` or `messaging_service_sid`")))
-            }
+            (None, None) => return Err("set `from` or `messaging_service_sid`".into()),
         };
-        let client =
-            crate::http_client(c.timeout).build().map_err(|e| ProviderError::down(format!("twilio {name}: {e}")))?;
+        let client = crate::http_client(c.timeout).build().map_err(|e| e.to_string())?;
         Ok(Twilio {
             name: name.to_string(),
             client,
@@ -37,6 +37,7 @@ impl Twilio {
             account_sid: c.account_sid.clone(),
             auth_token: c.auth_token.clone(),
             sender,
+            status_callback: c.status_callback.clone(),
         })
     }
 }
@@ -55,7 +56,8 @@ impl Provider for Twilio {
         let Content::Sms { to, body } = &message.content else {
             return Err(ProviderError::permanent("twilio sends SMS only"));
         };
-        let form = request::form(&self.sender, to, body);
+        let status_url = self.status_callback.as_ref().map(|base| request::status_url(base, &message.notification_id));
+        let form = request::form(&self.sender, to, body, status_url.as_deref());
         let response = self
             .client
             .post(&self.url)

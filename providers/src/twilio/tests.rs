@@ -1,9 +1,9 @@
 //! The adapter against a wiremock server speaking Twilio's Messages API.
 
+use super::config::TwilioConfig;
 use super::Twilio;
 use crate::{Content, ErrorKind, Outgoing, Provider};
 use std::time::Duration;
-use tidings_core::config::TwilioConfig;
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -27,6 +27,25 @@ fn sms(to: &str) -> Outgoing {
         priority: tidings_core::Priority::Normal,
         content: Content::Sms { to: to.into(), body: "Your order shipped & more".into() },
     }
+}
+
+/// With a status URL configured, each message's carries its notification id.
+#[tokio::test]
+async fn a_configured_status_callback_carries_the_notification_id() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(PATH))
+        .and(body_string_contains("StatusCallback=https%3A%2F%2Fhooks.example%2Fcallbacks%2Ftwilio%2Fstatus%3Fn%3Dn1"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"sid": "SM42"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config: TwilioConfig = serde_json::from_value(serde_json::json!({
+        "base_url": server.uri(), "account_sid": "AC123", "auth_token": "secret", "from": "+15550001111",
+        "status_callback": "https://hooks.example/callbacks/twilio/status"
+    }))
+    .unwrap();
+    Twilio::new("twilio", &config).unwrap().send(&sms("+33612345678")).await.unwrap();
 }
 
 #[tokio::test]

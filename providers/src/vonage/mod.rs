@@ -2,16 +2,18 @@
 //! secret in the body. The HTTP status is 200 even when a message failed:
 //! the per-message `status` in the body says what happened.
 
+pub mod callback;
+pub mod config;
 mod request;
 mod response;
 
 #[cfg(test)]
 mod tests;
 
+use self::config::VonageConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use tidings_core::config::VonageConfig;
 use tidings_core::Channel;
 
 pub struct Vonage {
@@ -21,12 +23,12 @@ pub struct Vonage {
     api_key: String,
     api_secret: SecretString,
     from: String,
+    receipt_callback: Option<String>,
 }
 
 impl Vonage {
-    pub fn new(name: &str, c: &VonageConfig) -> Result<Self, ProviderError> {
-        let client =
-            crate::http_client(c.timeout).build().map_err(|e| ProviderError::down(format!("vonage {name}: {e}")))?;
+    pub fn new(name: &str, c: &VonageConfig) -> Result<Self, String> {
+        let client = crate::http_client(c.timeout).build().map_err(|e| e.to_string())?;
         Ok(Vonage {
             name: name.to_string(),
             client,
@@ -34,6 +36,7 @@ impl Vonage {
             api_key: c.api_key.clone(),
             api_secret: c.api_secret.clone(),
             from: c.from.clone(),
+            receipt_callback: c.receipt_callback.as_ref().map(|u| u.to_string()),
         })
     }
 }
@@ -53,7 +56,10 @@ impl Provider for Vonage {
             return Err(ProviderError::permanent("vonage sends SMS only"));
         };
         let secret = self.api_secret.expose_secret();
-        let form = request::form(&self.api_key, secret, &self.from, to, body, &message.notification_id);
+        let mut form = request::form(&self.api_key, secret, &self.from, to, body, &message.notification_id);
+        if let Some(url) = &self.receipt_callback {
+            form.push(("callback", url));
+        }
         let response =
             self.client.post(&self.url).form(&form).send().await.map_err(|e| ProviderError::from_http(&e))?;
         response::read(&self.name, response).await

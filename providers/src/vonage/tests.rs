@@ -1,8 +1,8 @@
 //! The adapter against a wiremock server speaking the Vonage SMS API.
 
+use super::config::VonageConfig;
 use super::Vonage;
 use crate::{Content, ErrorKind, Outgoing, Provider};
-use tidings_core::config::VonageConfig;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -9,12 +9,12 @@
 //! delivery carries both signatures (`v1,<new> v1,<old>`, as Standard
 //! Webhooks allows), so receivers move to their new key at their own pace.
 
+use super::config::WebhookConfig;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use hkdf::Hkdf;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
-use tidings_core::config::WebhookConfig;
 
 /// The shortest master key taken, in bytes (Standard Webhooks asks 24 to 64).
 pub const MIN_KEY_BYTES: usize = 24;

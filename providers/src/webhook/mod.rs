@@ -12,6 +12,7 @@
 //! cannot take every connection; the worker's lanes already keep a user's
 //! own messages one at a time.
 
+pub mod config;
 mod guard;
 pub mod keys;
 mod response;
@@ -19,11 +20,11 @@ mod response;
 #[cfg(test)]
 mod tests;
 
+use self::config::WebhookConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tidings_core::config::WebhookConfig;
 use tidings_core::Channel;
 use tokio::sync::Semaphore;
 
@@ -39,8 +40,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    pub fn new(name: &str, c: &WebhookConfig) -> Result<Self, ProviderError> {
-        let keys = keys::Keys::from_config(c).map_err(|e| ProviderError::down(format!("webhook {name}: {e}")))?;
+    pub fn new(name: &str, c: &WebhookConfig) -> Result<Self, String> {
+        let keys = keys::Keys::from_config(c)?;
         let client = crate::http_client(c.timeout)
             // A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`) would be the only
             // address the guard sees: webhooks never go through one.
@@ -48,7 +49,7 @@ impl Webhook {
             .dns_resolver(Arc::new(guard::Resolver { allow_private: c.allow_private }))
             .user_agent("tidings-webhooks")
             .build()
-            .map_err(|e| ProviderError::down(format!("webhook {name}: {e}")))?;
+            .map_err(|e| e.to_string())?;
         Ok(Webhook {
             name: name.to_string(),
             client,

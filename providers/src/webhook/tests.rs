@@ -1,9 +1,9 @@
 //! The adapter against a wiremock endpoint, verifying the signature the way
 //! a receiver would, with the Standard Webhooks reference library.
 
+use super::config::WebhookConfig;
 use super::Webhook;
 use crate::{Content, ErrorKind, Outgoing, Provider};
-use tidings_core::config::WebhookConfig;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
