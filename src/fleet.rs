@@ -125,7 +125,8 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
         tasks.spawn(async move { Ok(tidings_intake::scheduler::run(c, s, clock, p, h, t.cancelled_owned()).await?) });
     }
     if !roles.channels.is_empty() {
-        let renderer = Arc::new(Renderer::load(&templates_dir(&config))?);
+        let links = tidings_core::unsubscribe::Links::new(&config.unsubscribe);
+        let renderer = Arc::new(Renderer::load(&templates_dir(&config))?.with_links(links));
         for channel in roles.channels {
             let worker = Worker {
                 channel,

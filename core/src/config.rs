@@ -38,6 +38,12 @@ pub struct Config {
     /// Trace export (OTLP); off by default.
     #[serde(default)]
     pub traces: TracesConfig,
+    /// The `tidings callbacks` role: provider callbacks and unsubscribe links in.
+    #[serde(default)]
+    pub callbacks: CallbacksConfig,
+    /// One-click unsubscribe links in email (RFC 8058); off until a URL and a key are set.
+    #[serde(default)]
+    pub unsubscribe: UnsubscribeConfig,
     /// Event type -> how it becomes notifications.
     #[serde(default)]
     pub events: BTreeMap<String, EventRoute>,
@@ -346,6 +352,60 @@ fn default_sample_ratio() -> f64 {
     1.0
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// Where the role listens (its `/healthz` too).
+    #[serde(default = "default_callbacks_listen")]
+    pub listen: std::net::SocketAddr,
+    /// The URL providers call the role at, e.g. `https://hooks.shop.example`:
+    /// Twilio signs the full URL it called, which a proxy in front of the
+    /// role hides. When left out, the request's `Host` over plain `http`.
+    #[serde(default)]
+    pub public_url: Option<url::Url>,
+    /// Callbacks accepted and not yet applied; beyond it a provider is
+    /// answered 503 and sends again later.
+    #[serde(default = "default_callbacks_queue")]
+    pub queue: usize,
+    /// How far a signed timestamp may be from now (SendGrid, Vonage).
+    #[serde(default = "default_signature_tolerance", with = "humantime_serde")]
+    pub signature_tolerance: Duration,
+    /// Soft bounces of one address within `soft_bounce_window` that list it.
+    #[serde(default = "default_soft_bounces")]
+    pub soft_bounces: u64,
+    #[serde(default = "default_soft_bounce_window", with = "humantime_serde")]
+    pub soft_bounce_window: Duration,
+    /// How long a callback is remembered, so a copy of it records nothing more.
+    #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
+    pub remember: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsubscribeConfig {
+    /// Where links point: the callbacks role's `/u`, e.g. `https://hooks.shop.example/u`.
+    #[serde(default)]
+    pub url: Option<url::Url>,
+    /// An address that unsubscribes by mail too (`List-Unsubscribe: <mailto:…>`).
+    #[serde(default)]
+    pub mailto: Option<String>,
+    /// The categories whose email carries the links.
+    #[serde(default = "default_unsubscribe_categories")]
+    pub categories: Vec<String>,
+    /// Signing keys: the first signs, every one verifies (rotation).
+    #[serde(default)]
+    pub keys: Vec<UnsubscribeKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsubscribeKey {
+    /// A short name, written into each token.
+    pub id: String,
+    /// At least 16 bytes.
+    pub secret: secrecy::SecretString,
+}
+
 /// How one event type becomes notifications.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -426,7 +486,9 @@ pub struct ChannelConfig {
 /// Fields that hold strings which may look like numbers or booleans (keys,
 /// tokens, passwords, account ids, sender ids): read as written from the
 /// environment.
-const STRING_FIELDS: [&str; 17] = [
+const STRING_FIELDS: [&str; 19] = [
+    "signature_secret",
+    "webhook_verification_key",
     "password",
     "username",
     "api_key",
@@ -447,8 +509,16 @@ const STRING_FIELDS: [&str; 17] = [
 ];
 
 /// Secret fields: an error about one never shows its value.
-const SECRET_FIELDS: [&str; 7] =
-    ["password", "api_secret", "auth_token", "secret", "previous_secret", "credentials_json", "key_pem"];
+const SECRET_FIELDS: [&str; 8] = [
+    "password",
+    "api_secret",
+    "auth_token",
+    "secret",
+    "previous_secret",
+    "credentials_json",
+    "key_pem",
+    "signature_secret",
+];
 
 /// `error` with the value taken out of every message about a secret field,
 /// and out of every type error in `[providers]` (whose tagged sections do
@@ -535,6 +605,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
             return bad("traces.sample_ratio must be within 0.0..=1.0".into());
+        }
+        for key in &self.unsubscribe.keys {
+            use secrecy::ExposeSecret;
+            if key.secret.expose_secret().len() < 16 || key.id.is_empty() || key.id.contains('.') {
+                return bad(format!(
+                    "unsubscribe.keys `{}`: an id without dots, and a secret of 16 bytes or more",
+                    key.id
+                ));
+            }
         }
         if self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix: no `{` or `}` (Tidings places its own hash tags)".into());
@@ -633,6 +712,24 @@ impl TopicSettings {
     }
 }
 
+fn default_callbacks_listen() -> std::net::SocketAddr {
+    ([0, 0, 0, 0], 8080).into()
+}
+fn default_callbacks_queue() -> usize {
+    10_000
+}
+fn default_signature_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_soft_bounces() -> u64 {
+    3
+}
+fn default_soft_bounce_window() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_unsubscribe_categories() -> Vec<String> {
+    vec!["marketing".into()]
+}
 fn default_group_prefix() -> String {
     "tidings".into()
 }
@@ -756,5 +853,6 @@ default_via_serde!(
     AmbiguityConfig,
     BreakerConfig,
     SchedulerConfig,
-    TemplatesConfig
+    TemplatesConfig,
+    CallbacksConfig
 );

@@ -19,6 +19,7 @@
 //! - [`suppression`]: addresses and numbers that get nothing more, and why.
 //! - [`telemetry`]: health and readiness, and the metrics every role shares.
 //! - [`trace`]: W3C trace context from event to provider answer, across Kafka.
+//! - [`unsubscribe`]: signed one-click unsubscribe links (RFC 8058), with rotatable keys.
 //! - [`testing`] (feature `testing`): strategies for property tests.
 
 pub mod backoff;
@@ -41,6 +42,7 @@ pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trace;
+pub mod unsubscribe;
 
 pub use channel::{Channel, Priority};
 pub use clock::Clock;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use tidings_core::notification::PushToken;
+use tidings_core::unsubscribe::ListUnsubscribe;
 use tidings_core::{Channel, Priority};
 
 #[derive(Debug, Clone, Serialize)]
@@ -17,10 +18,28 @@ pub struct Outgoing {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "channel")]
 pub enum Content {
-    Email { to: String, subject: String, text: String, html: String },
-    Sms { to: String, body: String },
-    Push { tokens: Vec<PushToken>, title: String, body: String },
-    Webhook { url: String, body: serde_json::Value },
+    Email {
+        to: String,
+        subject: String,
+        text: String,
+        html: String,
+        /// `List-Unsubscribe` and one-click (RFC 8058), for email of the configured categories.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unsubscribe: Option<ListUnsubscribe>,
+    },
+    Sms {
+        to: String,
+        body: String,
+    },
+    Push {
+        tokens: Vec<PushToken>,
+        title: String,
+        body: String,
+    },
+    Webhook {
+        url: String,
+        body: serde_json::Value,
+    },
 }
 
 impl Content {

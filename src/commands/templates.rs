@@ -43,7 +43,7 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
 
 fn show(content: Content, channel: Channel) -> String {
     match content {
-        Content::Email { to, subject, text, html } => {
+        Content::Email { to, subject, text, html, .. } => {
             format!("To: {to}\nSubject: {subject}\n\n--- text ---\n{text}\n--- html ---\n{html}\n")
         }
         Content::Sms { to, body } => {

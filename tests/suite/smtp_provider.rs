@@ -23,6 +23,7 @@ fn email() -> Outgoing {
             subject: "Order o-1 confirmed".into(),
             text: "Thank you.".into(),
             html: "<p>Thank you.</p>".into(),
+            unsubscribe: None,
         },
     }
 }

@@ -82,11 +82,16 @@ impl Provider for Sandbox {
         let channel = message.content.channel();
         let dir = self.outbox.join(channel.as_str());
         let (extension, body) = match &message.content {
-            Content::Email { to, subject, text, html } => (
+            Content::Email { to, subject, text, html, unsubscribe } => (
                 "eml",
                 format!(
-                    "To: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@tidings>\r\nContent-Type: multipart/alternative; boundary=tidings\r\n\r\n--tidings\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n--tidings\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--tidings--\r\n",
-                    message.notification_id
+                    "To: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@tidings>\r\n{}Content-Type: multipart/alternative; boundary=tidings\r\n\r\n--tidings\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n--tidings\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--tidings--\r\n",
+                    message.notification_id,
+                    unsubscribe.as_ref().map_or(String::new(), |u| format!(
+                        "List-Unsubscribe: {}\r\nList-Unsubscribe-Post: {}\r\n",
+                        u.header(),
+                        tidings_core::unsubscribe::ONE_CLICK
+                    )),
                 )
                 .into_bytes(),
             ),

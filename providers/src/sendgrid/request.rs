@@ -28,13 +28,13 @@ impl Address {
 }
 
 pub fn body(from: &Address, message: &Outgoing) -> Result<serde_json::Value, ProviderError> {
-    let Content::Email { to, subject, text, html } = &message.content else {
+    let Content::Email { to, subject, text, html, unsubscribe } = &message.content else {
         return Err(ProviderError::permanent("not an email"));
     };
     if !tidings_core::prefs::is_email(to) {
         return Err(ProviderError::invalid_recipient(format!("invalid address `{to}`")));
     }
-    Ok(serde_json::json!({
+    let mut body = serde_json::json!({
         "personalizations": [{"to": [{"email": to}]}],
         "from": from,
         "subject": crate::smtp::one_line(subject),
@@ -43,5 +43,12 @@ pub fn body(from: &Address, message: &Outgoing) -> Result<serde_json::Value, Pro
             {"type": "text/html", "value": html},
         ],
         "custom_args": {"notification_id": message.notification_id},
-    }))
+    });
+    if let Some(u) = unsubscribe {
+        body["headers"] = serde_json::json!({
+            "List-Unsubscribe": crate::smtp::one_line(&u.header()),
+            "List-Unsubscribe-Post": tidings_core::unsubscribe::ONE_CLICK,
+        });
+    }
+    Ok(body)
 }

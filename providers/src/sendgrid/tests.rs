@@ -24,6 +24,7 @@ fn email(to: &str) -> Outgoing {
             subject: "Hi\r\nBcc: x@y.z".into(),
             text: "t".into(),
             html: "<p>h</p>".into(),
+            unsubscribe: None,
         },
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use tidings_core::unsubscribe::{Links, ListUnsubscribe};
 use tidings_core::{Channel, Notification, Recipient};
 use tidings_providers::Content;
 
@@ -42,6 +43,8 @@ pub struct Renderer {
     text: Engine,
     /// Each template folder's files.
     files: HashMap<String, Vec<File>>,
+    /// One-click unsubscribe links, when configured.
+    links: Option<Links>,
 }
 
 /// One template file: the part it renders, its language (`None`: the plain
@@ -129,7 +132,20 @@ impl Renderer {
             files.entry(folder).or_default().push(file);
         }
         let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
-        Ok(Renderer { html: Engine::new(html, &templates, &safe), text: Engine::new(text, &templates, &safe), files })
+        Ok(Renderer {
+            html: Engine::new(html, &templates, &safe),
+            text: Engine::new(text, &templates, &safe),
+            files,
+            links: None,
+        })
+    }
+
+    /// With email of the linked categories carrying an unsubscribe link:
+    /// in its headers, and as `unsubscribe_url` for its templates (in place
+    /// of any the event gave), so the body's link and the header's agree.
+    pub fn with_links(mut self, links: Option<Links>) -> Self {
+        self.links = links;
+        self
     }
 
     /// Renders `n` into the content its channel's providers send. A link
@@ -146,8 +162,12 @@ impl Renderer {
 
     /// [`render`](Self::render), and the link values it replaced by `#`.
     pub fn render_reporting(&self, n: &Notification) -> Result<(Content, Vec<String>), RenderError> {
+        let unsubscribe = match n.channel {
+            Channel::Email => self.links.as_ref().and_then(|l| l.for_message(&n.user_id, &n.category)),
+            _ => None,
+        };
         // One context for every part: the registry's `render` would copy the data into one each time.
-        let ctx = handlebars::Context::from(context(n));
+        let ctx = handlebars::Context::from(context(n, unsubscribe.as_ref()));
         let mut replaced = Vec::new();
         let mut part = |p: &str| self.part(n, p, &ctx, &mut replaced);
         let content = match (&n.recipient, n.channel) {
@@ -156,6 +176,7 @@ impl Renderer {
                 subject: part("email.subject")?.trim().to_string(),
                 text: part("email.text")?,
                 html: part("email.html")?,
+                unsubscribe,
             },
             (Recipient::Sms { phone }, Channel::Sms) => {
                 Content::Sms { to: phone.clone(), body: part("sms")?.trim().to_string() }
@@ -232,8 +253,9 @@ pub fn parts(channel: Channel) -> &'static [&'static str] {
 }
 
 /// The data a template sees: the event's `data`, plus `tidings` with the
-/// user's time zone and locale (read by the date helper).
-fn context(n: &Notification) -> Value {
+/// user's time zone and locale (read by the date helper), and the message's
+/// own `unsubscribe_url` when it has one.
+fn context(n: &Notification, unsubscribe: Option<&ListUnsubscribe>) -> Value {
     let mut ctx = match serde_json::from_str::<Value>(n.data.get()) {
         Ok(Value::Object(m)) => Value::Object(m),
         Ok(other) => json!({ "data": other }),
@@ -245,6 +267,9 @@ fn context(n: &Notification) -> Value {
         "notification_id": n.notification_id,
         "event_type": n.event_type,
     });
+    if let Some(u) = unsubscribe {
+        ctx["unsubscribe_url"] = u.url.clone().into();
+    }
     ctx
 }
 
@@ -334,7 +359,7 @@ mod tests {
                 let sample = std::fs::read_to_string(dir.join(folder).join("sample.json")).unwrap();
                 let n =
                     check::sample_notification(folder, Channel::Email, "en", serde_json::from_str(&sample).unwrap());
-                let ctx = handlebars::Context::from(context(&n));
+                let ctx = handlebars::Context::from(context(&n, None));
                 let written = engine.written.render_with_context(name, &ctx).unwrap();
                 assert_eq!(engine.quick.render_with_context(name, &ctx).unwrap(), written, "{name}");
                 if engine.quick.get_template(name) != engine.written.get_template(name) {
