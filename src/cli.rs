@@ -33,6 +33,9 @@ pub enum Command {
     },
     /// Put deferred notifications back on their channel topics when due.
     Scheduler,
+    /// Take provider callbacks (receipts, bounces, complaints, STOP) and
+    /// one-click unsubscribes, on `callbacks.listen`.
+    Callbacks,
     /// Inspect or replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),

@@ -67,13 +67,15 @@ pub fn install_metrics(config: &Config) -> anyhow::Result<()> {
 pub struct Roles {
     pub intake: bool,
     pub scheduler: bool,
+    /// Provider callbacks and unsubscribe links in, on `callbacks.listen`.
+    pub callbacks: bool,
     pub channels: Vec<Channel>,
 }
 
 impl Roles {
     /// Intake, the scheduler, and a worker for every configured channel.
     pub fn all(config: &Config) -> Self {
-        Roles { intake: true, scheduler: true, channels: config.channels.keys().copied().collect() }
+        Roles { intake: true, scheduler: true, callbacks: false, channels: config.channels.keys().copied().collect() }
     }
 }
 
@@ -85,6 +87,8 @@ pub struct Fleet {
     pub health: Arc<Health>,
     /// The metrics and health endpoints, served while the roles run and drain.
     server: Option<tokio::task::JoinHandle<()>>,
+    /// Where the callbacks role listens, when it runs.
+    pub callbacks: Option<std::net::SocketAddr>,
 }
 
 /// How often, and how long at most, the fleet asks Redis whether it answers.
@@ -142,7 +146,21 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
             tasks.spawn(async move { Ok(tidings_workers::run(worker, t.cancelled_owned()).await?) });
         }
     }
-    Ok(Fleet { token, tasks, progress, health, server })
+    let mut callbacks = None;
+    if roles.callbacks {
+        let addr = config.callbacks.listen;
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("cannot serve callbacks on {addr}"))?;
+        listener.set_nonblocking(true)?;
+        callbacks = Some(listener.local_addr()?);
+        let (c, s, t) = (config.clone(), store.clone(), token.clone());
+        let probes = crate::serve::probes(health.clone());
+        tasks.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            Ok(tidings_callbacks::run(c, s, clock, listener, probes, t.cancelled_owned()).await?)
+        });
+    }
+    Ok(Fleet { token, tasks, progress, health, server, callbacks })
 }
 
 impl Fleet {

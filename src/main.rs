@@ -75,14 +75,17 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
         Command::Bench(tidings::cli::BenchCommand::Intake(args)) => commands::bench::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Worker(args)) => commands::bench_worker::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()),
-        Command::Intake | Command::Scheduler | Command::Worker { .. } => {
+        Command::Intake | Command::Scheduler | Command::Worker { .. } | Command::Callbacks => {
             let config = load()?;
             fleet::install_metrics(&config)?;
             let store = fleet::open_store(&config).await?;
             let roles = match cli.command {
-                Command::Intake => Roles { intake: true, scheduler: false, channels: vec![] },
-                Command::Scheduler => Roles { intake: false, scheduler: true, channels: vec![] },
-                Command::Worker { channel } => Roles { intake: false, scheduler: false, channels: vec![channel] },
+                Command::Intake => Roles { intake: true, scheduler: false, callbacks: false, channels: vec![] },
+                Command::Callbacks => Roles { intake: false, scheduler: false, callbacks: true, channels: vec![] },
+                Command::Scheduler => Roles { intake: false, scheduler: true, callbacks: false, channels: vec![] },
+                Command::Worker { channel } => {
+                    Roles { intake: false, scheduler: false, callbacks: false, channels: vec![channel] }
+                }
                 _ => unreachable!("matched above"),
             };
             let fleet = fleet::spawn_fleet(config, store, Clock::system(), roles)?;

@@ -52,17 +52,18 @@ pub fn start(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<tokio::tas
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(health);
+    let app = Router::new().route("/metrics", get(move || std::future::ready(metrics.render()))).merge(probes(health));
     tracing::info!(%addr, "metrics at /metrics, probes at /healthz and /readyz");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the metrics endpoint stopped");
         }
     }))
+}
+
+/// `/healthz` and `/readyz` alone: what the callbacks role serves beside its own routes.
+pub fn probes(health: Arc<Health>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(health)
 }
 
 async fn healthz(State(health): State<Arc<Health>>) -> (StatusCode, String) {

@@ -168,6 +168,17 @@ impl Reason {
     }
 }
 
+/// The status in a notification's dedupe record (`{"status": …, …}`, as
+/// a worker writes it once the notification has an outcome); `None` for a
+/// claim or anything else.
+pub fn recorded_status(record: &str) -> Option<StatusRecord> {
+    #[derive(Deserialize)]
+    struct Recorded {
+        status: StatusRecord,
+    }
+    serde_json::from_str::<Recorded>(record).ok().map(|r| r.status)
+}
+
 /// The longest reason a status record carries, in characters.
 pub const MAX_ERROR_CHARS: usize = 1000;
 
@@ -187,6 +198,9 @@ pub struct StatusRecord {
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
+    /// Feedback: the provider's own code (`30005`, `5.1.1`, `err-code 3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
     #[serde(default)]
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +240,7 @@ impl StatusRecord {
             priority: Some(notification.priority),
             provider: None,
             provider_message_id: None,
+            provider_code: None,
             attempts: notification.attempt,
             error_class: None,
             error: None,

@@ -651,6 +651,7 @@ fn event_status(
         priority: None,
         provider: None,
         provider_message_id: None,
+        provider_code: None,
         attempts: 0,
         error_class: None,
         error: None,

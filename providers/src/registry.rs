@@ -18,6 +18,12 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+impl ConfigError {
+    pub fn new(name: &str, problem: impl Into<String>) -> Self {
+        ConfigError { name: name.to_string(), problem: problem.into() }
+    }
+}
+
 /// What each provider configuration checks beyond its types.
 pub trait Settings: DeserializeOwned {
     fn validate(&self) -> Result<(), String>;

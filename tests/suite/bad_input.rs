@@ -74,7 +74,7 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
 
     // Intake only: the notification is queued while the user still wants it.
     let watch = StatusWatch::start(&config);
-    let intake_only = Roles { intake: true, scheduler: false, channels: vec![] };
+    let intake_only = Roles { intake: true, scheduler: false, callbacks: false, channels: vec![] };
     let intake = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), intake_only).unwrap();
     let mut no_total: serde_json::Value = serde_json::from_str(&order_event(7, "u-1")).unwrap();
     no_total["data"].as_object_mut().unwrap().remove("total");
@@ -90,7 +90,7 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
     // The user mutes everything before a worker picks the messages up.
     u1["muted"] = true.into();
     store.set_prefs("u-1", &u1.to_string()).await.unwrap();
-    let workers = Roles { intake: false, scheduler: false, channels: vec![Channel::Email] };
+    let workers = Roles { intake: false, scheduler: false, callbacks: false, channels: vec![Channel::Email] };
     let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), workers).unwrap();
     for seq in [7, 8] {
         let id = notification_id(&format!("evt-{seq}"), Channel::Email, "u-1", "order.confirmed");

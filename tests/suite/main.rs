@@ -5,6 +5,7 @@ mod harness;
 
 mod bad_input;
 mod breaker_fleet;
+mod callbacks;
 mod config;
 mod dev_drills;
 mod dlq;

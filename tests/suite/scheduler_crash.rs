@@ -52,7 +52,7 @@ async fn killed_scheduler_loses_nothing_and_the_worker_sends_nothing_twice() {
         config.clone(),
         store.clone(),
         Clock::system(),
-        Roles { intake: false, scheduler: false, channels: vec![Channel::Email] },
+        Roles { intake: false, scheduler: false, callbacks: false, channels: vec![Channel::Email] },
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();

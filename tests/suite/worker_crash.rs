@@ -55,7 +55,7 @@ async fn killed_worker_loses_nothing_and_resends_nothing_it_recorded() {
         config.clone(),
         store,
         Clock::system(),
-        Roles { intake: true, scheduler: false, channels: vec![] },
+        Roles { intake: true, scheduler: false, callbacks: false, channels: vec![] },
     )
     .unwrap();
 

@@ -138,11 +138,6 @@ fn dedupe_tail(by: &str, published: bool) -> String {
     format!(r#","by":{by},"published":{published}}}"#)
 }
 
-/// The status in a dedupe record, when the record is an outcome (not a claim).
-pub fn recorded_status(record: &str) -> Option<StatusRecord> {
-    serde_json::from_str::<DedupeRecord>(record).ok().map(|r| r.status)
-}
-
 /// How a notification ended: its status record, and the dead letter it
 /// goes out with. Both are written after the outcome is recorded, so a
 /// notification has one dead letter however often it is redelivered.
@@ -728,6 +723,7 @@ mod tests {
             priority: Some(Priority::Normal),
             provider: Some("smtp".into()),
             provider_message_id: None,
+            provider_code: None,
             attempts: 1,
             error_class: None,
             error: Some("a \"quoted\" reason".into()),

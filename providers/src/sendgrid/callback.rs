@@ -9,7 +9,8 @@
 use crate::feedback::{fresh, Feedback, Outcome, Refused};
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
+use p256::ecdsa::Signature;
+pub use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
 use std::time::Duration;

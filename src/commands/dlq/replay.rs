@@ -38,9 +38,9 @@ use std::time::Duration;
 use tidings_core::channel::INTAKE_DLQ_TOPIC;
 use tidings_core::dead_letter::{DeadLetter, REPLAYED_FROM, SCHEDULE};
 use tidings_core::kafka;
+use tidings_core::status::recorded_status;
 use tidings_core::store::{SharedStore, CLAIM_MARK};
 use tidings_core::{Config, State};
-use tidings_workers::deliver::recorded_status;
 
 /// What to replay and how.
 pub struct Replay {

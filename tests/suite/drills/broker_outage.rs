@@ -30,7 +30,7 @@ async fn a_broker_down_and_back_loses_and_repeats_nothing() {
     let config = Arc::new(config);
     let store = harness::store_with_email_users(&config, USERS).await;
     let watch = StatusWatch::start(&config);
-    let roles = fleet::Roles { intake: true, scheduler: true, channels: vec![Channel::Email] };
+    let roles = fleet::Roles { intake: true, scheduler: true, callbacks: false, channels: vec![Channel::Email] };
     let running = fleet::spawn_fleet(config.clone(), store, Clock::system(), roles).unwrap();
 
     let feed = |from: usize, to: usize| -> String {

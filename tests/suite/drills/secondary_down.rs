@@ -39,7 +39,7 @@ async fn a_message_failing_on_the_primary_ends_while_the_secondary_is_down() {
     let config = Arc::new(config);
     let store = harness::store_with_email_users(&config, USERS).await;
     let watch = StatusWatch::start(&config);
-    let roles = fleet::Roles { intake: true, scheduler: false, channels: vec![Channel::Email] };
+    let roles = fleet::Roles { intake: true, scheduler: false, callbacks: false, channels: vec![Channel::Email] };
     let running = fleet::spawn_fleet(config.clone(), store, Clock::system(), roles).unwrap();
 
     let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();

@@ -61,7 +61,7 @@ async fn a_slow_endpoint_holds_only_its_own_user() {
     tidings::commands::prefs::import(store.as_ref(), &users).await.unwrap();
 
     let watch = StatusWatch::start(&config);
-    let roles = fleet::Roles { intake: true, scheduler: false, channels: vec![Channel::Webhook] };
+    let roles = fleet::Roles { intake: true, scheduler: false, callbacks: false, channels: vec![Channel::Webhook] };
     let running = fleet::spawn_fleet(config.clone(), store, Clock::system(), roles).unwrap();
 
     // The slow user's backlog first, then everyone else's.

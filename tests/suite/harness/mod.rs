@@ -194,12 +194,12 @@ pub async fn store_with_email_users(config: &Config, n: usize) -> tidings_core::
 
 /// The roles of a process that runs intake alone.
 pub fn intake_only() -> tidings::fleet::Roles {
-    tidings::fleet::Roles { intake: true, scheduler: false, channels: vec![] }
+    tidings::fleet::Roles { intake: true, scheduler: false, callbacks: false, channels: vec![] }
 }
 
 /// The roles of a process that runs one channel's worker alone.
 pub fn worker_only(channel: Channel) -> tidings::fleet::Roles {
-    tidings::fleet::Roles { intake: false, scheduler: false, channels: vec![channel] }
+    tidings::fleet::Roles { intake: false, scheduler: false, callbacks: false, channels: vec![channel] }
 }
 
 /// A user with email and SMS enabled and no quiet hours.

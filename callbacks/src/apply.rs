@@ -1,0 +1,184 @@
+//! What a queued callback changes, applied in the background:
+//!
+//! - feedback on a notification becomes one status record per notification
+//!   and state (a copy of the callback records nothing more), keyed by the
+//!   notification's user, built on the outcome its worker recorded (so it
+//!   carries event, user, channel, priority, correlation and trace ids);
+//! - a hard bounce, a complaint, an unsubscribe and a permanent SMS failure
+//!   list the address; soft ones are counted, and list it once
+//!   `callbacks.soft_bounces` came within `callbacks.soft_bounce_window`;
+//! - STOP lists the number, START takes it off the list.
+//!
+//! Feedback on a notification whose outcome is no longer remembered (older
+//! than `worker.dedupe_ttl`, or never ours) is logged and counted; its
+//! address is still listed when the feedback calls for it.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use rdkafka::producer::FutureProducer;
+use std::sync::Arc;
+use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::kafka::{delivered, enqueue_json};
+use tidings_core::persist::until_ok;
+use tidings_core::status::recorded_status;
+use tidings_core::store::SharedStore;
+use tidings_core::suppression::{normalize, Cause, Suppression};
+use tidings_core::{Clock, Config, State, StatusRecord};
+use tidings_providers::feedback::{Feedback, Keyword, Outcome};
+use tokio::sync::mpsc;
+
+/// One thing to apply.
+#[derive(Debug)]
+pub enum Work {
+    /// `provider` (its configured name) said `feedback`.
+    Feedback { provider: String, feedback: Feedback },
+    /// `number` texted `keyword` to `provider`.
+    Keyword { provider: String, keyword: Keyword, number: String },
+}
+
+/// Callbacks applied at once.
+const CONCURRENCY: usize = 32;
+
+pub struct Applier {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub producer: FutureProducer,
+    pub clock: Clock,
+}
+
+impl Applier {
+    /// Applies everything queued, until the queue is closed and empty.
+    pub async fn run(self, rx: mpsc::Receiver<Work>) {
+        let me = &self;
+        tokio_stream_of(rx).for_each_concurrent(CONCURRENCY, |work| async move { me.apply(work).await }).await;
+    }
+
+    async fn apply(&self, work: Work) {
+        match work {
+            Work::Feedback { provider, feedback } => self.feedback(&provider, feedback).await,
+            Work::Keyword { provider, keyword, number } => self.keyword(&provider, keyword, &number).await,
+        }
+    }
+
+    async fn feedback(&self, provider: &str, f: Feedback) {
+        let now = self.clock.now();
+        let state = match f.outcome {
+            Outcome::Delivered => Some(State::Delivered),
+            Outcome::Bounced { .. } => Some(State::Bounced),
+            Outcome::Complained => Some(State::Complained),
+            Outcome::Undelivered { .. } => Some(State::Undelivered),
+            Outcome::Unsubscribed => None,
+            Outcome::Progress => return counted(provider, "progress"),
+        };
+        // One sighting per notification (else provider message) and what it says.
+        let about =
+            f.notification_id.clone().or_else(|| f.provider_message_id.as_ref().map(|m| format!("{provider}:{m}")));
+        let what = state.map_or("unsubscribed", State::as_str);
+        if let Some(about) = &about {
+            let key = format!("cb:{about}:{what}");
+            let remember = self.config.callbacks.remember;
+            if !until_ok("remember a callback", || self.store.first_sighting(&key, remember)).await {
+                return counted(provider, "duplicate");
+            }
+        }
+        if let Some(state) = state {
+            self.record(provider, &f, state, now).await;
+        }
+        self.list(provider, &f, now).await;
+    }
+
+    /// The status record of `f`, when its notification's outcome is remembered.
+    async fn record(&self, provider: &str, f: &Feedback, state: State, now: DateTime<Utc>) {
+        let Some(id) = &f.notification_id else {
+            tracing::info!(provider, state = state.as_str(), "feedback without a notification id");
+            return counted(provider, "unknown_notification");
+        };
+        let recorded = until_ok("read an outcome", || self.store.dedupe_value(id)).await;
+        let Some(sent) = recorded.as_deref().and_then(recorded_status) else {
+            tracing::info!(provider, notification_id = %id, state = state.as_str(), "feedback on a notification not remembered");
+            return counted(provider, "unknown_notification");
+        };
+        let status = StatusRecord {
+            state,
+            provider: Some(provider.to_string()),
+            provider_message_id: f.provider_message_id.clone().or(sent.provider_message_id.clone()),
+            provider_code: f.code.clone(),
+            error_class: None,
+            error: Some(tidings_core::status::cut_reason(f.reason.clone())),
+            not_before: None,
+            fallback_notification_id: None,
+            at: now,
+            ..sent
+        };
+        until_ok("publish a status", || async {
+            delivered(enqueue_json(&self.producer, STATUS_TOPIC, &status.user_id, &status, None).await?).await
+        })
+        .await;
+        counted(provider, "recorded");
+    }
+
+    /// Lists (or counts a soft bounce of) the address `f` names, when `f` calls for it.
+    async fn list(&self, provider: &str, f: &Feedback, now: DateTime<Utc>) {
+        let cause = match f.outcome {
+            Outcome::Bounced { hard: true } | Outcome::Undelivered { permanent: true } => Some(Cause::HardBounce),
+            Outcome::Complained => Some(Cause::Complaint),
+            Outcome::Unsubscribed => Some(Cause::Unsubscribe),
+            Outcome::Bounced { hard: false } | Outcome::Undelivered { permanent: false } => None,
+            Outcome::Delivered | Outcome::Progress => return,
+        };
+        let Some((channel, address)) = f.address.as_deref().and_then(normalize) else { return };
+        let cause = match cause {
+            Some(c) => c,
+            None => {
+                let window = self.config.callbacks.soft_bounce_window;
+                let count = until_ok("count a soft bounce", || self.store.soft_bounce(&address, window)).await;
+                if count < self.config.callbacks.soft_bounces {
+                    return;
+                }
+                Cause::SoftBounces
+            }
+        };
+        let entry =
+            Suppression { address, channel, cause, reason: f.reason.clone(), source: provider.to_string(), at: now };
+        until_ok("list an address", || self.store.suppress(&entry)).await;
+        metrics::counter!("tidings_suppressions_added_total", "cause" => cause.as_str(), "source" => "callback")
+            .increment(1);
+    }
+
+    async fn keyword(&self, provider: &str, keyword: Keyword, number: &str) {
+        let Some((channel, number)) = normalize(number) else {
+            return counted(provider, "malformed");
+        };
+        match keyword {
+            Keyword::Stop => {
+                let entry = Suppression {
+                    address: number,
+                    channel,
+                    cause: Cause::Stop,
+                    reason: "the number texted STOP".into(),
+                    source: provider.to_string(),
+                    at: self.clock.now(),
+                };
+                until_ok("list a number", || self.store.suppress(&entry)).await;
+                metrics::counter!("tidings_suppressions_added_total", "cause" => "stop", "source" => "callback")
+                    .increment(1);
+                counted(provider, "stop");
+            }
+            Keyword::Start => {
+                until_ok("lift a number", || self.store.unsuppress(&number)).await;
+                counted(provider, "start");
+            }
+            Keyword::Help => counted(provider, "help"),
+        }
+    }
+}
+
+fn counted(provider: &str, outcome: &'static str) {
+    metrics::counter!("tidings_callbacks_applied_total", "provider" => provider.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A receiver as a stream (what `for_each_concurrent` takes).
+fn tokio_stream_of<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,246 @@
+//! The routes. Each provider's name in `[providers]` is part of its paths,
+//! so two accounts of one provider each check with their own secret:
+//!
+//! - `POST /callbacks/<twilio provider>/status?n=<notification id>`: Twilio
+//!   message status (the adapter gives each message this URL);
+//! - `POST /callbacks/<twilio provider>/inbound`: Twilio inbound messages;
+//! - `POST /callbacks/<sendgrid provider>/events`: SendGrid's Event Webhook;
+//! - `GET|POST /callbacks/<vonage provider>/receipts`: Vonage delivery receipts;
+//! - `GET|POST /u/<token>`: one-click unsubscribe ([`crate::unsubscribe`]).
+//!
+//! A request is answered as soon as it is checked, read and queued: 401
+//! when its signature is missing, wrong or stale, 400 when it is not what
+//! the provider sends, 404 for a path no provider has, 503 when the queue
+//! is full (the provider sends it again later), 200 otherwise. A refused
+//! request changes nothing.
+
+use crate::apply::Work;
+use crate::verify::{verifiers, Verifier};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::ExposeSecret;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_core::store::SharedStore;
+use tidings_core::unsubscribe::Links;
+use tidings_core::{Clock, Config};
+use tidings_providers::feedback::{form_pairs, param, Refused};
+use tidings_providers::{sendgrid, twilio, vonage};
+use tokio::sync::mpsc;
+
+/// What every route shares.
+pub struct State {
+    verifiers: HashMap<String, Verifier>,
+    public_url: Option<url::Url>,
+    tolerance: Duration,
+    queue: mpsc::Sender<Work>,
+    pub(crate) links: Option<Links>,
+    pub(crate) store: SharedStore,
+    pub(crate) clock: Clock,
+}
+
+impl State {
+    pub fn new(
+        config: &Config,
+        store: SharedStore,
+        clock: Clock,
+        queue: mpsc::Sender<Work>,
+    ) -> Result<Arc<Self>, crate::Error> {
+        Ok(Arc::new(State {
+            verifiers: verifiers(config)?,
+            public_url: config.callbacks.public_url.clone(),
+            tolerance: config.callbacks.signature_tolerance,
+            queue,
+            links: Links::new(&config.unsubscribe),
+            store,
+            clock,
+        }))
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().timestamp()
+    }
+
+    /// The URL the provider called: the configured public URL with the
+    /// request's path and query, else the request's `Host` over `http`.
+    fn called_url(&self, uri: &axum::http::Uri, headers: &HeaderMap) -> String {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        match &self.public_url {
+            Some(base) => format!("{}{path}", base.as_str().trim_end_matches('/')),
+            None => {
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+                format!("http://{host}{path}")
+            }
+        }
+    }
+
+    /// Queues `work`, answering the provider.
+    fn enqueue(&self, provider: &str, work: Vec<Work>) -> Response {
+        for w in work {
+            if self.queue.try_send(w).is_err() {
+                counted(provider, "queue_full");
+                tracing::warn!(provider, "the callback queue is full: answering 503");
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        }
+        counted(provider, "accepted");
+        StatusCode::OK.into_response()
+    }
+}
+
+type Shared = axum::extract::State<Arc<State>>;
+
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/callbacks/{provider}/status", post(twilio_status))
+        .route("/callbacks/{provider}/inbound", post(twilio_inbound))
+        .route("/callbacks/{provider}/events", post(sendgrid_events))
+        .route("/callbacks/{provider}/receipts", get(vonage_receipt).post(vonage_receipt))
+        .route("/u/{token}", get(crate::unsubscribe::page).post(crate::unsubscribe::one_click))
+        .with_state(state)
+}
+
+fn counted(provider: &str, outcome: &'static str) {
+    metrics::counter!("tidings_callbacks_total", "provider" => provider.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// The answer to a refused request, counted and logged.
+fn refused(provider: &str, why: Refused) -> Response {
+    let (status, outcome) = match &why {
+        Refused::Forged => (StatusCode::UNAUTHORIZED, "forged"),
+        Refused::Stale => (StatusCode::UNAUTHORIZED, "stale"),
+        Refused::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+    };
+    counted(provider, outcome);
+    tracing::warn!(provider, reason = %why, "a callback was refused");
+    (status, format!("{why}\n")).into_response()
+}
+
+fn not_found(provider: &str) -> Response {
+    tracing::warn!(provider, "a callback for no configured provider of its kind");
+    (StatusCode::NOT_FOUND, "no such provider\n").into_response()
+}
+
+/// The Twilio provider `name`'s auth token, checking the request's signature.
+fn twilio_checked(
+    s: &State,
+    name: &str,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+) -> Result<(), Option<Refused>> {
+    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(None) };
+    let signature = headers.get(twilio::callback::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
+    twilio::callback::verify(auth_token.expose_secret(), &s.called_url(uri, headers), params, signature).map_err(Some)
+}
+
+async fn twilio_status(
+    axum::extract::State(s): Shared,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form_pairs(&body);
+    match twilio_checked(&s, &name, &uri, &headers, &params) {
+        Ok(()) => {}
+        Err(None) => return not_found(&name),
+        Err(Some(why)) => return refused(&name, why),
+    }
+    let query = form_pairs(uri.query().unwrap_or_default().as_bytes());
+    let notification = param(&query, "n").map(str::to_string);
+    match twilio::callback::status(&params, notification) {
+        Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]),
+        Err(why) => refused(&name, why),
+    }
+}
+
+async fn twilio_inbound(
+    axum::extract::State(s): Shared,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form_pairs(&body);
+    match twilio_checked(&s, &name, &uri, &headers, &params) {
+        Ok(()) => {}
+        Err(None) => return not_found(&name),
+        Err(Some(why)) => return refused(&name, why),
+    }
+    let work = match twilio::callback::inbound(&params) {
+        Ok(Some((keyword, number))) => vec![Work::Keyword { provider: name.clone(), keyword, number }],
+        Ok(None) => vec![],
+        Err(why) => return refused(&name, why),
+    };
+    let answer = s.enqueue(&name, work);
+    if answer.status() != StatusCode::OK {
+        return answer;
+    }
+    // An empty TwiML answer: Twilio's own opt-out replies to the keywords.
+    ([(header::CONTENT_TYPE, "text/xml")], "<Response></Response>").into_response()
+}
+
+async fn sendgrid_events(
+    axum::extract::State(s): Shared,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(Verifier::Sendgrid { key }) = s.verifiers.get(&name) else { return not_found(&name) };
+    let Some(key) = key else {
+        tracing::warn!(provider = %name, "webhook_verification_key is not set: SendGrid events are refused");
+        return refused(&name, Refused::Forged);
+    };
+    let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let (signature, timestamp) =
+        (header(sendgrid::callback::SIGNATURE_HEADER), header(sendgrid::callback::TIMESTAMP_HEADER));
+    if let Err(why) = sendgrid::callback::verify(key, signature, timestamp, &body, s.now(), s.tolerance) {
+        return refused(&name, why);
+    }
+    match sendgrid::callback::events(&body) {
+        Ok(events) => {
+            let work = events.into_iter().map(|feedback| Work::Feedback { provider: name.clone(), feedback }).collect();
+            s.enqueue(&name, work)
+        }
+        Err(why) => refused(&name, why),
+    }
+}
+
+async fn vonage_receipt(
+    axum::extract::State(s): Shared,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(Verifier::Vonage { secret, method }) = s.verifiers.get(&name) else { return not_found(&name) };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    let params = if json {
+        match vonage::callback::json_params(&body) {
+            Ok(p) => p,
+            Err(why) => return refused(&name, why),
+        }
+    } else if body.is_empty() {
+        form_pairs(uri.query().unwrap_or_default().as_bytes())
+    } else {
+        form_pairs(&body)
+    };
+    if let Some(secret) = secret {
+        if let Err(why) = vonage::callback::verify(*method, secret.expose_secret(), &params, s.now(), s.tolerance) {
+            return refused(&name, why);
+        }
+    }
+    match vonage::callback::receipt(&params) {
+        Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]),
+        Err(why) => refused(&name, why),
+    }
+}

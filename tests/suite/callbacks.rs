@@ -1,0 +1,393 @@
+//! The feedback loop, through the running role over real HTTP: signed
+//! provider callbacks become status records and suppressions, refused ones
+//! change nothing, and listed addresses get nothing more (asserted at the
+//! provider fakes).
+
+use crate::harness::{self, fakes, Infra, StatusWatch};
+use base64::Engine;
+use p256::ecdsa::signature::Signer;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings::fleet::{self, Roles};
+use tidings_core::notification::notification_id;
+use tidings_core::store::SharedStore;
+use tidings_core::suppression::{Cause, SUPPRESSED_PREFIX};
+use tidings_core::{Channel, Clock, Config, State, StatusRecord};
+use tidings_providers::twilio::callback::signature as twilio_signature;
+use tidings_providers::vonage::callback::{signature as vonage_signature, SignatureMethod};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// SendGrid's published test key pair (its libraries' verification tests).
+const SENDGRID_PUBLIC: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
+const SENDGRID_PRIVATE: &str = "MHcCAQEEIEQmZgBEh9DcU9zMl34czK3xov4AYvm9P3r7rNB2dNXtoAoGCCqGSM49AwEHoUQDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
+const TWILIO_TOKEN: &str = "secret";
+const VONAGE_SECRET: &str = "vonage-signature-secret";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// SendGrid's signature of `body` at `timestamp`.
+fn sendgrid_sign(timestamp: &str, body: &str) -> String {
+    let der = b64().decode(SENDGRID_PRIVATE).unwrap();
+    let key = p256::ecdsa::SigningKey::from(p256::SecretKey::from_sec1_der(&der).unwrap());
+    let signature: p256::ecdsa::Signature = key.sign(format!("{timestamp}{body}").as_bytes());
+    b64().encode(signature.to_der().as_bytes())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn users() -> String {
+    [
+        serde_json::json!({"user_id": "u-1", "email": "a1@example.com", "phone": "+15550000001", "channels": {"email": true, "sms": true}}),
+        serde_json::json!({"user_id": "u-2", "email": "b2@example.com", "channels": {"email": true}}),
+        serde_json::json!({"user_id": "u-3", "phone": "+15550000003", "channels": {"sms": true}}),
+        serde_json::json!({"user_id": "u-4", "phone": "+15550000004", "channels": {"sms": true}}),
+    ]
+    .iter()
+    .map(|u| u.to_string() + "\n")
+    .collect()
+}
+
+fn order(seq: usize, user: &str) -> String {
+    harness::order_event(seq, user) + "\n"
+}
+
+fn id(seq: usize, channel: Channel, user: &str) -> String {
+    notification_id(&format!("evt-{seq}"), channel, user, "order.confirmed")
+}
+
+/// The fleet with every role and the callbacks role on a port of its own.
+struct Rig {
+    _infra: Infra,
+    config: Arc<Config>,
+    store: SharedStore,
+    watch: StatusWatch,
+    fleet: Option<fleet::Fleet>,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Rig {
+    async fn start(providers: &str, channels: &[(Channel, &[&str])], port: u16) -> Self {
+        let infra = Infra::start();
+        let mut config = infra.config(providers, channels);
+        config.callbacks.listen = ([127, 0, 0, 1], port).into();
+        config.callbacks.public_url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
+        config.callbacks.soft_bounces = 2;
+        let config = Arc::new(config);
+        tidings_providers::registry::check(&config).unwrap();
+        let store = fleet::open_store(&config).await.unwrap();
+        tidings::commands::prefs::import(store.as_ref(), &users()).await.unwrap();
+        let watch = StatusWatch::start(&config);
+        let mut roles = Roles::all(&config);
+        roles.callbacks = true;
+        let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), roles).unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        Rig { _infra: infra, config, store, watch, fleet: Some(fleet), base, http: reqwest::Client::new() }
+    }
+
+    async fn twilio_post(&self, url: &str, form: &[(&str, &str)], signed_with: Option<&str>) -> u16 {
+        let pairs: Vec<(String, String)> = form.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut request = self.http.post(url).form(form);
+        if let Some(token) = signed_with {
+            request = request.header("X-Twilio-Signature", twilio_signature(token, url, &pairs));
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    async fn sendgrid_post(&self, body: &str, timestamp: &str, signature: &str) -> u16 {
+        self.http
+            .post(format!("{}/callbacks/sendgrid/events", self.base))
+            .header("content-type", "application/json")
+            .header("X-Twilio-Email-Event-Webhook-Timestamp", timestamp)
+            .header("X-Twilio-Email-Event-Webhook-Signature", signature)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn listed(&self, address: &str) -> Option<Cause> {
+        self.store.suppression(address).await.unwrap().map(|e| e.cause)
+    }
+
+    /// Every role stopped, the callback queue drained; then every status
+    /// record of `users` written so far has been read (a marker written
+    /// after them on each user's partition came back).
+    async fn drained(&mut self, users: &[&str]) -> Vec<StatusRecord> {
+        self.fleet.take().unwrap().shutdown().await.unwrap();
+        let producer = tidings_core::kafka::command_producer(&self.config.kafka).unwrap();
+        for user in users {
+            let marker = serde_json::json!({"notification_id": format!("marker-{user}"), "event_id": "-",
+                "event_type": "-", "user_id": user, "state": "sent", "at": chrono::Utc::now()})
+            .to_string();
+            let record =
+                rdkafka::producer::FutureRecord::to(tidings_core::channel::STATUS_TOPIC).key(*user).payload(&marker);
+            producer.send(record, Duration::from_secs(10)).await.unwrap();
+        }
+        self.watch
+            .wait_until("the markers", WAIT, |rs| {
+                users.iter().all(|u| rs.iter().any(|r| r.notification_id == format!("marker-{u}")))
+            })
+            .await
+    }
+}
+
+fn count(records: &[StatusRecord], id: &str, state: State) -> usize {
+    records.iter().filter(|r| r.notification_id == id && r.state == state).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_get_nothing_more() {
+    let port = free_port();
+    let sendgrid = fakes::sendgrid().await;
+    let twilio = fakes::twilio().await;
+    let providers = format!(
+        "{}webhook_verification_key = \"{SENDGRID_PUBLIC}\"\n\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\n\
+         account_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n\
+         status_callback = \"http://127.0.0.1:{port}/callbacks/twilio/status\"\n",
+        harness::sendgrid_provider(&sendgrid.server.uri(), "5s"),
+        twilio.uri()
+    );
+    let mut rig = Rig::start(&providers, &[(Channel::Email, &["sendgrid"]), (Channel::Sms, &["twilio"])], port).await;
+    let config = rig.config.clone();
+    tidings::commands::dev::feed(&config, &(order(1, "u-1") + &order(2, "u-2") + &order(3, "u-3"))).await.unwrap();
+    let (u1_sms, u1_mail, u2_mail, u3_sms) = (
+        id(1, Channel::Sms, "u-1"),
+        id(1, Channel::Email, "u-1"),
+        id(2, Channel::Email, "u-2"),
+        id(3, Channel::Sms, "u-3"),
+    );
+    for n in [&u1_sms, &u1_mail, &u2_mail, &u3_sms] {
+        rig.watch.wait_for_status(n, State::Sent, WAIT).await;
+    }
+
+    // Twilio: the status URL each message carried, signed with the auth token.
+    let sent = twilio.received_requests().await.unwrap();
+    let form = |r: &wiremock::Request| serde_urlencoded::from_bytes::<Vec<(String, String)>>(&r.body).unwrap();
+    let callback_of = |to: &str| {
+        let r = sent.iter().find(|r| form(r).iter().any(|(k, v)| k == "To" && v == to)).unwrap();
+        form(r).into_iter().find(|(k, _)| k == "StatusCallback").map(|(_, v)| v).unwrap()
+    };
+    let u1_status_url = callback_of("+15550000001");
+    assert!(u1_status_url.ends_with(&format!("?n={u1_sms}")), "{u1_status_url}");
+    let delivered =
+        [("MessageSid", "SM1"), ("MessageStatus", "delivered"), ("To", "+15550000001"), ("AccountSid", "AC123")];
+    assert_eq!(rig.twilio_post(&u1_status_url, &delivered, Some(TWILIO_TOKEN)).await, 200);
+    let record = rig.watch.wait_for_status(&u1_sms, State::Delivered, WAIT).await;
+    assert_eq!((record.user_id.as_str(), record.event_id.as_str()), ("u-1", "evt-1"));
+    assert_eq!((record.provider.as_deref(), record.provider_message_id.as_deref()), (Some("twilio"), Some("SM1")));
+    assert_eq!(record.channel, Some(Channel::Sms));
+    assert!(record.correlation_id.is_some() && record.trace_id.is_some(), "{record:?}");
+    // The same callback again: answered, and nothing more recorded (counted at the end).
+    assert_eq!(rig.twilio_post(&u1_status_url, &delivered, Some(TWILIO_TOKEN)).await, 200);
+    // Forged, unsigned, malformed: refused, nothing changed.
+    let undelivered =
+        [("MessageSid", "SM1"), ("MessageStatus", "undelivered"), ("ErrorCode", "30005"), ("To", "+15550000001")];
+    assert_eq!(rig.twilio_post(&u1_status_url, &undelivered, Some("not-the-token")).await, 401);
+    assert_eq!(rig.twilio_post(&u1_status_url, &undelivered, None).await, 401);
+    assert_eq!(rig.twilio_post(&u1_status_url, &[("MessageSid", "SM1")], Some(TWILIO_TOKEN)).await, 400);
+    let elsewhere = u1_status_url.replace(&u1_sms, &u3_sms);
+    assert_eq!(rig.twilio_post(&elsewhere, &delivered, None).await, 401);
+
+    // SendGrid: a signed batch, our notification id in each event.
+    let now = chrono::Utc::now().timestamp().to_string();
+    let batch = serde_json::json!([
+        {"email": "b2@example.com", "event": "bounce", "type": "bounce", "status": "5.1.1",
+         "reason": "550 5.1.1 no such user", "sg_message_id": "sg-2.filter01", "notification_id": u2_mail},
+        {"email": "a1@example.com", "event": "delivered", "sg_message_id": "sg-1.filter01", "notification_id": u1_mail},
+        {"email": "a1@example.com", "event": "spamreport", "sg_message_id": "sg-1.filter01", "notification_id": u1_mail},
+        {"email": "a1@example.com", "event": "open", "notification_id": u1_mail}
+    ])
+    .to_string();
+    assert_eq!(rig.sendgrid_post(&batch, &now, &sendgrid_sign(&now, &batch)).await, 200);
+    let bounced = rig.watch.wait_for_status(&u2_mail, State::Bounced, WAIT).await;
+    assert_eq!(bounced.provider_code.as_deref(), Some("5.1.1"));
+    assert_eq!(bounced.provider_message_id.as_deref(), Some("sg-2"));
+    assert!(bounced.error.as_deref().unwrap().contains("no such user"), "{bounced:?}");
+    rig.watch.wait_for_status(&u1_mail, State::Delivered, WAIT).await;
+    rig.watch.wait_for_status(&u1_mail, State::Complained, WAIT).await;
+    harness::eventually("both addresses listed", WAIT, Duration::from_millis(50), || async {
+        rig.listed("b2@example.com").await == Some(Cause::HardBounce)
+            && rig.listed("a1@example.com").await == Some(Cause::Complaint)
+    })
+    .await;
+    // The same batch replayed within the tolerance: answered, nothing more recorded.
+    assert_eq!(rig.sendgrid_post(&batch, &now, &sendgrid_sign(&now, &batch)).await, 200);
+    // Forged, stale, malformed, for an address not listed: refused, it stays unlisted.
+    let other = serde_json::json!([{"email": "c3@example.com", "event": "bounce", "type": "bounce", "notification_id": "n-forged"}])
+        .to_string();
+    assert_eq!(rig.sendgrid_post(&other, &now, &sendgrid_sign(&now, &batch)).await, 401, "another body's signature");
+    let hour_ago = (chrono::Utc::now().timestamp() - 3600).to_string();
+    assert_eq!(rig.sendgrid_post(&other, &hour_ago, &sendgrid_sign(&hour_ago, &other)).await, 401, "stale");
+    let broken = r#"{"email": "c3@example.com", "event": "bounce""#;
+    assert_eq!(rig.sendgrid_post(broken, &now, &sendgrid_sign(&now, broken)).await, 400, "malformed");
+    let nobody = rig.http.post(format!("{}/callbacks/nobody/events", rig.base)).body("[]").send().await.unwrap();
+    assert_eq!(nobody.status().as_u16(), 404);
+
+    // STOP from a number: listed, its next SMS suppressed and never sent.
+    let inbound = format!("{}/callbacks/twilio/inbound", rig.base);
+    let stop = [("From", "+15550000003"), ("To", "+15550001111"), ("Body", "Stop"), ("MessageSid", "SM9")];
+    assert_eq!(rig.twilio_post(&inbound, &stop, Some("forged")).await, 401);
+    assert_eq!(rig.twilio_post(&inbound, &stop, Some(TWILIO_TOKEN)).await, 200);
+    harness::eventually("the number listed", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000003").await == Some(Cause::Stop)
+    })
+    .await;
+    tidings::commands::dev::feed(&config, &(order(4, "u-2") + &order(5, "u-3"))).await.unwrap();
+    let bounced_again = rig.watch.wait_for_status(&id(4, Channel::Email, "u-2"), State::Suppressed, WAIT).await;
+    let why = bounced_again.error.unwrap();
+    assert!(why.starts_with(&format!("{SUPPRESSED_PREFIX}hard_bounce")), "{why}");
+    let stopped = rig.watch.wait_for_status(&id(5, Channel::Sms, "u-3"), State::Suppressed, WAIT).await;
+    assert!(stopped.error.unwrap().starts_with(&format!("{SUPPRESSED_PREFIX}stop")));
+    assert!(!sendgrid.state.accepted().contains(&id(4, Channel::Email, "u-2")), "nothing reached SendGrid for it");
+    let to_u3 = |sent: Vec<(String, String)>| sent.iter().filter(|(to, _)| to == "+15550000003").count();
+    assert_eq!(to_u3(fakes::twilio_sent(&twilio).await), 1, "only the SMS before STOP");
+
+    // START lifts it.
+    let start = [("From", "+15550000003"), ("To", "+15550001111"), ("Body", "START"), ("MessageSid", "SM10")];
+    assert_eq!(rig.twilio_post(&inbound, &start, Some(TWILIO_TOKEN)).await, 200);
+    harness::eventually("the number lifted", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000003").await.is_none()
+    })
+    .await;
+    tidings::commands::dev::feed(&config, &order(6, "u-3")).await.unwrap();
+    rig.watch.wait_for_status(&id(6, Channel::Sms, "u-3"), State::Sent, WAIT).await;
+    assert_eq!(to_u3(fakes::twilio_sent(&twilio).await), 2);
+
+    // Once everything queued is applied: one record per notification and
+    // state, whatever came twice, and nothing from what was refused.
+    let records = rig.drained(&["u-1", "u-2", "u-3"]).await;
+    assert_eq!(count(&records, &u1_sms, State::Delivered), 1);
+    assert_eq!(count(&records, &u1_sms, State::Undelivered), 0, "the forged one changed nothing");
+    assert_eq!(count(&records, &u3_sms, State::Delivered), 0, "the unsigned one changed nothing");
+    assert_eq!(count(&records, &u2_mail, State::Bounced), 1);
+    assert_eq!(count(&records, &u1_mail, State::Delivered), 1);
+    assert_eq!(count(&records, &u1_mail, State::Complained), 1);
+    assert!(records.iter().all(|r| r.notification_id != "n-forged"));
+    assert_eq!(rig.listed("c3@example.com").await, None);
+    assert_eq!(rig.listed("+15550000001").await, None, "the forged undelivered listed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vonage_receipts_and_invalid_numbers_list_what_cannot_take_sms() {
+    let port = free_port();
+    let vonage = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "message-count": "1", "messages": [{"status": "0", "message-id": "0A00000001"}]
+        })))
+        .mount(&vonage)
+        .await;
+    let providers = format!(
+        "\n[providers.vonage]\nkind = \"vonage\"\nbase_url = \"{}\"\napi_key = \"k\"\napi_secret = \"s\"\n\
+         from = \"Shop\"\nsignature_secret = \"{VONAGE_SECRET}\"\nsignature_method = \"sha256\"\n",
+        vonage.uri()
+    );
+    let mut rig = Rig::start(&providers, &[(Channel::Sms, &["vonage"])], port).await;
+    let config = rig.config.clone();
+    tidings::commands::dev::feed(&config, &(order(1, "u-3") + &order(2, "u-4"))).await.unwrap();
+    let (u3_sms, u4_sms) = (id(1, Channel::Sms, "u-3"), id(2, Channel::Sms, "u-4"));
+    rig.watch.wait_for_status(&u3_sms, State::Sent, WAIT).await;
+    rig.watch.wait_for_status(&u4_sms, State::Sent, WAIT).await;
+
+    let url = format!("{}/callbacks/vonage/receipts", rig.base);
+    let receipt = |client_ref: &str, msisdn: &str, status: &str, code: &str, at: i64| {
+        vec![
+            ("msisdn".to_string(), msisdn.to_string()),
+            ("to".to_string(), "Shop".to_string()),
+            ("messageId".to_string(), "0A00000001".to_string()),
+            ("status".to_string(), status.to_string()),
+            ("err-code".to_string(), code.to_string()),
+            ("client-ref".to_string(), client_ref.to_string()),
+            ("timestamp".to_string(), at.to_string()),
+            ("nonce".to_string(), "6c1b8bd2-1fa1-4b0e-9aa0-6a1b8c1d2e3f".to_string()),
+        ]
+    };
+    let signed = |mut params: Vec<(String, String)>, secret: &str| {
+        let sig = vonage_signature(SignatureMethod::Sha256, secret, &params);
+        params.push(("sig".into(), sig));
+        params
+    };
+    let now = chrono::Utc::now().timestamp();
+    let post = |params: Vec<(String, String)>| {
+        let (http, url) = (rig.http.clone(), url.clone());
+        async move { http.post(url).form(&params).send().await.unwrap().status().as_u16() }
+    };
+    // A permanent failure (illegal number): undelivered, and the number listed.
+    assert_eq!(post(signed(receipt(&u3_sms, "15550000003", "failed", "9", now), VONAGE_SECRET)).await, 200);
+    let undelivered = rig.watch.wait_for_status(&u3_sms, State::Undelivered, WAIT).await;
+    assert_eq!((undelivered.provider.as_deref(), undelivered.provider_code.as_deref()), (Some("vonage"), Some("9")));
+    harness::eventually("the number listed", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000003").await == Some(Cause::HardBounce)
+    })
+    .await;
+    // A delivery receipt as a GET with the query, as Vonage may send it.
+    let query = signed(receipt(&u4_sms, "15550000004", "delivered", "0", now), VONAGE_SECRET);
+    let got = rig.http.get(&url).query(&query).send().await.unwrap().status().as_u16();
+    assert_eq!(got, 200);
+    rig.watch.wait_for_status(&u4_sms, State::Delivered, WAIT).await;
+    // Refused: another secret, unsigned, stale, malformed; none lists +15550000004.
+    let failed = || receipt(&u4_sms, "15550000004", "rejected", "9", now);
+    assert_eq!(post(signed(failed(), "another-secret")).await, 401);
+    assert_eq!(post(failed()).await, 401);
+    assert_eq!(post(signed(receipt(&u4_sms, "15550000004", "rejected", "9", now - 3600), VONAGE_SECRET)).await, 401);
+    let mut no_status = failed();
+    no_status.retain(|(k, _)| k != "status");
+    assert_eq!(post(signed(no_status, VONAGE_SECRET)).await, 400);
+
+    // Soft failures list a number once `soft_bounces` (2 here) came in the window.
+    let soft = |seq: usize| receipt(&format!("soft-{seq}"), "15550000004", "expired", "2", now);
+    assert_eq!(post(signed(soft(1), VONAGE_SECRET)).await, 200);
+    assert_eq!(post(signed(soft(2), VONAGE_SECRET)).await, 200);
+    harness::eventually("two soft failures list it", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000004").await == Some(Cause::SoftBounces)
+    })
+    .await;
+
+    // The listed number's next SMS is suppressed, and Vonage never sees it.
+    tidings::commands::dev::feed(&config, &order(3, "u-3")).await.unwrap();
+    let suppressed = rig.watch.wait_for_status(&id(3, Channel::Sms, "u-3"), State::Suppressed, WAIT).await;
+    assert!(suppressed.error.unwrap().starts_with(&format!("{SUPPRESSED_PREFIX}hard_bounce")));
+    let sends = vonage.received_requests().await.unwrap();
+    let to_u3 = sends.iter().filter(|r| String::from_utf8_lossy(&r.body).contains("to=15550000003")).count();
+    assert_eq!(to_u3, 1, "only the SMS before the receipt");
+
+    let records = rig.drained(&["u-3", "u-4"]).await;
+    assert_eq!(count(&records, &u4_sms, State::Undelivered), 0, "refused receipts recorded nothing");
+    assert_eq!(count(&records, &u3_sms, State::Undelivered), 1);
+}
+
+/// A number the provider refuses as invalid at send time is listed: its
+/// next message is suppressed without a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invalid_recipient_answer_lists_the_number() {
+    let twilio = MockServer::start().await;
+    let refused =
+        serde_json::json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400});
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(refused)).mount(&twilio).await;
+    let providers = format!(
+        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"t\"\nfrom = \"+15550001111\"\n",
+        twilio.uri()
+    );
+    let mut rig = Rig::start(&providers, &[(Channel::Sms, &["twilio"])], free_port()).await;
+    let config = rig.config.clone();
+    tidings::commands::dev::feed(&config, &order(1, "u-3")).await.unwrap();
+    let first = rig.watch.wait_for_status(&id(1, Channel::Sms, "u-3"), State::Suppressed, WAIT).await;
+    assert!(first.error.unwrap().starts_with("invalid recipient"));
+    let entry = rig.store.suppression("+15550000003").await.unwrap().expect("listed");
+    assert_eq!((entry.cause, entry.source.as_str()), (Cause::HardBounce, "twilio"));
+    tidings::commands::dev::feed(&config, &order(2, "u-3")).await.unwrap();
+    let second = rig.watch.wait_for_status(&id(2, Channel::Sms, "u-3"), State::Suppressed, WAIT).await;
+    assert!(second.error.unwrap().starts_with(SUPPRESSED_PREFIX));
+    assert_eq!(twilio.received_requests().await.unwrap().len(), 1, "the second was never sent");
+    rig.drained(&["u-3"]).await;
+}
