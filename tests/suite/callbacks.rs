@@ -74,8 +74,18 @@ struct Rig {
 
 impl Rig {
     async fn start(providers: &str, channels: &[(Channel, &[&str])], port: u16) -> Self {
+        Self::start_with(providers, channels, port, |_| {}).await
+    }
+
+    async fn start_with(
+        providers: &str,
+        channels: &[(Channel, &[&str])],
+        port: u16,
+        tune: impl FnOnce(&mut Config),
+    ) -> Self {
         let infra = Infra::start();
         let mut config = infra.config(providers, channels);
+        tune(&mut config);
         config.callbacks.listen = ([127, 0, 0, 1], port).into();
         config.callbacks.public_url = Some(format!("http://127.0.0.1:{port}").parse().unwrap());
         config.callbacks.soft_bounces = 2;
@@ -390,4 +400,122 @@ async fn an_invalid_recipient_answer_lists_the_number() {
     assert!(second.error.unwrap().starts_with(SUPPRESSED_PREFIX));
     assert_eq!(twilio.received_requests().await.unwrap().len(), 1, "the second was never sent");
     rig.drained(&["u-3"]).await;
+}
+
+fn campaign(seq: usize, user: &str) -> String {
+    serde_json::json!({
+        "specversion": "1.0", "id": format!("evt-{seq}"), "type": "marketing.campaign", "source": "/test",
+        "data": {"user_id": user, "campaign_id": "winter", "headline": "Winter sale", "body": "Coats 30% off.",
+                 "cta_url": "https://shop.example/sale", "unsubscribe_url": "https://shop.example/old-link"}
+    })
+    .to_string()
+        + "\n"
+}
+
+/// The headers of a received message, folded lines unfolded (RFC 5322).
+fn unfolded_header(data: &str, name: &str) -> Option<String> {
+    let data = data.replace("\r\n", "\n");
+    let head = data.split("\n\n").next().unwrap_or_default().replace("\n ", " ").replace("\n\t", " ");
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    head.lines().find(|l| l.to_ascii_lowercase().starts_with(&prefix)).map(|l| l[prefix.len()..].trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_click_unsubscribe_opts_the_user_out_of_marketing_and_only_marketing() {
+    let port = free_port();
+    let smtp = harness::smtp::SmtpServer::start().await;
+    let providers = harness::smtp_and_twilio(smtp.port, "http://127.0.0.1:9");
+    let infra_config = |c: &mut Config| {
+        c.unsubscribe = serde_json::from_value(serde_json::json!({
+            "url": format!("http://127.0.0.1:{port}/u"),
+            "mailto": "leave@shop.example",
+            "keys": [{"id": "k2", "secret": "the-key-that-signs-now"}, {"id": "k1", "secret": "the-key-being-retired"}],
+        }))
+        .unwrap();
+    };
+    let mut rig = Rig::start_with(&providers, &[(Channel::Email, &["smtp"])], port, infra_config).await;
+    let config = rig.config.clone();
+    tidings::commands::dev::feed(&config, &campaign(1, "u-1")).await.unwrap();
+    let first = notification_id("evt-1", Channel::Email, "u-1", "marketing.campaign");
+    rig.watch.wait_for_status(&first, State::Sent, WAIT).await;
+
+    // The message as a mail client sees it: both headers, and the body's link the same as the header's.
+    let received = smtp.received();
+    let data = &received[0].data;
+    let header = unfolded_header(data, "List-Unsubscribe").expect("List-Unsubscribe");
+    assert_eq!(unfolded_header(data, "List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
+    let url = header.split(['<', '>']).find(|p| p.starts_with("http://")).unwrap().to_string();
+    assert!(url.starts_with(&format!("http://127.0.0.1:{port}/u/k2.")), "{url}");
+    assert!(header.contains("<mailto:leave@shop.example?subject=unsubscribe>"), "{header}");
+    // The parts are quoted-printable: soft breaks joined, `=3D` read as `=`.
+    let body = data.replace("\r\n", "\n").replace("=\n", "").replace("=3D", "=");
+    assert!(body.contains(&format!("Unsubscribe: {url}")), "the text part links the same URL:\n{body}");
+    assert!(body.contains(&format!("<a href=\"{url}\">Unsubscribe</a>")), "so does the HTML part:\n{body}");
+    assert!(!data.contains("shop.example/old-link"), "the event's own link gave way to the signed one");
+
+    // A person following the link sees a page whose button posts.
+    let page = rig.http.get(&url).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<form method=\"post\">") && page.contains("marketing"), "{page}");
+    // A tampered token, and a POST that is not one-click: refused, nothing changes.
+    let tampered = format!("{}A", &url[..url.len() - 1]);
+    let one_click = [("List-Unsubscribe", "One-Click")];
+    assert_eq!(rig.http.post(&tampered).form(&one_click).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(rig.http.post(&url).form(&[("List-Unsubscribe", "Yes")]).send().await.unwrap().status().as_u16(), 400);
+    let prefs = |rig: &Rig| {
+        let store = rig.store.clone();
+        async move { store.prefs_many(&["u-1".into()]).await.unwrap().pop().flatten().unwrap() }
+    };
+    assert!(!prefs(&rig).await.contains("marketing"));
+
+    // The mailbox provider's one-click POST.
+    assert_eq!(rig.http.post(&url).form(&one_click).send().await.unwrap().status().as_u16(), 200);
+    let stored: serde_json::Value = serde_json::from_str(&prefs(&rig).await).unwrap();
+    assert_eq!(stored["opt_out"], serde_json::json!(["marketing"]));
+    assert_eq!(stored["phone"], "+15550000001", "every other field kept");
+
+    // The next marketing email is suppressed; a transactional one still goes.
+    tidings::commands::dev::feed(&config, &(campaign(2, "u-1") + &order(3, "u-1"))).await.unwrap();
+    let second = notification_id("evt-2", Channel::Email, "u-1", "marketing.campaign");
+    let suppressed = rig.watch.wait_for_status(&second, State::Suppressed, WAIT).await;
+    assert_eq!(suppressed.error.as_deref(), Some("user opted out of marketing"));
+    rig.watch.wait_for_status(&id(3, Channel::Email, "u-1"), State::Sent, WAIT).await;
+    let received = smtp.received();
+    assert_eq!(received.len(), 2, "the campaign once, then the order");
+    assert!(unfolded_header(&received[1].data, "List-Unsubscribe").is_none(), "transactional mail carries no link");
+    rig.drained(&["u-1"]).await;
+}
+
+/// `tidings suppressions`, as an operator runs it.
+#[tokio::test]
+async fn the_suppressions_command_adds_checks_lists_and_removes() {
+    let infra = Infra::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = harness::config_file(dir.path(), "", "", &[]);
+    let run = |args: &[&str]| {
+        let out = infra.command(&file, args).stdout(std::process::Stdio::piped()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, said) = run(&["suppressions", "check", "Ana@Example.com"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("ana@example.com\tnot listed"), "{said}");
+    let (code, said) = run(&["suppressions", "add", " Ana@Example.com ", "--reason", "asked by phone"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(run(&["suppressions", "add", "+15550000009"]).0, Some(0));
+    let (code, said) = run(&["suppressions", "check", "ana@example.com"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.starts_with("ana@example.com\temail\tmanual\tcli\t") && said.contains("asked by phone"), "{said}");
+    let (_, listed) = run(&["suppressions", "list", "--json"]);
+    let entries: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut addresses: Vec<&str> = entries.iter().map(|e| e["address"].as_str().unwrap()).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["+15550000009", "ana@example.com"]);
+    assert_eq!(run(&["suppressions", "remove", "ANA@example.com"]).0, Some(0));
+    assert_eq!(run(&["suppressions", "check", "ana@example.com"]).0, Some(1));
+    assert_eq!(run(&["suppressions", "remove", "ana@example.com"]).0, Some(1), "not listed any more");
+    let (code, said) = run(&["suppressions", "add", "not an address"]);
+    assert_ne!(code, Some(0));
+    assert!(said.contains("neither an email address nor an E.164 phone number"), "{said}");
 }
