@@ -28,6 +28,38 @@ pub struct SmtpConfig {
     /// Pooled connections kept open.
     #[serde(default = "default_pool")]
     pub pool_size: u32,
+    /// Sign every message with DKIM; unsigned when left out.
+    #[serde(default)]
+    pub dkim: Option<DkimSettings>,
+}
+
+/// A DKIM key and where its public half is published:
+/// `<selector>._domainkey.<domain>` (see the README).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    /// The signing domain (`d=`), normally the `From` address's.
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// `rsa` (a PKCS#1 PEM key, `BEGIN RSA PRIVATE KEY`) or `ed25519` (the
+    /// 32-byte seed in base64).
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    /// The private key itself, e.g. from `TIDINGS_PROVIDERS__SMTP__DKIM__PRIVATE_KEY`.
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+    /// Or the file holding it.
+    #[serde(default)]
+    pub private_key_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DkimAlgorithm {
+    #[default]
+    Rsa,
+    Ed25519,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -43,6 +75,9 @@ impl crate::registry::Settings for SmtpConfig {
     fn validate(&self) -> Result<(), String> {
         if self.tls == SmtpTls::None && !self.allow_plaintext {
             return Err("tls = \"none\" needs allow_plaintext = true".into());
+        }
+        if let Some(dkim) = &self.dkim {
+            super::dkim::Signer::new(dkim)?;
         }
         Ok(())
     }

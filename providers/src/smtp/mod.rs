@@ -1,6 +1,7 @@
 //! Email over SMTP through lettre's pooled async transport.
 
 pub mod config;
+mod dkim;
 mod request;
 mod response;
 
@@ -22,6 +23,7 @@ pub struct Smtp {
     from: lettre::message::Mailbox,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     timeout: std::time::Duration,
+    dkim: Option<dkim::Signer>,
 }
 
 impl Smtp {
@@ -42,7 +44,8 @@ impl Smtp {
         if let (Some(user), Some(pass)) = (&c.username, &c.password) {
             builder = builder.credentials(Credentials::new(user.clone(), pass.expose_secret().to_string()));
         }
-        Ok(Smtp { name: name.to_string(), from, transport: builder.build(), timeout: c.timeout })
+        let dkim = c.dkim.as_ref().map(dkim::Signer::new).transpose()?;
+        Ok(Smtp { name: name.to_string(), from, transport: builder.build(), timeout: c.timeout, dkim })
     }
 }
 
@@ -57,10 +60,13 @@ impl Provider for Smtp {
     }
 
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError> {
-        let Content::Email { .. } = &message.content else {
+        let Content::Email { unsubscribe, .. } = &message.content else {
             return Err(ProviderError::permanent("smtp sends email only"));
         };
-        let email = request::build(&self.from, message)?;
+        let mut email = request::build(&self.from, message)?;
+        if let Some(signer) = &self.dkim {
+            signer.sign(&mut email, unsubscribe.is_some());
+        }
         match tokio::time::timeout(self.timeout, self.transport.send(email)).await {
             // The relay may have taken the message before it went quiet.
             Err(_) => Err(ProviderError::ambiguous(format!("smtp {}: no answer in time", self.name))),
