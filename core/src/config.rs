@@ -509,7 +509,8 @@ const STRING_FIELDS: [&str; 19] = [
 ];
 
 /// Secret fields: an error about one never shows its value.
-const SECRET_FIELDS: [&str; 8] = [
+const SECRET_FIELDS: [&str; 9] = [
+    "keys",
     "password",
     "api_secret",
     "auth_token",
