@@ -214,7 +214,8 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
          "reason": "550 5.1.1 no such user", "sg_message_id": "sg-2.filter01", "notification_id": u2_mail},
         {"email": "a1@example.com", "event": "delivered", "sg_message_id": "sg-1.filter01", "notification_id": u1_mail},
         {"email": "a1@example.com", "event": "spamreport", "sg_message_id": "sg-1.filter01", "notification_id": u1_mail},
-        {"email": "a1@example.com", "event": "open", "notification_id": u1_mail}
+        {"email": "a1@example.com", "event": "open", "notification_id": u1_mail},
+        {"email": "d4@example.com", "event": "delivered", "notification_id": "n-not-ours"}
     ])
     .to_string();
     assert_eq!(rig.sendgrid_post(&batch, &now, &sendgrid_sign(&now, &batch)).await, 200);
@@ -282,6 +283,7 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
     assert_eq!(count(&records, &u1_mail, State::Delivered), 1);
     assert_eq!(count(&records, &u1_mail, State::Complained), 1);
     assert!(records.iter().all(|r| r.notification_id != "n-forged"));
+    assert!(records.iter().all(|r| r.notification_id != "n-not-ours"), "unknown ids are counted, not recorded");
     assert_eq!(rig.listed("c3@example.com").await, None);
     assert_eq!(rig.listed("+15550000001").await, None, "the forged undelivered listed nothing");
 }

@@ -26,6 +26,26 @@ fn answer(parts: serde_json::Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(serde_json::json!({"message-count": "1", "messages": parts}))
 }
 
+/// A configured receipt URL goes with each message (our id is its `client-ref`).
+#[tokio::test]
+async fn a_configured_receipt_callback_goes_with_each_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sms/json"))
+        .and(body_string_contains("callback=https%3A%2F%2Fhooks.example%2Fcallbacks%2Fvonage%2Freceipts"))
+        .and(body_string_contains("client-ref=n1"))
+        .respond_with(answer(serde_json::json!([{"status": "0", "message-id": "0A1"}])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config: VonageConfig = serde_json::from_value(serde_json::json!({
+        "base_url": server.uri(), "api_key": "k1", "api_secret": "s3cret", "from": "Shop",
+        "receipt_callback": "https://hooks.example/callbacks/vonage/receipts"
+    }))
+    .unwrap();
+    Vonage::new("vonage", &config).unwrap().send(&sms("hi")).await.unwrap();
+}
+
 #[tokio::test]
 async fn sends_the_documented_form_and_reads_the_message_id() {
     let server = MockServer::start().await;
