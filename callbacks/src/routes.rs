@@ -126,17 +126,22 @@ fn not_found(provider: &str) -> Response {
     (StatusCode::NOT_FOUND, "no such provider\n").into_response()
 }
 
-/// The Twilio provider `name`'s auth token, checking the request's signature.
-fn twilio_checked(
+/// The form of a request to Twilio provider `name`, once its signature is
+/// checked; else the answer (404 for no such provider, 401).
+fn twilio_form(
     s: &State,
     name: &str,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
-    params: &[(String, String)],
-) -> Result<(), Option<Refused>> {
-    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(None) };
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Response> {
+    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(not_found(name)) };
+    let params = form_pairs(body);
     let signature = headers.get(twilio::callback::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
-    twilio::callback::verify(auth_token.expose_secret(), &s.called_url(uri, headers), params, signature).map_err(Some)
+    match twilio::callback::verify(auth_token.expose_secret(), &s.called_url(uri, headers), &params, signature) {
+        Ok(()) => Ok(params),
+        Err(why) => Err(refused(name, why)),
+    }
 }
 
 async fn twilio_status(
@@ -146,12 +151,10 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form_pairs(&body);
-    match twilio_checked(&s, &name, &uri, &headers, &params) {
-        Ok(()) => {}
-        Err(None) => return not_found(&name),
-        Err(Some(why)) => return refused(&name, why),
-    }
+    let params = match twilio_form(&s, &name, &uri, &headers, &body) {
+        Ok(params) => params,
+        Err(answer) => return answer,
+    };
     let query = form_pairs(uri.query().unwrap_or_default().as_bytes());
     let notification = param(&query, "n").map(str::to_string);
     match twilio::callback::status(&params, notification) {
@@ -167,12 +170,10 @@ async fn twilio_inbound(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form_pairs(&body);
-    match twilio_checked(&s, &name, &uri, &headers, &params) {
-        Ok(()) => {}
-        Err(None) => return not_found(&name),
-        Err(Some(why)) => return refused(&name, why),
-    }
+    let params = match twilio_form(&s, &name, &uri, &headers, &body) {
+        Ok(params) => params,
+        Err(answer) => return answer,
+    };
     let work = match twilio::callback::inbound(&params) {
         Ok(Some((keyword, number))) => vec![Work::Keyword { provider: name.clone(), keyword, number }],
         Ok(None) => vec![],
