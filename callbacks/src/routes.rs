@@ -127,20 +127,27 @@ fn not_found(provider: &str) -> Response {
 }
 
 /// The form of a request to Twilio provider `name`, once its signature is
-/// checked; else the answer (404 for no such provider, 401).
+/// checked; else why not (`None`: no such provider).
 fn twilio_form(
     s: &State,
     name: &str,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<(String, String)>, Response> {
-    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(not_found(name)) };
+) -> Result<Vec<(String, String)>, Option<Refused>> {
+    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(None) };
     let params = form_pairs(body);
     let signature = headers.get(twilio::callback::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
-    match twilio::callback::verify(auth_token.expose_secret(), &s.called_url(uri, headers), &params, signature) {
-        Ok(()) => Ok(params),
-        Err(why) => Err(refused(name, why)),
+    twilio::callback::verify(auth_token.expose_secret(), &s.called_url(uri, headers), &params, signature)
+        .map_err(Some)?;
+    Ok(params)
+}
+
+/// The answer to a request [`twilio_form`] refused.
+fn unchecked(name: &str, why: Option<Refused>) -> Response {
+    match why {
+        None => not_found(name),
+        Some(why) => refused(name, why),
     }
 }
 
@@ -153,7 +160,7 @@ async fn twilio_status(
 ) -> Response {
     let params = match twilio_form(&s, &name, &uri, &headers, &body) {
         Ok(params) => params,
-        Err(answer) => return answer,
+        Err(why) => return unchecked(&name, why),
     };
     let query = form_pairs(uri.query().unwrap_or_default().as_bytes());
     let notification = param(&query, "n").map(str::to_string);
@@ -172,7 +179,7 @@ async fn twilio_inbound(
 ) -> Response {
     let params = match twilio_form(&s, &name, &uri, &headers, &body) {
         Ok(params) => params,
-        Err(answer) => return answer,
+        Err(why) => return unchecked(&name, why),
     };
     let work = match twilio::callback::inbound(&params) {
         Ok(Some((keyword, number))) => vec![Work::Keyword { provider: name.clone(), keyword, number }],
