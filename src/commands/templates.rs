@@ -31,11 +31,12 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
             let data: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data_path)?)?;
             let renderer = Renderer::load(&dir)?;
             let n = render::sample_notification(&template, channel, &locale, data);
-            let (content, replaced) = renderer.render_reporting(&n)?;
-            for value in replaced {
+            let rendering = renderer.render_reporting(&n)?;
+            for value in &rendering.replaced {
                 eprintln!("warning: link `{value}` is not http or https; it renders as #");
             }
-            print!("{}", show(content, channel));
+            eprintln!("files: {}", rendering.files.join(", "));
+            print!("{}", show(rendering.content, channel));
             Ok(ExitCode::SUCCESS)
         }
     }

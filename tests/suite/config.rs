@@ -71,3 +71,26 @@ fn every_routed_channel_and_fallback_has_its_templates() {
         }
     }
 }
+
+/// A French reader gets French copy in every part of every channel an event
+/// routes to (never a French subject over an English body), a `fr-CA`
+/// reader the same files, and an English reader the plain ones.
+#[test]
+fn every_routed_part_has_english_and_french_copy() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tidings.example.toml");
+    let config = Config::load(Some(path.as_ref())).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.templates.dir);
+    let renderer = tidings_workers::render::Renderer::load(&dir).unwrap();
+    for (ty, route) in &config.events {
+        let template = route.template.as_deref().unwrap_or(ty);
+        for channel in route.channels.iter().chain(&route.fallback) {
+            for part in tidings_workers::render::parts(*channel) {
+                let english = format!("{template}/{part}");
+                let french = format!("{english}.fr");
+                assert_eq!(renderer.file_for(template, part, "en"), Some(english.as_str()));
+                assert_eq!(renderer.file_for(template, part, "fr"), Some(french.as_str()), "{ty} {channel}");
+                assert_eq!(renderer.file_for(template, part, "fr-CA"), Some(french.as_str()));
+            }
+        }
+    }
+}

@@ -51,8 +51,8 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
             for locale in locales(&folder) {
                 let n = sample_notification(&name, channel, &locale, data.clone());
                 match renderer.render_reporting(&n) {
-                    Ok((_, replaced)) => {
-                        for value in replaced {
+                    Ok(rendering) => {
+                        for value in rendering.replaced {
                             report.errors.push(format!(
                                 "{name} {channel} {locale}: link `{value}` is not http or https; it renders as #"
                             ));

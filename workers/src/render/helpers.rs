@@ -1,8 +1,12 @@
 //! Helpers for template authors:
 //!
 //! - `{{date placed_at}}` / `{{date placed_at "%A %-d %B, %H:%M"}}`: an RFC 3339
-//!   time shown in the user's time zone.
-//! - `{{money total currency}}`: `49.90` and `EUR` become `€49.90`.
+//!   time shown in the user's time zone, with month and day names in the
+//!   user's language (`26 November 2026`, `26 novembre 2026`).
+//! - `{{money total currency}}`: `49.90` and `EUR` become `€49.90` in
+//!   English and `49,90 €` in French (see [`super::locale`]).
+//! - `{{number count}}` / `{{number distance 1}}`: grouped and pointed as
+//!   the user's locale writes numbers (`1,234.5`, `1 234,5`).
 //! - `{{plural count "item" "items"}}`: `1 item`, `3 items`.
 //!
 //! What a helper writes goes through the registry's escaping (HTML in HTML
@@ -16,6 +20,7 @@ use serde_json::Value;
 pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("date", Box::new(date));
     hb.register_helper("money", Box::new(money));
+    hb.register_helper("number", Box::new(number));
     hb.register_helper("plural", Box::new(plural));
 }
 
@@ -73,40 +78,58 @@ fn date(
     let format = h.param(1).and_then(|p| p.value().as_str()).unwrap_or("%-d %B %Y");
     let tz: Tz = ctx.data()["tidings"]["timezone"].as_str().and_then(|s| s.parse().ok()).unwrap_or(Tz::UTC);
     let t = DateTime::parse_from_rfc3339(raw).map_err(|e| fail(format!("date: `{raw}`: {e}")))?;
-    write(r, out, &t.with_timezone(&tz).format(format).to_string())
+    write(r, out, &t.with_timezone(&tz).format_localized(format, conventions(ctx)).to_string())
+}
+
+/// The user's formatting conventions, from `tidings.locale`.
+fn conventions(ctx: &Context) -> chrono::Locale {
+    super::locale::conventions(ctx.data()["tidings"]["locale"].as_str().unwrap_or("en"))
+}
+
+fn number(
+    h: &Helper<'_>,
+    r: &Handlebars<'_>,
+    ctx: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = amount(h, 0).ok_or_else(|| missing("number", h, 0, "a number"))?;
+    let decimals = match h.param(1).map(|p| p.value()) {
+        None => {
+            if value.fract() == 0.0 {
+                0
+            } else {
+                2
+            }
+        }
+        Some(v) => v.as_u64().filter(|d| *d <= 10).ok_or_else(|| fail("number: decimals are 0 to 10".into()))? as usize,
+    };
+    write(r, out, &super::locale::number(value, decimals, conventions(ctx), false))
+}
+
+/// Parameter `i` as a number, written as one or as a string (`"49.90"`).
+fn amount(h: &Helper<'_>, i: usize) -> Option<f64> {
+    match h.param(i).map(|p| p.value()) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 fn money(
     h: &Helper<'_>,
     r: &Handlebars<'_>,
-    _: &Context,
+    ctx: &Context,
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
 ) -> HelperResult {
-    let amount = match h.param(0).map(|p| p.value()) {
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| missing("money", h, 0, "an amount"))?;
+    let amount = amount(h, 0).ok_or_else(|| missing("money", h, 0, "an amount"))?;
     let currency = h
         .param(1)
         .and_then(|p| p.value().as_str())
         .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
         .ok_or_else(|| missing("money", h, 1, "a three-letter currency code"))?;
-    write(r, out, &format_money(amount, currency))
-}
-
-pub fn format_money(amount: f64, currency: &str) -> String {
-    let (symbol, decimals) = match currency.to_ascii_uppercase().as_str() {
-        "EUR" => ("€", 2),
-        "USD" => ("$", 2),
-        "GBP" => ("£", 2),
-        "JPY" => ("¥", 0),
-        _ => return format!("{amount:.2} {currency}"),
-    };
-    let sign = if amount < 0.0 { "-" } else { "" };
-    format!("{sign}{symbol}{:.*}", decimals, amount.abs())
+    write(r, out, &super::locale::money(amount, currency, conventions(ctx)))
 }
 
 fn plural(
@@ -124,7 +147,6 @@ fn plural(
 
 #[cfg(test)]
 mod tests {
-    use super::format_money;
 
     fn html(template: &str, data: serde_json::Value) -> Result<String, handlebars::RenderError> {
         let mut hb = handlebars::Handlebars::new();
@@ -140,7 +162,7 @@ mod tests {
         );
         let e = bad.unwrap_err().to_string();
         assert!(e.contains("`currency` is missing or not a three-letter currency code"), "{e}");
-        assert_eq!(html("{{money 3.5 \"CHF\"}}", serde_json::json!({})).unwrap(), "3.50 CHF");
+        assert_eq!(html("{{money 3.5 \"QQQ\"}}", serde_json::json!({})).unwrap(), "3.50 QQQ");
         let words = html("{{plural n word}}", serde_json::json!({"n": 2, "word": "<b>box</b>"})).unwrap();
         assert_eq!(words, "2 &lt;b&gt;box&lt;/b&gt;s");
     }
@@ -153,10 +175,13 @@ mod tests {
     }
 
     #[test]
-    fn money_formats() {
-        assert_eq!(format_money(49.9, "EUR"), "€49.90");
-        assert_eq!(format_money(1200.0, "JPY"), "¥1200");
-        assert_eq!(format_money(3.5, "CHF"), "3.50 CHF");
-        assert_eq!(format_money(-2.0, "usd"), "-$2.00");
+    fn helpers_format_for_the_users_locale_and_zone() {
+        let data = |locale: &str| {
+            serde_json::json!({"total": "29.95", "n": 1234.5, "at": "2026-11-26T23:30:00Z",
+                "tidings": {"locale": locale, "timezone": "Europe/Paris"}})
+        };
+        let all = "{{money total \"EUR\"}} | {{number n 1}} | {{date at}} | {{date at \"%A %H:%M\"}}";
+        assert_eq!(html(all, data("en")).unwrap(), "€29.95 | 1,234.5 | 27 November 2026 | Friday 00:30");
+        assert_eq!(html(all, data("fr-CA")).unwrap(), "29,95 € | 1 234,5 | 27 novembre 2026 | vendredi 00:30");
     }
 }

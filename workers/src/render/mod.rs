@@ -3,14 +3,18 @@
 //!
 //! Strict: a variable the data lacks is a render error, which dead-letters the
 //! message, never a blank in a customer's inbox. HTML parts escape HTML; text,
-//! SMS and push parts do not. A locale variant (`email.subject.fr.hbs`) wins
-//! over the plain file when the user's locale starts with its language.
+//! SMS and push parts do not. Each part falls back on its own, from the
+//! user's locale to its language to the plain file: a `fr-CA` user gets
+//! `email.subject.fr-CA.hbs` if there is one, else `email.subject.fr.hbs`,
+//! else `email.subject.hbs` ([`Renderer::render_reporting`] says which).
 //! Links in HTML parts must be `http` or `https`; others render as `#`.
 
 mod check;
 mod helpers;
 mod inline;
 mod links;
+pub mod locale;
+mod localize;
 
 pub use check::{check, sample_notification, CheckReport};
 
@@ -112,7 +116,8 @@ impl Renderer {
         }
         let mut templates = Vec::new();
         let mut safe = HashSet::new();
-        for (name, source, is_partial) in sources(dir)? {
+        let lang_of = |name: &str| File::of(name).and_then(|(_, f)| f.lang);
+        for (name, source, is_partial) in localize::localized(sources(dir)?, lang_of) {
             if !is_partial {
                 templates.push(name.clone());
             } else if inline::can_inline(&source) {
@@ -151,7 +156,7 @@ impl Renderer {
     /// Renders `n` into the content its channel's providers send. A link
     /// that is not `http`/`https` renders as `#` and is logged (its scheme only).
     pub fn render(&self, n: &Notification) -> Result<Content, RenderError> {
-        let (content, replaced) = self.render_reporting(n)?;
+        let (content, replaced) = self.render_with(n, None)?;
         for value in replaced {
             let scheme: String = value.chars().take_while(|c| *c != ':').take(20).collect();
             tracing::warn!(template = %n.template, notification_id = %n.notification_id, %scheme,
@@ -160,8 +165,20 @@ impl Renderer {
         Ok(content)
     }
 
-    /// [`render`](Self::render), and the link values it replaced by `#`.
-    pub fn render_reporting(&self, n: &Notification) -> Result<(Content, Vec<String>), RenderError> {
+    /// [`render`](Self::render), and what an author wants to know of it.
+    pub fn render_reporting(&self, n: &Notification) -> Result<Rendering, RenderError> {
+        let mut used = Vec::new();
+        let (content, replaced) = self.render_with(n, Some(&mut used))?;
+        Ok(Rendering { content, replaced, files: used.into_iter().map(str::to_string).collect() })
+    }
+
+    /// The content, the link values replaced by `#`, and (when `used` is
+    /// given) the file each part came from.
+    fn render_with<'r>(
+        &'r self,
+        n: &Notification,
+        mut used: Option<&mut Vec<&'r str>>,
+    ) -> Result<(Content, Vec<String>), RenderError> {
         let unsubscribe = match n.channel {
             Channel::Email => self.links.as_ref().and_then(|l| l.for_message(&n.user_id, &n.category)),
             _ => None,
@@ -169,7 +186,7 @@ impl Renderer {
         // One context for every part: the registry's `render` would copy the data into one each time.
         let ctx = handlebars::Context::from(context(n, unsubscribe.as_ref()));
         let mut replaced = Vec::new();
-        let mut part = |p: &str| self.part(n, p, &ctx, &mut replaced);
+        let mut part = |p: &str| self.part(n, p, &ctx, &mut replaced, used.as_deref_mut());
         let content = match (&n.recipient, n.channel) {
             (Recipient::Email { address }, Channel::Email) => Content::Email {
                 to: address.clone(),
@@ -213,21 +230,40 @@ impl Renderer {
         parts(channel).iter().all(|p| files.iter().any(|f| f.part == *p && f.lang.is_none()))
     }
 
-    fn part(
-        &self,
+    /// The file `part` of `template` renders from for `locale`: the
+    /// locale's own (`fr-CA`), else its language's (`fr`), else the plain one.
+    pub fn file_for(&self, template: &str, part: &str, locale: &str) -> Option<&str> {
+        self.file(template, part, locale).map(|f| f.name.as_str())
+    }
+
+    fn file(&self, template: &str, part: &str, locale: &str) -> Option<&File> {
+        let files = self.files.get(template)?.iter().filter(|f| f.part == part);
+        let lang = locale.split(['-', '_']).next().unwrap_or("");
+        let same = |f: &&File, tag: &str| {
+            !tag.is_empty()
+                && f.lang.as_deref().is_some_and(|l| l.replace('_', "-").eq_ignore_ascii_case(&tag.replace('_', "-")))
+        };
+        files
+            .clone()
+            .find(|f| same(f, locale))
+            .or_else(|| files.clone().find(|f| same(f, lang)))
+            .or_else(|| files.clone().find(|f| f.lang.is_none()))
+    }
+
+    fn part<'r>(
+        &'r self,
         n: &Notification,
         part: &str,
         ctx: &handlebars::Context,
         replaced: &mut Vec<String>,
+        used: Option<&mut Vec<&'r str>>,
     ) -> Result<String, RenderError> {
-        // The file of the locale's language, else the plain one.
-        let lang = n.locale.split(['-', '_']).next().unwrap_or("");
-        let files = self.files.get(&n.template).into_iter().flatten().filter(|f| f.part == part);
-        let file = files
-            .clone()
-            .find(|f| !lang.is_empty() && f.lang.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(lang)))
-            .or_else(|| files.clone().find(|f| f.lang.is_none()))
+        let file = self
+            .file(&n.template, part, &n.locale)
             .ok_or_else(|| RenderError::Missing(format!("{}/{part}", n.template)))?;
+        if let Some(used) = used {
+            used.push(&file.name);
+        }
         let engine = if part.ends_with(".html") { &self.html } else { &self.text };
         let out = engine
             .render(&file.name, ctx, file.size.load(Ordering::Relaxed))
@@ -240,6 +276,16 @@ impl Renderer {
         replaced.append(&mut unsafe_links);
         Ok(out)
     }
+}
+
+/// A rendering as an author sees it.
+#[derive(Debug)]
+pub struct Rendering {
+    pub content: Content,
+    /// Link values of HTML parts that are not `http`/`https`, rendered as `#`.
+    pub replaced: Vec<String>,
+    /// The file each part rendered from, in part order (`order.confirmed/email.subject.fr`).
+    pub files: Vec<String>,
 }
 
 /// The parts a channel's template folder must have.
@@ -331,16 +377,38 @@ mod tests {
         check::sample_notification("order.confirmed", Channel::Email, "en", data)
     }
 
+    /// A `fr-CA` reader: the French file of every part, the French footer
+    /// and signature through the plain layout, money and dates as French
+    /// writes them, in the reader's zone.
+    #[test]
+    fn a_canadian_french_reader_gets_french_everywhere() {
+        let renderer = templates();
+        let mut n = order("https://shop.example/o/1");
+        n.locale = "fr-CA".into();
+        let Rendering { content, files, .. } = renderer.render_reporting(&n).unwrap();
+        assert_eq!(
+            files,
+            ["order.confirmed/email.subject.fr", "order.confirmed/email.text.fr", "order.confirmed/email.html.fr"]
+        );
+        let Content::Email { subject, text, html, .. } = content else { panic!("an email") };
+        assert_eq!(subject, "Commande o-1042 confirmée");
+        assert!(text.contains("passée le 26 novembre 2026 à 10:15") && text.contains("Total : 89,90 €"), "{text}");
+        assert!(text.ends_with("— L’équipe Shop"), "{text}");
+        assert!(html.contains("Vous recevez cet e-mail") && !html.contains("You receive"), "{html}");
+    }
+
     #[test]
     fn a_javascript_url_from_data_renders_as_a_hash_and_is_reported() {
         let renderer = templates();
-        let (content, replaced) = renderer.render_reporting(&order("javascript:alert(document.cookie)")).unwrap();
+        let Rendering { content, replaced, .. } =
+            renderer.render_reporting(&order("javascript:alert(document.cookie)")).unwrap();
         let Content::Email { html, .. } = content else { panic!("an email") };
         assert!(html.contains(r##"<a href="#">Follow your order</a>"##), "{html}");
         assert!(!html.contains("javascript"), "{html}");
         assert_eq!(replaced, ["javascript:alert(document.cookie)"]);
 
-        let (content, replaced) = renderer.render_reporting(&order("https://shop.example/o/1")).unwrap();
+        let Rendering { content, replaced, .. } =
+            renderer.render_reporting(&order("https://shop.example/o/1")).unwrap();
         let Content::Email { html, .. } = content else { panic!("an email") };
         assert!(html.contains(r#"href="https://shop.example/o/1""#) && replaced.is_empty(), "{html}");
     }
