@@ -8,6 +8,9 @@
 //! `email.subject.fr-CA.hbs` if there is one, else `email.subject.fr.hbs`,
 //! else `email.subject.hbs` ([`Renderer::render_reporting`] says which).
 //! Links in HTML parts must be `http` or `https`; others render as `#`.
+//! An HTML part's `<style>` rules are inlined onto its elements (mail
+//! clients drop `<style>`), and an email whose text part renders empty gets
+//! the text of its HTML part instead.
 
 mod check;
 mod helpers;
@@ -188,13 +191,14 @@ impl Renderer {
         let mut replaced = Vec::new();
         let mut part = |p: &str| self.part(n, p, &ctx, &mut replaced, used.as_deref_mut());
         let content = match (&n.recipient, n.channel) {
-            (Recipient::Email { address }, Channel::Email) => Content::Email {
-                to: address.clone(),
-                subject: part("email.subject")?.trim().to_string(),
-                text: part("email.text")?,
-                html: part("email.html")?,
-                unsubscribe,
-            },
+            (Recipient::Email { address }, Channel::Email) => {
+                let subject = part("email.subject")?.trim().to_string();
+                let text = part("email.text")?;
+                let html = part("email.html")?;
+                // A mail client that shows text only never shows an empty message.
+                let text = if text.trim().is_empty() { text_of(&html) } else { text };
+                Content::Email { to: address.clone(), subject, text, html, unsubscribe }
+            }
             (Recipient::Sms { phone }, Channel::Sms) => {
                 Content::Sms { to: phone.clone(), body: part("sms")?.trim().to_string() }
             }
@@ -274,8 +278,19 @@ impl Renderer {
         }
         let (out, mut unsafe_links) = links::neutralise(out);
         replaced.append(&mut unsafe_links);
-        Ok(out)
+        // Mail clients drop `<style>`: its rules go onto the elements. Only
+        // HTML that has one is parsed for it.
+        if !out.contains("<style") {
+            return Ok(out);
+        }
+        css_inline::inline(&out)
+            .map_err(|e| RenderError::Failed { name: file.name.clone(), reason: format!("inlining CSS: {e}") })
     }
+}
+
+/// The text of an HTML part, for a text part that rendered empty.
+fn text_of(html: &str) -> String {
+    html2text::from_read(html.as_bytes(), 78).unwrap_or_default()
 }
 
 /// A rendering as an author sees it.
@@ -459,6 +474,30 @@ mod tests {
         let n = check::sample_notification("promo", Channel::Email, "en", json!({"name": "Ann"}));
         let e = renderer.render(&n).unwrap_err().to_string();
         assert!(e.contains("\"footer\" line 2") && e.contains("shop_name"), "{e}");
+    }
+
+    /// A layout's `<style>` ends on the elements, and an empty text part
+    /// gets the HTML part's text.
+    #[test]
+    fn style_rules_are_inlined_and_the_text_part_is_never_empty() {
+        let dir = std::env::temp_dir().join(format!("tidings-style-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("layouts")).unwrap();
+        std::fs::create_dir_all(dir.join("promo")).unwrap();
+        let layout = "<html><head><style>h1 { color: #c00; } .small { font-size: 12px; }</style></head>\n<body>{{> @partial-block}}</body></html>";
+        std::fs::write(dir.join("layouts/email.hbs"), layout).unwrap();
+        std::fs::write(dir.join("promo/email.subject.hbs"), "Hi").unwrap();
+        std::fs::write(dir.join("promo/email.text.hbs"), "{{!-- no text version written --}}\n").unwrap();
+        let html =
+            "{{#> layouts/email}}<h1>Winter sale</h1><p class=\"small\">{{name}}, 30% off.</p>{{/layouts/email}}";
+        std::fs::write(dir.join("promo/email.html.hbs"), html).unwrap();
+        let renderer = Renderer::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let n = check::sample_notification("promo", Channel::Email, "en", json!({"name": "<Ann>"}));
+        let Content::Email { html, text, .. } = renderer.render(&n).unwrap() else { panic!("an email") };
+        assert!(html.contains(r#"<h1 style="color: #c00;">Winter sale</h1>"#), "{html}");
+        assert!(html.contains(r#"<p class="small" style="font-size: 12px;">&lt;Ann&gt;, 30% off.</p>"#), "{html}");
+        assert!(!html.contains("<style"), "{html}");
+        assert!(text.contains("Winter sale") && text.contains("<Ann>, 30% off."), "{text}");
     }
 
     #[test]
