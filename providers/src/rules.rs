@@ -25,6 +25,17 @@ pub struct Segments {
     pub count: usize,
 }
 
+/// Whether `c` is in the GSM 03.38 alphabet (basic set or extension).
+pub fn is_gsm7(c: char) -> bool {
+    GSM7_BASIC.contains(c) || GSM7_EXTENSION.contains(c)
+}
+
+/// The bytes a push payload of `title` and `body` takes, with the room
+/// FCM's and APNs' envelopes take around them.
+pub fn push_payload_size(title: &str, body: &str) -> usize {
+    title.len() + body.len() + 64
+}
+
 pub fn sms_segments(body: &str) -> Segments {
     let mut septets = 0;
     for c in body.chars() {
@@ -74,7 +85,7 @@ pub fn check(content: &Content, max_segments: u32) -> Result<(), ProviderError> 
             if tokens.is_empty() {
                 return Err(ProviderError::invalid_recipient("no push token"));
             }
-            let size = title.len() + body.len() + 64;
+            let size = push_payload_size(title, body);
             if size > PUSH_PAYLOAD_MAX {
                 return Err(ProviderError::permanent(format!("push payload of {size} bytes exceeds 4 KB")));
             }

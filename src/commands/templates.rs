@@ -18,7 +18,23 @@ pub fn run(command: TemplatesCommand, config: Option<&Path>) -> anyhow::Result<E
     match command {
         TemplatesCommand::Check { dir } => {
             let dir = dir_for(dir)?;
-            let report = render::check(&dir)?;
+            let options = match config {
+                Some(c) => render::CheckOptions::from_config(&Config::load(Some(c))?),
+                None => render::CheckOptions::default(),
+            };
+            let report = match render::check(&dir, &options) {
+                Ok(report) => report,
+                Err(render::RenderError::Failed { name, reason }) => {
+                    // A template that does not compile: its file and line first.
+                    let at = reason.split("\":").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("");
+                    eprintln!("error: {}:{at} does not compile: {reason}", render::file_of(&name));
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for rendered in &report.rendered {
+                println!("{rendered}");
+            }
             for e in &report.errors {
                 eprintln!("error: {e}");
             }

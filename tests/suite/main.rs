@@ -21,6 +21,7 @@ mod scheduler_crash;
 mod secrets;
 mod smtp_provider;
 mod store;
+mod templates_check;
 mod topics;
 mod traces;
 mod worker_crash;

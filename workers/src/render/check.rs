@@ -1,22 +1,66 @@
 //! `tidings templates check`: every template folder with a `sample.json`
-//! renders every channel and locale variant it has, strictly.
+//! renders every channel and locale it has, strictly, and what would bite
+//! later is said now, with the file (and line where there is one):
+//!
+//! - a template that does not compile, a variable the sample lacks, a
+//!   partial that does not exist (from handlebars, with file and line);
+//! - a partial or layout no template uses;
+//! - an SMS over `channels.sms.max_segments`, or made UCS-2 by a character
+//!   of the template's own text (70 characters a segment instead of 160);
+//! - a push payload over 4 KB;
+//! - an email subject with a line break;
+//! - an email of an unsubscribe category (`[unsubscribe] categories`)
+//!   whose parts do not use `unsubscribe_url`.
 
 use super::{parts, Renderer};
+use std::collections::HashSet;
 use std::path::Path;
 use tidings_core::{Channel, Notification, Priority, Recipient};
+use tidings_providers::{rules, Content};
 
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    /// (template, channel, locale) combinations that rendered.
+    /// Each rendering: `<template> <channel> <locale>: <the files it used>`.
     pub rendered: Vec<String>,
-    /// What failed, one line each.
+    /// What is wrong, one line each, starting with the file.
     pub errors: Vec<String>,
 }
 
-/// Renders every template under `dir` with its sample data.
-pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
+/// What the checks hold templates to, from the configuration.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// `channels.sms.max_segments`.
+    pub max_segments: u32,
+    /// Template folders whose email must carry the unsubscribe link.
+    pub unsubscribe_templates: HashSet<String>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions { max_segments: 4, unsubscribe_templates: HashSet::new() }
+    }
+}
+
+impl CheckOptions {
+    /// The options `config` sets: its SMS limit, and the template folders
+    /// of the event types whose category carries unsubscribe links.
+    pub fn from_config(config: &tidings_core::Config) -> Self {
+        let max_segments = config.channels.get(&Channel::Sms).map_or(4, |c| c.max_segments);
+        let unsubscribe_templates = config
+            .events
+            .iter()
+            .filter(|(_, r)| config.unsubscribe.categories.contains(&r.category))
+            .map(|(ty, r)| r.template.clone().unwrap_or_else(|| ty.clone()))
+            .collect();
+        CheckOptions { max_segments, unsubscribe_templates }
+    }
+}
+
+/// Renders every template under `dir` with its sample data, and checks it.
+pub fn check(dir: &Path, options: &CheckOptions) -> Result<CheckReport, super::RenderError> {
     let renderer = Renderer::load(dir)?;
     let mut report = CheckReport::default();
+    report.errors.extend(unused_partials(dir));
     let mut folders: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| super::RenderError::Load { path: dir.into(), reason: e.to_string() })?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -52,14 +96,16 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
                 let n = sample_notification(&name, channel, &locale, data.clone());
                 match renderer.render_reporting(&n) {
                     Ok(rendering) => {
-                        for value in rendering.replaced {
+                        for value in &rendering.replaced {
                             report.errors.push(format!(
                                 "{name} {channel} {locale}: link `{value}` is not http or https; it renders as #"
                             ));
                         }
-                        report.rendered.push(format!("{name} {channel} {locale}"))
+                        let problems = Problems { dir, options, template: &name, files: &rendering.files };
+                        report.errors.extend(problems.of(&rendering.content));
+                        report.rendered.push(format!("{name} {channel} {locale}: {}", rendering.files.join(", ")));
                     }
-                    Err(e) => report.errors.push(format!("{name} {channel} {locale}: {e}")),
+                    Err(e) => report.errors.push(located(&format!("{name} {channel} {locale}: {e}"))),
                 }
             }
         }
@@ -68,6 +114,168 @@ pub fn check(dir: &Path) -> Result<CheckReport, super::RenderError> {
         }
     }
     Ok(report)
+}
+
+/// What is wrong with one rendering, by the files it used.
+struct Problems<'a> {
+    dir: &'a Path,
+    options: &'a CheckOptions,
+    template: &'a str,
+    /// Registered names, `<folder>/<part>[.<lang>]`.
+    files: &'a [String],
+}
+
+impl Problems<'_> {
+    fn of(&self, content: &Content) -> Vec<String> {
+        let mut out = Vec::new();
+        match content {
+            Content::Sms { body, .. } => {
+                let file = self.file("sms");
+                let segments = rules::sms_segments(body);
+                if segments.count > self.options.max_segments as usize {
+                    out.push(format!(
+                        "{file}: the sample takes {} {} segments, more than channels.sms.max_segments ({})",
+                        segments.count,
+                        if segments.unicode { "UCS-2" } else { "GSM-7" },
+                        self.options.max_segments
+                    ));
+                }
+                if segments.unicode {
+                    for (line, c) in self.literal_chars(&file).filter(|(_, c)| !rules::is_gsm7(*c)) {
+                        out.push(format!(
+                            "{file}:{line}: `{c}` is not in the GSM-7 alphabet: the SMS goes as UCS-2, 70 characters a segment instead of 160"
+                        ));
+                    }
+                }
+            }
+            Content::Push { title, body, .. } => {
+                let size = rules::push_payload_size(title, body);
+                if size > rules::PUSH_PAYLOAD_MAX {
+                    out.push(format!(
+                        "{} and {}: the sample's push payload is {size} bytes, over the 4 KB FCM and APNs take",
+                        self.file("push.title"),
+                        self.file("push.body")
+                    ));
+                }
+            }
+            Content::Email { subject, .. } => {
+                if subject.contains(['\n', '\r']) {
+                    out.push(format!("{}: the subject renders with a line break", self.file("email.subject")));
+                }
+                if self.options.unsubscribe_templates.contains(self.template) {
+                    for part in ["email.text", "email.html"] {
+                        let file = self.file(part);
+                        let source = std::fs::read_to_string(self.dir.join(&file)).unwrap_or_default();
+                        if !source.contains("unsubscribe_url") {
+                            out.push(format!(
+                                "{file}: an email of an unsubscribe category without {{{{unsubscribe_url}}}}"
+                            ));
+                        }
+                    }
+                }
+            }
+            Content::Webhook { .. } => {}
+        }
+        out
+    }
+
+    /// The file (relative to the templates folder) `part` rendered from.
+    fn file(&self, part: &str) -> String {
+        let prefix = format!("{}/{part}", self.template);
+        let name =
+            self.files.iter().find(|f| **f == prefix || f.strip_prefix(&prefix).is_some_and(|r| r.starts_with('.')));
+        format!("{}.hbs", name.map_or(prefix.as_str(), String::as_str))
+    }
+
+    /// Each character of `file`'s own text (outside `{{…}}`), with its line.
+    fn literal_chars(&self, file: &str) -> impl Iterator<Item = (usize, char)> {
+        let source = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
+        let mut out = Vec::new();
+        let (mut line, mut depth) = (1, 0usize);
+        let mut chars = source.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\n' => line += 1,
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    depth += 1;
+                }
+                '}' if depth > 0 && chars.peek() == Some(&'}') => {
+                    chars.next();
+                    depth -= 1;
+                }
+                c if depth == 0 => out.push((line, c)),
+                _ => {}
+            }
+        }
+        out.into_iter()
+    }
+}
+
+/// `text` starting with the file and line handlebars names in it
+/// (`Error rendering "order.confirmed/email.text" line 2, col 1: …` leads
+/// with `order.confirmed/email.text.hbs:2:1:`), else as it is.
+pub fn located(text: &str) -> String {
+    let Some(open) = text.find("Error rendering \"") else { return text.to_string() };
+    let rest = &text[open + "Error rendering \"".len()..];
+    let Some((name, rest)) = rest.split_once("\" line ") else { return text.to_string() };
+    let Some((line, rest)) = rest.split_once(", col ") else { return text.to_string() };
+    let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    format!("{}:{line}:{col}: {text}", file_of(name))
+}
+
+/// The file, relative to the templates folder, of a registered name.
+pub fn file_of(name: &str) -> String {
+    if name.contains('/') {
+        format!("{name}.hbs")
+    } else {
+        format!("partials/{name}.hbs")
+    }
+}
+
+/// Partials and layouts that no template, partial or layout names.
+fn unused_partials(dir: &Path) -> Vec<String> {
+    let mut named = HashSet::new();
+    let mut partials = Vec::new();
+    for (folder, file, source) in hbs_files(dir) {
+        named.extend(super::localize::named(&source).into_iter().map(str::to_string));
+        match folder.as_str() {
+            "partials" => partials.push((file.clone(), file.trim_end_matches(".hbs").to_string())),
+            "layouts" => partials.push((file.clone(), format!("layouts/{}", file.trim_end_matches(".hbs")))),
+            _ => {}
+        }
+    }
+    let mut out: Vec<String> = partials
+        .into_iter()
+        .filter(|(_, name)| {
+            // `footer.fr` is used where `footer` is.
+            let base = name.rsplit_once('.').map_or(name.as_str(), |(b, _)| b);
+            !named.contains(name) && !named.contains(base)
+        })
+        .map(|(file, name)| {
+            let folder = if name.starts_with("layouts/") { "layouts" } else { "partials" };
+            format!("{folder}/{file}: never used by a template")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `(folder, file name, source)` of every `.hbs` file one level under `dir`.
+fn hbs_files(dir: &Path) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for folder in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let folder_name = folder.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(folder.path()).into_iter().flatten().flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".hbs") {
+                if let Ok(source) = std::fs::read_to_string(file.path()) {
+                    out.push((folder_name.clone(), name, source));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `en` plus every language that has a variant file in `folder`.

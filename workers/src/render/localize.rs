@@ -68,10 +68,32 @@ fn is_tag(s: &str) -> bool {
 /// `{{/p}}`, with or without `~`) named in `lang` instead.
 pub fn rewrite(source: &str, lang: &str, bases: &HashSet<String>) -> String {
     let mut out = String::with_capacity(source.len() + 32);
-    let mut rest = source;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open + 2]);
-        rest = &rest[open + 2..];
+    let mut from = 0;
+    for (start, end) in references(source) {
+        out.push_str(&source[from..end]);
+        if bases.contains(&source[start..end]) {
+            out.push('.');
+            out.push_str(lang);
+        }
+        from = end;
+    }
+    out.push_str(&source[from..]);
+    out
+}
+
+/// The partials `source` names (and the helpers its blocks close: `each`,
+/// `if`; harmless where partials are looked up).
+pub fn named(source: &str) -> Vec<&str> {
+    references(source).into_iter().map(|(start, end)| &source[start..end]).collect()
+}
+
+/// Where each name after `{{>`, `{{#>` or `{{/` (with or without `~`) is, as byte ranges.
+fn references(source: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(open) = source[at..].find("{{") {
+        at += open + 2;
+        let rest = &source[at..];
         let tilde = usize::from(rest.starts_with('~'));
         let after = &rest[tilde..];
         let sigil = if after.starts_with("#>") {
@@ -81,17 +103,13 @@ pub fn rewrite(source: &str, lang: &str, bases: &HashSet<String>) -> String {
         } else {
             continue;
         };
-        let start = tilde + sigil + (rest[tilde + sigil..].len() - rest[tilde + sigil..].trim_start().len());
-        let end = start
-            + rest[start..].find(|c: char| c.is_whitespace() || c == '}' || c == '~').unwrap_or(rest.len() - start);
-        out.push_str(&rest[..end]);
-        if bases.contains(&rest[start..end]) {
-            out.push('.');
-            out.push_str(lang);
-        }
-        rest = &rest[end..];
+        let name = &rest[tilde + sigil..];
+        let start = at + tilde + sigil + (name.len() - name.trim_start().len());
+        let len =
+            source[start..].find(|c: char| c.is_whitespace() || c == '}' || c == '~').unwrap_or(source.len() - start);
+        out.push((start, start + len));
+        at = start + len;
     }
-    out.push_str(rest);
     out
 }
 

@@ -19,7 +19,7 @@ mod links;
 pub mod locale;
 mod localize;
 
-pub use check::{check, sample_notification, CheckReport};
+pub use check::{check, file_of, located, sample_notification, CheckOptions, CheckReport};
 
 use handlebars::Handlebars;
 use serde_json::{json, Value};
@@ -510,7 +510,7 @@ mod tests {
         std::fs::write(folder.join("email.html.hbs"), r#"<a href="{{url}}">go</a> <a href="vbscript:x">x</a>"#)
             .unwrap();
         std::fs::write(folder.join("sample.json"), r#"{"url": "https://ok.example"}"#).unwrap();
-        let report = check(&dir).unwrap();
+        let report = check(&dir, &CheckOptions::default()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(report.errors, ["promo email en: link `vbscript:x` is not http or https; it renders as #"]);
     }
