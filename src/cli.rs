@@ -216,6 +216,23 @@ pub enum TemplatesCommand {
         data: Option<PathBuf>,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Write it as `templates preview` does (HTML, .eml, index.html) into this folder instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Render every template, channel and locale with its sample into a
+    /// folder a browser opens: index.html, each email as .html and .eml,
+    /// each SMS with its segments, each push with its payload size.
+    Preview {
+        /// Where to write (made if missing).
+        #[arg(long, default_value = "preview")]
+        out: PathBuf,
+        /// Render again whenever a file under the templates folder changes.
+        #[arg(long)]
+        watch: bool,
+        /// The templates folder (default: from the config, else ./templates).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

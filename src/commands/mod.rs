@@ -6,6 +6,7 @@ pub mod dev;
 pub mod dlq;
 pub mod drill;
 pub mod prefs;
+pub mod preview;
 pub mod suppressions;
 pub mod templates;
 pub mod topics;

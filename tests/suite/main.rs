@@ -16,6 +16,7 @@ mod intake_routing;
 mod limits;
 mod metrics;
 mod prefs;
+mod preview;
 mod quiet_hours_end_to_end;
 mod scheduler_crash;
 mod secrets;

@@ -22,21 +22,9 @@ fn check(dir: &Path) -> (Option<i32>, String) {
 fn broken(change: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("templates");
-    copy(Path::new(ROOT).join("templates").as_path(), &dir);
+    crate::harness::copy_dir(Path::new(ROOT).join("templates").as_path(), &dir);
     change(&dir);
     (tmp, dir)
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn fails_saying(change: impl FnOnce(&Path), said: &[&str]) {

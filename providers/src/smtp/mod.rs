@@ -16,6 +16,13 @@ use secrecy::ExposeSecret;
 use tidings_core::Channel;
 
 pub use request::one_line;
+
+/// The MIME message the adapter would send for `message` from `from`,
+/// unsigned: what a preview writes as `.eml`.
+pub fn mime(from: &str, message: &Outgoing) -> Result<Vec<u8>, ProviderError> {
+    let from = from.parse().map_err(|e| ProviderError::permanent(format!("`from`: {e}")))?;
+    Ok(request::build(&from, message)?.formatted())
+}
 pub use response::classify;
 
 pub struct Smtp {

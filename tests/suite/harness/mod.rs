@@ -427,3 +427,16 @@ pub fn terminal_counts(records: &[StatusRecord]) -> HashMap<String, usize> {
     }
     m
 }
+
+/// A copy of folder `from` (and everything under it) at `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

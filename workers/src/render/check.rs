@@ -96,13 +96,14 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<CheckReport, super::R
                 let n = sample_notification(&name, channel, &locale, data.clone());
                 match renderer.render_reporting(&n) {
                     Ok(rendering) => {
-                        for value in &rendering.replaced {
-                            report.errors.push(format!(
-                                "{name} {channel} {locale}: link `{value}` is not http or https; it renders as #"
-                            ));
+                        for problem in problems(dir, options, &name, &rendering) {
+                            let at = if problem.starts_with("link") {
+                                format!("{name} {channel} {locale}: ")
+                            } else {
+                                String::new()
+                            };
+                            report.errors.push(format!("{at}{problem}"));
                         }
-                        let problems = Problems { dir, options, template: &name, files: &rendering.files };
-                        report.errors.extend(problems.of(&rendering.content));
                         report.rendered.push(format!("{name} {channel} {locale}: {}", rendering.files.join(", ")));
                     }
                     Err(e) => report.errors.push(located(&format!("{name} {channel} {locale}: {e}"))),
@@ -114,6 +115,17 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<CheckReport, super::R
         }
     }
     Ok(report)
+}
+
+/// What is wrong with `rendering` of `template` (from the templates in `dir`).
+pub fn problems(dir: &Path, options: &CheckOptions, template: &str, rendering: &super::Rendering) -> Vec<String> {
+    let mut out: Vec<String> = rendering
+        .replaced
+        .iter()
+        .map(|value| format!("link `{value}` is not http or https; it renders as #"))
+        .collect();
+    out.extend(Problems { dir, options, template, files: &rendering.files }.of(&rendering.content));
+    out
 }
 
 /// What is wrong with one rendering, by the files it used.
@@ -279,7 +291,7 @@ fn hbs_files(dir: &Path) -> Vec<(String, String, String)> {
 }
 
 /// `en` plus every language that has a variant file in `folder`.
-fn locales(folder: &Path) -> Vec<String> {
+pub fn locales(folder: &Path) -> Vec<String> {
     let mut out = vec!["en".to_string()];
     for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();

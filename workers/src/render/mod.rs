@@ -19,7 +19,7 @@ mod links;
 pub mod locale;
 mod localize;
 
-pub use check::{check, file_of, located, sample_notification, CheckOptions, CheckReport};
+pub use check::{check, file_of, locales, located, problems, sample_notification, CheckOptions, CheckReport};
 
 use handlebars::Handlebars;
 use serde_json::{json, Value};
