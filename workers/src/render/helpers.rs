@@ -7,7 +7,15 @@
 //!   English and `49,90 €` in French (see [`super::locale`]).
 //! - `{{number count}}` / `{{number distance 1}}`: grouped and pointed as
 //!   the user's locale writes numbers (`1,234.5`, `1 234,5`).
-//! - `{{plural count "item" "items"}}`: `1 item`, `3 items`.
+//! - `{{plural count "item" "items"}}`: `1 item`, `3 items`, by the plural
+//!   rules of the user's language (CLDR, through `intl_pluralrules`): in
+//!   French `0 article` is singular too. The two forms are CLDR's `one` and
+//!   everything else.
+//! - `{{default nickname "there"}}`: the value, or the fallback when it is
+//!   missing, null or empty.
+//! - `{{build_url "https://shop.example/orders" order_id utm_source="email"}}`:
+//!   a base URL with path segments and query parameters added, each
+//!   percent-encoded (`…/orders/o%2F1?utm_source=email`).
 //!
 //! What a helper writes goes through the registry's escaping (HTML in HTML
 //! parts), as `{{variable}}` does: event data never becomes markup.
@@ -22,6 +30,8 @@ pub fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("money", Box::new(money));
     hb.register_helper("number", Box::new(number));
     hb.register_helper("plural", Box::new(plural));
+    hb.register_helper("default", Box::new(default));
+    hb.register_helper("build_url", Box::new(build_url));
 }
 
 /// HTML escaping as handlebars' own (`< > " & ' ` =`), which pushes char by
@@ -135,14 +145,77 @@ fn money(
 fn plural(
     h: &Helper<'_>,
     r: &Handlebars<'_>,
-    _: &Context,
+    ctx: &Context,
     _: &mut RenderContext<'_, '_>,
     out: &mut dyn Output,
 ) -> HelperResult {
     let count = h.param(0).and_then(|p| p.value().as_i64()).ok_or_else(|| missing("plural", h, 0, "a whole number"))?;
     let one = h.param(1).and_then(|p| p.value().as_str()).ok_or_else(|| fail("plural: needs the singular".into()))?;
     let many = h.param(2).and_then(|p| p.value().as_str()).map(str::to_string).unwrap_or_else(|| format!("{one}s"));
-    write(r, out, &format!("{count} {}", if count == 1 { one } else { &many }))
+    let language = ctx.data()["tidings"]["locale"].as_str().unwrap_or("en").split(['-', '_']).next().unwrap_or("en");
+    let singular = match language
+        .parse::<unic_langid::LanguageIdentifier>()
+        .ok()
+        .and_then(|l| intl_pluralrules::PluralRules::create(l, intl_pluralrules::PluralRuleType::CARDINAL).ok())
+    {
+        Some(rules) => rules.select(count) == Ok(intl_pluralrules::PluralCategory::ONE),
+        None => count == 1,
+    };
+    write(r, out, &format!("{count} {}", if singular { one } else { &many }))
+}
+
+fn default(
+    h: &Helper<'_>,
+    r: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let value = h.param(0).map(|p| p.value()).filter(|v| match v {
+        Value::Null => false,
+        Value::String(s) => !s.trim().is_empty(),
+        _ => true,
+    });
+    let text = match value.or_else(|| h.param(1).map(|p| p.value())) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => return Err(fail("default: needs a fallback".into())),
+        Some(other) => other.to_string(),
+    };
+    write(r, out, &text)
+}
+
+fn build_url(
+    h: &Helper<'_>,
+    r: &Handlebars<'_>,
+    _: &Context,
+    _: &mut RenderContext<'_, '_>,
+    out: &mut dyn Output,
+) -> HelperResult {
+    let base = h.param(0).and_then(|p| p.value().as_str()).ok_or_else(|| missing("build_url", h, 0, "a base URL"))?;
+    let mut url = url::Url::parse(base).map_err(|e| fail(format!("build_url: `{base}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(fail(format!("build_url: `{base}` is not http or https")));
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    {
+        let mut segments = url.path_segments_mut().map_err(|_| fail(format!("build_url: `{base}` takes no path")))?;
+        segments.pop_if_empty();
+        for p in h.params().iter().skip(1) {
+            segments.push(&text(p.value()));
+        }
+    }
+    if !h.hash().is_empty() {
+        let mut pairs: Vec<(&&str, &handlebars::PathAndJson<'_>)> = h.hash().iter().collect();
+        pairs.sort_by_key(|(k, _)| **k);
+        let mut query = url.query_pairs_mut();
+        for (k, v) in pairs {
+            query.append_pair(k, &text(v.value()));
+        }
+    }
+    write(r, out, url.as_str())
 }
 
 #[cfg(test)]
@@ -172,6 +245,25 @@ mod tests {
         fn html_is_escaped_as_handlebars_escapes_it(s in ".*") {
             proptest::prop_assert_eq!(super::escape_html(&s), handlebars::html_escape(&s));
         }
+    }
+
+    #[test]
+    fn plurals_follow_the_languages_rules_defaults_fill_in_and_urls_are_escaped() {
+        let data = |locale: &str| serde_json::json!({"n0": 0, "n1": 1, "n2": 2, "id": "o/1 b", "nick": "", "tidings": {"locale": locale}});
+        let plural =
+            "{{plural n0 \"item\" \"items\"}}, {{plural n1 \"item\" \"items\"}}, {{plural n2 \"item\" \"items\"}}";
+        assert_eq!(html(plural, data("en")).unwrap(), "0 items, 1 item, 2 items");
+        assert_eq!(html(plural, data("fr-CA")).unwrap(), "0 item, 1 item, 2 items");
+        assert_eq!(html("Hi {{default nick \"there\"}}, {{default id \"-\"}}", data("en")).unwrap(), "Hi there, o/1 b");
+        let link = "{{build_url \"https://shop.example/orders/\" id utm_source=\"e mail\" a=\"<x>\"}}";
+        assert_eq!(
+            html(link, data("en")).unwrap(),
+            "https://shop.example/orders/o%2F1%20b?a&#x3D;%3Cx%3E&amp;utm_source&#x3D;e+mail"
+        );
+        assert!(html("{{build_url \"javascript:alert(1)\"}}", data("en"))
+            .unwrap_err()
+            .to_string()
+            .contains("not http or https"));
     }
 
     #[test]
