@@ -392,6 +392,51 @@ mod tests {
         check::sample_notification("order.confirmed", Channel::Email, "en", data)
     }
 
+    /// Every shipped template, channel and locale, rendered with its sample:
+    /// a change of copy shows as a reviewable diff of its snapshot
+    /// (`workers/src/render/snapshots/`; `INSTA_UPDATE=always cargo test`
+    /// writes them anew, then review with `git diff`).
+    #[test]
+    fn shipped_templates_render_as_their_snapshots() {
+        let renderer = templates();
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../templates"));
+        let mut folders: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("sample.json").exists())
+            .collect();
+        folders.sort();
+        let mut snapshots = 0;
+        for folder in folders {
+            let template = folder.file_name().unwrap().to_string_lossy().into_owned();
+            let data: Value =
+                serde_json::from_str(&std::fs::read_to_string(folder.join("sample.json")).unwrap()).unwrap();
+            for channel in
+                Channel::ALL.into_iter().filter(|c| *c != Channel::Webhook && renderer.has_channel(&template, *c))
+            {
+                for locale in check::locales(&folder) {
+                    let n = check::sample_notification(&template, channel, &locale, data.clone());
+                    let rendering = renderer.render_reporting(&n).unwrap();
+                    let shown = match rendering.content {
+                        Content::Email { subject, text, html, .. } => {
+                            format!("Subject: {subject}\n\n--- text ---\n{text}\n--- html ---\n{html}")
+                        }
+                        Content::Sms { body, .. } => body,
+                        Content::Push { title, body, .. } => format!("{title}\n{body}"),
+                        Content::Webhook { .. } => unreachable!("not rendered here"),
+                    };
+                    let name = format!("{template}.{channel}.{locale}");
+                    insta::with_settings!({ snapshot_suffix => name.clone(), prepend_module_to_snapshot => false }, {
+                        insta::assert_snapshot!("template", shown);
+                    });
+                    snapshots += 1;
+                }
+            }
+        }
+        assert_eq!(snapshots, 42, "a template was added or removed: its snapshots follow");
+    }
+
     /// A `fr-CA` reader: the French file of every part, the French footer
     /// and signature through the plain layout, money and dates as French
     /// writes them, in the reader's zone.
