@@ -99,20 +99,28 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
     }
     fleet.shutdown().await.unwrap();
 
-    // Unmuted, a fresh event with a missing variable dead-letters with the render error.
+    // Unmuted, a fresh event with a missing variable dead-letters with the
+    // render error naming the variable and the file, while another user's
+    // order beside it is delivered.
     u1["muted"] = false.into();
     store.set_prefs("u-1", &u1.to_string()).await.unwrap();
+    store.set_prefs("u-2", &email_user(2)).await.unwrap();
     let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
     let mut missing: serde_json::Value = serde_json::from_str(&order_event(9, "u-1")).unwrap();
     missing["data"].as_object_mut().unwrap().remove("total");
-    tidings::commands::dev::feed(&config, &missing.to_string()).await.unwrap();
+    tidings::commands::dev::feed(&config, &[missing.to_string(), order_event(10, "u-2")].join("\n")).await.unwrap();
     let id = notification_id("evt-9", Channel::Email, "u-1", "order.confirmed");
     let r = watch.wait_for_status(&id, State::DeadLettered, Duration::from_secs(60)).await;
     assert_eq!(r.error_class, Some(tidings_core::status::ErrorClass::Render));
-    assert!(r.error.as_deref().unwrap().contains("total"), "{:?}", r.error);
+    let why = r.error.as_deref().unwrap();
+    assert!(why.contains("total") && why.contains("order.confirmed/email.text"), "{why}");
+    let other = notification_id("evt-10", Channel::Email, "u-2", "order.confirmed");
+    watch.wait_for_status(&other, State::Sent, Duration::from_secs(60)).await;
     let letters = dead_letters(&config, &Channel::Email.dlq_topic(), 1);
     assert_eq!(letters.len(), 1);
-    assert_eq!(smtp.received().len(), 0, "nothing blank reached an inbox");
+    let received = smtp.received();
+    assert_eq!(received.len(), 1, "only the other user's order reached an inbox");
+    assert_eq!(received[0].rcpt, ["<user2@example.com>"]);
     fleet.shutdown().await.unwrap();
 }
 

@@ -437,6 +437,38 @@ mod tests {
         assert_eq!(snapshots, 42, "a template was added or removed: its snapshots follow");
     }
 
+    /// Data is text: `<script>` is escaped in an email's HTML and left as
+    /// written in its text part and in an SMS; a line break in data cannot
+    /// add a header to the message the SMTP adapter sends.
+    #[test]
+    fn data_stays_text_in_every_part_and_header() {
+        let renderer = templates();
+        let hostile = "<script>alert(1)</script>";
+        let data = json!({"campaign_id": "c", "headline": format!("Sale\r\nBcc: victim@example.com {hostile}"),
+            "body": hostile, "cta_url": "https://shop.example/sale", "unsubscribe_url": "https://shop.example/u"});
+        let n = check::sample_notification("marketing.campaign", Channel::Email, "en", data.clone());
+        let content = renderer.render(&n).unwrap();
+        let Content::Email { html, text, .. } = &content else { panic!("an email") };
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.contains(hostile), "{html}");
+        assert!(text.contains(hostile), "{text}");
+        let outgoing = tidings_providers::Outgoing {
+            notification_id: "n".into(),
+            priority: tidings_core::Priority::Bulk,
+            content: content.clone(),
+        };
+        let mime = String::from_utf8(tidings_providers::smtp::mime("shop@example.com", &outgoing).unwrap()).unwrap();
+        let headers = mime.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.to_ascii_lowercase().contains("\r\nbcc:"), "{headers}");
+        assert!(headers.contains("Subject: Sale  Bcc: victim@example.com"), "one line: {headers}");
+        let mut sms = check::sample_notification("order.confirmed", Channel::Sms, "en", json!({}));
+        let sample = include_str!("../../../templates/order.confirmed/sample.json");
+        let mut order: Value = serde_json::from_str(sample).unwrap();
+        order["order_id"] = hostile.into();
+        sms.data = serde_json::value::to_raw_value(&order).unwrap();
+        let Content::Sms { body, .. } = renderer.render(&sms).unwrap() else { panic!("an SMS") };
+        assert!(body.contains(hostile), "{body}");
+    }
+
     /// A `fr-CA` reader: the French file of every part, the French footer
     /// and signature through the plain layout, money and dates as French
     /// writes them, in the reader's zone.
