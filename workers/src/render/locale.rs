@@ -14,6 +14,25 @@ use pure_rust_locales::{locale_match, Locale};
 /// knows the pair (`fr-CA` → `fr_CA`), else the language's own country
 /// (`fr` → `fr_FR`, `de` → `de_DE`; `en` → `en_US`), else `en_US`.
 pub fn conventions(tag: &str) -> Locale {
+    // Looked up by every money, number and date of every message: each
+    // thread remembers the tags it has seen (a handful).
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(String, Locale)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SEEN.with(|seen| {
+        if let Some((_, locale)) = seen.borrow().iter().find(|(t, _)| t == tag) {
+            return *locale;
+        }
+        let locale = lookup(tag);
+        let mut seen = seen.borrow_mut();
+        if seen.len() < 64 {
+            seen.push((tag.to_string(), locale));
+        }
+        locale
+    })
+}
+
+fn lookup(tag: &str) -> Locale {
     let mut parts = tag.split(['-', '_']);
     let lang = parts.next().unwrap_or_default().to_ascii_lowercase();
     let region = parts.next().map(str::to_ascii_uppercase);
