@@ -87,8 +87,6 @@ pub struct Fleet {
     pub health: Arc<Health>,
     /// The metrics and health endpoints, served while the roles run and drain.
     server: Option<tokio::task::JoinHandle<()>>,
-    /// Where the callbacks role listens, when it runs.
-    pub callbacks: Option<std::net::SocketAddr>,
 }
 
 /// How often, and how long at most, the fleet asks Redis whether it answers.
@@ -146,13 +144,11 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
             tasks.spawn(async move { Ok(tidings_workers::run(worker, t.cancelled_owned()).await?) });
         }
     }
-    let mut callbacks = None;
     if roles.callbacks {
         let addr = config.callbacks.listen;
         let listener =
             std::net::TcpListener::bind(addr).with_context(|| format!("cannot serve callbacks on {addr}"))?;
         listener.set_nonblocking(true)?;
-        callbacks = Some(listener.local_addr()?);
         let (c, s, t) = (config.clone(), store.clone(), token.clone());
         let probes = crate::serve::probes(health.clone());
         tasks.spawn(async move {
@@ -160,7 +156,7 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
             Ok(tidings_callbacks::run(c, s, clock, listener, probes, t.cancelled_owned()).await?)
         });
     }
-    Ok(Fleet { token, tasks, progress, health, server, callbacks })
+    Ok(Fleet { token, tasks, progress, health, server })
 }
 
 impl Fleet {
