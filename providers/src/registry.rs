@@ -29,6 +29,11 @@ pub trait Settings: DeserializeOwned {
     fn validate(&self) -> Result<(), String>;
 }
 
+/// How long a provider call may take unless its section says (`timeout`).
+pub fn default_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
 /// The kinds there are.
 pub const KINDS: [&str; 8] = ["smtp", "sendgrid", "twilio", "vonage", "webhook", "fcm", "apns", "sandbox"];
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tidings_core::Channel;
 use tidings_providers::{rules, Content, Outgoing};
-use tidings_workers::render::{self, CheckOptions, Renderer};
+use tidings_workers::render::{self, escape_html, CheckOptions, Renderer};
 
 /// What a preview renders with.
 pub struct Preview {
@@ -166,24 +166,24 @@ impl Preview {
             html,
             "<p>Rendered at <time id=\"rendered\">{}</time> from <code>{}</code>: {} renderings, {warnings} warnings.</p>",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            escape(&self.dir.display().to_string()),
+            escape_html(&self.dir.display().to_string()),
             entries.len()
         );
         html.push_str("<table>\n<tr><th>template</th><th>channel</th><th>locale</th><th>files</th><th>open</th><th>what it says</th><th>warnings</th></tr>\n");
         for e in entries {
             let links: Vec<String> =
-                e.links.iter().map(|(label, path)| format!("<a href=\"{}\">{label}</a>", escape(path))).collect();
+                e.links.iter().map(|(label, path)| format!("<a href=\"{}\">{label}</a>", escape_html(path))).collect();
             let warnings: Vec<String> =
-                e.warnings.iter().map(|w| format!("<div class=\"warn\">{}</div>", escape(w))).collect();
+                e.warnings.iter().map(|w| format!("<div class=\"warn\">{}</div>", escape_html(w))).collect();
             let _ = writeln!(
                 html,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"files\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&e.template),
+                escape_html(&e.template),
                 e.channel,
-                escape(&e.locale),
-                escape(&e.files.join(", ")),
+                escape_html(&e.locale),
+                escape_html(&e.files.join(", ")),
                 links.join(" "),
-                escape(&e.facts),
+                escape_html(&e.facts),
                 warnings.join("")
             );
         }
@@ -239,8 +239,4 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{word}s")
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -55,8 +55,9 @@ fn secrets_never_print() {
     assert!(!format!("{config:?}").contains("hunter2"));
 }
 
-#[test]
-fn every_routed_channel_and_fallback_has_its_templates() {
+/// The example configuration's routes: each event type's template folder
+/// and every channel it may go out on, with the templates loaded.
+fn routes(mut each: impl FnMut(&tidings_workers::render::Renderer, &str, &str, Channel)) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tidings.example.toml");
     let config = Config::load(Some(path.as_ref())).unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.templates.dir);
@@ -64,12 +65,16 @@ fn every_routed_channel_and_fallback_has_its_templates() {
     for (ty, route) in &config.events {
         let template = route.template.as_deref().unwrap_or(ty);
         for channel in route.channels.iter().chain(&route.fallback) {
-            assert!(
-                renderer.has_channel(template, *channel),
-                "{ty} routes to {channel} but has no {channel} templates"
-            );
+            each(&renderer, ty, template, *channel);
         }
     }
+}
+
+#[test]
+fn every_routed_channel_and_fallback_has_its_templates() {
+    routes(|renderer, ty, template, channel| {
+        assert!(renderer.has_channel(template, channel), "{ty} routes to {channel} but has no {channel} templates");
+    });
 }
 
 /// A French reader gets French copy in every part of every channel an event
@@ -77,20 +82,13 @@ fn every_routed_channel_and_fallback_has_its_templates() {
 /// reader the same files, and an English reader the plain ones.
 #[test]
 fn every_routed_part_has_english_and_french_copy() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tidings.example.toml");
-    let config = Config::load(Some(path.as_ref())).unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.templates.dir);
-    let renderer = tidings_workers::render::Renderer::load(&dir).unwrap();
-    for (ty, route) in &config.events {
-        let template = route.template.as_deref().unwrap_or(ty);
-        for channel in route.channels.iter().chain(&route.fallback) {
-            for part in tidings_workers::render::parts(*channel) {
-                let english = format!("{template}/{part}");
-                let french = format!("{english}.fr");
-                assert_eq!(renderer.file_for(template, part, "en"), Some(english.as_str()));
-                assert_eq!(renderer.file_for(template, part, "fr"), Some(french.as_str()), "{ty} {channel}");
-                assert_eq!(renderer.file_for(template, part, "fr-CA"), Some(french.as_str()));
-            }
+    routes(|renderer, ty, template, channel| {
+        for part in tidings_workers::render::parts(channel) {
+            let english = format!("{template}/{part}");
+            let french = format!("{english}.fr");
+            assert_eq!(renderer.file_for(template, part, "en"), Some(english.as_str()));
+            assert_eq!(renderer.file_for(template, part, "fr"), Some(french.as_str()), "{ty} {channel}");
+            assert_eq!(renderer.file_for(template, part, "fr-CA"), Some(french.as_str()));
         }
-    }
+    });
 }

@@ -142,13 +142,14 @@ fn rendering_one_for_fr_ca_writes_its_preview_and_names_the_french_files() {
 }
 
 /// `--watch` renders again when a template changes, and the index says when.
-#[test]
-fn watching_renders_again_when_a_template_changes() {
+#[tokio::test]
+async fn watching_renders_again_when_a_template_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("templates");
     crate::harness::copy_dir(&Path::new(ROOT).join("templates"), &dir);
     let out = tmp.path().join("preview");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+    // Killed when dropped, whatever the test's outcome.
+    let _watching: crate::harness::Process = Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["templates", "preview", "--watch", "--dir"])
         .arg(&dir)
         .arg("--out")
@@ -156,32 +157,20 @@ fn watching_renders_again_when_a_template_changes() {
         .env_remove("TIDINGS_CONFIG")
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+        .into();
     let rendered_at = |out: &PathBuf| -> Option<String> {
         let index = std::fs::read_to_string(out.join("index.html")).ok()?;
         Some(index.split("<time id=\"rendered\">").nth(1)?.split('<').next()?.to_string())
     };
-    let first = wait_for(|| rendered_at(&out)).unwrap();
+    let (deadline, every) = (Duration::from_secs(30), Duration::from_millis(100));
+    crate::harness::eventually("the first rendering", deadline, every, || async { rendered_at(&out).is_some() }).await;
+    let first = rendered_at(&out).unwrap();
     std::fs::write(dir.join("order.confirmed/sms.hbs"), "Shop: your order {{order_id}} is confirmed.").unwrap();
     let sms = out.join("order.confirmed/sms.en.txt");
-    let changed = wait_for(|| {
-        let text = std::fs::read_to_string(&sms).ok()?;
-        (text.contains("your order o-1042 is confirmed") && rendered_at(&out)? != first).then_some(())
-    });
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(changed.is_some(), "the preview was not rendered again");
-}
-
-fn wait_for<T>(mut what: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(t) = what() {
-            return Some(t);
-        }
-        if std::time::Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::harness::eventually("a rendering of the change", deadline, every, || async {
+        let text = std::fs::read_to_string(&sms).unwrap_or_default();
+        text.contains("your order o-1042 is confirmed") && rendered_at(&out).is_some_and(|at| at != first)
+    })
+    .await;
 }

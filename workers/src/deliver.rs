@@ -247,8 +247,8 @@ impl Deliverer {
         // An outcome reached whose recording found the claim gone: recorded
         // once the claim is back, never reached a second time by sending again.
         let mut reached: Option<Ended> = None;
+        let address = address_of(&n.recipient);
         loop {
-            let address = address_of(&n.recipient);
             let Claimed { claim, prefs, suppressed } = tokio::select! {
                 biased;
                 _ = revoked.cancelled() => return,

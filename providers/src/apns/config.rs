@@ -23,7 +23,7 @@ pub struct ApnsConfig {
     pub team_id: String,
     /// The app's bundle id (`apns-topic`).
     pub topic: String,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
 
@@ -38,7 +38,4 @@ impl crate::registry::Settings for ApnsConfig {
 
 fn default_apns_url() -> String {
     "https://api.push.apple.com".into()
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }

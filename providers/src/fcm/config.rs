@@ -23,7 +23,7 @@ pub struct FcmConfig {
     /// OAuth2 token endpoint; the key's `token_uri` when left out.
     #[serde(default)]
     pub token_url: Option<String>,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
 
@@ -38,7 +38,4 @@ impl crate::registry::Settings for FcmConfig {
 
 fn default_fcm_url() -> String {
     "https://fcm.googleapis.com".into()
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }

@@ -13,7 +13,7 @@ pub struct SendgridConfig {
     pub api_key: SecretString,
     /// The sender, e.g. `Shop <no-reply@shop.example>`.
     pub from: String,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The Signed Event Webhook's verification key (base64, as SendGrid
     /// shows it). `tidings callbacks` refuses this provider's events until
@@ -33,7 +33,4 @@ impl crate::registry::Settings for SendgridConfig {
 
 fn default_sendgrid_url() -> String {
     "https://api.sendgrid.com".into()
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }

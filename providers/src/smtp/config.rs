@@ -23,7 +23,7 @@ pub struct SmtpConfig {
     /// The `From:` address, e.g. `Shop <no-reply@shop.example>`.
     pub from: String,
     /// Per-send timeout.
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Pooled connections kept open.
     #[serde(default = "default_pool")]
@@ -85,9 +85,6 @@ impl crate::registry::Settings for SmtpConfig {
 
 fn default_smtp_port() -> u16 {
     587
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }
 fn default_pool() -> u32 {
     8

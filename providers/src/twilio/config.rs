@@ -18,7 +18,7 @@ pub struct TwilioConfig {
     /// Messaging service SID, used instead of `from` when set.
     #[serde(default)]
     pub messaging_service_sid: Option<String>,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The `tidings callbacks` URL Twilio reports each message's status
     /// to, e.g. `https://hooks.shop.example/callbacks/twilio/status` (the
@@ -39,7 +39,4 @@ impl crate::registry::Settings for TwilioConfig {
 
 fn default_twilio_url() -> String {
     "https://api.twilio.com".into()
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }

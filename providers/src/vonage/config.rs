@@ -14,7 +14,7 @@ pub struct VonageConfig {
     pub api_secret: SecretString,
     /// Sender number or alphanumeric sender id.
     pub from: String,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The account's signature secret: delivery receipts must be signed
     /// with it (and recent). Receipts are taken unsigned when left out.
@@ -41,7 +41,4 @@ impl crate::registry::Settings for VonageConfig {
 
 fn default_vonage_url() -> String {
     "https://rest.nexmo.com".into()
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }

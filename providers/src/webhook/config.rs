@@ -26,7 +26,7 @@ pub struct WebhookConfig {
     /// Calls at once to one destination (scheme, host, port), across users.
     #[serde(default = "default_per_destination")]
     pub max_per_destination: usize,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+    #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
 
@@ -41,7 +41,4 @@ fn default_webhook_ports() -> Vec<u16> {
 }
 fn default_per_destination() -> usize {
     8
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
 }

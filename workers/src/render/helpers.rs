@@ -117,6 +117,14 @@ fn number(
     write(r, out, &super::locale::number(value, decimals, conventions(ctx), false))
 }
 
+/// A value as text: a string as it is, anything else as JSON writes it.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Parameter `i` as a number, written as one or as a string (`"49.90"`).
 fn amount(h: &Helper<'_>, i: usize) -> Option<f64> {
     match h.param(i).map(|p| p.value()) {
@@ -176,12 +184,10 @@ fn default(
         Value::String(s) => !s.trim().is_empty(),
         _ => true,
     });
-    let text = match value.or_else(|| h.param(1).map(|p| p.value())) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => return Err(fail("default: needs a fallback".into())),
-        Some(other) => other.to_string(),
-    };
-    write(r, out, &text)
+    match value.or_else(|| h.param(1).map(|p| p.value())) {
+        Some(Value::Null) | None => Err(fail("default: needs a fallback".into())),
+        Some(v) => write(r, out, &text(v)),
+    }
 }
 
 fn build_url(
@@ -196,10 +202,6 @@ fn build_url(
     if !matches!(url.scheme(), "http" | "https") {
         return Err(fail(format!("build_url: `{base}` is not http or https")));
     }
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     {
         let mut segments = url.path_segments_mut().map_err(|_| fail(format!("build_url: `{base}` takes no path")))?;
         segments.pop_if_empty();

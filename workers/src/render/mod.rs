@@ -20,6 +20,7 @@ pub mod locale;
 mod localize;
 
 pub use check::{check, file_of, locales, located, problems, sample_notification, CheckOptions, CheckReport};
+pub use helpers::escape_html;
 
 use handlebars::Handlebars;
 use serde_json::{json, Value};
@@ -243,10 +244,7 @@ impl Renderer {
     fn file(&self, template: &str, part: &str, locale: &str) -> Option<&File> {
         let files = self.files.get(template)?.iter().filter(|f| f.part == part);
         let lang = locale.split(['-', '_']).next().unwrap_or("");
-        let same = |f: &&File, tag: &str| {
-            !tag.is_empty()
-                && f.lang.as_deref().is_some_and(|l| l.replace('_', "-").eq_ignore_ascii_case(&tag.replace('_', "-")))
-        };
+        let same = |f: &&File, tag: &str| !tag.is_empty() && f.lang.as_deref().is_some_and(|l| same_tag(l, tag));
         files
             .clone()
             .find(|f| same(f, locale))
@@ -286,6 +284,13 @@ impl Renderer {
         css_inline::inline(&out)
             .map_err(|e| RenderError::Failed { name: file.name.clone(), reason: format!("inlining CSS: {e}") })
     }
+}
+
+/// Whether two language tags are one, case and `-`/`_` aside (`fr-CA`,
+/// `fr_ca`). Asked for every part of every message: it compares in place.
+fn same_tag(a: &str, b: &str) -> bool {
+    let dash = |c: u8| c == b'-' || c == b'_';
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x.eq_ignore_ascii_case(&y) || (dash(x) && dash(y)))
 }
 
 /// The text of an HTML part, for a text part that rendered empty.
