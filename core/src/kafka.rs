@@ -2,11 +2,13 @@
 
 use crate::config::KafkaConfig;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The cluster address and the configured librdkafka options.
@@ -108,6 +110,51 @@ pub fn role_consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
 /// A consumer with [`consumer_config`].
 pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer> {
     consumer_config(kafka, group).create()
+}
+
+/// Whether a consumer's reading is paused, as one flag for every partition
+/// it owns now or later.
+///
+/// librdkafka pauses and resumes the partitions it is given, and keeps an
+/// application's pause on a partition across a revoke and a later
+/// re-assignment: resuming "the assignment" leaves a partition revoked while
+/// paused paused for good when it comes back, and a partition assigned while
+/// paused arrives unpaused. So the flag is applied to every assignment as it
+/// arrives ([`Hold::assigned`], from the consumer's context), and
+/// [`Hold::set`] applies it to the whole assignment of the moment.
+#[derive(Debug, Clone, Default)]
+pub struct Hold(Arc<AtomicBool>);
+
+impl Hold {
+    pub fn is_paused(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Pauses or resumes every partition assigned now, and those assigned later.
+    pub fn set<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, paused: bool) -> KafkaResult<()> {
+        let assignment = consumer.assignment()?;
+        if paused {
+            consumer.pause(&assignment)?;
+        } else {
+            consumer.resume(&assignment)?;
+        }
+        // Assignments are given the flag while the consumer is polled, on this thread.
+        self.0.store(paused, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives partitions just assigned the hold's state (resuming one that
+    /// was paused when it was taken away).
+    pub fn assigned<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &rdkafka::TopicPartitionList) {
+        if partitions.count() == 0 {
+            return;
+        }
+        let paused = self.is_paused();
+        let done = if paused { consumer.pause(partitions) } else { consumer.resume(partitions) };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, paused, "cannot set the reading state of assigned partitions");
+        }
+    }
 }
 
 /// Builds Kafka headers from (name, value) pairs.

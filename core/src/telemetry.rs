@@ -13,6 +13,7 @@
 //! Labels are bounded: channels, priorities, states, reason classes,
 //! providers, topics and partitions; never a user, an address or an id.
 
+use crate::kafka::Hold;
 use crate::status::Reason;
 use crate::{Channel, Priority, State, StatusRecord};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -168,22 +169,31 @@ impl Outcomes {
 }
 
 /// A consumer's context: exports its lag per partition from librdkafka's
-/// statistics (`statistics.interval.ms`), counts client errors, and marks
-/// `joined` once the group gave it an assignment (empty or not).
+/// statistics (`statistics.interval.ms`), counts client errors, marks
+/// `joined` once the group gave it an assignment (empty or not), and gives
+/// each assignment the consumer's [`Hold`] (paused or not).
 pub struct Watched {
     role: &'static str,
     joined: Check,
+    hold: Hold,
 }
 
 impl Watched {
     pub fn new(role: &'static str, joined: Check) -> Self {
-        Watched { role, joined }
+        Watched { role, joined, hold: Hold::default() }
     }
 
-    /// Notes a rebalance: an assignment means the consumer is in its group.
-    pub fn rebalanced(&self, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(_) = rebalance {
+    /// Whether the consumer's reading is paused; pausing goes through it.
+    pub fn hold(&self) -> &Hold {
+        &self.hold
+    }
+
+    /// Notes a rebalance: an assignment means the consumer is in its group,
+    /// and its partitions take the hold's state.
+    pub fn rebalanced<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
             self.joined.set(true);
+            self.hold.assigned(consumer, partitions);
         }
     }
 }
@@ -200,8 +210,8 @@ impl ClientContext for Watched {
 }
 
 impl ConsumerContext for Watched {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.rebalanced(rebalance);
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced(consumer, rebalance);
     }
 }
 

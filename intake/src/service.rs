@@ -42,6 +42,7 @@ use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
 use tidings_core::trace::{self, Hop};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -196,13 +197,21 @@ pub async fn run(
     Ok(())
 }
 
+/// How long the router may have no room for a batch before the reader
+/// pauses its partitions to poll without taking records.
+const STALLED: Duration = Duration::from_secs(1);
+
 /// The reader stage: consume and decode, a batch at a time, in order.
 ///
-/// The consumer is polled on every turn, whatever the router holds: when the
-/// router has no room for a batch (its writes wait for a broker, or Redis is
-/// gone) the batch waits here and the partitions are *paused*, so intake
-/// stays in its group through an outage of any length instead of exceeding
-/// `max.poll.interval.ms`. What still arrives joins the waiting batch.
+/// A batch the router has no room for waits here, and the reader stops
+/// taking records: librdkafka goes on fetching ahead into its own bounded
+/// queue, so reading goes on at once when a place frees. Only a router that
+/// stays full for [`STALLED`] (its writes wait for a broker, or Redis is
+/// gone) makes the reader *pause* the partitions and poll on, so intake stays
+/// in its group through an outage of any length instead of exceeding
+/// `max.poll.interval.ms`; what still arrives joins the waiting batch, and
+/// the partitions resume when that batch leaves. Pausing is kept for that:
+/// librdkafka drops what it fetched ahead of a paused partition.
 async fn read(
     consumer: Arc<StreamConsumer<Watched>>,
     config: Arc<Config>,
@@ -212,25 +221,35 @@ async fn read(
 ) {
     let size = config.intake.batch_size.max(1);
     let mut topic: Arc<str> = Arc::from("");
-    let mut waiting: Option<Vec<Read>> = None;
+    // A batch the router had no room for, and since when.
+    let mut waiting: Option<(Vec<Read>, Instant)> = None;
+    let hold = consumer.context().hold().clone();
     let read = metrics::counter!("tidings_records_in_total", "role" => "intake");
     let paused = metrics::gauge!("tidings_paused_partitions", "role" => "intake");
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
+        let held = hold.is_paused();
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {
+            _ = check.tick() => {
                 beat.beat();
+                if !held && waiting.as_ref().is_some_and(|(_, since)| since.elapsed() >= STALLED) {
+                    set_hold(&consumer, &hold, true);
+                }
                 let assigned = consumer.assignment().map_or(0, |a| a.count());
-                paused.set(if waiting.is_some() { assigned as f64 } else { 0.0 });
+                paused.set(if hold.is_paused() { assigned as f64 } else { 0.0 });
             }
+            // The only way a waiting batch leaves, so a paused reader always resumes.
             room = batches.reserve(), if waiting.is_some() => {
                 let Ok(room) = room else { return };
-                room.send(waiting.take().expect("a batch waits"));
-                pause(&consumer, false);
+                room.send(waiting.take().expect("a batch waits").0);
+                if held {
+                    set_hold(&consumer, &hold, false);
+                }
             }
-            m = consumer.recv() => {
+            // A full router stops reading until it stalls; a paused consumer is polled however full.
+            m = consumer.recv(), if waiting.is_none() || held => {
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
@@ -239,7 +258,12 @@ async fn read(
                         continue;
                     }
                 };
-                let batch = waiting.get_or_insert_with(|| Vec::with_capacity(size));
+                if let Some((batch, _)) = &mut waiting {
+                    read.increment(1);
+                    batch.push(decode(&config, &m, &mut topic));
+                    continue;
+                }
+                let mut batch = Vec::with_capacity(size);
                 batch.push(decode(&config, &m, &mut topic));
                 // Take what is already fetched, without waiting for more.
                 while batch.len() < size {
@@ -249,13 +273,9 @@ async fn read(
                     }
                 }
                 read.increment(batch.len() as u64);
-                match batches.try_send(waiting.take().expect("just filled")) {
+                match batches.try_send(batch) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(batch)) => {
-                        waiting = Some(batch);
-                        // Again for every record that still arrives: a rebalance assigns unpaused.
-                        pause(&consumer, true);
-                    }
+                    Err(mpsc::error::TrySendError::Full(batch)) => waiting = Some((batch, Instant::now())),
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
@@ -263,19 +283,9 @@ async fn read(
     }
 }
 
-/// Pauses or resumes every partition assigned now.
-fn pause(consumer: &StreamConsumer<Watched>, pause: bool) {
-    let done =
-        consumer.assignment().and_then(
-            |assigned| {
-                if pause {
-                    consumer.pause(&assigned)
-                } else {
-                    consumer.resume(&assigned)
-                }
-            },
-        );
-    if let Err(e) = done {
+/// Pauses or resumes reading (every partition, now and as assigned).
+fn set_hold(consumer: &StreamConsumer<Watched>, hold: &kafka::Hold, pause: bool) {
+    if let Err(e) = hold.set(consumer, pause) {
         tracing::warn!(error = %e, pause, "cannot pause or resume reading");
     }
 }

@@ -194,8 +194,8 @@ impl ConsumerContext for Rebalances {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.watch.rebalanced(rebalance);
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.watch.rebalanced(consumer, rebalance);
         if let Rebalance::Assign(_) = rebalance {
             let _ = self.events.send(Vec::new());
         }
@@ -235,14 +235,9 @@ const STALLED: Duration = Duration::from_secs(1);
 /// A finished record: partition, generation, offset, and its user's lane.
 type Done = (i32, u64, i64, u64);
 
-/// Pauses or resumes every partition assigned now.
+/// Pauses or resumes every partition assigned now, and those assigned later.
 fn pause(consumer: &StreamConsumer<Rebalances>, pause: bool) -> Result<(), KafkaError> {
-    let assignment = consumer.assignment()?;
-    if pause {
-        consumer.pause(&assignment)
-    } else {
-        consumer.resume(&assignment)
-    }
+    consumer.context().watch.hold().set(consumer, pause)
 }
 
 /// The consume loop's state: what is in flight, per partition and per user.
@@ -301,7 +296,7 @@ async fn consume(
     let mut turns = Turns { offsets: Offsets::default(), lanes: Lanes::default(), revoked: HashMap::new() };
     let mut tasks = JoinSet::new();
     // Reading pauses (polling never does) while every provider is open or the buffer stalled.
-    let mut paused = false;
+    let hold = consumer.context().watch.hold().clone();
     let mut paused_down = false;
     let mut down = false;
     let mut stalled = false;
@@ -317,13 +312,10 @@ async fn consume(
                 turns.finish(&consumer, &progress, done);
                 watch.finished.increment(1);
             }
+            // (A new assignment takes the hold's state in the consumer's context.)
             Some(revoked) = rebalances.recv() => {
                 turns.revoke(&revoked);
                 Progress::add(&progress.revoked, revoked.len() as u64);
-                // A new assignment starts unpaused.
-                if paused && revoked.is_empty() {
-                    let _ = pause(&consumer, true);
-                }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             // Whether every provider is open is read here, not per message: it locks every breaker.
@@ -336,10 +328,10 @@ async fn consume(
                 watch.in_flight.set(running as f64);
                 watch.held.set(buffered.saturating_sub(running) as f64);
                 let assigned = consumer.assignment().map_or(0, |a| a.count());
-                watch.paused.set(if paused { assigned as f64 } else { 0.0 });
+                watch.paused.set(if hold.is_paused() { assigned as f64 } else { 0.0 });
             }
             // A paused consumer is polled however full the buffer is: what still comes is taken.
-            message = consumer.recv(), if !full || paused => match message {
+            message = consumer.recv(), if !full || hold.is_paused() => match message {
                 Ok(m) => {
                     last_read = Instant::now();
                     watch.read.increment(1);
@@ -382,15 +374,14 @@ async fn consume(
                 }
             },
         }
-        let hold = down || stalled;
-        if hold != paused {
-            match pause(&consumer, hold) {
+        let holding = down || stalled;
+        if holding != hold.is_paused() {
+            match pause(&consumer, holding) {
                 Ok(()) => {
-                    paused = hold;
                     // A stalled buffer can pause and resume often under load: only an
                     // outage of every provider is worth a warning, and its end.
                     if down || paused_down {
-                        tracing::warn!(channel = %deliverer.channel, paused, every_provider_open = down, "consumption {}", if hold { "paused" } else { "resumed" });
+                        tracing::warn!(channel = %deliverer.channel, paused = holding, every_provider_open = down, "consumption {}", if holding { "paused" } else { "resumed" });
                     }
                     paused_down = down;
                 }
