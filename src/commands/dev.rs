@@ -8,6 +8,7 @@
 //! sandbox providers from a file; `--drill` runs a provider fault ([`drill`]).
 
 use super::drill::{self, Drill};
+use super::live::LiveLine;
 use crate::cli::DevArgs;
 use crate::embedded::{EmbeddedKafka, RedisServer};
 use crate::fleet::{self, Roles};
@@ -90,6 +91,7 @@ pub async fn run(args: DevArgs, config_file: Option<&std::path::Path>) -> anyhow
     );
 
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut live = LiveLine::stdout();
     let mut last_seen = usize::MAX;
     let mut shown_idle = false;
     let stop = super::terminated();
@@ -99,15 +101,14 @@ pub async fn run(args: DevArgs, config_file: Option<&std::path::Path>) -> anyhow
             _ = &mut stop => break,
             _ = ticker.tick() => {
                 let seen = statuses.len();
-                let line = progress_line(&progress, fed, seen);
-                print!("\r{line}");
-                let _ = std::io::stdout().flush();
+                live.show(&progress_line(&progress, fed, seen));
                 let idle = Progress::get(&progress.events) == fed as u64
                     && Progress::get(&progress.finished) >= Progress::get(&progress.published) + Progress::get(&progress.released)
                     && seen == last_seen;
                 if idle && !shown_idle {
                     shown_idle = true;
-                    println!("\n{}", statuses.summary().render(count_topic(&config, INTAKE_DLQ_TOPIC)?));
+                    live.finish();
+                    println!("{}", statuses.summary().render(count_topic(&config, INTAKE_DLQ_TOPIC)?));
                     if args.exit_when_idle {
                         break;
                     }
@@ -117,7 +118,7 @@ pub async fn run(args: DevArgs, config_file: Option<&std::path::Path>) -> anyhow
             }
         }
     }
-    println!();
+    live.finish();
     fleet.shutdown().await?;
     let dead_intake = count_topic(&config, INTAKE_DLQ_TOPIC)?;
     let summary = statuses.summary();
@@ -156,13 +157,13 @@ async fn run_drill(
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut feeding = Some(feeding);
     let mut fed = None;
+    let mut live = LiveLine::stdout();
     let queued = loop {
         ticker.tick().await;
         if feeding.as_ref().is_some_and(|f| f.is_finished()) {
             fed = Some(feeding.take().expect("checked").await??);
         }
-        print!("\r{}", drill_line(started, progress, statuses));
-        let _ = std::io::stdout().flush();
+        live.show(&drill_line(started, progress, statuses));
         let Some(fed) = fed else { continue };
         let settled = Progress::get(&progress.events) >= fed as u64
             && Progress::get(&progress.finished)
@@ -174,8 +175,9 @@ async fn run_drill(
             }
         }
     };
+    live.finish();
     let report = drill::Report::new(&queued, &statuses.records(), outbox);
-    println!("\n{}", report.render());
+    println!("{}", report.render());
     Ok(if report.held() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
