@@ -110,6 +110,13 @@ pub struct WorkerBenchArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: BenchClusterArgs,
+    /// Fail (exit 1) when the pipelined run's steady rate is below this share of what its
+    /// in-flight budget allows over the provider latency (`in_flight / latency`): a ratio
+    /// measured within the run, which a busy machine does not fool.
+    #[arg(long)]
+    pub guard: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +130,25 @@ pub struct BenchArgs {
     /// Runs of each kind; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    #[command(flatten)]
+    pub cluster: BenchClusterArgs,
+    /// Fail (exit 1) when intake, cold or warm, is below this share of the passthrough
+    /// measured beside it.
+    #[arg(long)]
+    pub guard: Option<f64>,
+}
+
+/// Where a benchmark runs.
+#[derive(Debug, Args)]
+pub struct BenchClusterArgs {
+    /// An external Kafka-protocol cluster (`host:port`) instead of librdkafka's mock cluster:
+    /// the benchmark makes its topics there for the run and removes them after, and refuses
+    /// a cluster that already has them.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Replicas of each topic made on an external cluster.
+    #[arg(long, default_value_t = 1)]
+    pub replication: i32,
 }
 
 #[derive(Debug, Subcommand)]

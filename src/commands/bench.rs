@@ -1,6 +1,7 @@
-//! `tidings bench intake`: intake throughput on the embedded broker, with a
-//! warm and a cold preference cache, next to a bare consume→produce
-//! passthrough on the same broker.
+//! `tidings bench intake`: intake throughput on the embedded broker (or an
+//! external one, `--brokers`), with a warm and a cold preference cache, next
+//! to a bare consume→produce passthrough on the same broker. `--guard`
+//! fails the run when intake falls below a share of that passthrough.
 //!
 //! Each run consumes `2 × events` records under a fresh consumer group; the
 //! first half warms up (connections, group join, and for the warm run the
@@ -9,8 +10,10 @@
 //! becomes exactly one record in every run (bench users enable one channel,
 //! no quiet hours), so the three figures compare like with like.
 
+use super::bench_cluster::BenchCluster;
+use super::live::LiveLine;
 use crate::cli::BenchArgs;
-use crate::embedded::{EmbeddedKafka, RedisServer};
+use crate::embedded::RedisServer;
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -31,17 +34,37 @@ const PARTITIONS: i32 = 32;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(RedisServer::available(), "the benchmark needs redis-server");
-    let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
     let redis = RedisServer::start()?;
     let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
-    config.kafka.bootstrap_servers = kafka.bootstrap_servers().to_string();
     config.kafka.options.clear();
     config.redis.url = redis.url();
     config.intake.topics = vec![INPUT.to_string()];
-    for topic in super::topics::topics(&config).into_iter().chain([PASSTHROUGH.to_string()]) {
-        kafka.create_topic(&topic, PARTITIONS).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
+    let topics: Vec<String> = super::topics::topics(&config).into_iter().chain([PASSTHROUGH.to_string()]).collect();
+    let (brokers, replication) = (args.cluster.brokers.as_deref(), args.cluster.replication);
+    let kafka = BenchCluster::start(brokers, &topics, PARTITIONS, replication).await?;
+    config.kafka.bootstrap_servers = kafka.bootstrap_servers();
+    let measured = measure_all(&args, &config).await;
+    kafka.remove().await?;
+    let (bare, cold, warm) = measured?;
+    println!("median of {} runs:", args.runs.max(1));
+    println!("  passthrough (consume -> produce): {bare:>9.0} events/s");
+    println!("  intake, cold cache (no cache):    {cold:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * cold / bare);
+    println!("  intake, warm cache:               {warm:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * warm / bare);
+    if let Some(floor) = args.guard {
+        let worst = cold.min(warm) / bare;
+        if worst < floor {
+            println!("guard: intake at {:.0} % of passthrough, below the {:.0} % floor", 100.0 * worst, 100.0 * floor);
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("guard: intake at {:.0} % of passthrough, floor {:.0} %: kept", 100.0 * worst, 100.0 * floor);
     }
-    let store = crate::fleet::open_store(&config).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prepares the users and events, then measures every run; the medians
+/// of passthrough, cold and warm.
+async fn measure_all(args: &BenchArgs, config: &Config) -> anyhow::Result<(f64, f64, f64)> {
+    let store = crate::fleet::open_store(config).await?;
     let users: String = (0..args.users)
         .map(|i| {
             serde_json::json!({"user_id": format!("u-{i}"), "timezone": "Europe/Paris", "email": format!("u{i}@example.com"),
@@ -63,10 +86,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 + "\n"
         })
         .collect();
-    super::dev::feed(&config, &events).await?;
+    super::dev::feed(config, &events).await?;
     println!(
-        "{} events for {} users on {PARTITIONS} partitions; measuring the second {} of each run",
-        total, args.users, args.events
+        "{} events for {} users on {PARTITIONS} partitions of {}; measuring the second {} of each run",
+        total,
+        args.users,
+        if args.cluster.brokers.is_some() { "an external cluster" } else { "the mock cluster" },
+        args.events
     );
 
     // Runs alternate, so that a noisy moment on the machine does not favour one kind.
@@ -77,9 +103,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let group = format!("bench-passthrough-{run}");
         let copy = passthrough(config.clone(), group, progress.clone(), token.clone().cancelled_owned());
         bare.push(measure(args.events, progress, token, copy).await?);
-        cold.push(intake_run(&config, &store, &format!("cold-{run}"), 0, args.events).await?);
+        cold.push(intake_run(config, &store, &format!("cold-{run}"), 0, args.events).await?);
         let warm_cache = args.users as u64 * 2;
-        warm.push(intake_run(&config, &store, &format!("warm-{run}"), warm_cache, args.events).await?);
+        warm.push(intake_run(config, &store, &format!("warm-{run}"), warm_cache, args.events).await?);
         eprintln!(
             "run {}: passthrough {:.0}, cold {:.0}, warm {:.0} events/s",
             run + 1,
@@ -88,12 +114,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             warm[run]
         );
     }
-    let (bare, cold, warm) = (median(bare), median(cold), median(warm));
-    println!("median of {} runs:", args.runs.max(1));
-    println!("  passthrough (consume -> produce): {bare:>9.0} events/s");
-    println!("  intake, cold cache (no cache):    {cold:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * cold / bare);
-    println!("  intake, warm cache:               {warm:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * warm / bare);
-    Ok(ExitCode::SUCCESS)
+    Ok((median(bare), median(cold), median(warm)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -136,8 +157,14 @@ async fn measure(
     let task = tokio::spawn(run);
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut start = None;
+    let mut live = LiveLine::stdout();
+    let mut shown = Instant::now();
     loop {
         let done = Progress::get(&progress.events);
+        if shown.elapsed() >= Duration::from_millis(250) {
+            live.show(&format!("  {done} of {} events", 2 * events));
+            shown = Instant::now();
+        }
         if start.is_none() && done >= events as u64 {
             start = Some(Instant::now());
         }
@@ -149,6 +176,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    live.finish();
     token.cancel();
     task.await??;
     Ok(events as f64 / elapsed.as_secs_f64())

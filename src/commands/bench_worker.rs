@@ -15,6 +15,10 @@
 //! `--rate-limit` puts a fleet-wide limit on the sandbox: together they show
 //! the limit holding across processes.
 //!
+//! `--brokers` runs on an external cluster instead of the mock cluster (its
+//! topics made for each run and removed after); `--guard` fails the command
+//! when the pipelined run drains below a share of what its budget allows.
+//!
 //! Figures, from the status records the worker writes: steady throughput
 //! (the middle 80 % of sends, by the time the worker recorded them),
 //! end-to-end p50/p99 (queued → provider accepted), the worker's CPU per
@@ -23,8 +27,10 @@
 //! every user's notifications were sent in the order they were queued in.
 //! Printed as a table, and as JSON with `--json`.
 
+use super::bench_cluster::BenchCluster;
+use super::live::LiveLine;
 use crate::cli::WorkerBenchArgs;
-use crate::embedded::{EmbeddedKafka, RedisServer};
+use crate::embedded::RedisServer;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -79,8 +85,12 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
         results.push(median(repeats));
     }
     println!(
-        "{} users on {} partitions; sandbox latency {:?}, error rate {}",
-        args.users, args.partitions, args.latency, args.error_rate
+        "{} users on {} partitions of {}; sandbox latency {:?}, error rate {}",
+        args.users,
+        args.partitions,
+        args.cluster.brokers.as_deref().map_or("the mock cluster".to_string(), |b| format!("the cluster at {b}")),
+        args.latency,
+        args.error_rate
     );
     println!(
         "{:<10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>11} {:>7}  {:<14} critical (n, p50, p99 ms)",
@@ -108,6 +118,19 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
         println!("written to {}", path.display());
     }
+    if let (Some(floor), Some(pipelined)) = (args.guard, results.iter().find(|f| f.run == "pipelined")) {
+        let budget = pipelined.in_flight as f64 / args.latency.as_secs_f64();
+        let share = pipelined.steady_per_second / budget;
+        let verdict = if share < floor { "below the floor" } else { "kept" };
+        println!(
+            "guard: pipelined at {:.0} % of its budget over the latency ({budget:.0}/s), floor {:.0} %: {verdict}",
+            100.0 * share,
+            100.0 * floor
+        );
+        if share < floor {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,16 +144,28 @@ struct Run<'a> {
 }
 
 async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'_>) -> anyhow::Result<Figures> {
-    let Run { name, messages, in_flight, priority, critical_rate } = run;
-    let kafka = EmbeddedKafka::start(1).map_err(|e| anyhow::anyhow!("mock cluster: {e}"))?;
     let redis = RedisServer::start()?;
     let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
-    config.kafka.bootstrap_servers = kafka.bootstrap_servers().to_string();
     config.redis.url = redis.url();
-    for topic in super::topics::topics(&config) {
-        kafka.create_topic(&topic, args.partitions).map_err(|e| anyhow::anyhow!("create {topic}: {e}"))?;
-    }
-    let store = crate::fleet::open_store(&config).await?;
+    let topics = super::topics::topics(&config);
+    let (brokers, replication) = (args.cluster.brokers.as_deref(), args.cluster.replication);
+    let kafka = BenchCluster::start(brokers, &topics, args.partitions, replication).await?;
+    config.kafka.bootstrap_servers = kafka.bootstrap_servers();
+    let measured = measure(args, templates, run, &config, &redis).await;
+    kafka.remove().await?;
+    measured
+}
+
+/// One run on the cluster `config` names.
+async fn measure(
+    args: &WorkerBenchArgs,
+    templates: &std::path::Path,
+    run: Run<'_>,
+    config: &Config,
+    redis: &RedisServer,
+) -> anyhow::Result<Figures> {
+    let Run { name, messages, in_flight, priority, critical_rate } = run;
+    let store = crate::fleet::open_store(config).await?;
     let users: String = (0..args.users)
         .map(|i| {
             serde_json::json!({"user_id": format!("u-{i}"), "email": format!("u{i}@example.com"), "channels": {"email": true}})
@@ -144,13 +179,16 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
 
     let file = std::env::temp_dir().join(format!("tidings-bench-{}-{name}.toml", std::process::id()));
     std::fs::write(&file, worker_config(args, in_flight))?;
-    let statuses = Statuses::start(&config)?;
+    let statuses = Statuses::start(config)?;
+    // Groups of their own: an external cluster may remember a group's offsets of an earlier run's topics.
+    let groups = format!("bench-{}-{name}-{:08x}", std::process::id(), rand::random::<u32>());
     let mut workers = Vec::new();
     for _ in 0..args.workers.max(1) {
         let worker = std::process::Command::new(std::env::current_exe()?)
             .args(["worker", "--channel", "email"])
             .env("TIDINGS_CONFIG", &file)
-            .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap_servers())
+            .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", &config.kafka.bootstrap_servers)
+            .env("TIDINGS_KAFKA__GROUP_PREFIX", &groups)
             .env("TIDINGS_REDIS__URL", redis.url())
             .env("TIDINGS_TEMPLATES__DIR", templates)
             .env("TIDINGS_LOG", "warn")
@@ -182,8 +220,10 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
     });
 
     let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut live = LiveLine::stdout();
     loop {
         let backlog = statuses.sent(|id| id.starts_with("n-"));
+        live.show(&format!("  {name}: {backlog} of {messages} sent"));
         if backlog > 0 {
             started.notify_one();
         }
@@ -198,6 +238,7 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    live.finish();
     backlog_done.store(true, std::sync::atomic::Ordering::Relaxed);
     let critical_sent = match injector {
         Some(task) => task.await??,

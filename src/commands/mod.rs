@@ -1,10 +1,12 @@
 //! Subcommands that are more than running a role.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod bench_worker;
 pub mod dev;
 pub mod dlq;
 pub mod drill;
+pub mod live;
 pub mod prefs;
 pub mod preview;
 pub mod suppressions;
