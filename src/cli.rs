@@ -112,6 +112,10 @@ pub struct WorkerBenchArgs {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub cluster: BenchClusterArgs,
+    /// The `tidings` binary the worker processes run (default: this one), to compare two
+    /// builds under the same harness.
+    #[arg(long)]
+    pub worker_bin: Option<PathBuf>,
     /// Fail (exit 1) when the pipelined run's steady rate is below this share of what its
     /// in-flight budget allows over the provider latency (`in_flight / latency`): a ratio
     /// measured within the run, which a busy machine does not fool.

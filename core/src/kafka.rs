@@ -112,6 +112,21 @@ pub fn consumer(kafka: &KafkaConfig, group: &str) -> KafkaResult<StreamConsumer>
     consumer_config(kafka, group).create()
 }
 
+/// How long a role may hold work without taking records before it pauses
+/// its partitions to poll on without taking any: a quarter of the
+/// consumer's `max.poll.interval.ms` (librdkafka's default, 5 minutes,
+/// unless `kafka.options` sets it), at most 10 s.
+///
+/// Long, because a pause costs: librdkafka drops what it fetched ahead of a
+/// paused partition and fetches it again on resume (tansu's memory storage
+/// never serves that fetch, as it starts inside a batch), so a busy moment
+/// must not pause. Short enough that the consumer is polled well within
+/// `max.poll.interval.ms`, and a rebalance waits for it at most this long.
+pub fn stall_limit(kafka: &KafkaConfig) -> Duration {
+    let poll_interval = kafka.options.get("max.poll.interval.ms").and_then(|v| v.parse().ok()).unwrap_or(300_000u64);
+    Duration::from_millis(poll_interval / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+}
+
 /// Whether a consumer's reading is paused, as one flag for every partition
 /// it owns now or later.
 ///

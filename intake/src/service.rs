@@ -197,16 +197,12 @@ pub async fn run(
     Ok(())
 }
 
-/// How long the router may have no room for a batch before the reader
-/// pauses its partitions to poll without taking records.
-const STALLED: Duration = Duration::from_secs(1);
-
 /// The reader stage: consume and decode, a batch at a time, in order.
 ///
 /// A batch the router has no room for waits here, and the reader stops
 /// taking records: librdkafka goes on fetching ahead into its own bounded
 /// queue, so reading goes on at once when a place frees. Only a router that
-/// stays full for [`STALLED`] (its writes wait for a broker, or Redis is
+/// stays full for [`kafka::stall_limit`] (its writes wait for a broker, or Redis is
 /// gone) makes the reader *pause* the partitions and poll on, so intake stays
 /// in its group through an outage of any length instead of exceeding
 /// `max.poll.interval.ms`; what still arrives joins the waiting batch, and
@@ -226,6 +222,7 @@ async fn read(
     let hold = consumer.context().hold().clone();
     let read = metrics::counter!("tidings_records_in_total", "role" => "intake");
     let paused = metrics::gauge!("tidings_paused_partitions", "role" => "intake");
+    let stall_limit = kafka::stall_limit(&config.kafka);
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         let held = hold.is_paused();
@@ -234,7 +231,7 @@ async fn read(
             _ = stop.cancelled() => return,
             _ = check.tick() => {
                 beat.beat();
-                if !held && waiting.as_ref().is_some_and(|(_, since)| since.elapsed() >= STALLED) {
+                if !held && waiting.as_ref().is_some_and(|(_, since)| since.elapsed() >= stall_limit) {
                     set_hold(&consumer, &hold, true);
                 }
                 let assigned = consumer.assignment().map_or(0, |a| a.count());

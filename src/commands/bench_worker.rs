@@ -152,7 +152,9 @@ async fn one_run(args: &WorkerBenchArgs, templates: &std::path::Path, run: Run<'
     let kafka = BenchCluster::start(brokers, &topics, args.partitions, replication).await?;
     config.kafka.bootstrap_servers = kafka.bootstrap_servers();
     let measured = measure(args, templates, run, &config, &redis).await;
-    kafka.remove().await?;
+    if let Err(e) = kafka.remove().await {
+        eprintln!("warning: {e:#}");
+    }
     measured
 }
 
@@ -184,7 +186,8 @@ async fn measure(
     let groups = format!("bench-{}-{name}-{:08x}", std::process::id(), rand::random::<u32>());
     let mut workers = Vec::new();
     for _ in 0..args.workers.max(1) {
-        let worker = std::process::Command::new(std::env::current_exe()?)
+        let binary = args.worker_bin.clone().map_or_else(std::env::current_exe, Ok)?;
+        let worker = std::process::Command::new(binary)
             .args(["worker", "--channel", "email"])
             .env("TIDINGS_CONFIG", &file)
             .env("TIDINGS_KAFKA__BOOTSTRAP_SERVERS", &config.kafka.bootstrap_servers)

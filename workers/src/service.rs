@@ -11,7 +11,7 @@
 //! holds only its own lane), and `max_buffered` records are read and
 //! unfinished at most. A full buffer stops taking records from librdkafka's
 //! queue, which goes on fetching ahead, so reading goes on at once when a
-//! place frees. A buffer that stays full for [`STALLED`], or every provider
+//! place frees. A buffer that stays full for [`kafka::stall_limit`], or every provider
 //! open, *pauses* the partitions and polls on: the worker stays in its group
 //! through an outage of any length (`max.poll.interval.ms` is never reached).
 //! Pausing is kept for that: librdkafka drops what it fetched ahead of a
@@ -228,9 +228,9 @@ impl Watch {
     }
 }
 
-/// How long a full buffer may go without a record taken from the consumer
-/// before its partitions are paused so that it can be polled without taking any.
-const STALLED: Duration = Duration::from_secs(1);
+/// How far past `max_buffered` the buffer reads while its records wait for
+/// their users' earlier ones and slots are free.
+const BUFFER_SPAN: usize = 4;
 
 /// A finished record: partition, generation, offset, and its user's lane.
 type Done = (i32, u64, i64, u64);
@@ -267,6 +267,17 @@ impl Turns {
         Progress::add(&progress.finished, 1);
     }
 
+    /// Whether the buffer takes no more records: `max_buffered` unfinished,
+    /// unless a slot is free while that many wait, which means they wait for
+    /// their users' earlier records (a lane), not for a slot. A broker that
+    /// answers a fetch with one partition's records (tansu does) fills the
+    /// buffer with a few rounds of the same users; reading on, up to
+    /// [`BUFFER_SPAN`] times `max_buffered`, finds other users to run.
+    fn full(&self, max_buffered: usize, slot_free: bool) -> bool {
+        let buffered = self.offsets.in_flight();
+        buffered >= max_buffered && (!slot_free || buffered >= max_buffered * BUFFER_SPAN)
+    }
+
     fn revoke(&mut self, partitions: &[i32]) {
         for p in partitions {
             self.offsets.revoke(*p);
@@ -301,9 +312,10 @@ async fn consume(
     let mut down = false;
     let mut stalled = false;
     let mut last_read = Instant::now();
+    let stall_limit = kafka::stall_limit(&deliverer.config.kafka);
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
-        let full = turns.offsets.in_flight() >= config.max_buffered;
+        let full = turns.full(config.max_buffered, slots.available_permits() > 0);
         stalled &= full;
         tokio::select! {
             biased;
@@ -321,7 +333,7 @@ async fn consume(
             // Whether every provider is open is read here, not per message: it locks every breaker.
             _ = check.tick() => {
                 down = deliverer.chain.all_open();
-                stalled = full && last_read.elapsed() >= STALLED;
+                stalled = full && last_read.elapsed() >= stall_limit;
                 watch.beat.beat();
                 let buffered = turns.offsets.in_flight();
                 let running = config.max_in_flight - slots.available_permits();
