@@ -190,7 +190,9 @@ pub struct WorkerConfig {
     #[serde(default = "default_worker_in_flight")]
     pub max_in_flight: usize,
     /// Records read and not yet finished per consumer (delivering, or waiting for
-    /// their user's turn or a place in flight); reading pauses beyond it, polling does not.
+    /// their user's turn or a place in flight); reading stops beyond it, polling does not.
+    /// While places in flight are free (what is read waits for its users' earlier
+    /// records), reading goes on up to four times this.
     #[serde(default = "default_worker_buffered")]
     pub max_buffered: usize,
     /// How long a send claim holds before another worker may take the notification over.

@@ -80,8 +80,9 @@ pub fn too_large(e: &KafkaError) -> bool {
 
 /// Consumer settings: offsets are stored only when told to (once an outcome
 /// is durable) and what was stored is committed in the background. Session
-/// and poll intervals may be tuned in `kafka.options`; the roles keep polling
-/// while they hold work, so an outage never outlasts `max.poll.interval.ms`.
+/// and poll intervals may be tuned in `kafka.options`; a role that holds work
+/// pauses its partitions after [`stall_limit`] and polls on, so an outage
+/// never outlasts `max.poll.interval.ms`.
 pub fn consumer_config(kafka: &KafkaConfig, group: &str) -> ClientConfig {
     tuned(
         kafka,
@@ -153,7 +154,7 @@ impl Hold {
         } else {
             consumer.resume(&assignment)?;
         }
-        // Assignments are given the flag while the consumer is polled, on this thread.
+        // Assignments are given the flag while the consumer is polled, by the task that calls this.
         self.0.store(paused, Ordering::Relaxed);
         Ok(())
     }

@@ -234,6 +234,10 @@ async fn read(
                 if !held && waiting.as_ref().is_some_and(|(_, since)| since.elapsed() >= stall_limit) {
                     set_hold(&consumer, &hold, true);
                 }
+                // A resume that failed when the batch left is tried again.
+                if held && waiting.is_none() {
+                    set_hold(&consumer, &hold, false);
+                }
                 let assigned = consumer.assignment().map_or(0, |a| a.count());
                 paused.set(if hold.is_paused() { assigned as f64 } else { 0.0 });
             }

@@ -9,7 +9,7 @@
 //! Two limits, both explicit: `max_in_flight` deliveries run at once (a
 //! record waiting for its user's earlier one takes no place, so one slow user
 //! holds only its own lane), and `max_buffered` records are read and
-//! unfinished at most. A full buffer stops taking records from librdkafka's
+//! unfinished at most, four times that while slots are free ([`Turns::full`]). A full buffer stops taking records from librdkafka's
 //! queue, which goes on fetching ahead, so reading goes on at once when a
 //! place frees. A buffer that stays full for [`kafka::stall_limit`], or every provider
 //! open, *pauses* the partitions and polls on: the worker stays in its group
@@ -311,12 +311,17 @@ async fn consume(
     let mut paused_down = false;
     let mut down = false;
     let mut stalled = false;
-    let mut last_read = Instant::now();
+    // Since when the buffer has been full without a break (a finished record breaks it).
+    let mut full_since: Option<Instant> = None;
     let stall_limit = kafka::stall_limit(&deliverer.config.kafka);
     let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         let full = turns.full(config.max_buffered, slots.available_permits() > 0);
-        stalled &= full;
+        if !full {
+            (full_since, stalled) = (None, false);
+        } else if full_since.is_none() {
+            full_since = Some(Instant::now());
+        }
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
@@ -333,7 +338,7 @@ async fn consume(
             // Whether every provider is open is read here, not per message: it locks every breaker.
             _ = check.tick() => {
                 down = deliverer.chain.all_open();
-                stalled = full && last_read.elapsed() >= stall_limit;
+                stalled = full_since.is_some_and(|since| since.elapsed() >= stall_limit);
                 watch.beat.beat();
                 let buffered = turns.offsets.in_flight();
                 let running = config.max_in_flight - slots.available_permits();
@@ -345,7 +350,6 @@ async fn consume(
             // A paused consumer is polled however full the buffer is: what still comes is taken.
             message = consumer.recv(), if !full || hold.is_paused() => match message {
                 Ok(m) => {
-                    last_read = Instant::now();
                     watch.read.increment(1);
                     let input = Input {
                         topic: m.topic().to_string(),
