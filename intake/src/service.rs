@@ -202,8 +202,8 @@ pub async fn run(
 /// A batch the router has no room for waits here, and the reader stops
 /// taking records: librdkafka goes on fetching ahead into its own bounded
 /// queue, so reading goes on at once when a place frees. Only a router that
-/// stays full for [`kafka::stall_limit`] (its writes wait for a broker, or Redis is
-/// gone) makes the reader *pause* the partitions and poll on, so intake stays
+/// stays full for [`kafka::stall_limit`] (its writes wait for a broker, or
+/// Redis is gone) makes the reader *pause* the partitions and poll on, so intake stays
 /// in its group through an outage of any length instead of exceeding
 /// `max.poll.interval.ms`; what still arrives joins the waiting batch, and
 /// the partitions resume when that batch leaves. Pausing is kept for that:

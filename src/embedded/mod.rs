@@ -6,6 +6,7 @@
 //! - [`tansu`]: a tansu broker process, the real broker of the real-broker tier.
 
 pub mod kafka;
+mod process;
 pub mod redis;
 pub mod tansu;
 

@@ -4,7 +4,6 @@
 //! three of them joined into a Redis Cluster.
 
 use std::io;
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,10 +49,7 @@ impl RedisServer {
 
     /// Kills the server (as a crash would).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::process::kill(&mut self.child);
     }
 
     /// Starts (again) on the same port and data folder; waits until it answers.
@@ -69,19 +65,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            // A server that could not bind its port (taken meanwhile) has exited.
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                self.child = None;
-                return Err(io::Error::other(format!("redis-server on port {} exited: {status}", self.port)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(io::Error::new(io::ErrorKind::TimedOut, "redis-server did not start within 10 s"))
+        super::process::listening(&mut self.child, self.port, "redis-server", Duration::from_secs(10))
     }
 }
 

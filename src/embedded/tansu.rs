@@ -17,10 +17,9 @@
 //! Drills that restart or pause consumers run on SQLite storage.
 
 use std::io;
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct TansuBroker {
     port: u16,
@@ -67,10 +66,7 @@ impl TansuBroker {
 
     /// Kills the broker (as a crash would); a durable one keeps its data.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::process::kill(&mut self.child);
     }
 
     /// Starts (again) on the same port and storage; waits until it accepts connections.
@@ -96,18 +92,7 @@ impl TansuBroker {
                 )
             })?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                self.child = None;
-                return Err(io::Error::other(format!("tansu on port {} exited: {status}", self.port)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(io::Error::new(io::ErrorKind::TimedOut, "tansu did not start within 30 s"))
+        super::process::listening(&mut self.child, self.port, "tansu", Duration::from_secs(30))
     }
 
     /// The broker's process id, while it runs.

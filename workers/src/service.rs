@@ -9,11 +9,13 @@
 //! Two limits, both explicit: `max_in_flight` deliveries run at once (a
 //! record waiting for its user's earlier one takes no place, so one slow user
 //! holds only its own lane), and `max_buffered` records are read and
-//! unfinished at most, four times that while slots are free ([`Turns::full`]). A full buffer stops taking records from librdkafka's
+//! unfinished at most, four times that while slots are free
+//! ([`Turns::full`]). A full buffer stops taking records from librdkafka's
 //! queue, which goes on fetching ahead, so reading goes on at once when a
-//! place frees. A buffer that stays full for [`kafka::stall_limit`], or every provider
-//! open, *pauses* the partitions and polls on: the worker stays in its group
-//! through an outage of any length (`max.poll.interval.ms` is never reached).
+//! place frees. A buffer that stays full for [`kafka::stall_limit`], or every
+//! provider open, *pauses* the partitions and polls on: the worker stays in
+//! its group through an outage of any length (`max.poll.interval.ms` is never
+//! reached).
 //! Pausing is kept for that: librdkafka drops what it fetched ahead of a
 //! paused partition, and fetching again after a resume takes hundreds of ms.
 //!
