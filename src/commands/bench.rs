@@ -99,15 +99,17 @@ async fn measure_all(args: &BenchArgs, config: &Config) -> anyhow::Result<(f64, 
 
     // Runs alternate, so that a noisy moment on the machine does not favour one kind.
     let (mut bare, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    // Groups of this benchmark's own: an external cluster may remember a group's offsets of an earlier run's topics.
+    let tag = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     for run in 0..args.runs.max(1) {
         let progress = Progress::shared();
         let token = CancellationToken::new();
-        let group = format!("bench-passthrough-{run}");
+        let group = format!("bench-passthrough-{tag}-{run}");
         let copy = passthrough(config.clone(), group, progress.clone(), token.clone().cancelled_owned());
         bare.push(measure(args.events, progress, token, copy).await?);
-        cold.push(intake_run(config, &store, &format!("cold-{run}"), 0, args.events).await?);
+        cold.push(intake_run(config, &store, &format!("cold-{tag}-{run}"), 0, args.events).await?);
         let warm_cache = args.users as u64 * 2;
-        warm.push(intake_run(config, &store, &format!("warm-{run}"), warm_cache, args.events).await?);
+        warm.push(intake_run(config, &store, &format!("warm-{tag}-{run}"), warm_cache, args.events).await?);
         eprintln!(
             "run {}: passthrough {:.0}, cold {:.0}, warm {:.0} events/s",
             run + 1,
