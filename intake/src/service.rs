@@ -1,20 +1,24 @@
 //! The intake consume loop.
 //!
-//! Two stages, so that both cores work: a reader task takes records in
-//! batches (what is already fetched, up to `batch_size`) and decodes them;
-//! the router handles each batch in partition order: hydrate, route, write. Hydration is one
-//! Redis round trip per batch (the preferences the cache lacks, and the
-//! deferral lanes of the batch's users), behind a bounded in-process cache
-//! with a TTL. Every write a record causes (notifications, statuses, dead
-//! letters, deferrals) is enqueued before the next record is handled, so
-//! per-user order holds, and its offset is stored only once all of them are
-//! acknowledged. Acknowledgements are awaited in a bounded ordered queue, so
-//! the loop keeps reading while earlier writes are in flight.
+//! Three stages, so that both cores work and no stage waits on another's
+//! round trip: a reader task takes records in batches (what is already
+//! fetched, up to `batch_size`) and decodes them; a hydrator task reads what
+//! each batch needs from Redis, one round trip per batch (the preferences
+//! the bounded in-process cache lacks, and the deferral lanes of the batch's
+//! users), while the router routes and writes the batch before it, in
+//! partition order. Every write a record causes (notifications, statuses,
+//! dead letters, deferrals) is enqueued before the next record is handled,
+//! so per-user order holds, and its offset is stored only once all of them
+//! are acknowledged. Acknowledgements are awaited in a bounded ordered
+//! queue, so the loop keeps reading while earlier writes are in flight.
 //!
 //! Order across deferral: while a user has a notification deferred on a
 //! channel, later non-critical notifications for that user and channel are
 //! deferred behind it (same release time or later, released in order), so
 //! quiet hours never reorder a user's messages. Critical ones go at once.
+//! A batch's lanes are read while the batch before it is routed, so they may
+//! lack what that routing deferred: the router carries the holds it made
+//! itself until a batch hydrated after them comes (see [`Carried`]).
 
 use crate::route::{route, Outcome};
 use chrono::{DateTime, Utc};
@@ -27,6 +31,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
@@ -51,6 +56,11 @@ use tracing::Instrument as _;
 pub enum IntakeError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// A stage of the loop panicked: intake stops (with an error, so the
+    /// process does not exit as though asked to) after committing what was
+    /// acknowledged.
+    #[error("intake's {0} stage failed: {1}")]
+    Stage(&'static str, String),
     /// A write a record causes is larger than the producer takes: the record
     /// is dead-lettered instead (never retried, which could not help).
     #[error(
@@ -131,6 +141,66 @@ enum Rejection {
     Unknown(CloudEvent, String),
 }
 
+/// A batch with what routing it needs, read by the hydrator.
+struct Prepared {
+    batch: Vec<Read>,
+    prefs: HashMap<String, Hydrated>,
+    /// Lane -> when the last member held on it is released.
+    holds: HashMap<String, DateTime<Utc>>,
+    /// How many batches were wholly routed when its lanes were read: the
+    /// holds the batches after those made may be missing from `holds`.
+    routed_before: u64,
+}
+
+/// The lanes a batch's routing finds held: those read with the batch, those
+/// the router made since, and those it makes while routing the batch.
+struct Holds {
+    lanes: HashMap<String, DateTime<Utc>>,
+    made: Vec<(String, DateTime<Utc>)>,
+}
+
+impl Holds {
+    fn get(&self, lane: &str) -> Option<DateTime<Utc>> {
+        self.lanes.get(lane).copied()
+    }
+
+    fn is_held(&self, lane: &str) -> bool {
+        !self.lanes.is_empty() && self.lanes.contains_key(lane)
+    }
+
+    /// `lane` is held until `until` (or later, if it already was).
+    fn hold(&mut self, lane: String, until: DateTime<Utc>) {
+        let until = self.lanes.get(&lane).map_or(until, |held| until.max(*held));
+        self.made.push((lane.clone(), until));
+        self.lanes.insert(lane, until);
+    }
+}
+
+/// The holds the router made, by the batch (counted from 1) that made them,
+/// kept until every batch that may have been hydrated before they were
+/// written to Redis is routed.
+#[derive(Default)]
+struct Carried {
+    holds: Vec<(u64, String, DateTime<Utc>)>,
+}
+
+impl Carried {
+    /// The lanes of a batch hydrated when `routed_before` batches were routed,
+    /// with the holds made by the batches routed after that.
+    fn merge(&mut self, mut lanes: HashMap<String, DateTime<Utc>>, routed_before: u64) -> Holds {
+        self.holds.retain(|(batch, _, _)| *batch > routed_before);
+        for (_, lane, until) in &self.holds {
+            let held = lanes.entry(lane.clone()).or_insert(*until);
+            *held = (*held).max(*until);
+        }
+        Holds { lanes, made: Vec::new() }
+    }
+
+    fn keep(&mut self, batch: u64, holds: Holds) {
+        self.holds.extend(holds.made.into_iter().map(|(lane, until)| (batch, lane, until)));
+    }
+}
+
 /// Runs intake until `shutdown` completes, then drains and commits.
 pub async fn run(
     config: Arc<Config>,
@@ -146,14 +216,18 @@ pub async fn run(
     let consumer = Arc::new(consumer);
     let topics = config.intake.topics.clone();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let intake = Intake::new(config.clone(), store, clock, progress)?;
+    let intake = Arc::new(Intake::new(config.clone(), store, clock, progress)?);
     let max_in_flight = config.intake.max_in_flight.max(1);
     let config_drain = config.intake.drain_timeout;
-    // A couple of batches decoded ahead; the rest waits in librdkafka.
-    let (batches, mut ready) = mpsc::channel(2);
+    // A batch decoded ahead and one hydrated ahead; the rest waits in librdkafka.
+    let (batches, decoded) = mpsc::channel(1);
+    let (prepared, mut ready) = mpsc::channel(1);
     let stop = CancellationToken::new();
     let beat = health.beat("intake reader");
     let reader = tokio::spawn(read(consumer.clone(), config, batches, beat, stop.clone()));
+    let routed = Arc::new(AtomicU64::new(0));
+    let hydrator = tokio::spawn(hydrate(intake.clone(), decoded, prepared, routed.clone(), stop.clone()));
+    let mut carried = Carried::default();
     let mut acks = FuturesOrdered::new();
     tokio::pin!(shutdown);
     tracing::info!(?topics, "intake started");
@@ -164,10 +238,14 @@ pub async fn run(
             Some(done) = acks.next(), if !acks.is_empty() => intake.stored(consumer.as_ref(), done)?,
             batch = ready.recv(), if acks.len() < max_in_flight => match batch {
                 Some(batch) => {
-                    for pending in intake.handle_batch(batch).await? {
+                    let number = routed.load(Ordering::Relaxed) + 1;
+                    for pending in intake.handle_batch(batch, number, &mut carried).await? {
                         acks.push_back(intake.settle(pending));
                     }
+                    // Its deferrals are in Redis: a batch hydrated from now on reads them.
+                    routed.store(number, Ordering::Release);
                 }
+                // A stage ended without being stopped: it failed (below).
                 None => break,
             },
         }
@@ -176,7 +254,7 @@ pub async fn run(
     // restart), drain what is in flight, then commit what is stored.
     stop.cancel();
     drop(ready);
-    let _ = reader.await;
+    let stages = [("reader", reader.await), ("hydrator", hydrator.await)];
     let drained = tokio::time::timeout(config_drain, async {
         while let Some(done) = acks.next().await {
             intake.stored(consumer.as_ref(), done)?;
@@ -193,8 +271,43 @@ pub async fn run(
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "nothing to commit at shutdown");
     }
+    for (stage, ended) in stages {
+        if let Err(e) = ended {
+            tracing::error!(stage, error = %e, "intake stage failed");
+            return Err(IntakeError::Stage(stage, e.to_string()));
+        }
+    }
     tracing::info!("intake stopped");
     Ok(())
+}
+
+/// The hydrator stage: reads what each decoded batch needs from Redis (one
+/// round trip, retried until Redis answers) while the router routes the batch
+/// before it. `routed` is read before the lanes are, so the router knows
+/// which of its own holds the lanes may lack.
+async fn hydrate(
+    intake: Arc<Intake>,
+    mut decoded: mpsc::Receiver<Vec<Read>>,
+    prepared: mpsc::Sender<Prepared>,
+    routed: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    loop {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return,
+            batch = decoded.recv() => match batch {
+                Some(batch) => batch,
+                None => return,
+            },
+        };
+        let ready = tokio::select! {
+            _ = stop.cancelled() => return,
+            ready = intake.prepare(batch, &routed) => ready,
+        };
+        if prepared.send(ready).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The reader stage: consume and decode, a batch at a time, in order.
@@ -397,25 +510,23 @@ impl Intake {
         Ok(())
     }
 
-    /// Decides and enqueues everything a batch of records causes, in order.
-    async fn handle_batch(&self, batch: Vec<Read>) -> Result<Vec<Pending>, IntakeError> {
-        let now = self.clock.now();
+    /// Reads what routing `batch` needs: the preferences the cache lacks, and
+    /// the lanes the batch may defer behind (non-critical channels the user
+    /// has on, or every channel of the route while the preferences are
+    /// unknown), in one round trip.
+    async fn prepare(&self, batch: Vec<Read>, routed: &AtomicU64) -> Prepared {
         let events = &self.config.events;
-
-        // One round trip: the preferences the cache lacks, and the lanes the
-        // batch may defer behind (non-critical channels the user has on, or
-        // every channel of the route while the preferences are unknown).
-        let mut prefs: HashMap<&str, Hydrated> = HashMap::new();
+        let mut prefs: HashMap<String, Hydrated> = HashMap::new();
         let mut missing = Vec::new();
         let mut asked = HashSet::new();
         let mut lanes = Vec::new();
         for read in &batch {
             let Decoded::Routed(event, user) = &read.decoded else { continue };
             let route = &events[&event.ty];
-            if !prefs.contains_key(user.as_str()) && asked.insert(user.as_str()) {
+            if asked.insert(user.as_str()) {
                 match self.cache.get(user) {
                     Some(p) => {
-                        prefs.insert(user, p);
+                        prefs.insert(user.clone(), p);
                     }
                     None => missing.push(user.clone()),
                 }
@@ -437,8 +548,9 @@ impl Intake {
         }
         lanes.sort_unstable();
         lanes.dedup();
+        let routed_before = routed.load(Ordering::Acquire);
         let fetched = until_ok("read preferences and lanes", || self.store.hydrate(&missing, &lanes)).await;
-        for (user, raw) in missing.iter().zip(fetched.prefs) {
+        for (user, raw) in missing.into_iter().zip(fetched.prefs) {
             let parsed: Hydrated = Arc::new(match raw {
                 None => Err(format!("no preferences for user {user}")),
                 Some(json) => Preferences::parse(&json).map_err(|e| format!("stored preferences are unusable: {e}")),
@@ -446,8 +558,22 @@ impl Intake {
             self.cache.insert(user.clone(), parsed.clone());
             prefs.insert(user, parsed);
         }
-        let mut holds: HashMap<String, DateTime<Utc>> =
-            lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
+        let holds = lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
+        Prepared { batch, prefs, holds, routed_before }
+    }
+
+    /// Decides and enqueues everything a batch of records causes, in order;
+    /// `number` counts the batches routed, this one included.
+    async fn handle_batch(
+        &self,
+        prepared: Prepared,
+        number: u64,
+        carried: &mut Carried,
+    ) -> Result<Vec<Pending>, IntakeError> {
+        let now = self.clock.now();
+        let events = &self.config.events;
+        let Prepared { batch, prefs, holds, routed_before } = prepared;
+        let mut holds = carried.merge(holds, routed_before);
 
         let mut out = Vec::with_capacity(batch.len());
         for read in &batch {
@@ -498,6 +624,7 @@ impl Intake {
             }
             out.push(pending);
         }
+        carried.keep(number, holds);
         for (pending, read) in out.iter_mut().zip(batch) {
             (pending.key, pending.value, pending.headers) = (read.key, read.value, read.headers);
         }
@@ -511,7 +638,7 @@ impl Intake {
         user_id: &str,
         route_cfg: &EventRoute,
         prefs: &Result<Preferences, String>,
-        holds: &mut HashMap<String, DateTime<Utc>>,
+        holds: &mut Holds,
         now: DateTime<Utc>,
         traced: &Traced,
         pending: &mut Pending,
@@ -532,11 +659,7 @@ impl Intake {
         }
         for outcome in outcomes {
             match outcome {
-                Outcome::Publish(n)
-                    if n.priority != Priority::Critical
-                        && !holds.is_empty()
-                        && holds.contains_key(&lane(user_id, n.channel)) =>
-                {
+                Outcome::Publish(n) if n.priority != Priority::Critical && holds.is_held(&lane(user_id, n.channel)) => {
                     // Behind a deferred message of the same user and channel.
                     self.defer(n, now, holds, traced, now, pending).await?
                 }
@@ -568,13 +691,13 @@ impl Intake {
         &self,
         mut n: Notification,
         until: DateTime<Utc>,
-        holds: &mut HashMap<String, DateTime<Utc>>,
+        holds: &mut Holds,
         traced: &Traced,
         now: DateTime<Utc>,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         let l = lane(&n.user_id, n.channel);
-        let until = holds.get(&l).map_or(until, |held| until.max(*held));
+        let until = holds.get(&l).map_or(until, |held| until.max(held));
         n.not_before = Some(until);
         let held = Deferred {
             notification: n,
@@ -588,7 +711,7 @@ impl Intake {
             return Err(IntakeError::TooLarge { topic, bytes: member.len(), max });
         }
         let released = until_ok("defer", || self.store.defer(&l, &member, until)).await;
-        holds.insert(l, released);
+        holds.hold(l, released);
         let mut status = StatusRecord::of(&held.notification, State::Deferred, now);
         status.not_before = Some(released);
         self.status(status, traced, pending).await
@@ -674,4 +797,78 @@ fn event_status(
         trace_id: None,
     }
     .with_error(None, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_core::store::{MemoryStore, Store as _};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn carried_holds_reach_only_batches_hydrated_before_they_were_written() {
+        let mut carried = Carried::default();
+        let mut first = carried.merge(HashMap::new(), 0);
+        first.hold("u1:email".into(), at("2026-12-06T07:00:00Z"));
+        carried.keep(1, first);
+        // Hydrated before batch 1 was routed: its lanes lack the hold.
+        let second = carried.merge(HashMap::new(), 0);
+        assert_eq!(second.get("u1:email"), Some(at("2026-12-06T07:00:00Z")));
+        // A later release read from Redis wins; an earlier one is raised.
+        let read = HashMap::from([("u1:email".to_string(), at("2026-12-06T06:00:00Z"))]);
+        assert_eq!(carried.merge(read, 0).get("u1:email"), Some(at("2026-12-06T07:00:00Z")));
+        let read = HashMap::from([("u1:email".to_string(), at("2026-12-06T08:00:00Z"))]);
+        assert_eq!(carried.merge(read, 0).get("u1:email"), Some(at("2026-12-06T08:00:00Z")));
+        // Hydrated once batch 1 was routed: Redis has it, and nothing is carried any more.
+        assert!(!carried.merge(HashMap::new(), 1).is_held("u1:email"));
+        assert!(carried.holds.is_empty());
+    }
+
+    fn read(seq: u64) -> Read {
+        let event: CloudEvent = serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": format!("e{seq}"), "type": "order.confirmed", "source": "/shop",
+            "data": {"user_id": "u1"}
+        }))
+        .unwrap();
+        Read {
+            topic: Arc::from("orders.events"),
+            partition: 0,
+            offset: seq as i64,
+            key: Some(b"u1".to_vec()),
+            value: None,
+            headers: Vec::new(),
+            decoded: Decoded::Routed(event, "u1".into()),
+        }
+    }
+
+    /// The hydrator reads a batch's lanes while the batch before it is
+    /// routed: a message that batch deferred must still hold the next one
+    /// back, even once quiet hours are over when the next one is routed.
+    #[tokio::test]
+    async fn a_batch_hydrated_during_the_routing_of_the_one_before_waits_behind_its_deferral() {
+        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
+        // Writes are only enqueued here, never acknowledged: nothing listens.
+        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        let store = Arc::new(MemoryStore::new());
+        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
+            "channels": {"email": true}, "quiet_hours": {"start": "22:00", "end": "07:00"}});
+        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
+        let clock = Clock::starting_at(at("2026-12-06T06:59:59Z"));
+        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        let routed = AtomicU64::new(0);
+        let first = intake.prepare(vec![read(1)], &routed).await;
+        let second = intake.prepare(vec![read(2)], &routed).await;
+        let mut carried = Carried::default();
+
+        let out = intake.handle_batch(first, 1, &mut carried).await.unwrap();
+        routed.store(1, Ordering::Release);
+        assert_eq!(out[0].published, 0, "quiet hours defer the first");
+        clock.advance(Duration::from_secs(2));
+        let out = intake.handle_batch(second, 2, &mut carried).await.unwrap();
+        assert_eq!(out[0].published, 0, "the second waits behind the first, not past it");
+        assert_eq!(store.deferred_len().await.unwrap(), 2);
+    }
 }
