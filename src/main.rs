@@ -111,7 +111,10 @@ fn init_tracing(
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_env("TIDINGS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a log file or a collector gets
+    // plain text (and every span's fields are formatted without escape codes).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
     // Two shapes, not an `Option` layer: an absent layer would still make
     // every span callsite interesting, and a span a message be built in vain.

@@ -8,7 +8,11 @@
 //! cache), and the figure is the second half: events per second from the
 //! moment the first half is done to the moment the second is. Every event
 //! becomes exactly one record in every run (bench users enable one channel,
-//! no quiet hours), so the three figures compare like with like.
+//! no quiet hours), so the three figures compare like with like. Beside each
+//! figure, the CPU time of this process per event over the same half: the
+//! role or the passthrough with its librdkafka clients, and on the mock
+//! cluster the broker too (Redis and an external broker are processes of
+//! their own).
 
 use super::bench_cluster::BenchCluster;
 use super::live::LiveLine;
@@ -47,13 +51,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = kafka.remove().await {
         eprintln!("warning: {e:#}");
     }
-    let (bare, cold, warm) = measured?;
+    let [bare, cold, warm] = measured?;
     println!("median of {} runs:", args.runs.max(1));
-    println!("  passthrough (consume -> produce): {bare:>9.0} events/s");
-    println!("  intake, cold cache (no cache):    {cold:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * cold / bare);
-    println!("  intake, warm cache:               {warm:>9.0} events/s  ({:.0} % of passthrough)", 100.0 * warm / bare);
+    println!("  passthrough (consume -> produce): {:>9.0} events/s  {:>5.1} µs CPU/event", bare.rate, bare.cpu_us);
+    for (name, run) in [("intake, cold cache (no cache):", cold), ("intake, warm cache:", warm)] {
+        println!(
+            "  {name:<33}{:>9.0} events/s  {:>5.1} µs CPU/event  ({:.0} % of passthrough)",
+            run.rate,
+            run.cpu_us,
+            100.0 * run.rate / bare.rate
+        );
+    }
     if let Some(floor) = args.guard {
-        let worst = cold.min(warm) / bare;
+        let worst = cold.rate.min(warm.rate) / bare.rate;
         if worst < floor {
             println!("guard: intake at {:.0} % of passthrough, below the {:.0} % floor", 100.0 * worst, 100.0 * floor);
             return Ok(ExitCode::FAILURE);
@@ -63,9 +73,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One run's figure: events per second, and this process's CPU time per event.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    rate: f64,
+    cpu_us: f64,
+}
+
 /// Prepares the users and events, then measures every run; the medians
-/// of passthrough, cold and warm.
-async fn measure_all(args: &BenchArgs, config: &Config) -> anyhow::Result<(f64, f64, f64)> {
+/// (by rate) of passthrough, cold and warm.
+async fn measure_all(args: &BenchArgs, config: &Config) -> anyhow::Result<[Measured; 3]> {
     let store = crate::fleet::open_store(config).await?;
     let users: String = (0..args.users)
         .map(|i| {
@@ -113,16 +130,16 @@ async fn measure_all(args: &BenchArgs, config: &Config) -> anyhow::Result<(f64, 
         eprintln!(
             "run {}: passthrough {:.0}, cold {:.0}, warm {:.0} events/s",
             run + 1,
-            bare[run],
-            cold[run],
-            warm[run]
+            bare[run].rate,
+            cold[run].rate,
+            warm[run].rate
         );
     }
-    Ok((median(bare), median(cold), median(warm)))
+    Ok([median(bare), median(cold), median(warm)])
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
+fn median(mut v: Vec<Measured>) -> Measured {
+    v.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     v[v.len() / 2]
 }
 
@@ -132,7 +149,7 @@ async fn intake_run(
     name: &str,
     cache: u64,
     events: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
     let mut config = config.clone();
     config.kafka.group_prefix = format!("bench-{name}");
     config.intake.prefs_cache_size = cache;
@@ -151,13 +168,14 @@ async fn intake_run(
 }
 
 /// Runs `run` until it has handled `2 × events` records (counted in
-/// `progress.events`); returns events/s over the second half.
+/// `progress.events`); returns events/s and CPU per event over the second half.
 async fn measure(
     events: usize,
     progress: Arc<Progress>,
     token: CancellationToken,
     run: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Measured> {
+    let cpu = || super::bench_worker::cpu_seconds(std::process::id()).unwrap_or_default();
     let task = tokio::spawn(run);
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut start = None;
@@ -170,7 +188,7 @@ async fn measure(
             shown = Instant::now();
         }
         if start.is_none() && done >= events as u64 {
-            start = Some(Instant::now());
+            start = Some((Instant::now(), cpu()));
         }
         if done >= 2 * events as u64 {
             break;
@@ -179,11 +197,11 @@ async fn measure(
         anyhow::ensure!(!task.is_finished(), "benchmark run stopped early ({done} done)");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    let (elapsed, used) = start.map(|(at, cpu_then)| (at.elapsed(), cpu() - cpu_then)).unwrap_or_default();
     live.finish();
     token.cancel();
     task.await??;
-    Ok(events as f64 / elapsed.as_secs_f64())
+    Ok(Measured { rate: events as f64 / elapsed.as_secs_f64(), cpu_us: used * 1e6 / events as f64 })
 }
 
 /// The baseline: the same consumer and producer settings as intake, each

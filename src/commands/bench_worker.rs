@@ -470,7 +470,7 @@ async fn sample_cpu(pids: Vec<u32>, samples: CpuSamples) {
 }
 
 /// The CPU time a process has used, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
     let ticks = 100.0; // USER_HZ, 100 on Linux
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name, which is in parentheses and may hold spaces.
