@@ -150,7 +150,15 @@ struct Prepared {
     /// How many batches were wholly routed when its lanes were read: the
     /// holds the batches after those made may be missing from `holds`.
     routed_before: u64,
+    /// When its preferences and lanes were read.
+    read_at: Instant,
 }
+
+/// A batch that waited longer than this for the router (its writes held up
+/// by a broker outage) has its preferences and lanes read again before it is
+/// routed: a user who opted out or set quiet hours meanwhile is routed as
+/// they are now, as with no hydrator ahead.
+const HYDRATED_FOR: Duration = Duration::from_secs(1);
 
 /// The lanes a batch's routing finds held: those read with the batch, those
 /// the router made since, and those it makes while routing the batch.
@@ -164,8 +172,9 @@ impl Holds {
         self.lanes.get(lane).copied()
     }
 
-    fn is_held(&self, lane: &str) -> bool {
-        !self.lanes.is_empty() && self.lanes.contains_key(lane)
+    /// Whether `user`'s lane on `channel` is held (its name is made only when some lane is).
+    fn is_held(&self, user: &str, channel: Channel) -> bool {
+        !self.lanes.is_empty() && self.lanes.contains_key(&lane(user, channel))
     }
 
     /// `lane` is held until `until` (or later, if it already was).
@@ -231,30 +240,39 @@ pub async fn run(
     let mut acks = FuturesOrdered::new();
     tokio::pin!(shutdown);
     tracing::info!(?topics, "intake started");
-    loop {
+    let failed = loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
-            Some(done) = acks.next(), if !acks.is_empty() => intake.stored(consumer.as_ref(), done)?,
+            _ = &mut shutdown => break None,
+            Some(done) = acks.next(), if !acks.is_empty() => {
+                if let Err(e) = intake.stored(consumer.as_ref(), done) {
+                    break Some(e);
+                }
+            }
             batch = ready.recv(), if acks.len() < max_in_flight => match batch {
                 Some(batch) => {
+                    let batch = intake.refreshed(batch, &routed).await;
                     let number = routed.load(Ordering::Relaxed) + 1;
-                    for pending in intake.handle_batch(batch, number, &mut carried).await? {
-                        acks.push_back(intake.settle(pending));
+                    match intake.handle_batch(batch, number, &mut carried).await {
+                        Ok(handled) => acks.extend(handled.into_iter().map(|pending| intake.settle(pending))),
+                        Err(e) => break Some(e),
                     }
                     // Its deferrals are in Redis: a batch hydrated from now on reads them.
                     routed.store(number, Ordering::Release);
                 }
                 // A stage ended without being stopped: it failed (below).
-                None => break,
+                None => break None,
             },
         }
-    }
+    };
     // Stop reading (decoded batches not handled are read again after a
     // restart), drain what is in flight, then commit what is stored.
     stop.cancel();
     drop(ready);
     let stages = [("reader", reader.await), ("hydrator", hydrator.await)];
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let drained = tokio::time::timeout(config_drain, async {
         while let Some(done) = acks.next().await {
             intake.stored(consumer.as_ref(), done)?;
@@ -312,11 +330,11 @@ async fn hydrate(
 
 /// The reader stage: consume and decode, a batch at a time, in order.
 ///
-/// A batch the router has no room for waits here, and the reader stops
-/// taking records: librdkafka goes on fetching ahead into its own bounded
-/// queue, so reading goes on at once when a place frees. Only a router that
-/// stays full for [`kafka::stall_limit`] (its writes wait for a broker, or
-/// Redis is gone) makes the reader *pause* the partitions and poll on, so intake stays
+/// A batch the stages after it have no room for waits here, and the reader
+/// stops taking records: librdkafka goes on fetching ahead into its own
+/// bounded queue, so reading goes on at once when a place frees. Only stages
+/// that stay full for [`kafka::stall_limit`] (the router's writes wait for a
+/// broker, or Redis is gone) make the reader *pause* the partitions and poll on, so intake stays
 /// in its group through an outage of any length instead of exceeding
 /// `max.poll.interval.ms`; what still arrives joins the waiting batch, and
 /// the partitions resume when that batch leaves. Pausing is kept for that:
@@ -330,7 +348,7 @@ async fn read(
 ) {
     let size = config.intake.batch_size.max(1);
     let mut topic: Arc<str> = Arc::from("");
-    // A batch the router had no room for, and since when.
+    // A batch the hydrator had no room for, and since when.
     let mut waiting: Option<(Vec<Read>, Instant)> = None;
     let hold = consumer.context().hold().clone();
     let read = metrics::counter!("tidings_records_in_total", "role" => "intake");
@@ -362,7 +380,7 @@ async fn read(
                     set_hold(&consumer, &hold, false);
                 }
             }
-            // A full router stops reading until it stalls; a paused consumer is polled however full.
+            // Full stages stop reading until they stall; a paused consumer is polled however full.
             m = consumer.recv(), if waiting.is_none() || held => {
                 let m = match m {
                     Ok(m) => m,
@@ -549,6 +567,7 @@ impl Intake {
         lanes.sort_unstable();
         lanes.dedup();
         let routed_before = routed.load(Ordering::Acquire);
+        let read_at = Instant::now();
         let fetched = until_ok("read preferences and lanes", || self.store.hydrate(&missing, &lanes)).await;
         for (user, raw) in missing.into_iter().zip(fetched.prefs) {
             let parsed: Hydrated = Arc::new(match raw {
@@ -559,7 +578,16 @@ impl Intake {
             prefs.insert(user, parsed);
         }
         let holds = lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
-        Prepared { batch, prefs, holds, routed_before }
+        Prepared { batch, prefs, holds, routed_before, read_at }
+    }
+
+    /// `prepared`, or read again if it waited longer than [`HYDRATED_FOR`].
+    async fn refreshed(&self, prepared: Prepared, routed: &AtomicU64) -> Prepared {
+        if prepared.read_at.elapsed() > HYDRATED_FOR {
+            self.prepare(prepared.batch, routed).await
+        } else {
+            prepared
+        }
     }
 
     /// Decides and enqueues everything a batch of records causes, in order;
@@ -572,7 +600,7 @@ impl Intake {
     ) -> Result<Vec<Pending>, IntakeError> {
         let now = self.clock.now();
         let events = &self.config.events;
-        let Prepared { batch, prefs, holds, routed_before } = prepared;
+        let Prepared { batch, prefs, holds, routed_before, .. } = prepared;
         let mut holds = carried.merge(holds, routed_before);
 
         let mut out = Vec::with_capacity(batch.len());
@@ -659,7 +687,7 @@ impl Intake {
         }
         for outcome in outcomes {
             match outcome {
-                Outcome::Publish(n) if n.priority != Priority::Critical && holds.is_held(&lane(user_id, n.channel)) => {
+                Outcome::Publish(n) if n.priority != Priority::Critical && holds.is_held(user_id, n.channel) => {
                     // Behind a deferred message of the same user and channel.
                     self.defer(n, now, holds, traced, now, pending).await?
                 }
@@ -823,7 +851,7 @@ mod tests {
         let read = HashMap::from([("u1:email".to_string(), at("2026-12-06T08:00:00Z"))]);
         assert_eq!(carried.merge(read, 0).get("u1:email"), Some(at("2026-12-06T08:00:00Z")));
         // Hydrated once batch 1 was routed: Redis has it, and nothing is carried any more.
-        assert!(!carried.merge(HashMap::new(), 1).is_held("u1:email"));
+        assert!(!carried.merge(HashMap::new(), 1).is_held("u1", Channel::Email));
         assert!(carried.holds.is_empty());
     }
 
@@ -870,5 +898,36 @@ mod tests {
         let out = intake.handle_batch(second, 2, &mut carried).await.unwrap();
         assert_eq!(out[0].published, 0, "the second waits behind the first, not past it");
         assert_eq!(store.deferred_len().await.unwrap(), 2);
+    }
+
+    /// A batch hydrated before a broker outage held the router up is routed
+    /// with the preferences of when it is routed: an opt-out made meanwhile holds.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_waited_reads_preferences_again() {
+        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
+        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        config.intake.prefs_cache_size = 0;
+        let store = Arc::new(MemoryStore::new());
+        let prefs = |on: bool| {
+            serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com", "channels": {"email": on}})
+                .to_string()
+        };
+        store.set_prefs("u1", &prefs(true)).await.unwrap();
+        let clock = Clock::starting_at(at("2026-12-06T12:00:00Z"));
+        let intake = Intake::new(Arc::new(config), store.clone(), clock, Progress::shared()).unwrap();
+        let routed = AtomicU64::new(0);
+        let waited = intake.prepare(vec![read(1)], &routed).await;
+        let fresh = intake.prepare(vec![read(2)], &routed).await;
+        store.set_prefs("u1", &prefs(false)).await.unwrap();
+        let mut carried = Carried::default();
+
+        // Routed at once, a batch uses what was read with it.
+        let fresh = intake.refreshed(fresh, &routed).await;
+        let out = intake.handle_batch(fresh, 1, &mut carried).await.unwrap();
+        assert_eq!(out[0].published, 1);
+        tokio::time::advance(HYDRATED_FOR * 2).await;
+        let waited = intake.refreshed(waited, &routed).await;
+        let out = intake.handle_batch(waited, 2, &mut carried).await.unwrap();
+        assert_eq!(out[0].published, 0, "the user turned email off while the batch waited");
     }
 }
