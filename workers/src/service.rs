@@ -427,26 +427,35 @@ async fn drain(
     let _ = pause(consumer, true);
     let deadline = tokio::time::sleep(deliverer.config.worker.drain_timeout);
     tokio::pin!(deadline);
-    let mut stopping = false;
     while turns.offsets.in_flight() > 0 {
         tokio::select! {
             biased;
             Some(done) = done_rx.recv() => turns.finish(consumer, progress, done),
             _ = &mut deadline => {
-                if stopping {
-                    tasks.abort_all();
-                    break;
-                }
                 tracing::warn!(abandoned = turns.offsets.in_flight(), "drain timed out; the rest stops and is redelivered");
-                for token in turns.revoked.values() {
-                    token.cancel();
-                }
-                stopping = true;
-                deadline.as_mut().reset(Instant::now() + Duration::from_secs(5));
+                // As though every partition moved away: what ends from now on,
+                // abandoned or not, stores no offset, so the next owner reads it
+                // again (one that was sent meanwhile is a duplicate there).
+                let partitions: Vec<i32> = turns.revoked.keys().copied().collect();
+                turns.revoke(&partitions);
+                break;
             }
             // Whatever still arrives is not begun: its offset is never stored.
             _ = consumer.recv() => {}
         }
+    }
+    // Told to stop, deliveries release their claims; a few seconds for that.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            tokio::select! {
+                biased;
+                joined = tasks.join_next() => if joined.is_none() { break },
+                _ = consumer.recv() => {}
+            }
+        }
+    });
+    if stopped.await.is_err() {
+        tasks.abort_all();
     }
 }
 

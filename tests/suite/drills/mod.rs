@@ -10,6 +10,7 @@
 
 mod broker_outage;
 mod claim_outlives_lease;
+mod drain_timeout;
 mod intake_scheduler_kills;
 mod long_outage;
 mod panics;
