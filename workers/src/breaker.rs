@@ -10,7 +10,10 @@
 //! - **Open**: calls are refused until the reset timeout has passed. The
 //!   timeout is jittered (up to +25 %) so a fleet does not probe in step.
 //! - **Half-open**: up to `half_open_probes` calls pass; all of them
-//!   succeeding closes the breaker, any failure opens it again.
+//!   succeeding closes the breaker, any failure opens it again. A probe is
+//!   an [`Admission`]: one dropped without an outcome (its delivery was told
+//!   to stop before calling, or the call panicked) gives its slot back, so
+//!   abandoned probes never leave the breaker half-open for good.
 //!
 //! Every transition is logged and exported as the gauge
 //! `tidings_breaker_state{provider}` (0 closed, 1 half-open, 2 open).
@@ -48,6 +51,40 @@ struct Inner {
     state: State,
     /// Recent calls while closed.
     calls: Window,
+    /// Counts the times the breaker went half-open: a probe slot is given
+    /// back only to the half-open state that lent it.
+    probing: u64,
+}
+
+/// Leave to call a provider, from [`Breaker::allow`]. Its outcome goes
+/// through [`Admission::record`]; dropped without one, a half-open probe's
+/// slot is given back.
+#[derive(Debug)]
+#[must_use = "an admission is spent by recording the call's outcome"]
+pub struct Admission<'b> {
+    breaker: &'b Breaker,
+    /// The half-open state (`Inner::probing`) whose slot this holds, if a probe.
+    probe: Option<u64>,
+}
+
+impl Admission<'_> {
+    /// Records the outcome of the call this admitted (see [`Breaker::record`]).
+    pub fn record(mut self, failed: bool, elapsed: Duration) -> Option<Transition> {
+        self.probe = None;
+        self.breaker.record(failed, elapsed)
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let Some(probing) = self.probe else { return };
+        let mut inner = self.breaker.lock();
+        if let State::HalfOpen { admitted, succeeded } = inner.state {
+            if inner.probing == probing && admitted > 0 {
+                inner.state = State::HalfOpen { admitted: admitted - 1, succeeded };
+            }
+        }
+    }
 }
 
 /// Buckets a window is cut into.
@@ -128,7 +165,7 @@ impl Breaker {
         let breaker = Breaker {
             name: name.to_string(),
             config: config.clone(),
-            inner: Mutex::new(Inner { state: State::Closed, calls: Window::new(config.window) }),
+            inner: Mutex::new(Inner { state: State::Closed, calls: Window::new(config.window), probing: 0 }),
             progress: None,
         };
         breaker.export(State::Closed);
@@ -139,23 +176,26 @@ impl Breaker {
         self.lock().state
     }
 
-    /// Whether a call may go out now; in half-open this takes a probe slot.
-    pub fn allow(&self) -> bool {
+    /// Whether a call may go out now; in half-open this takes a probe slot,
+    /// which the admission gives back if dropped without an outcome.
+    pub fn allow(&self) -> Option<Admission<'_>> {
         let mut inner = self.lock();
-        match inner.state {
-            State::Closed => true,
+        let probe = match inner.state {
+            State::Closed => None,
             State::Open { until } if Instant::now() >= until => {
                 tracing::info!(provider = %self.name, "breaker half-open: probing");
+                inner.probing += 1;
                 self.set(&mut inner, State::HalfOpen { admitted: 1, succeeded: 0 });
-                true
+                Some(inner.probing)
             }
-            State::Open { .. } => false,
+            State::Open { .. } => return None,
             State::HalfOpen { admitted, succeeded } if admitted < self.config.half_open_probes.max(1) => {
                 inner.state = State::HalfOpen { admitted: admitted + 1, succeeded };
-                true
+                Some(inner.probing)
             }
-            State::HalfOpen { .. } => false,
-        }
+            State::HalfOpen { .. } => return None,
+        };
+        Some(Admission { breaker: self, probe })
     }
 
     /// Open now, refusing calls until `until` has passed.
@@ -281,7 +321,7 @@ mod tests {
         assert_eq!(b.record(true, FAST), None, "two calls are too few to judge");
         assert_eq!(b.record(false, FAST), None);
         assert!(matches!(b.record(false, FAST), Some(Transition::Opened { .. })), "2 of 4 failed");
-        assert!(!b.allow());
+        assert!(b.allow().is_none());
         assert!(b.is_open());
     }
 
@@ -317,14 +357,41 @@ mod tests {
         let wait = b.reopens_at().unwrap() - Instant::now();
         assert!(wait >= Duration::from_secs(10) && wait <= Duration::from_millis(12_500), "{wait:?}");
         tokio::time::advance(wait - Duration::from_millis(1)).await;
-        assert!(!b.allow(), "not before the reset timeout");
+        assert!(b.allow().is_none(), "not before the reset timeout");
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(b.allow(), "first probe");
-        assert!(b.allow(), "second probe");
-        assert!(!b.allow(), "only two probes at a time");
-        assert_eq!(b.record(false, FAST), None);
-        assert_eq!(b.record(false, FAST), Some(Transition::Closed));
+        let first = b.allow().expect("first probe");
+        let second = b.allow().expect("second probe");
+        assert!(b.allow().is_none(), "only two probes at a time");
+        assert_eq!(first.record(false, FAST), None);
+        assert_eq!(second.record(false, FAST), Some(Transition::Closed));
         assert_eq!(b.state(), State::Closed);
+    }
+
+    /// A probe's delivery told to stop before it called (a shutdown, a lost
+    /// claim), or whose provider panicked, records nothing: its slot comes
+    /// back, or after `half_open_probes` of them nothing would ever probe.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_called_gives_its_slot_back() {
+        let b = Breaker::new("p", &config());
+        for _ in 0..4 {
+            b.record(true, FAST);
+        }
+        tokio::time::advance(Duration::from_secs(13)).await;
+        for _ in 0..5 {
+            let (first, second) = (b.allow().expect("a probe slot"), b.allow().expect("a second slot"));
+            assert!(b.allow().is_none(), "two probes at a time");
+            drop((first, second));
+        }
+        let probe = b.allow().expect("slots came back");
+        assert_eq!(probe.record(false, FAST), None);
+        // A slot lent before the breaker opened again is not given to the next half-open state.
+        let stale = b.allow().expect("the second slot");
+        assert!(matches!(b.record(true, FAST), Some(Transition::Opened { .. })), "a late failure opens it again");
+        tokio::time::advance(Duration::from_secs(13)).await;
+        let (first, second) = (b.allow().expect("probe"), b.allow().expect("probe"));
+        drop(stale);
+        assert!(b.allow().is_none(), "the stale slot freed nothing: {:?}", b.state());
+        drop((first, second));
     }
 
     #[tokio::test(start_paused = true)]
@@ -334,9 +401,9 @@ mod tests {
             b.record(true, FAST);
         }
         tokio::time::advance(Duration::from_secs(13)).await;
-        assert!(b.allow());
-        assert!(matches!(b.record(true, FAST), Some(Transition::Opened { .. })));
-        assert!(!b.allow());
+        let probe = b.allow().expect("a probe");
+        assert!(matches!(probe.record(true, FAST), Some(Transition::Opened { .. })));
+        assert!(b.allow().is_none());
     }
 
     mod window {

@@ -21,7 +21,7 @@
 //! is neither an attempt nor part of the call's time, and a 429 with
 //! `Retry-After` slows the fleet's rate for the provider down for that long.
 
-use crate::breaker::{Breaker, State, Transition};
+use crate::breaker::{Admission, Breaker, State, Transition};
 use crate::limit::Limit;
 use crate::retry::{AfterCall, AfterPass, Ending, Policy};
 use chrono::{DateTime, Utc};
@@ -201,14 +201,15 @@ impl Chain {
             let mut counted = false;
             let mut last_error = None;
             for (i, link) in links.iter().enumerate() {
-                if pinned.is_some_and(|p| p != i) || !link.breaker.allow() {
+                if pinned.is_some_and(|p| p != i) {
                     continue;
                 }
+                let Some(admission) = link.breaker.allow() else { continue };
                 counted |= link.breaker.state() == State::Closed;
                 if !walk.tried.iter().any(|t| t == link.provider.name()) {
                     walk.tried.push(link.provider.name().to_string());
                 }
-                match self.on_link(link, message, policy, stop, &mut walk).await {
+                match self.on_link(link, admission, message, policy, stop, &mut walk).await {
                     Ok(receipt) => {
                         return Outcome::Sent(Sent {
                             provider: link.provider.name().to_string(),
@@ -255,9 +256,13 @@ impl Chain {
     }
 
     /// Calls one provider until it takes the message or the policy moves on.
-    async fn on_link(
+    /// The first call was admitted by the caller; retries ask the breaker
+    /// again. An admission not spent on a call (told to stop first) gives
+    /// its probe slot back as it is dropped.
+    async fn on_link<'l>(
         &self,
-        link: &Link,
+        link: &'l Link,
+        first: Admission<'l>,
         message: &Outgoing,
         policy: &Policy,
         stop: &CancellationToken,
@@ -265,21 +270,21 @@ impl Chain {
     ) -> Result<Receipt, Left> {
         let name = link.provider.name();
         let mut calls = 0u32;
+        let mut next = Some(first);
         loop {
             if stop.is_cancelled() {
                 return Err(Left::Abandoned);
             }
-            // The first call was admitted by the caller; retries ask the breaker again.
-            if calls > 0 && !link.breaker.allow() {
+            let Some(admission) = next.take().or_else(|| link.breaker.allow()) else {
                 return Err(Left::Next(ProviderError::down(format!("{name}: breaker open"))));
-            }
+            };
             // Waiting for the provider's limits is no attempt, and no call to time.
             let Some(admitted) = link.limit.admit(message.priority, stop).await else {
                 return Err(Left::Abandoned);
             };
             calls += 1;
             walk.attempts += 1;
-            let result = self.call(link, message).await;
+            let result = self.call(link, admission, message).await;
             drop(admitted);
             let error = match result {
                 Ok(receipt) => return Ok(receipt),
@@ -304,7 +309,7 @@ impl Chain {
     }
 
     /// One call, with its latency and outcome measured and told to the breaker.
-    async fn call(&self, link: &Link, message: &Outgoing) -> Result<Receipt, ProviderError> {
+    async fn call(&self, link: &Link, admission: Admission<'_>, message: &Outgoing) -> Result<Receipt, ProviderError> {
         let started = Instant::now();
         let span = tracing::info_span!("provider.call", provider = link.provider.name());
         let result = link.provider.send(message).instrument(span).await;
@@ -321,7 +326,7 @@ impl Chain {
             Err(_) => 4,
         };
         link.calls[outcome].record(elapsed.as_secs_f64());
-        if let Some(Transition::Opened { until }) = link.breaker.record(failed, elapsed) {
+        if let Some(Transition::Opened { until }) = admission.record(failed, elapsed) {
             self.announce(link.provider.name(), until).await;
         }
         result
@@ -415,6 +420,61 @@ mod tests {
     async fn a_slow_provider_opens_its_breaker_but_a_slow_recipient_endpoint_does_not() {
         assert!(open_after_slow_calls(false).await, "slow calls to a provider open its breaker");
         assert!(!open_after_slow_calls(true).await, "a user's slow endpoint moves no breaker");
+    }
+
+    /// Down (every call refused as such) while `down` is set.
+    struct Toggle {
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Toggle {
+        fn name(&self) -> &str {
+            "toggle"
+        }
+        fn serves(&self, _: Channel) -> bool {
+            true
+        }
+        async fn send(&self, _: &Outgoing) -> Result<Receipt, ProviderError> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ProviderError::down("toggle is down"));
+            }
+            Ok(Receipt::default())
+        }
+    }
+
+    /// Deliveries that take a half-open probe slot and are told to stop
+    /// before calling (a shutdown, a partition moving away) leave the
+    /// breaker able to probe: the next message goes once the provider is up.
+    #[tokio::test(start_paused = true)]
+    async fn probes_abandoned_before_calling_do_not_keep_the_breaker_half_open() {
+        let breaker: BreakerConfig = serde_json::from_value(serde_json::json!({
+            "min_calls": 2, "failure_rate": 0.5, "reset_timeout": "1s", "half_open_probes": 2
+        }))
+        .unwrap();
+        let provider = Arc::new(Toggle { down: true.into() });
+        let chain = Chain::new(vec![provider.clone()], &breaker, None);
+        let retry: RetryConfig = serde_json::from_value(serde_json::json!({"attempts": 2})).unwrap();
+        let policy = Policy::new(&retry, Ambiguity::AtMostOnce);
+        let message = Outgoing {
+            notification_id: "n".into(),
+            priority: tidings_core::Priority::Normal,
+            content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
+        };
+        let live = CancellationToken::new();
+        let sent = chain.send(&message, &policy, WhenDown::GiveUp, &live).await;
+        assert!(!matches!(sent, Outcome::Sent(_)), "{sent:?}");
+        assert!(chain.all_open(), "two refused calls open the breaker");
+        provider.down.store(false, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        for _ in 0..3 {
+            let sent = chain.send(&message, &policy, WhenDown::GiveUp, &stopped).await;
+            assert!(matches!(sent, Outcome::Abandoned), "{sent:?}");
+        }
+        let sent = chain.send(&message, &policy, WhenDown::GiveUp, &live).await;
+        assert!(matches!(sent, Outcome::Sent(_)), "the provider is up and a probe may call it: {sent:?}");
     }
 
     /// Takes every message at once.
