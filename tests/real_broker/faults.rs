@@ -5,7 +5,7 @@
 //! Both run on tansu's SQLite storage: the broker outlives its process, and
 //! a consumer resuming inside a batch is served (see `TansuBroker`).
 
-use crate::harness::StatusWatch;
+use crate::harness::{Process, StatusWatch};
 use crate::{check_each_once_in_order, tansu_on_sqlite, wait_for_all, Real};
 use std::time::Duration;
 use tidings_core::State;
@@ -68,4 +68,39 @@ async fn a_worker_killed_mid_send_loses_and_repeats_nothing() {
     // the provider may have taken it, `sent` otherwise; never sent twice.
     check_each_once_in_order(&records, EVENTS, &[State::Sent, State::Unconfirmed]);
     assert_eq!(real.sent_twice(), Vec::<String>::new());
+}
+
+/// SIGTERM during an outage: the worker holds what it read while its only
+/// provider fails, and its drain times out. What it abandoned is read again
+/// by the worker started next (the provider mended), not committed as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_that_times_out_during_an_outage_commits_nothing_it_abandoned() {
+    const EVENTS: usize = 2_000;
+    let real = Real::start(tansu_on_sqlite(), "latency = \"5ms\"", &[]);
+    real.users(USERS).await;
+    let watch = StatusWatch::start(&real.config);
+    let _intake = real.spawn(&["intake"]);
+    let log = real.dir.path().join("first-worker.log");
+    let down = [("TIDINGS_PROVIDERS__SANDBOX__ERROR_RATE", "1.0"), ("TIDINGS_WORKER__DRAIN_TIMEOUT", "3s")];
+    let mut first = Process::from(
+        real.command(&["worker", "--channel", "email"])
+            .envs(down)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    real.feed(0..EVENTS, USERS).await;
+    // The outage itself: the worker reads, its breaker opens, and it holds.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    super::signal(first.id(), "TERM");
+    assert!(crate::wait_exit(&mut first, Duration::from_secs(60)).await.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("drain timed out"), "the drain held deliveries when it timed out:\n{said}");
+    assert_eq!(real.outbox_count(), 0, "nothing went out during the outage");
+
+    let _worker = real.spawn(&["worker", "--channel", "email"]);
+    let records = wait_for_all(&watch, EVENTS, Duration::from_secs(60)).await;
+    check_each_once_in_order(&records, EVENTS, &[State::Sent]);
+    assert_eq!(real.sent_twice(), Vec::<String>::new());
+    assert_eq!(real.outbox_count(), EVENTS);
 }

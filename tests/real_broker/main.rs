@@ -30,7 +30,8 @@ pub struct Real {
     pub config: Config,
     pub file: PathBuf,
     pub outbox: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Where the configuration, the outbox and any log of the test live.
+    pub dir: tempfile::TempDir,
 }
 
 impl Real {
@@ -50,7 +51,7 @@ impl Real {
         config.kafka.replication_factor = 1;
         config.redis.url = redis.url();
         config.metrics.listen = None;
-        let real = Real { broker, redis, config, file, outbox, _dir: dir };
+        let real = Real { broker, redis, config, file, outbox, dir };
         let made = real.command(&["topics", "create"]).status().unwrap();
         assert!(made.success(), "tidings topics create failed on tansu");
         real
