@@ -18,6 +18,7 @@ mod metrics;
 mod prefs;
 mod preview;
 mod quiet_hours_end_to_end;
+mod revoked_claim;
 mod scheduler_crash;
 mod secrets;
 mod smtp_provider;

@@ -39,6 +39,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::producer::FutureProducer;
 use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::STATUS_TOPIC;
@@ -249,10 +250,14 @@ impl Deliverer {
         let mut reached: Option<Ended> = None;
         let address = address_of(&n.recipient);
         loop {
+            let claiming = until_ok("claim", || {
+                self.store.claim_for_delivery(&n.notification_id, owner, lease, &n.user_id, address.as_deref())
+            });
+            tokio::pin!(claiming);
             let Claimed { claim, prefs, suppressed } = tokio::select! {
                 biased;
-                _ = revoked.cancelled() => return,
-                claimed = until_ok("claim", || self.store.claim_for_delivery(&n.notification_id, owner, lease, &n.user_id, address.as_deref())) => claimed,
+                _ = revoked.cancelled() => return self.give_back(claiming, &n.notification_id, owner).await,
+                claimed = &mut claiming => claimed,
             };
             // A delivery of it stopped part-way: it may be out already.
             let taken_over = claim == Claim::TakenOver;
@@ -307,6 +312,26 @@ impl Deliverer {
                     tracing::warn!("the claim was lost before sending; claiming again");
                 }
             }
+        }
+    }
+
+    /// The partition moved while `claiming` was on its way: the request may
+    /// take the claim all the same, and were it left, the new owner would
+    /// wait a lease and then take it over as a delivery that stopped
+    /// part-way (`unconfirmed` under `at_most_once`, though nothing was
+    /// sent). So the answer is awaited, a few seconds at most, and a claim
+    /// it acquired is released. One taken over is left to expire: its next
+    /// holder must learn that a delivery stopped part-way, as this one did.
+    async fn give_back(&self, claiming: std::pin::Pin<&mut impl Future<Output = Claimed>>, id: &str, owner: &str) {
+        const GIVE_BACK: Duration = Duration::from_secs(5);
+        match tokio::time::timeout(GIVE_BACK, claiming).await {
+            Ok(Claimed { claim: Claim::Acquired, .. }) => {
+                if !matches!(tokio::time::timeout(GIVE_BACK, self.store.release(id, owner)).await, Ok(Ok(_))) {
+                    tracing::warn!("a claim taken as the partition moved was not released; it ends with its lease");
+                }
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!("no answer to a claim as the partition moved; any claim ends with its lease"),
         }
     }
 
