@@ -250,6 +250,8 @@ impl Deliverer {
         let mut reached: Option<Ended> = None;
         let address = address_of(&n.recipient);
         loop {
+            // The lease runs from when Redis takes the claim, at the earliest now.
+            let asked = Instant::now();
             let claiming = until_ok("claim", || {
                 self.store.claim_for_delivery(&n.notification_id, owner, lease, &n.user_id, address.as_deref())
             });
@@ -281,7 +283,7 @@ impl Deliverer {
                     let lost = revoked.child_token();
                     let ended = tokio::select! {
                         ended = self.deliver(input, &n, prefs, suppressed, &lost) => ended,
-                        _ = self.keep_claim(&n.notification_id, owner, &lost) => unreachable!("keeping a claim never ends"),
+                        _ = self.keep_claim(&n.notification_id, owner, asked, &lost) => unreachable!("keeping a claim never ends"),
                     };
                     match ended {
                         Some(mut e) if taken_over && e.status.state == State::Sent && e.status.error.is_none() => {
@@ -363,21 +365,13 @@ impl Deliverer {
         Err(Letter::poison(error, self.clock.now()))
     }
 
-    /// Renews `owner`'s claim every third of the lease; fires `lost` when the
-    /// claim was taken over, or could not be renewed for two thirds of the
-    /// lease (Redis unreachable), leaving a third for a call to start in.
-    async fn keep_claim(&self, id: &str, owner: &str, lost: &CancellationToken) {
-        let lease = self.config.worker.claim_lease;
-        let mut renewed = Instant::now();
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            match tokio::time::timeout(lease / 3, self.store.renew(id, owner, lease)).await {
-                Ok(Ok(true)) => renewed = Instant::now(),
-                Ok(Ok(false)) => break,
-                Ok(Err(_)) | Err(_) if renewed.elapsed() >= lease * 2 / 3 => break,
-                Ok(Err(_)) | Err(_) => {}
-            }
-        }
+    /// Renews `owner`'s claim until the delivery ends; fires `lost` when
+    /// the claim is no longer surely held (see [`hold_claim`]).
+    async fn keep_claim(&self, id: &str, owner: &str, asked: Instant, lost: &CancellationToken) {
+        hold_claim(self.config.worker.claim_lease, asked, || {
+            self.store.renew(id, owner, self.config.worker.claim_lease)
+        })
+        .await;
         lost.cancel();
         std::future::pending::<()>().await;
     }
@@ -722,9 +716,70 @@ fn by_platform(message: Outgoing) -> Vec<Outgoing> {
         .collect()
 }
 
+/// Renews a claim of `lease` asked for at `asked` every third of the lease;
+/// returns when it was taken over, or two thirds of a lease after it was
+/// last surely held (asked for, or a renewal sent that Redis confirmed),
+/// leaving a third for a call to start in. No wait, for a renewal's answer
+/// or before the next one, goes past that moment: a renewal that fails at
+/// once followed by one that hangs gives up in time.
+async fn hold_claim<Fut>(lease: Duration, asked: Instant, mut renew: impl FnMut() -> Fut)
+where
+    Fut: Future<Output = Result<bool, tidings_core::store::StoreError>>,
+{
+    let mut held = asked;
+    loop {
+        let deadline = held + lease * 2 / 3;
+        tokio::time::sleep_until((Instant::now() + lease / 3).min(deadline)).await;
+        if Instant::now() >= deadline {
+            return;
+        }
+        // The renewed lease runs from when Redis takes it, at the earliest now.
+        let sent = Instant::now();
+        match tokio::time::timeout_at(deadline, renew()).await {
+            Ok(Ok(true)) => held = sent,
+            Ok(Ok(false)) => return,
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One renewal that fails at once and the next that hangs: the claim is
+    /// given up two thirds of a lease after it was last surely held, not a
+    /// whole lease later, when a call could start on an expired claim.
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_is_given_up_a_third_of_a_lease_before_it_expires() {
+        let lease = Duration::from_secs(30);
+        let asked = Instant::now();
+        let mut renewals = 0;
+        let renew = || {
+            renewals += 1;
+            let first = renewals == 1;
+            async move {
+                if first {
+                    Err(tidings_core::store::StoreError::Batch("connection refused".into()))
+                } else {
+                    std::future::pending().await
+                }
+            }
+        };
+        hold_claim(lease, asked, renew).await;
+        assert!(asked.elapsed() <= lease * 2 / 3, "given up {:?} after the claim was asked for", asked.elapsed());
+    }
+
+    /// Renewed, a claim is kept as long as the delivery lasts; taken over, it is given up at the next renewal.
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_claim_is_kept_and_a_taken_one_given_up() {
+        let lease = Duration::from_secs(30);
+        let kept = hold_claim(lease, Instant::now(), || async { Ok(true) });
+        assert!(tokio::time::timeout(lease * 10, kept).await.is_err(), "kept over ten leases");
+        let asked = Instant::now();
+        hold_claim(lease, asked, || async { Ok(false) }).await;
+        assert_eq!(asked.elapsed(), lease / 3, "given up at the first renewal");
+    }
 
     /// A state's counter is found by its discriminant.
     #[test]
