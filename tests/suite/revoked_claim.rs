@@ -81,4 +81,24 @@ async fn a_claim_request_in_flight_when_the_partition_moves_leaves_no_claim() {
     let lease = Duration::from_secs(30);
     tidings_core::persist::until_ok("a later claim", || store.claim("after", "someone", lease)).await;
     assert_eq!(store.dedupe_value("n-revoked").await.unwrap(), None, "the claim was given back");
+
+    // A record whose partition was gone before its delivery began (it waited for its user's
+    // turn) asks Redis nothing: it returns at once, Redis paused or not, and leaves no claim.
+    let mut late = n.clone();
+    late.notification_id = "n-never-begun".into();
+    let input = Input {
+        topic: input.topic.clone(),
+        partition: 0,
+        offset: 1,
+        key: input.key.clone(),
+        payload: Some(serde_json::to_vec(&late).unwrap()),
+        headers: vec![],
+        trace: tidings_core::trace::Hop::root(),
+    };
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(400).arg("WRITE").query_async(&mut admin).await.unwrap();
+    tokio::time::timeout(Duration::from_millis(100), deliverer.process(&input, "email-test.2", &revoked))
+        .await
+        .expect("a record of a revoked partition returns without asking Redis");
+    tidings_core::persist::until_ok("a later claim", || store.claim("after-2", "someone", lease)).await;
+    assert_eq!(store.dedupe_value("n-never-begun").await.unwrap(), None);
 }

@@ -250,17 +250,30 @@ impl Deliverer {
         let mut reached: Option<Ended> = None;
         let address = address_of(&n.recipient);
         loop {
-            // The lease runs from when Redis takes the claim, at the earliest now.
-            let asked = Instant::now();
+            // A record of a partition gone before it was begun asks Redis nothing.
+            if revoked.is_cancelled() {
+                return;
+            }
+            // When the last claim request went out: the lease runs from when
+            // Redis takes it, at the earliest then.
+            let asked = std::sync::Mutex::new(None);
             let claiming = until_ok("claim", || {
+                *asked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 self.store.claim_for_delivery(&n.notification_id, owner, lease, &n.user_id, address.as_deref())
             });
             tokio::pin!(claiming);
             let Claimed { claim, prefs, suppressed } = tokio::select! {
                 biased;
-                _ = revoked.cancelled() => return self.give_back(claiming, &n.notification_id, owner).await,
+                _ = revoked.cancelled() => {
+                    // Only a request that went out can have taken the claim.
+                    if asked.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        self.give_back(claiming, &n.notification_id, owner).await;
+                    }
+                    return;
+                }
                 claimed = &mut claiming => claimed,
             };
+            let asked = asked.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
             // A delivery of it stopped part-way: it may be out already.
             let taken_over = claim == Claim::TakenOver;
             match claim {
@@ -329,7 +342,7 @@ impl Deliverer {
         match tokio::time::timeout(GIVE_BACK, claiming).await {
             Ok(Claimed { claim: Claim::Acquired, .. }) => {
                 if !matches!(tokio::time::timeout(GIVE_BACK, self.store.release(id, owner)).await, Ok(Ok(_))) {
-                    tracing::warn!("a claim taken as the partition moved was not released; it ends with its lease");
+                    tracing::warn!("a claim taken as the partition moved may not be released; it ends with its lease");
                 }
             }
             Ok(_) => {}
@@ -716,29 +729,31 @@ fn by_platform(message: Outgoing) -> Vec<Outgoing> {
         .collect()
 }
 
-/// Renews a claim of `lease` asked for at `asked` every third of the lease;
-/// returns when it was taken over, or two thirds of a lease after it was
-/// last surely held (asked for, or a renewal sent that Redis confirmed),
-/// leaving a third for a call to start in. No wait, for a renewal's answer
-/// or before the next one, goes past that moment: a renewal that fails at
-/// once followed by one that hangs gives up in time.
+/// Renews a claim of `lease` asked for at `asked` every third of the lease,
+/// and a twelfth of a lease after a renewal failed; returns when it was
+/// taken over, or two thirds of a lease after it was last surely held (asked
+/// for, or a renewal sent that Redis confirmed), leaving a third for a call
+/// to start in. No wait, for a renewal's answer or before the next one, goes
+/// past that moment: a renewal that fails at once followed by one that
+/// hangs gives up in time, and one failure alone does not give up.
 async fn hold_claim<Fut>(lease: Duration, asked: Instant, mut renew: impl FnMut() -> Fut)
 where
     Fut: Future<Output = Result<bool, tidings_core::store::StoreError>>,
 {
     let mut held = asked;
+    let mut every = lease / 3;
     loop {
         let deadline = held + lease * 2 / 3;
-        tokio::time::sleep_until((Instant::now() + lease / 3).min(deadline)).await;
+        tokio::time::sleep_until((Instant::now() + every).min(deadline)).await;
         if Instant::now() >= deadline {
             return;
         }
         // The renewed lease runs from when Redis takes it, at the earliest now.
         let sent = Instant::now();
         match tokio::time::timeout_at(deadline, renew()).await {
-            Ok(Ok(true)) => held = sent,
+            Ok(Ok(true)) => (held, every) = (sent, lease / 3),
             Ok(Ok(false)) => return,
-            Ok(Err(_)) | Err(_) => {}
+            Ok(Err(_)) | Err(_) => every = lease / 12,
         }
     }
 }
@@ -768,6 +783,26 @@ mod tests {
         };
         hold_claim(lease, asked, renew).await;
         assert!(asked.elapsed() <= lease * 2 / 3, "given up {:?} after the claim was asked for", asked.elapsed());
+    }
+
+    /// A renewal that fails once, the next one answering: the claim is kept.
+    #[tokio::test(start_paused = true)]
+    async fn one_failed_renewal_does_not_give_the_claim_up() {
+        let lease = Duration::from_secs(30);
+        let mut renewals = 0;
+        let renew = || {
+            renewals += 1;
+            let first = renewals == 1;
+            async move {
+                if first {
+                    Err(tidings_core::store::StoreError::Batch("connection refused".into()))
+                } else {
+                    Ok(true)
+                }
+            }
+        };
+        let kept = hold_claim(lease, Instant::now(), renew);
+        assert!(tokio::time::timeout(lease * 10, kept).await.is_err(), "kept over ten leases");
     }
 
     /// Renewed, a claim is kept as long as the delivery lasts; taken over, it is given up at the next renewal.
