@@ -408,3 +408,31 @@ async fn hydrate_reads_preferences_and_holds_in_one_call() {
     })
     .await;
 }
+
+/// A preferences key holding something that is no string (an operator's
+/// mistake, another program sharing the prefix) reads as no preferences, one
+/// user or many: intake routes the event as such instead of retrying the read
+/// for ever.
+#[tokio::test]
+async fn a_preferences_key_of_another_type_reads_as_none() {
+    let server = RedisServer::start().unwrap();
+    let cluster = RedisCluster::start().unwrap();
+    for url in [server.url(), cluster.url()] {
+        let store = RedisStore::connect(&url, "t").await.unwrap();
+        store.set_prefs("u-ok", "{\"user_id\":\"u-ok\"}").await.unwrap();
+        let push = redis::cmd("RPUSH").arg("t:prefs:u-list").arg("x").clone();
+        if url == server.url() {
+            let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+            let _: () = push.query_async(&mut conn).await.unwrap();
+        } else {
+            let client = redis::cluster::ClusterClient::new(url.split(',').collect::<Vec<_>>()).unwrap();
+            let _: () = push.query_async(&mut client.get_async_connection().await.unwrap()).await.unwrap();
+        }
+        assert_eq!(store.prefs_many(&["u-list".to_string()]).await.unwrap(), vec![None], "{url}");
+        let both = store.prefs_many(&["u-list".to_string(), "u-ok".to_string()]).await.unwrap();
+        assert_eq!(both, vec![None, Some("{\"user_id\":\"u-ok\"}".to_string())]);
+        // A worker's claim reads it too, with the claim: absent, and the claim is had.
+        let claimed = store.claim_for_delivery("n-1", "w", Duration::from_secs(30), "u-list", None).await.unwrap();
+        assert_eq!((claimed.claim, claimed.prefs), (Claim::Acquired, None), "{url}");
+    }
+}

@@ -66,8 +66,15 @@ for i = 1, n do
   end
   if code == 1 or code == 3 then
     redis.call('SET', key, owner, 'PX', lives)
-    if read then prefs = redis.call('GET', KEYS[3 * i - 1]) or '' end
-    if address ~= '' then listed = redis.call('HGET', KEYS[3 * i], address) or '' end
+    -- pcall: a key of another type reads as absent instead of failing every claim of the batch.
+    if read then
+      local p = redis.pcall('GET', KEYS[3 * i - 1])
+      if type(p) == 'string' then prefs = p end
+    end
+    if address ~= '' then
+      local l = redis.pcall('HGET', KEYS[3 * i], address)
+      if type(l) == 'string' then listed = l end
+    end
   end
   out[4 * i - 3], out[4 * i - 2], out[4 * i - 1], out[4 * i] = code, value, prefs, listed
 end
@@ -500,8 +507,7 @@ impl RedisStore {
         let mut claimed = self.claims.ask(ask).await?;
         if cluster && matches!(claimed.claim, Claim::Acquired | Claim::TakenOver) {
             if let Some(user) = user {
-                let mut conn = self.conn.clone();
-                claimed.prefs = redis::cmd("GET").arg(self.keys.prefs(user)).query_async(&mut conn).await?;
+                claimed.prefs = self.mget(&[self.keys.prefs(user)]).await?.pop().flatten();
             }
             if let Some(address) = address {
                 claimed.suppressed = self.suppression(address).await?;
@@ -825,12 +831,12 @@ impl RedisStore {
     /// Values of `keys`, in order (MGET; on a cluster, one per node).
     async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         let mut conn = self.conn.clone();
-        match keys {
-            [] => Ok(Vec::new()),
-            // MGET of one key answers a single value, not a list.
-            [key] => Ok(vec![redis::cmd("GET").arg(key).query_async(&mut conn).await?]),
-            keys => Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?),
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
+        // MGET even for one key: it answers nil for a key of another type,
+        // where GET fails with WRONGTYPE, which a caller would retry for ever.
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut conn).await?)
     }
 }
 
