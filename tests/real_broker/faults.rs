@@ -90,8 +90,14 @@ async fn a_drain_that_times_out_during_an_outage_commits_nothing_it_abandoned() 
             .unwrap(),
     );
     real.feed(0..EVENTS, USERS).await;
-    // The outage itself: the worker reads, its breaker opens, and it holds.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The worker reads, its breaker opens on the failures, and it holds what it read.
+    crate::harness::eventually(
+        "the worker's breaker to open",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || std::future::ready(std::fs::read_to_string(&log).is_ok_and(|said| said.contains("breaker opens"))),
+    )
+    .await;
     super::signal(first.id(), "TERM");
     assert!(crate::wait_exit(&mut first, Duration::from_secs(60)).await.success());
     let said = std::fs::read_to_string(&log).unwrap();

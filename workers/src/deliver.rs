@@ -762,6 +762,16 @@ where
 mod tests {
     use super::*;
 
+    /// The `n`-th renewal's answer: the first fails at once, the later
+    /// ones answer `later`, or hang when it is `None`.
+    async fn renewal(n: u32, later: Option<bool>) -> Result<bool, tidings_core::store::StoreError> {
+        match later {
+            _ if n == 1 => Err(tidings_core::store::StoreError::Batch("connection refused".into())),
+            Some(renewed) => Ok(renewed),
+            None => std::future::pending().await,
+        }
+    }
+
     /// One renewal that fails at once and the next that hangs: the claim is
     /// given up two thirds of a lease after it was last surely held, not a
     /// whole lease later, when a call could start on an expired claim.
@@ -769,19 +779,12 @@ mod tests {
     async fn a_claim_is_given_up_a_third_of_a_lease_before_it_expires() {
         let lease = Duration::from_secs(30);
         let asked = Instant::now();
-        let mut renewals = 0;
-        let renew = || {
-            renewals += 1;
-            let first = renewals == 1;
-            async move {
-                if first {
-                    Err(tidings_core::store::StoreError::Batch("connection refused".into()))
-                } else {
-                    std::future::pending().await
-                }
-            }
-        };
-        hold_claim(lease, asked, renew).await;
+        let mut n = 0;
+        hold_claim(lease, asked, || {
+            n += 1;
+            renewal(n, None)
+        })
+        .await;
         assert!(asked.elapsed() <= lease * 2 / 3, "given up {:?} after the claim was asked for", asked.elapsed());
     }
 
@@ -789,19 +792,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_failed_renewal_does_not_give_the_claim_up() {
         let lease = Duration::from_secs(30);
-        let mut renewals = 0;
-        let renew = || {
-            renewals += 1;
-            let first = renewals == 1;
-            async move {
-                if first {
-                    Err(tidings_core::store::StoreError::Batch("connection refused".into()))
-                } else {
-                    Ok(true)
-                }
-            }
-        };
-        let kept = hold_claim(lease, Instant::now(), renew);
+        let mut n = 0;
+        let kept = hold_claim(lease, Instant::now(), || {
+            n += 1;
+            renewal(n, Some(true))
+        });
         assert!(tokio::time::timeout(lease * 10, kept).await.is_err(), "kept over ten leases");
     }
 
