@@ -33,7 +33,7 @@ fn chain(twilio_url: &str, store: SharedStore) -> Chain {
 fn once(chain: &Chain) -> impl std::future::Future<Output = Outcome> + '_ {
     let retry: RetryConfig = serde_json::from_value(serde_json::json!({"attempts": 1, "passes": 1})).unwrap();
     let policy = Policy::new(&retry, Ambiguity::AtMostOnce);
-    async move { chain.send(&sms(), &policy, WhenDown::GiveUp, &CancellationToken::new()).await }
+    async move { chain.send(&sms(), &policy, WhenDown::GiveUp, None, &CancellationToken::new()).await }
 }
 
 fn sms() -> Outgoing {

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod ambiguity_pin;
 mod bad_input;
 mod breaker_fleet;
 mod callbacks;

@@ -7,13 +7,7 @@
 use crate::harness::{self, Infra};
 use std::sync::Arc;
 use std::time::Duration;
-use tidings::fleet;
-use tidings_core::notification::Notification;
-use tidings_core::telemetry::Outcomes;
-use tidings_core::{kafka, Channel, Clock, Priority, Recipient};
-use tidings_workers::chain::Chain;
-use tidings_workers::deliver::{Deliverer, Input, Marks};
-use tidings_workers::render::Renderer;
+use tidings_core::Channel;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,54 +16,17 @@ async fn a_claim_request_in_flight_when_the_partition_moves_leaves_no_claim() {
     let providers = harness::sendgrid_provider("http://127.0.0.1:9", "5s");
     let config = Arc::new(infra.config(&providers, &[(Channel::Email, &["sendgrid"])]));
     let store = harness::store_with_email_users(&config, 1).await;
-    let (marks, _marking) = Marks::start(store.clone());
-    let deliverer = Deliverer {
-        channel: Channel::Email,
-        producer: kafka::producer(&config.kafka).unwrap(),
-        chain: Chain::new(fleet::providers(&config, Channel::Email).unwrap(), &config.worker.breaker, None),
-        config: config.clone(),
-        store: store.clone(),
-        renderer: Arc::new(Renderer::load(&fleet::templates_dir(&config)).unwrap()),
-        clock: Clock::system(),
-        owner: "email-test".into(),
-        deliveries: Default::default(),
-        marks,
-        outcomes: Outcomes::default(),
-    };
-    let n = Notification {
-        notification_id: "n-revoked".into(),
-        event_id: "evt-1".into(),
-        event_type: "order.confirmed".into(),
-        user_id: "u-0".into(),
-        channel: Channel::Email,
-        priority: Priority::Normal,
-        template: "order.confirmed".into(),
-        category: "transactional".into(),
-        locale: "en".into(),
-        timezone: "UTC".into(),
-        recipient: Recipient::Email { address: "u0@example.com".into() },
-        data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-        created_at: chrono::Utc::now(),
-        not_before: None,
-        fallback: vec![],
-        attempt: 0,
-    };
-    let input = Input {
-        topic: Channel::Email.topic(Priority::Normal),
-        partition: 0,
-        offset: 0,
-        key: Some(b"u-0".to_vec()),
-        payload: Some(serde_json::to_vec(&n).unwrap()),
-        headers: vec![],
-        trace: tidings_core::trace::Hop::root(),
-    };
+    let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
+    let n = harness::email_notification("n-revoked", "evt-1", "u-0", "u0@example.com", serde_json::json!({}));
+    let input = harness::input_of(&n, 0);
 
     // Redis holds every write (the claim script is one) a little while, less than the client's
     // response timeout: the request is sent, and answered late.
     let mut admin = redis::Client::open(infra.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(400).arg("WRITE").query_async(&mut admin).await.unwrap();
     let revoked = CancellationToken::new();
-    let delivery = deliverer.process(&input, "email-test.1", &revoked);
+    let owners = deliverer.owners();
+    let delivery = deliverer.process(&input, &owners, &revoked);
     tokio::pin!(delivery);
     // The delivery's claim request goes out and waits on the paused server; then the partition moves.
     assert!(tokio::time::timeout(Duration::from_millis(150), &mut delivery).await.is_err(), "it waits for the claim");
@@ -86,17 +43,9 @@ async fn a_claim_request_in_flight_when_the_partition_moves_leaves_no_claim() {
     // turn) asks Redis nothing: it returns at once, Redis paused or not, and leaves no claim.
     let mut late = n.clone();
     late.notification_id = "n-never-begun".into();
-    let input = Input {
-        topic: input.topic.clone(),
-        partition: 0,
-        offset: 1,
-        key: input.key.clone(),
-        payload: Some(serde_json::to_vec(&late).unwrap()),
-        headers: vec![],
-        trace: tidings_core::trace::Hop::root(),
-    };
+    let input = harness::input_of(&late, 1);
     let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(400).arg("WRITE").query_async(&mut admin).await.unwrap();
-    tokio::time::timeout(Duration::from_millis(100), deliverer.process(&input, "email-test.2", &revoked))
+    tokio::time::timeout(Duration::from_millis(100), deliverer.process(&input, &deliverer.owners(), &revoked))
         .await
         .expect("a record of a revoked partition returns without asking Redis");
     tidings_core::persist::until_ok("a later claim", || store.claim("after-2", "someone", lease)).await;

@@ -186,7 +186,7 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
             "the expired claim to be taken over",
             Duration::from_secs(5),
             Duration::from_millis(20),
-            || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::TakenOver },
+            || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::TakenOver { pinned: None } },
         )
         .await;
         // w2 knows w1 stopped part-way; renewing its own claim is no takeover.
@@ -197,6 +197,13 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
         assert!(!store.release("n2", "w1").await.unwrap());
         assert!(store.release("n2", "w2").await.unwrap(), "the holder gives its claim up");
         assert_eq!(store.claim("n2", "w3", lease).await.unwrap(), Claim::Acquired);
+
+        // A claim given up pinned by an ambiguous answer is taken over at once, with its pin.
+        assert!(!store.pin("n2", "w2", "sendgrid").await.unwrap(), "only the holder pins");
+        assert!(store.pin("n2", "w3", "sendgrid").await.unwrap());
+        let pinned = Claim::TakenOver { pinned: Some("sendgrid".into()) };
+        assert_eq!(store.claim("n2", "w4", lease).await.unwrap(), pinned);
+        assert_eq!(store.claim("n2", "w5", lease).await.unwrap(), Claim::Held, "w4 holds it now");
     })
     .await;
 }

@@ -5,7 +5,10 @@
 //! provider's breaker; an open breaker is skipped without a call. A provider
 //! that is down, or whose retries ran out, hands the message to the next one
 //! with the same `notification_id`. An ambiguous answer pins the message to
-//! the provider that gave it: it is never sent through another. When no
+//! the provider that gave it: it is never sent through another, and a
+//! permanent error there ends it unconfirmed (the first request may have
+//! been taken). A send abandoned while pinned says so, and the caller's next
+//! send of the message starts pinned ([`Chain::send`]'s `pin`). When no
 //! provider could be called (every breaker open), the message is held until
 //! a breaker probes: an outage burns nothing into the dead-letter topic.
 //!
@@ -64,8 +67,11 @@ const CALL_OUTCOMES: [&str; 5] = ["sent", "ambiguous", "transient", "down", "per
 pub enum Outcome {
     Sent(Sent),
     Failed(Failed),
-    /// The caller's `stop` fired before the message went out.
-    Abandoned,
+    /// The caller's `stop` fired before the message went out. `pinned`:
+    /// the provider an ambiguous answer tied the message to, if one did.
+    Abandoned {
+        pinned: Option<String>,
+    },
 }
 
 /// A send that went out.
@@ -103,10 +109,16 @@ struct Walk {
     attempts: u32,
     tried: Vec<String>,
     first_failure: Option<DateTime<Utc>>,
+    /// The provider an ambiguous answer tied the message to.
+    pinned: Option<String>,
 }
 
 impl Walk {
-    fn failed(self, error: ProviderError, ending: Ending, clock: &Clock) -> Outcome {
+    fn failed(self, error: ProviderError, mut ending: Ending, clock: &Clock) -> Outcome {
+        // Refused after an ambiguous answer: the first request may have been taken.
+        if self.pinned.is_some() && ending == Ending::Permanent {
+            ending = Ending::Unconfirmed;
+        }
         let now = clock.now();
         Outcome::Failed(Failed {
             error,
@@ -178,12 +190,16 @@ impl Chain {
         self.links.iter().all(|l| l.breaker.is_open())
     }
 
-    /// Sends `message` through the first provider that takes it.
+    /// Sends `message` through the first provider that takes it, or only
+    /// through provider `pin` when an earlier send of it was pinned there
+    /// (a pin naming no provider of this chain that takes the message, as
+    /// after a configuration change, is ignored).
     pub async fn send(
         &self,
         message: &Outgoing,
         policy: &Policy,
         when_down: WhenDown,
+        pin: Option<&str>,
         stop: &CancellationToken,
     ) -> Outcome {
         let links: Vec<&Link> = self.links.iter().filter(|l| l.provider.accepts(&message.content)).collect();
@@ -195,13 +211,22 @@ impl Chain {
             ));
             return walk.failed(e, Ending::Permanent, &self.clock);
         }
-        let mut pinned: Option<usize> = None;
+        if let Some(pin) = pin {
+            if links.iter().any(|l| l.provider.name() == pin) {
+                walk.pinned = Some(pin.to_string());
+            } else if !self.links.iter().any(|l| l.provider.name() == pin) {
+                // (One that takes other messages is another part's pin: a push to several platforms.)
+                tracing::warn!(provider = pin, "pinned to a provider the channel no longer has; the pin is ignored");
+            }
+        }
         let mut passes = 0u32;
+        // Not the provider the message is pinned to, if it is.
+        let elsewhere = |walk: &Walk, link: &Link| walk.pinned.as_deref().is_some_and(|p| p != link.provider.name());
         loop {
             let mut counted = false;
             let mut last_error = None;
-            for (i, link) in links.iter().enumerate() {
-                if pinned.is_some_and(|p| p != i) {
+            for link in &links {
+                if elsewhere(&walk, link) {
                     continue;
                 }
                 let Some(admission) = link.breaker.allow() else { continue };
@@ -218,39 +243,30 @@ impl Chain {
                             providers_tried: walk.tried,
                         })
                     }
-                    Err(Left::Abandoned) => return Outcome::Abandoned,
+                    Err(Left::Abandoned) => return Outcome::Abandoned { pinned: walk.pinned },
                     Err(Left::Stop(ending, e)) => return walk.failed(e, ending, &self.clock),
-                    Err(Left::Next(e)) => {
-                        if e.ambiguous && pinned.is_none() {
-                            tracing::warn!(
-                                provider = link.provider.name(),
-                                "no answer after the request was written: retried on this provider only"
-                            );
-                            pinned = Some(i);
-                        }
-                        last_error = Some(e);
-                    }
+                    Err(Left::Next(e)) => last_error = Some(e),
                 }
             }
             if counted {
                 passes += 1;
             }
-            let wait = match policy.after_pass(passes, counted, when_down == WhenDown::GiveUp, pinned.is_some()) {
+            let wait = match policy.after_pass(passes, counted, when_down == WhenDown::GiveUp, walk.pinned.is_some()) {
                 AfterPass::Again(wait) => wait,
                 AfterPass::Stop(ending) => {
                     let e = last_error.unwrap_or_else(|| ProviderError::down("every provider of the channel is open"));
                     return walk.failed(e, ending, &self.clock);
                 }
                 AfterPass::Hold => {
-                    let open = links.iter().enumerate().filter(|(i, _)| pinned.is_none_or(|p| p == *i));
-                    let wake = open.filter_map(|(_, l)| l.breaker.reopens_at()).min();
+                    let open = links.iter().filter(|l| !elsewhere(&walk, l));
+                    let wake = open.filter_map(|l| l.breaker.reopens_at()).min();
                     tracing::debug!("no provider of the channel can be called; holding the message");
                     wake.unwrap_or_else(|| Instant::now() + Duration::from_millis(100))
                         .saturating_duration_since(Instant::now())
                 }
             };
             if !pause(wait, stop).await {
-                return Outcome::Abandoned;
+                return Outcome::Abandoned { pinned: walk.pinned };
             }
         }
     }
@@ -295,6 +311,13 @@ impl Chain {
             }
             walk.first_failure.get_or_insert_with(|| self.clock.now());
             tracing::warn!(provider = name, kind = ?error.kind, ambiguous = error.ambiguous, error = %error, "send failed");
+            if error.ambiguous && walk.pinned.is_none() {
+                tracing::warn!(
+                    provider = name,
+                    "no answer after the request was written: retried on this provider only"
+                );
+                walk.pinned = Some(name.to_string());
+            }
             match policy.after_call(calls, &error) {
                 AfterCall::Retry(wait) => {
                     link.retries.increment(1);
@@ -410,7 +433,7 @@ mod tests {
             content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
         };
         for _ in 0..3 {
-            let sent = chain.send(&message, &policy, WhenDown::GiveUp, &CancellationToken::new()).await;
+            let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &CancellationToken::new()).await;
             assert!(matches!(sent, Outcome::Sent(_)));
         }
         chain.all_open()
@@ -462,7 +485,7 @@ mod tests {
             content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
         };
         let live = CancellationToken::new();
-        let sent = chain.send(&message, &policy, WhenDown::GiveUp, &live).await;
+        let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &live).await;
         assert!(!matches!(sent, Outcome::Sent(_)), "{sent:?}");
         assert!(chain.all_open(), "two refused calls open the breaker");
         provider.down.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -470,11 +493,55 @@ mod tests {
         let stopped = CancellationToken::new();
         stopped.cancel();
         for _ in 0..3 {
-            let sent = chain.send(&message, &policy, WhenDown::GiveUp, &stopped).await;
-            assert!(matches!(sent, Outcome::Abandoned), "{sent:?}");
+            let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &stopped).await;
+            assert!(matches!(sent, Outcome::Abandoned { pinned: None }), "{sent:?}");
         }
-        let sent = chain.send(&message, &policy, WhenDown::GiveUp, &live).await;
+        let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &live).await;
         assert!(matches!(sent, Outcome::Sent(_)), "the provider is up and a probe may call it: {sent:?}");
+    }
+
+    /// Answers each call with the next of its errors, then takes the message.
+    struct Scripted {
+        answers: std::sync::Mutex<Vec<ProviderError>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn serves(&self, _: Channel) -> bool {
+            true
+        }
+        async fn send(&self, _: &Outgoing) -> Result<Receipt, ProviderError> {
+            let mut answers = self.answers.lock().unwrap();
+            if answers.is_empty() {
+                return Ok(Receipt::default());
+            }
+            Err(answers.remove(0))
+        }
+    }
+
+    /// A retry on the provider an ambiguous answer pinned the message to
+    /// that is refused for good does not say the message never went: the
+    /// first request may have been taken, so it ends unconfirmed, never
+    /// handed to another channel.
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_after_an_ambiguous_answer_ends_unconfirmed() {
+        let answers = vec![ProviderError::ambiguous("timed out after writing"), ProviderError::permanent("refused")];
+        let provider = Arc::new(Scripted { answers: answers.into() });
+        let breaker: BreakerConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        let chain = Chain::new(vec![provider], &breaker, None);
+        let retry: RetryConfig = serde_json::from_value(serde_json::json!({"attempts": 3})).unwrap();
+        let policy = Policy::new(&retry, Ambiguity::AtLeastOnce);
+        let message = Outgoing {
+            notification_id: "n".into(),
+            priority: tidings_core::Priority::Critical,
+            content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
+        };
+        let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &CancellationToken::new()).await;
+        let Outcome::Failed(failed) = sent else { panic!("it fails: {sent:?}") };
+        assert_eq!((failed.ending, failed.attempts), (Ending::Unconfirmed, 2), "{failed:?}");
     }
 
     /// Takes every message at once.
@@ -517,7 +584,7 @@ mod tests {
                     priority: tidings_core::Priority::Bulk,
                     content: Content::Sms { to: "+33612345678".into(), body: "hi".into() },
                 };
-                chain.send(&message, &policy, WhenDown::GiveUp, &CancellationToken::new()).await
+                chain.send(&message, &policy, WhenDown::GiveUp, None, &CancellationToken::new()).await
             });
         }
         let started = std::time::Instant::now();

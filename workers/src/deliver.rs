@@ -222,23 +222,53 @@ pub struct Deliverer {
     pub renderer: Arc<Renderer>,
     pub chain: Chain,
     pub clock: Clock,
-    /// This process's id; each delivery's claim owner is `<owner>.<n>`.
+    /// This process's id; each claim attempt's owner is `<owner>.<n>.<attempt>` ([`Owners`]).
     pub owner: String,
     pub deliveries: std::sync::atomic::AtomicU64,
     pub marks: Marks,
     pub outcomes: Outcomes,
 }
 
-impl Deliverer {
-    /// A claim owner for one delivery, unique in the fleet.
-    pub fn next_owner(&self) -> String {
-        format!("{}.{}", self.owner, self.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+/// The claim owners of one delivery, unique in the fleet: one per claim
+/// attempt, so that a release of an earlier attempt that arrives late (it
+/// timed out, and its request went on) finds another owner's claim and
+/// leaves it. The attempt running is the one a panic is recorded under.
+pub struct Owners {
+    delivery: String,
+    attempts: std::sync::atomic::AtomicU32,
+}
+
+impl Owners {
+    /// The owner of the next claim attempt.
+    fn next(&self) -> String {
+        let attempt = self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        format!("{}.{attempt}", self.delivery)
     }
 
-    /// Handles one record as delivery `owner`; returns once its outcome is
-    /// durable, or once `revoked` fired (the partition moved: its new owner
-    /// delivers the record).
-    pub async fn process(&self, input: &Input, owner: &str, revoked: &CancellationToken) {
+    /// The owner of the attempt running (or of a first one, before any).
+    fn current(&self) -> String {
+        let attempt = self.attempts.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        format!("{}.{attempt}", self.delivery)
+    }
+}
+
+/// Why a delivery stopped before an outcome.
+struct Stopped {
+    /// The provider an ambiguous answer pinned the message to, if one did.
+    pinned: Option<String>,
+}
+
+impl Deliverer {
+    /// The claim owners of one delivery.
+    pub fn owners(&self) -> Owners {
+        let n = self.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Owners { delivery: format!("{}.{n}", self.owner), attempts: Default::default() }
+    }
+
+    /// Handles one record as the delivery `owners` name; returns once its
+    /// outcome is durable, or once `revoked` fired (the partition moved: its
+    /// new owner delivers the record).
+    pub async fn process(&self, input: &Input, owners: &Owners, revoked: &CancellationToken) {
         let n = match self.read(input) {
             Ok(n) => n,
             Err(letter) => return until_ok("dead-letter", || self.dead_letter(input, &letter)).await,
@@ -248,12 +278,16 @@ impl Deliverer {
         // An outcome reached whose recording found the claim gone: recorded
         // once the claim is back, never reached a second time by sending again.
         let mut reached: Option<Ended> = None;
+        // The provider an attempt of this delivery was pinned to, for the
+        // next attempt should its claim not say so (it was lost, not given up).
+        let mut pinned_before: Option<String> = None;
         let address = address_of(&n.recipient);
         loop {
             // A record of a partition gone before it was begun asks Redis nothing.
             if revoked.is_cancelled() {
                 return;
             }
+            let owner = &owners.next();
             // When the last claim request went out: the lease runs from when
             // Redis takes it, at the earliest then.
             let asked = std::sync::Mutex::new(None);
@@ -274,10 +308,10 @@ impl Deliverer {
                 claimed = &mut claiming => claimed,
             };
             let asked = asked.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
-            // A delivery of it stopped part-way: it may be out already.
-            let taken_over = claim == Claim::TakenOver;
-            match claim {
-                Claim::Acquired | Claim::TakenOver => {}
+            // A delivery of it stopped part-way: it may be out already, through the provider it was pinned to if it was.
+            let (taken_over, pin) = match claim {
+                Claim::Acquired => (false, pinned_before.clone()),
+                Claim::TakenOver { pinned } => (true, pinned.or_else(|| pinned_before.clone())),
                 Claim::Done(record) => return self.duplicate(input, &n, &record).await,
                 // Another delivery is sending it (a rebalance moved the partition
                 // mid-send): wait for its outcome or for its claim to expire.
@@ -287,39 +321,50 @@ impl Deliverer {
                         _ = tokio::time::sleep(Duration::from_millis(200).min(lease)) => continue,
                     }
                 }
-            }
+            };
             let at_most_once = self.config.worker.ambiguous.of(n.priority) == Ambiguity::AtMostOnce;
             let ended = match reached.take() {
-                Some(ended) => Some(ended),
-                None if taken_over && at_most_once => Some(self.taken_over(&n).into()),
+                Some(ended) => Ok(ended),
+                None if taken_over && at_most_once => Ok(self.taken_over(&n).into()),
                 None => {
                     let lost = revoked.child_token();
                     let ended = tokio::select! {
-                        ended = self.deliver(input, &n, prefs, suppressed, &lost) => ended,
+                        ended = self.deliver(input, &n, prefs, suppressed, pin.as_deref(), &lost) => ended,
                         _ = self.keep_claim(&n.notification_id, owner, asked, &lost) => unreachable!("keeping a claim never ends"),
                     };
                     match ended {
-                        Some(mut e) if taken_over && e.status.state == State::Sent && e.status.error.is_none() => {
+                        Ok(mut e) if taken_over && e.status.state == State::Sent && e.status.error.is_none() => {
                             let why = "sent after a delivery of it stopped part-way: this may be a second copy";
                             e.status = e.status.with_error(None, why);
-                            Some(e)
+                            Ok(e)
                         }
                         other => other,
                     }
                 }
             };
             match ended {
-                Some(ended) => match self.record(input, &n, owner, ended).await {
+                Ok(ended) => match self.record(input, &n, owner, ended).await {
                     Ok(()) => return,
                     Err(ended) => {
                         metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "recording").increment(1);
                         reached = Some(ended);
                     }
                 },
-                None => {
-                    // Given up on purpose, so the next holder need not wait for it to expire.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.store.release(&n.notification_id, owner))
-                        .await;
+                Err(Stopped { pinned }) => {
+                    // Given up on purpose, so the next holder need not wait for it to
+                    // expire; pinned, the next holder sends through that provider only.
+                    let id = &n.notification_id;
+                    let give_up = async {
+                        match &pinned {
+                            Some(provider) => self.store.pin(id, owner, provider).await,
+                            None => self.store.release(id, owner).await,
+                        }
+                    };
+                    let given_up = matches!(tokio::time::timeout(Duration::from_secs(1), give_up).await, Ok(Ok(true)));
+                    if !given_up && pinned.is_some() && revoked.is_cancelled() {
+                        tracing::warn!("a claim pinned by an ambiguous answer may not be given up pinned: the partition's next owner may send it through another provider");
+                    }
+                    pinned_before = pinned;
                     if revoked.is_cancelled() {
                         return;
                     }
@@ -391,7 +436,7 @@ impl Deliverer {
 
     /// A delivery that panicked: the record is dead-lettered as poison and
     /// its notification ends `dead_lettered`, so its offset moves on.
-    pub async fn panicked(&self, input: &Input, owner: &str, why: &str) {
+    pub async fn panicked(&self, input: &Input, owners: &Owners, why: &str) {
         tracing::error!(offset = input.offset, panic = why, "a delivery panicked");
         metrics::counter!("tidings_delivery_panics_total", "channel" => self.channel.as_str()).increment(1);
         let error = format!("delivery panicked: {why}");
@@ -400,8 +445,10 @@ impl Deliverer {
             return until_ok("dead-letter", || self.dead_letter(input, &letter)).await;
         };
         let lease = self.config.worker.claim_lease;
+        // The claim of the attempt that panicked, if it was had: renewed, not waited out.
+        let owner = &owners.current();
         match until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)).await {
-            Claim::Acquired | Claim::TakenOver => {
+            Claim::Acquired | Claim::TakenOver { .. } => {
                 let status = self.status(&n, State::DeadLettered).with_error(Some(ErrorClass::Poison), error);
                 let _ = self.record(input, &n, owner, Ended { status, letter: Some(letter) }).await;
             }
@@ -410,28 +457,30 @@ impl Deliverer {
         }
     }
 
-    /// Everything between the claim and the outcome; `None` when `stop`
-    /// fired before anything went out.
+    /// Everything between the claim and the outcome; [`Stopped`] when
+    /// `stop` fired before anything went out.
     /// `prefs` are the user's preferences and `listed` the address's
-    /// suppression-list entry, as read with the claim.
+    /// suppression-list entry, as read with the claim; `pin` the provider
+    /// an ambiguous answer tied the message to before.
     async fn deliver(
         &self,
         input: &Input,
         n: &Notification,
         prefs: Option<String>,
         listed: Option<Suppression>,
+        pin: Option<&str>,
         stop: &CancellationToken,
-    ) -> Option<Ended> {
+    ) -> Result<Ended, Stopped> {
         let prefs = match prefs.map(|json| Preferences::parse(&json)) {
-            None => return Some(self.suppressed(n, format!("no preferences for user {}", n.user_id)).into()),
-            Some(Err(e)) => return Some(self.suppressed(n, format!("stored preferences are unusable: {e}")).into()),
+            None => return Ok(self.suppressed(n, format!("no preferences for user {}", n.user_id)).into()),
+            Some(Err(e)) => return Ok(self.suppressed(n, format!("stored preferences are unusable: {e}")).into()),
             Some(Ok(p)) => p,
         };
         if let Some(reason) = prefs.suppression(n.channel, &n.category) {
-            return Some(self.suppressed(n, reason).into());
+            return Ok(self.suppressed(n, reason).into());
         }
         if let Some(entry) = listed {
-            return Some(self.suppressed(n, entry.why()).into());
+            return Ok(self.suppressed(n, entry.why()).into());
         }
         let content = match self.renderer.render(n) {
             Ok(c) => c,
@@ -446,7 +495,7 @@ impl Deliverer {
                     last_failure: now,
                 };
                 let status = self.status(n, State::DeadLettered).with_error(Some(ErrorClass::Render), e.to_string());
-                return Some(Ended { status, letter: Some(letter) });
+                return Ok(Ended { status, letter: Some(letter) });
             }
         };
         let max_segments = self.config.channels.get(&n.channel).map_or(u32::MAX, |c| c.max_segments);
@@ -460,7 +509,7 @@ impl Deliverer {
                 first_failure: now,
                 last_failure: now,
             };
-            return Some(self.failed(input, n, &prefs, refused).await);
+            return Ok(self.failed(input, n, &prefs, refused).await);
         }
         let outgoing = Outgoing { notification_id: n.notification_id.clone(), priority: n.priority, content };
         // A critical message that can go another way does not wait out an outage.
@@ -477,15 +526,15 @@ impl Deliverer {
             // Once one part went out, the others go too: stopping half-way
             // would resend the first part with the whole message.
             let stop = if sent.is_empty() { stop } else { &never };
-            match self.chain.send(&part, &policy, when_down, stop).await {
+            match self.chain.send(&part, &policy, when_down, pin, stop).await {
                 Outcome::Sent(s) => sent.push(s),
                 Outcome::Failed(f) => failed.push((part, f)),
-                Outcome::Abandoned => return None,
+                Outcome::Abandoned { pinned } => return Err(Stopped { pinned }),
             }
         }
         if sent.is_empty() {
             let (_, first) = failed.into_iter().next().expect("a message has at least one part");
-            return Some(self.failed(input, n, &prefs, first).await);
+            return Ok(self.failed(input, n, &prefs, first).await);
         }
         let mut s = self.status(n, State::Sent);
         s.provider = Some(sent.iter().map(|p| p.provider.as_str()).collect::<Vec<_>>().join("+"));
@@ -499,7 +548,7 @@ impl Deliverer {
             let class = failed.iter().any(|(_, f)| f.error.invalid_recipient).then_some(ErrorClass::Permanent);
             s = s.with_error(class, format!("not every device took it: {}", why.join("; ")));
         }
-        Some(s.into())
+        Ok(s.into())
     }
 
     /// The outcome of one platform's part of a push whose other parts went
@@ -809,6 +858,18 @@ mod tests {
         let asked = Instant::now();
         hold_claim(lease, asked, || async { Ok(false) }).await;
         assert_eq!(asked.elapsed(), lease / 3, "given up at the first renewal");
+    }
+
+    /// Each claim attempt of a delivery has an owner of its own, so a late
+    /// release of one attempt cannot delete the next one's claim; a panic is
+    /// recorded under the attempt running, whose claim it renews.
+    #[test]
+    fn each_claim_attempt_has_its_own_owner() {
+        let owners = Owners { delivery: "email-00ff.7".into(), attempts: Default::default() };
+        assert_eq!(owners.current(), "email-00ff.7.1", "a panic before any claim");
+        let (first, second) = (owners.next(), owners.next());
+        assert_ne!(first, second);
+        assert_eq!(owners.current(), second);
     }
 
     /// A state's counter is found by its discriminant.

@@ -372,14 +372,14 @@ async fn consume(
                         turn.wait().await;
                         // Made once its turn came: a record waiting for its user's earlier one holds no span.
                         let span = input.span(deliverer.channel);
-                        let owner = deliverer.next_owner();
+                        let owners = deliverer.owners();
                         {
                             let _slot = slots.acquire_owned().await.expect("the slots are never closed");
                             // Boxed: the task itself stays small, so spawning it copies little.
-                            let delivery = deliverer.process(&input, &owner, &revoked).instrument(span);
+                            let delivery = deliverer.process(&input, &owners, &revoked).instrument(span);
                             let delivery = AssertUnwindSafe(Box::pin(delivery));
                             if let Err(panic) = delivery.catch_unwind().await {
-                                deliverer.panicked(&input, &owner, &panic_text(panic.as_ref())).await;
+                                deliverer.panicked(&input, &owners, &panic_text(panic.as_ref())).await;
                             }
                         }
                         drop(turn.done);

@@ -3,7 +3,8 @@
 //! long as the process.
 
 use super::{
-    claim_value, entry, lane_of, millis, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, lane_of, millis, pinned_to, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK,
+    CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::suppression::Suppression;
 use async_trait::async_trait;
@@ -80,7 +81,7 @@ impl Store for MemoryStore {
                 if *expires > now + CLAIM_MEMORY {
                     return Ok(Claim::Held);
                 }
-                Claim::TakenOver
+                Claim::TakenOver { pinned: pinned_to(value) }
             }
             _ => Claim::Acquired,
         };

@@ -94,7 +94,9 @@ pub enum Claim {
     /// stopped (died, or lost Redis) without an outcome: that holder may
     /// have been in its provider call, so the notification may be out
     /// already. The worker's ambiguity policy decides what happens.
-    TakenOver,
+    /// `pinned`: the provider an ambiguous answer tied it to, when the
+    /// holder gave the claim up so ([`Store::pin`]): it may go through no other.
+    TakenOver { pinned: Option<String> },
 }
 
 /// How long a claim is remembered after its lease runs out, so that whoever
@@ -134,7 +136,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Claimed, StoreError> {
         let claim = self.claim(id, owner, lease).await?;
         let (prefs, suppressed) = match claim {
-            Claim::Acquired | Claim::TakenOver => {
+            Claim::Acquired | Claim::TakenOver { .. } => {
                 let prefs = self.prefs_many(&[user.to_string()]).await?.pop().flatten();
                 let suppressed = match address {
                     Some(a) => self.suppression(a).await?,
@@ -176,6 +178,14 @@ pub trait Store: Send + Sync {
     /// Gives `owner`'s claim on `id` up, so another delivery may take it at once.
     async fn release(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
         self.swap(id, &claim_value(owner), None, Duration::ZERO).await
+    }
+
+    /// Gives `owner`'s claim on `id` up, pinned to `provider` by an
+    /// ambiguous answer: the next claim takes it over at once
+    /// ([`Claim::TakenOver`] with the pin), and sends through that provider
+    /// only. The pin is kept as long as a claim is remembered.
+    async fn pin(&self, id: &str, owner: &str, provider: &str) -> Result<bool, StoreError> {
+        self.swap(id, &claim_value(owner), Some(&pin_value(provider)), CLAIM_MEMORY).await
     }
 
     /// Notification `id`'s dedupe value as it is now: a claim ([`CLAIM_MARK`]
@@ -355,6 +365,20 @@ pub const CLAIM_MARK: &str = "inflight:";
 /// The dedupe value of `owner`'s claim.
 pub fn claim_value(owner: &str) -> String {
     format!("{CLAIM_MARK}{owner}")
+}
+
+/// How the owner of a claim given up pinned starts; a delivery's owner never does.
+const PIN_MARK: &str = "pin:";
+
+/// The dedupe value of a claim given up pinned to `provider`: a claim
+/// whose lease ran out, so the next claim takes it over at once.
+fn pin_value(provider: &str) -> String {
+    claim_value(&format!("{PIN_MARK}{provider}"))
+}
+
+/// The provider a claim's dedupe `value` is pinned to, if it was given up so.
+pub fn pinned_to(value: &str) -> Option<String> {
+    value.strip_prefix(CLAIM_MARK)?.strip_prefix(PIN_MARK).map(str::to_string)
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {

@@ -1,8 +1,8 @@
 //! The Redis implementation of [`Store`].
 
 use super::{
-    claim_value, entry, millis, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY,
-    MAX_CLAIM,
+    claim_value, entry, millis, pinned_to, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK,
+    CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::suppression::Suppression;
 use async_trait::async_trait;
@@ -47,8 +47,8 @@ return {granted, 0}
 /// (empty: none). After them, ARGV: the claim mark every claim value starts
 /// with, and the memory in ms. A claim is live while more than the memory is
 /// left; a claim past its lease is taken over (code 3). Answers, per claim:
-/// code, outcome already recorded, preferences and list entry (when asked
-/// and the claim had).
+/// code, the value found (the outcome already recorded, or the claim taken
+/// over), preferences and list entry (when asked and the claim had).
 const CLAIM: &str = r#"
 local n = #KEYS / 3
 local mark, memory = ARGV[4 * n + 1], tonumber(ARGV[4 * n + 2])
@@ -60,7 +60,7 @@ for i = 1, n do
   if (not cur) or cur == owner then
     code = 1
   elseif string.sub(cur, 1, string.len(mark)) == mark then
-    if redis.call('PTTL', key) > memory then code = 2 else code = 3 end
+    if redis.call('PTTL', key) > memory then code = 2 else code, value = 3, cur end
   else
     value = cur
   end
@@ -456,7 +456,7 @@ async fn claim_batch(mut conn: Conn, script: &Script, asks: Vec<ClaimAsk>) -> Re
         let claim = match code {
             1 => Claim::Acquired,
             2 => Claim::Held,
-            3 => Claim::TakenOver,
+            3 => Claim::TakenOver { pinned: pinned_to(&value) },
             _ => Claim::Done(value),
         };
         let suppressed = (!listed.is_empty()).then(|| entry(&listed)).flatten();
@@ -505,7 +505,7 @@ impl RedisStore {
             lives: lease + CLAIM_MEMORY,
         };
         let mut claimed = self.claims.ask(ask).await?;
-        if cluster && matches!(claimed.claim, Claim::Acquired | Claim::TakenOver) {
+        if cluster && matches!(claimed.claim, Claim::Acquired | Claim::TakenOver { .. }) {
             if let Some(user) = user {
                 claimed.prefs = self.mget(&[self.keys.prefs(user)]).await?.pop().flatten();
             }

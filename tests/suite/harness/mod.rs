@@ -17,6 +17,9 @@ use tidings::embedded::{EmbeddedKafka, RedisServer};
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::config::ChannelConfig;
 use tidings_core::{kafka, Channel, Config, Notification, State, StatusRecord};
+use tidings_workers::chain::Chain;
+use tidings_workers::deliver::{Deliverer, Input, Marks};
+use tidings_workers::render::Renderer;
 
 pub const PARTITIONS: i32 = 4;
 
@@ -258,6 +261,38 @@ pub fn email_notification(
         not_before: None,
         fallback: vec![],
         attempt: 0,
+    }
+}
+
+/// A deliverer of `channel` through the configured providers, with its
+/// own producer and the published marks' writer (which ends with it).
+pub fn deliverer(config: &Arc<Config>, store: tidings_core::store::SharedStore, channel: Channel) -> Deliverer {
+    let (marks, _marking) = Marks::start(store.clone());
+    Deliverer {
+        channel,
+        producer: kafka::producer(&config.kafka).unwrap(),
+        chain: Chain::new(tidings::fleet::providers(config, channel).unwrap(), &config.worker.breaker, None),
+        config: config.clone(),
+        store,
+        renderer: Arc::new(Renderer::load(&tidings::fleet::templates_dir(config)).unwrap()),
+        clock: tidings_core::Clock::system(),
+        owner: format!("{channel}-test"),
+        deliveries: Default::default(),
+        marks,
+        outcomes: tidings_core::telemetry::Outcomes::default(),
+    }
+}
+
+/// Notification `n` as the record at `offset` of partition 0 of its topic.
+pub fn input_of(n: &Notification, offset: i64) -> Input {
+    Input {
+        topic: n.channel.topic(n.priority),
+        partition: 0,
+        offset,
+        key: Some(n.user_id.as_bytes().to_vec()),
+        payload: Some(serde_json::to_vec(n).unwrap()),
+        headers: vec![],
+        trace: tidings_core::trace::Hop::root(),
     }
 }
 

@@ -1,0 +1,64 @@
+//! An ambiguous answer (the request written, no answer in time) pins a
+//! critical message to the provider that gave it: the message may be out
+//! already, so it is never sent through another provider or channel. The
+//! pin outlives the delivery that learned it: a delivery abandoned while
+//! pinned (its partition moved, the worker drained, its claim was lost)
+//! leaves the pin to the next one. On the code before, the pin lived in the
+//! abandoned delivery only: the next one, SendGrid answering 503, handed the
+//! message to SMTP, a second copy by another route that no status counted.
+
+use crate::harness::{self, fakes, smtp::SmtpServer, Infra};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_core::{Channel, Priority};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_abandoned_while_pinned_leaves_the_pin_to_the_next_one() {
+    let infra = Infra::start();
+    let sendgrid = fakes::sendgrid().await;
+    let smtp = SmtpServer::start().await;
+    let providers = harness::sendgrid_provider(&sendgrid.server.uri(), "1s")
+        + &harness::smtp_and_twilio(smtp.port, "http://127.0.0.1:9");
+    let mut config = infra.config(&providers, &[(Channel::Email, &["sendgrid", "smtp"])]);
+    config.worker.retry.attempts = 2;
+    config.worker.retry.passes = 2;
+    config.worker.retry.max_backoff = Duration::from_millis(100);
+    let config = Arc::new(config);
+    let store = harness::store_with_email_users(&config, 1).await;
+    let deliverer = Arc::new(harness::deliverer(&config, store.clone(), Channel::Email));
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let mut n = harness::email_notification("n-pinned", "evt-1", "u-0", "u0@example.com", sample);
+    n.priority = Priority::Critical;
+    let input = harness::input_of(&n, 0);
+
+    // SendGrid takes the request and answers after the adapter gave up on it: ambiguous.
+    sendgrid.state.stall_next.store(1, SeqCst);
+    *sendgrid.state.stall_for.lock().unwrap() = Duration::from_secs(3);
+    let revoked = CancellationToken::new();
+    let first = tokio::spawn({
+        let (deliverer, input, revoked) = (deliverer.clone(), input.clone(), revoked.clone());
+        async move { deliverer.process(&input, &deliverer.owners(), &revoked).await }
+    });
+    harness::eventually("SendGrid has the request", Duration::from_secs(10), Duration::from_millis(10), || async {
+        sendgrid.state.accepted().len() == 1
+    })
+    .await;
+    // The partition moves while the call is on its way: the call ends (ambiguous), then the delivery stops.
+    revoked.cancel();
+    tokio::time::timeout(Duration::from_secs(10), first).await.expect("a revoked delivery stops").unwrap();
+    assert!(smtp.received().is_empty(), "the first delivery sent nothing through SMTP");
+
+    // The partition's next owner delivers the record again, SendGrid now refusing every call.
+    *sendgrid.state.down_until.lock().unwrap() = Some(std::time::Instant::now() + Duration::from_secs(3600));
+    let live = CancellationToken::new();
+    tokio::time::timeout(Duration::from_secs(30), deliverer.process(&input, &deliverer.owners(), &live))
+        .await
+        .expect("the second delivery ends");
+    assert_eq!(smtp.received().len(), 0, "no second copy through SMTP");
+    let record = store.dedupe_value("n-pinned").await.unwrap().expect("an outcome is recorded");
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["status"]["state"], "unconfirmed", "{record}");
+    assert!(sendgrid.state.refused() > 0, "the second delivery called SendGrid again");
+}
