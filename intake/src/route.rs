@@ -3,10 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use std::collections::HashMap;
 use tidings_core::config::{ChannelMode, EventRoute};
 use tidings_core::event::CloudEvent;
 use tidings_core::notification::notification_id;
 use tidings_core::quiet_hours::quiet_until;
+use tidings_core::suppression::address_of;
 use tidings_core::{Notification, Preferences, Priority, Recipient};
 
 /// What becomes of one notification intake creates.
@@ -22,11 +24,15 @@ pub enum Outcome {
 
 /// Routes `event` for `prefs` at `now`. An empty result means no channel of the
 /// route is enabled for the user; the caller records that as suppressed.
+/// `listed` gives why an address is on the suppression list, if it is: a
+/// `first` route passes over such a channel to the next (the worker
+/// suppresses what reaches it for a listed address, and does not fall back).
 pub fn route(
     event: &CloudEvent,
     user_id: &str,
     route: &EventRoute,
     prefs: &Preferences,
+    listed: &HashMap<String, String>,
     now: DateTime<Utc>,
 ) -> Vec<Outcome> {
     let template = route.template.clone().unwrap_or_else(|| event.ty.clone());
@@ -54,9 +60,15 @@ pub fn route(
             fallback: route.fallback.iter().copied().filter(|c| *c != channel).collect(),
             attempt: 0,
         };
+        let first = route.mode == ChannelMode::First;
         let outcome = match (prefs.recipient(channel), prefs.suppression(channel, &route.category)) {
             (_, Some(reason)) => Outcome::Suppress(n, reason),
             (None, None) => Outcome::Suppress(n, format!("user has no {channel} address")),
+            (Some(r), None) if first && address_of(&r).is_some_and(|a| listed.contains_key(&a)) => {
+                let why = address_of(&r).and_then(|a| listed.get(&a).cloned()).unwrap_or_default();
+                n.recipient = r;
+                Outcome::Suppress(n, why)
+            }
             (Some(r), None) => {
                 n.recipient = r;
                 match quiet {
@@ -70,7 +82,7 @@ pub fn route(
         };
         let sendable = !matches!(outcome, Outcome::Suppress(..));
         outcomes.push(outcome);
-        if sendable && route.mode == ChannelMode::First {
+        if sendable && first {
             break;
         }
     }
@@ -117,6 +129,7 @@ mod tests {
             "u1",
             &route_of("normal", "all"),
             &prefs(serde_json::json!({})),
+            &HashMap::new(),
             at("2026-11-26T12:00:00Z"),
         );
         assert_eq!(out.len(), 3);
@@ -134,9 +147,23 @@ mod tests {
             "u1",
             &route_of("normal", "first"),
             &prefs(serde_json::json!({})),
+            &HashMap::new(),
             at("2026-11-26T12:00:00Z"),
         );
         assert_eq!(out.len(), 2, "push is suppressed (no token), email is the first that can send");
+        assert!(matches!(&out[1], Outcome::Publish(n) if n.channel == Channel::Email));
+
+        // An address on the suppression list cannot receive: the next channel is chosen.
+        let listed = HashMap::from([("a@example.com".to_string(), "listed: hard_bounce".to_string())]);
+        let p = prefs(serde_json::json!({}));
+        let out = route(&event("t"), "u1", &route_of("normal", "first"), &p, &listed, at("2026-11-26T12:00:00Z"));
+        assert_eq!(out.len(), 3);
+        assert!(
+            matches!(&out[1], Outcome::Suppress(n, r) if n.channel == Channel::Email && r == "listed: hard_bounce")
+        );
+        assert!(matches!(&out[2], Outcome::Publish(n) if n.channel == Channel::Sms));
+        // A route to every channel leaves the list to the workers.
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, &listed, at("2026-11-26T12:00:00Z"));
         assert!(matches!(&out[1], Outcome::Publish(n) if n.channel == Channel::Email));
     }
 
@@ -145,19 +172,19 @@ mod tests {
         // 23:00 in Paris.
         let now = at("2026-11-26T22:00:00Z");
         let p = prefs(serde_json::json!({}));
-        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, now);
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, &HashMap::new(), now);
         assert!(matches!(&out[1], Outcome::Defer(n) if n.not_before == Some(at("2026-11-27T06:00:00Z"))));
-        let out = route(&event("t"), "u1", &route_of("critical", "all"), &p, now);
+        let out = route(&event("t"), "u1", &route_of("critical", "all"), &p, &HashMap::new(), now);
         assert!(matches!(&out[1], Outcome::Publish(_)));
     }
 
     #[test]
     fn opt_out_and_mute_suppress_with_reason() {
         let p = prefs(serde_json::json!({"opt_out": ["transactional"]}));
-        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, at("2026-11-26T12:00:00Z"));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, &HashMap::new(), at("2026-11-26T12:00:00Z"));
         assert!(out.iter().all(|o| matches!(o, Outcome::Suppress(_, r) if r.contains("opted out"))));
         let p = prefs(serde_json::json!({"muted": true}));
-        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, at("2026-11-26T12:00:00Z"));
+        let out = route(&event("t"), "u1", &route_of("normal", "all"), &p, &HashMap::new(), at("2026-11-26T12:00:00Z"));
         assert!(out.iter().all(|o| matches!(o, Outcome::Suppress(_, r) if r == "user is muted")));
     }
 }

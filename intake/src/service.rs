@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
-use tidings_core::config::{EventRoute, UnknownTypes};
+use tidings_core::config::{ChannelMode, EventRoute, UnknownTypes};
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::event::{check_id, CloudEvent};
 use tidings_core::kafka::{self, enqueue_dead_letter, enqueue_json};
@@ -43,6 +43,7 @@ use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
 use tidings_core::store::{lane, SharedStore};
+use tidings_core::suppression::address_of;
 use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
 use tidings_core::trace::{self, Hop};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, State, StatusRecord};
@@ -147,11 +148,25 @@ struct Prepared {
     prefs: HashMap<String, Hydrated>,
     /// Lane -> when the last member held on it is released.
     holds: HashMap<String, DateTime<Utc>>,
+    /// Why each listed address of the batch's `first` routes is on the
+    /// suppression list: such a route passes over its channel.
+    listed: HashMap<String, String>,
     /// How many batches were wholly routed when its lanes were read: the
     /// holds the batches after those made may be missing from `holds`.
     routed_before: u64,
     /// When its preferences and lanes were read.
     read_at: Instant,
+}
+
+/// What routing one event reads: the event and its user, its route, the
+/// user's preferences, and the suppression list's entries for the batch
+/// ([`Prepared::listed`]).
+struct Routing<'a> {
+    event: &'a CloudEvent,
+    user_id: &'a str,
+    route: &'a EventRoute,
+    prefs: &'a Result<Preferences, String>,
+    listed: &'a HashMap<String, String>,
 }
 
 /// A batch that waited longer than this for the router (its writes held up
@@ -578,7 +593,32 @@ impl Intake {
             prefs.insert(user, parsed);
         }
         let holds = lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
-        Prepared { batch, prefs, holds, routed_before, read_at }
+        let listed = self.listed(&batch, &prefs).await;
+        Prepared { batch, prefs, listed, holds, routed_before, read_at }
+    }
+
+    /// The suppression-list entries of the addresses a `first` route of
+    /// `batch` may choose, read in one round trip (none for a batch without
+    /// such a route), as why each listed one is.
+    async fn listed(&self, batch: &[Read], prefs: &HashMap<String, Hydrated>) -> HashMap<String, String> {
+        let mut addresses = Vec::new();
+        for read in batch {
+            let Decoded::Routed(event, user) = &read.decoded else { continue };
+            let route = &self.config.events[&event.ty];
+            let Some(Ok(p)) = prefs.get(user.as_str()).map(|p| p.as_ref().as_ref()) else { continue };
+            if route.mode != ChannelMode::First {
+                continue;
+            }
+            let on = route.channels.iter().filter(|c| p.channel_enabled(**c));
+            addresses.extend(on.filter_map(|c| p.recipient(*c)).filter_map(|r| address_of(&r)));
+        }
+        if addresses.is_empty() {
+            return HashMap::new();
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        let entries = until_ok("read the suppression list", || self.store.listed(&addresses)).await;
+        addresses.into_iter().zip(entries).filter_map(|(a, e)| Some((a, e?.why()))).collect()
     }
 
     /// `prepared`, or read again if it waited longer than [`HYDRATED_FOR`].
@@ -600,7 +640,7 @@ impl Intake {
     ) -> Result<Vec<Pending>, IntakeError> {
         let now = self.clock.now();
         let events = &self.config.events;
-        let Prepared { batch, prefs, holds, routed_before, .. } = prepared;
+        let Prepared { batch, prefs, listed, holds, routed_before, .. } = prepared;
         let mut holds = carried.merge(holds, routed_before);
 
         let mut out = Vec::with_capacity(batch.len());
@@ -637,9 +677,8 @@ impl Intake {
                         .unwrap_or_else(|| Arc::new(Err(format!("no preferences for user {user}"))));
                     let route_cfg = &events[&event.ty];
                     let (traced, span) = Traced::event(event);
-                    self.route_event(event, user, route_cfg, &hydrated, &mut holds, now, &traced, &mut pending)
-                        .instrument(span)
-                        .await
+                    let routing = Routing { event, user_id: user, route: route_cfg, prefs: &hydrated, listed: &listed };
+                    self.route_event(routing, &mut holds, now, &traced, &mut pending).instrument(span).await
                 }
             };
             match handled {
@@ -659,18 +698,15 @@ impl Intake {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn route_event(
         &self,
-        event: &CloudEvent,
-        user_id: &str,
-        route_cfg: &EventRoute,
-        prefs: &Result<Preferences, String>,
+        routing: Routing<'_>,
         holds: &mut Holds,
         now: DateTime<Utc>,
         traced: &Traced,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
+        let Routing { event, user_id, route: route_cfg, prefs, listed } = routing;
         let template = route_cfg.template.as_deref().unwrap_or(&event.ty);
         let prefs = match prefs {
             Ok(p) => p,
@@ -679,7 +715,7 @@ impl Intake {
                 return self.status(status, traced, pending).await;
             }
         };
-        let outcomes = route(event, user_id, route_cfg, prefs, now);
+        let outcomes = route(event, user_id, route_cfg, prefs, listed, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
             let status = event_status(event, user_id, route_cfg.channels[0], template, reason, now);

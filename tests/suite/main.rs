@@ -24,6 +24,7 @@ mod scheduler_crash;
 mod secrets;
 mod smtp_provider;
 mod store;
+mod suppressed_routes;
 mod templates_check;
 mod topics;
 mod traces;

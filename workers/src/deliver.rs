@@ -646,12 +646,23 @@ impl Deliverer {
     /// Hands a critical notification that failed for good on this channel to
     /// the next channel of its fallback list that the user can receive. The
     /// copy has its own deterministic id, so a redelivery republishes the
-    /// same one and its worker's dedupe absorbs it.
+    /// same one and its worker's dedupe absorbs it. A channel whose address
+    /// is on the suppression list is passed over, as one the user turned off.
     async fn fall_back(&self, input: &Input, n: &Notification, prefs: &Preferences) -> Option<Notification> {
-        let at = n
-            .fallback
-            .iter()
-            .position(|c| prefs.recipient(*c).is_some() && prefs.suppression(*c, &n.category).is_none())?;
+        let mut at = None;
+        for (i, c) in n.fallback.iter().enumerate() {
+            let Some(recipient) = prefs.recipient(*c).filter(|_| prefs.suppression(*c, &n.category).is_none()) else {
+                continue;
+            };
+            if let Some(address) = address_of(&recipient) {
+                if until_ok("read the suppression list", || self.store.suppression(&address)).await.is_some() {
+                    continue;
+                }
+            }
+            at = Some(i);
+            break;
+        }
+        let at = at?;
         let channel = n.fallback[at];
         let next = Notification {
             notification_id: notification_id(&n.event_id, channel, &n.user_id, &n.template),

@@ -258,6 +258,16 @@ pub trait Store: Send + Sync {
     /// The suppression-list entry of `address` (listed form), if any.
     async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError>;
 
+    /// The suppression-list entries of `addresses`, in order, in one round
+    /// trip where the store allows.
+    async fn listed(&self, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError> {
+        let mut entries = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            entries.push(self.suppression(address).await?);
+        }
+        Ok(entries)
+    }
+
     /// One page of the suppression list from `cursor` (0 to start) and the
     /// cursor of the next page (0 after the last). Pages hold about a
     /// hundred entries, none twice in one pass over an unchanging list.

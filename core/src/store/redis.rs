@@ -782,6 +782,16 @@ impl Store for RedisStore {
         Ok(json.and_then(|j| entry(&j)))
     }
 
+    async fn listed(&self, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let json: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(self.keys.suppressions()).arg(addresses).query_async(&mut conn).await?;
+        Ok(json.into_iter().map(|j| j.and_then(|j| entry(&j))).collect())
+    }
+
     async fn suppressions(&self, cursor: u64) -> Result<(u64, Vec<Suppression>), StoreError> {
         let mut conn = self.conn.clone();
         let (next, pairs): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
