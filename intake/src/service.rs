@@ -139,7 +139,8 @@ enum Decoded {
 
 enum Rejection {
     Poison(String),
-    Unknown(CloudEvent, String),
+    /// An event of a type no route names, with its user id if it has one.
+    Unknown(CloudEvent, Option<String>),
 }
 
 /// A batch with what routing it needs, read by the hydrator.
@@ -447,9 +448,13 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
     let reason = match CloudEvent::decode(m.payload(), &headers, limits) {
         Err(e) => Rejection::Poison(e.to_string()),
         Ok(event) => {
-            match event.user_id(&config.intake.user_pointer).and_then(|u| check_id("user id", &u, limits).map(|()| u)) {
+            let user =
+                event.user_id(&config.intake.user_pointer).and_then(|u| check_id("user id", &u, limits).map(|()| u));
+            match user {
+                // Another service's event may have no user where ours do: its type is what counts.
+                _ if !config.events.contains_key(&event.ty) => Rejection::Unknown(event, user.ok()),
                 Err(e) => Rejection::Poison(e.to_string()),
-                Ok(user) if config.events.contains_key(&event.ty) => {
+                Ok(user) => {
                     let decoded = Decoded::Routed(event, user);
                     return Read {
                         topic: topic.clone(),
@@ -461,7 +466,6 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
                         decoded,
                     };
                 }
-                Ok(user) => Rejection::Unknown(event, user),
             }
         }
     };
@@ -665,6 +669,7 @@ impl Intake {
                         UnknownTypes::DeadLetter => self.dead_letter(read, reason, now, &mut pending).await,
                         UnknownTypes::Suppress => {
                             let (traced, span) = Traced::event(event);
+                            let user = user.as_deref().unwrap_or_default();
                             let status = event_status(event, user, Channel::Email, &event.ty, reason, now);
                             self.status(status, &traced, &mut pending).instrument(span).await
                         }

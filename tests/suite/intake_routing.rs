@@ -24,9 +24,12 @@ async fn unknown_types_can_be_suppressed_instead_of_dead_lettered() {
     let unknown =
         r#"{"specversion":"1.0","id":"evt-u","type":"loyalty.points_expired","source":"/t","data":{"user_id":"u-1"}}"#;
     tidings::commands::dev::feed(&config, unknown).await.unwrap();
+    // Another service's event on the shared topic, with no user at the configured place.
+    let userless = r#"{"specversion":"1.0","id":"evt-v","type":"inventory.restocked","source":"/t","data":{}}"#;
+    tidings::commands::dev::feed(&config, userless).await.unwrap();
     let records = watch
-        .wait_until("a suppressed status for the unknown event", Duration::from_secs(60), |rs| {
-            rs.iter().any(|r| r.event_id == "evt-u" && r.state == State::Suppressed)
+        .wait_until("suppressed statuses for both unknown events", Duration::from_secs(60), |rs| {
+            ["evt-u", "evt-v"].iter().all(|id| rs.iter().any(|r| r.event_id == *id && r.state == State::Suppressed))
         })
         .await;
     let r = records.iter().find(|r| r.event_id == "evt-u").unwrap();

@@ -309,6 +309,26 @@ async fn soft_bounces_count_in_a_window_and_sightings_are_first_once() {
     .await;
 }
 
+/// A deferral retried after the scheduler claimed its member (the first
+/// try went through, its answer was lost) holds nothing more: once the
+/// member is published the lane is empty. On the code before, the retry
+/// held the member again and counted it twice, and its lane stayed held
+/// for good, every later message of the user going through the scheduler.
+#[tokio::test]
+async fn a_deferral_retried_after_its_member_was_claimed_leaves_the_lane_to_empty() {
+    with_each(async |store: &dyn Store| {
+        let l = lane("u1", Channel::Email);
+        let night = at("2026-11-26T22:00:00Z");
+        assert_eq!(store.defer(&l, "m", night).await.unwrap(), night);
+        assert_eq!(store.claim_due(night, 10, Duration::from_secs(60)).await.unwrap(), vec!["m"]);
+        assert_eq!(store.defer(&l, "m", night).await.unwrap(), night, "the retry");
+        store.remove_deferred(&l, "m").await.unwrap();
+        assert_eq!(store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds, vec![None]);
+        assert_eq!(store.deferred_len().await.unwrap(), 0, "nothing is held");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_lane_releases_its_members_in_order_and_never_before_what_it_holds() {
     with_each(async |store: &dyn Store| {

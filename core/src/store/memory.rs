@@ -141,6 +141,10 @@ impl Store for MemoryStore {
         if let Some((held, _)) = inner.deferred.iter().find(|(_, m)| m == member) {
             return Ok(DateTime::from_timestamp_millis(held / 1000).unwrap_or(due));
         }
+        // Claimed by the scheduler meanwhile: on its way out, not held again.
+        if inner.claimed.iter().any(|(_, m)| m == member) {
+            return Ok(due);
+        }
         let l = inner.lanes.entry(lane.to_string()).or_default();
         let mut due_ms = millis(due);
         if l.pending > 0 {

@@ -129,7 +129,9 @@ return 0
 
 /// Holds a member on its lane, never before a member already held there. A
 /// member already held is not counted again (a retry after a timeout whose
-/// write had gone through): its release time is returned as it is.
+/// write had gone through): its release time is returned as it is; nor is
+/// one the scheduler claimed meanwhile (KEYS[3]), which is on its way out.
+/// ARGV: member, due (ms), lane.
 /// Every lane is a field of one hash (so a batch reads all its lanes with one
 /// HMGET) whose value is `due,pending,seq`: the release time of its last
 /// member, how many members are held, and a sequence that orders members due
@@ -137,6 +139,7 @@ return 0
 const DEFER: &str = r#"
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if held then return math.floor(tonumber(held) / 1000) end
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return tonumber(ARGV[2]) end
 local due = tonumber(ARGV[2])
 local pending, seq = 0, 0
 local v = redis.call('HGET', KEYS[2], ARGV[3])
@@ -618,6 +621,7 @@ impl Store for RedisStore {
             .defer
             .key(self.keys.deferred())
             .key(self.keys.lanes())
+            .key(self.keys.deferred_claimed())
             .arg(member)
             .arg(millis(due))
             .arg(lane)
