@@ -550,7 +550,9 @@ impl Intake {
     /// Reads what routing `batch` needs: the preferences the cache lacks, and
     /// the lanes the batch may defer behind (non-critical channels the user
     /// has on, or every channel of the route while the preferences are
-    /// unknown), in one round trip.
+    /// unknown), in one round trip; and, for a batch with `first` routes,
+    /// the suppression list's entries of the addresses they may choose, in
+    /// a second ([`Self::listed`]).
     async fn prepare(&self, batch: Vec<Read>, routed: &AtomicU64) -> Prepared {
         let events = &self.config.events;
         let mut prefs: HashMap<String, Hydrated> = HashMap::new();

@@ -11,6 +11,7 @@ use crate::harness::{self, fakes, smtp::SmtpServer, Infra};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::store::pinned_to;
 use tidings_core::{Channel, Priority};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +50,22 @@ async fn a_delivery_abandoned_while_pinned_leaves_the_pin_to_the_next_one() {
     revoked.cancel();
     tokio::time::timeout(Duration::from_secs(10), first).await.expect("a revoked delivery stops").unwrap();
     assert!(smtp.received().is_empty(), "the first delivery sent nothing through SMTP");
+
+    let pin = || async { store.dedupe_value("n-pinned").await.unwrap().as_deref().and_then(pinned_to) };
+    assert_eq!(pin().await.as_deref(), Some("sendgrid"), "the claim was given up pinned");
+
+    // A delivery whose partition moves while its claim request is on its way (Redis holding
+    // writes a while) takes the pinned claim over all the same: it hands the pin on.
+    let mut admin = redis::Client::open(infra.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(400).arg("WRITE").query_async(&mut admin).await.unwrap();
+    let moved = CancellationToken::new();
+    let owners = deliverer.owners();
+    let delivery = deliverer.process(&input, &owners, &moved);
+    tokio::pin!(delivery);
+    assert!(tokio::time::timeout(Duration::from_millis(150), &mut delivery).await.is_err(), "it waits for the claim");
+    moved.cancel();
+    tokio::time::timeout(Duration::from_secs(10), delivery).await.expect("a revoked delivery stops");
+    assert_eq!(pin().await.as_deref(), Some("sendgrid"), "the pin was handed on");
 
     // The partition's next owner delivers the record again, SendGrid now refusing every call.
     *sendgrid.state.down_until.lock().unwrap() = Some(std::time::Instant::now() + Duration::from_secs(3600));

@@ -114,9 +114,16 @@ struct Walk {
 }
 
 impl Walk {
+    /// Stopped: the pin of the walk, or the one it was given that is another
+    /// part's (a push to several platforms), which the next send needs too.
+    fn abandoned(self, pin: Option<&str>) -> Outcome {
+        Outcome::Abandoned { pinned: self.pinned.or_else(|| pin.map(str::to_string)) }
+    }
+
     fn failed(self, error: ProviderError, mut ending: Ending, clock: &Clock) -> Outcome {
-        // Refused after an ambiguous answer: the first request may have been taken.
-        if self.pinned.is_some() && ending == Ending::Permanent {
+        // Refused after an ambiguous answer: the first request may have been
+        // taken, unless the refusal says the recipient can take nothing.
+        if self.pinned.is_some() && ending == Ending::Permanent && !error.invalid_recipient {
             ending = Ending::Unconfirmed;
         }
         let now = clock.now();
@@ -243,7 +250,7 @@ impl Chain {
                             providers_tried: walk.tried,
                         })
                     }
-                    Err(Left::Abandoned) => return Outcome::Abandoned { pinned: walk.pinned },
+                    Err(Left::Abandoned) => return walk.abandoned(pin),
                     Err(Left::Stop(ending, e)) => return walk.failed(e, ending, &self.clock),
                     Err(Left::Next(e)) => last_error = Some(e),
                 }
@@ -266,7 +273,7 @@ impl Chain {
                 }
             };
             if !pause(wait, stop).await {
-                return Outcome::Abandoned { pinned: walk.pinned };
+                return walk.abandoned(pin);
             }
         }
     }
@@ -542,6 +549,17 @@ mod tests {
         let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &CancellationToken::new()).await;
         let Outcome::Failed(failed) = sent else { panic!("it fails: {sent:?}") };
         assert_eq!((failed.ending, failed.attempts), (Ending::Unconfirmed, 2), "{failed:?}");
+
+        // A refusal of the recipient says no request reached anyone: it stays permanent.
+        let answers = vec![
+            ProviderError::ambiguous("timed out after writing"),
+            ProviderError::invalid_recipient("no such number"),
+        ];
+        let provider = Arc::new(Scripted { answers: answers.into() });
+        let chain = Chain::new(vec![provider], &breaker, None);
+        let sent = chain.send(&message, &policy, WhenDown::GiveUp, None, &CancellationToken::new()).await;
+        let Outcome::Failed(failed) = sent else { panic!("it fails: {sent:?}") };
+        assert_eq!(failed.ending, Ending::Permanent, "{failed:?}");
     }
 
     /// Takes every message at once.

@@ -281,11 +281,23 @@ impl Deliverer {
         // The provider an attempt of this delivery was pinned to, for the
         // next attempt should its claim not say so (it was lost, not given up).
         let mut pinned_before: Option<String> = None;
+        // An attempt that stopped and could not give its claim up (Redis was
+        // unreachable), and its pin: given up before the next claim, which
+        // would otherwise wait out its lease and take it over as a delivery
+        // that stopped part-way, though nothing went out.
+        let mut not_given_up: Option<(String, Option<String>)> = None;
         let address = address_of(&n.recipient);
         loop {
             // A record of a partition gone before it was begun asks Redis nothing.
             if revoked.is_cancelled() {
                 return;
+            }
+            if let Some((earlier, pinned)) = not_given_up.take() {
+                let id = &n.notification_id;
+                tokio::select! {
+                    _ = until_ok("give the claim up", || self.give_up(id, &earlier, pinned.as_deref())) => {}
+                    _ = revoked.cancelled() => return,
+                }
             }
             let owner = &owners.next();
             // When the last claim request went out: the lease runs from when
@@ -353,21 +365,18 @@ impl Deliverer {
                 Err(Stopped { pinned }) => {
                     // Given up on purpose, so the next holder need not wait for it to
                     // expire; pinned, the next holder sends through that provider only.
-                    let id = &n.notification_id;
-                    let give_up = async {
-                        match &pinned {
-                            Some(provider) => self.store.pin(id, owner, provider).await,
-                            None => self.store.release(id, owner).await,
-                        }
-                    };
-                    let given_up = matches!(tokio::time::timeout(Duration::from_secs(1), give_up).await, Ok(Ok(true)));
-                    if !given_up && pinned.is_some() && revoked.is_cancelled() {
-                        tracing::warn!("a claim pinned by an ambiguous answer may not be given up pinned: the partition's next owner may send it through another provider");
-                    }
-                    pinned_before = pinned;
+                    let give_up = self.give_up(&n.notification_id, owner, pinned.as_deref());
+                    let answered = tokio::time::timeout(Duration::from_secs(1), give_up).await;
                     if revoked.is_cancelled() {
+                        if pinned.is_some() && !matches!(answered, Ok(Ok(true))) {
+                            tracing::warn!("a claim pinned by an ambiguous answer may not be given up pinned: the partition's next owner may send it through another provider");
+                        }
                         return;
                     }
+                    if !matches!(answered, Ok(Ok(_))) {
+                        not_given_up = Some((owner.clone(), pinned.clone()));
+                    }
+                    pinned_before = pinned;
                     metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "sending").increment(1);
                     tracing::warn!("the claim was lost before sending; claiming again");
                 }
@@ -386,12 +395,33 @@ impl Deliverer {
         const GIVE_BACK: Duration = Duration::from_secs(5);
         match tokio::time::timeout(GIVE_BACK, claiming).await {
             Ok(Claimed { claim: Claim::Acquired, .. }) => {
-                if !matches!(tokio::time::timeout(GIVE_BACK, self.store.release(id, owner)).await, Ok(Ok(_))) {
+                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, owner, None)).await, Ok(Ok(_))) {
                     tracing::warn!("a claim taken as the partition moved may not be released; it ends with its lease");
+                }
+            }
+            // The pin it took over is handed on, not left to expire with this claim.
+            Ok(Claimed { claim: Claim::TakenOver { pinned: Some(provider) }, .. }) => {
+                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, owner, Some(&provider))).await, Ok(Ok(_)))
+                {
+                    tracing::warn!("a pinned claim taken as the partition moved may not be given back pinned");
                 }
             }
             Ok(_) => {}
             Err(_) => tracing::warn!("no answer to a claim as the partition moved; any claim ends with its lease"),
+        }
+    }
+
+    /// Gives `owner`'s claim on `id` up: released, or pinned to the provider
+    /// an ambiguous answer tied the message to. False if it was not `owner`'s.
+    async fn give_up(
+        &self,
+        id: &str,
+        owner: &str,
+        pinned: Option<&str>,
+    ) -> Result<bool, tidings_core::store::StoreError> {
+        match pinned {
+            Some(provider) => self.store.pin(id, owner, provider).await,
+            None => self.store.release(id, owner).await,
         }
     }
 
@@ -523,9 +553,11 @@ impl Deliverer {
         let several = parts.len() > 1;
         let never = CancellationToken::new();
         for part in parts {
-            // Once one part went out, the others go too: stopping half-way
-            // would resend the first part with the whole message.
-            let stop = if sent.is_empty() { stop } else { &never };
+            // Once one part went out (or may have), the others go too: stopping
+            // half-way would resend the first part with the whole message.
+            let out =
+                !sent.is_empty() || failed.iter().any(|(_, f): &(Outgoing, Failed)| f.ending == Ending::Unconfirmed);
+            let stop = if out { &never } else { stop };
             match self.chain.send(&part, &policy, when_down, pin, stop).await {
                 Outcome::Sent(s) => sent.push(s),
                 Outcome::Failed(f) => failed.push((part, f)),
