@@ -20,6 +20,7 @@ mod metrics;
 mod prefs;
 mod preview;
 mod quiet_hours_end_to_end;
+mod repeated_statuses;
 mod revoked_claim;
 mod scheduler_crash;
 mod secrets;

@@ -15,11 +15,14 @@
 //!    caller stores the offset without waiting for the mark.
 //!
 //! A copy that arrives after step 3 finds the dedupe record and becomes a
-//! `duplicate` (re-writing the letter and the status first, byte for byte, if
-//! step 5 has not happened: a crash can lose a mark, never a letter or a
-//! status). A notification so has one dead letter, and a second only if a
-//! worker dies between writing it and its mark. A copy that arrives while
-//! another delivery holds the claim waits for its outcome.
+//! `duplicate`. If step 5 has not happened and the recording delivery may
+//! have died before step 4 was acknowledged (it was another worker's, and
+//! no mark came within a lease), the copy first re-writes the letter and the
+//! status, byte for byte: a crash can lose a mark, never a letter or a
+//! status. A notification so has one dead letter and one terminal status,
+//! and a second only if a worker dies between writing them and its mark, or
+//! its mark takes longer than a lease. A copy that arrives while another
+//! delivery holds the claim waits for its outcome.
 //! A delivery that loses its claim (Redis unreachable longer than two thirds
 //! of the lease, or the claim taken over) stops before its next call, gives
 //! the claim up and claims again; one whose partition moved away stops the
@@ -752,24 +755,48 @@ impl Deliverer {
         Ok(())
     }
 
-    /// A copy of a notification that already has an outcome.
+    /// A copy of a notification that already has an outcome. An outcome
+    /// not yet marked published has its letter and status written again,
+    /// byte for byte, only when the delivery that recorded it may have died
+    /// before they were acknowledged: never when it was a delivery of this
+    /// process (it ended once they were, and one user's copies are delivered
+    /// one after the other here), and for another worker's only once it had
+    /// a lease to write its mark and did not.
     async fn duplicate(&self, input: &Input, n: &Notification, raw: &str) {
-        if let Ok(mut record) = serde_json::from_str::<DedupeRecord>(raw) {
-            if !record.published {
-                // The worker that recorded it died before its letter and status were acknowledged.
-                if let Some(letter) = &record.letter {
-                    until_ok("dead-letter", || self.dead_letter(input, letter)).await;
-                }
-                until_ok("write status", || self.publish(&record.status)).await;
-                record.published = true;
-                let json = serde_json::to_string(&record).expect("records serialize to JSON");
-                let ttl = self.config.worker.dedupe_ttl;
-                until_ok("mark published", || self.store.swap(&n.notification_id, raw, Some(&json), ttl)).await;
+        let mut raw = raw.to_string();
+        let lease = self.config.worker.claim_lease;
+        let waited_from = Instant::now();
+        while let Ok(mut record) = serde_json::from_str::<DedupeRecord>(&raw) {
+            if record.published || record.by.as_deref().is_some_and(|by| self.recorded_here(by)) {
+                break;
             }
+            if waited_from.elapsed() < lease {
+                tokio::time::sleep(Duration::from_millis(100).min(lease)).await;
+                match until_ok("read the outcome", || self.store.dedupe_value(&n.notification_id)).await {
+                    Some(now) => raw = now,
+                    None => break,
+                }
+                continue;
+            }
+            // Its worker died between recording it and its letter and status being acknowledged.
+            if let Some(letter) = &record.letter {
+                until_ok("dead-letter", || self.dead_letter(input, letter)).await;
+            }
+            until_ok("write status", || self.publish(&record.status)).await;
+            record.published = true;
+            let json = serde_json::to_string(&record).expect("records serialize to JSON");
+            let ttl = self.config.worker.dedupe_ttl;
+            until_ok("mark published", || self.store.swap(&n.notification_id, &raw, Some(&json), ttl)).await;
+            break;
         }
         let status = input.stamp(self.status(n, State::Duplicate));
         until_ok("write status", || self.publish(&status)).await;
         self.outcomes.count(&status);
+    }
+
+    /// Whether claim owner `by` was a delivery of this process.
+    fn recorded_here(&self, by: &str) -> bool {
+        by.strip_prefix(self.owner.as_str()).is_some_and(|rest| rest.starts_with('.'))
     }
 
     fn status(&self, n: &Notification, state: State) -> StatusRecord {

@@ -1,0 +1,62 @@
+//! A notification read again once its outcome is recorded (events fed
+//! twice, a replayed topic, a partition moved mid-send) ends `duplicate`,
+//! and its terminal status is written once. The copy finds the outcome
+//! recorded; the mark saying its status was published is written in the
+//! background and may come later. The copy republishes the status only
+//! when the delivery that recorded it may have died before publishing it:
+//! never for one of its own process (a delivery ends once its status is
+//! acknowledged, and one user's copies are delivered one after the other),
+//! and for another worker's only once a lease passed with no mark. On the
+//! code before, a late mark was enough: a scenario fed twice through
+//! `tidings dev` had one notification in eight with its `sent` record twice.
+
+use crate::harness::{self, Infra, StatusWatch};
+use std::sync::Arc;
+use std::time::Duration;
+use tidings_core::store::MemoryStore;
+use tidings_core::{Channel, State};
+use tidings_workers::deliver::{Deliverer, Input, Marks};
+use tokio_util::sync::CancellationToken;
+
+async fn deliver(deliverer: &Deliverer, input: &Input) {
+    let owners = deliverer.owners();
+    tokio::time::timeout(Duration::from_secs(30), deliverer.process(input, &owners, &CancellationToken::new()))
+        .await
+        .expect("the delivery ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_republishes_a_status_only_when_its_recorder_may_have_died() {
+    let infra = Infra::start();
+    let (smtp, _twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
+    let store = harness::store_with_email_users(&config, 1).await;
+    let watch = StatusWatch::start(&config);
+    // The marks of both workers never reach Redis: as late as a mark can be.
+    let unmarked = |owner: &str| {
+        let mut deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
+        deliverer.marks = Marks::start(Arc::new(MemoryStore::new())).0;
+        deliverer.owner = owner.to_string();
+        deliverer
+    };
+    let (here, elsewhere) = (unmarked("email-here"), unmarked("email-elsewhere"));
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let n = harness::email_notification("n-twice", "evt-1", "u-0", "user0@example.com", sample);
+    let input = harness::input_of(&n, 0);
+    deliver(&here, &input).await;
+    let sent = |records: &[tidings_core::StatusRecord]| records.iter().filter(|r| r.state == State::Sent).count();
+    let duplicates = |n: usize| {
+        move |rs: &[tidings_core::StatusRecord]| rs.iter().filter(|r| r.state == State::Duplicate).count() >= n
+    };
+
+    // A copy in the same worker: its recorder published the status before it ended.
+    deliver(&here, &input).await;
+    let records = watch.wait_until("the copy to end duplicate", Duration::from_secs(60), duplicates(1)).await;
+    assert_eq!(sent(&records), 1, "{records:?}");
+
+    // A copy in another worker: no mark came within a lease, so the recorder may have died.
+    deliver(&elsewhere, &input).await;
+    let records = watch.wait_until("the second copy to end duplicate", Duration::from_secs(60), duplicates(2)).await;
+    assert_eq!(sent(&records), 2, "republished once: {records:?}");
+    assert_eq!(smtp.received().len(), 1, "sent once");
+}
