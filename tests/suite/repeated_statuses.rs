@@ -14,7 +14,7 @@ use crate::harness::{self, Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::store::MemoryStore;
-use tidings_core::{Channel, State};
+use tidings_core::{Channel, State, StatusRecord};
 use tidings_workers::deliver::{Deliverer, Input, Marks};
 use tokio_util::sync::CancellationToken;
 
@@ -59,4 +59,49 @@ async fn a_copy_republishes_a_status_only_when_its_recorder_may_have_died() {
     let records = watch.wait_until("the second copy to end duplicate", Duration::from_secs(60), duplicates(2)).await;
     assert_eq!(sent(&records), 2, "republished once: {records:?}");
     assert_eq!(smtp.received().len(), 1, "sent once");
+}
+
+/// A delivery's `finish` went through but its answer was lost (Redis slow
+/// past the client's timeout): retried, it reads "claim lost", and the next
+/// claim of the same delivery finds its own outcome recorded. That outcome
+/// is the delivery's to publish, not a copy's: its status is written once,
+/// and no `duplicate`. (The state such a loss leaves is written here as it
+/// would be.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_finds_its_own_outcome_recorded_publishes_it() {
+    let infra = Infra::start();
+    let (smtp, _twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
+    let store = harness::store_with_email_users(&config, 1).await;
+    let watch = StatusWatch::start(&config);
+    let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let n = harness::email_notification("n-own", "evt-1", "u-0", "user0@example.com", sample);
+    let owners = deliverer.owners();
+    // What attempt 1 of this delivery recorded, unpublished.
+    let status = StatusRecord::of(&n, State::Sent, chrono::Utc::now());
+    let record = serde_json::json!({"status": status, "by": "email-test.0.1", "published": false}).to_string();
+    store.claim("n-own", "email-test.0.1", Duration::from_secs(30)).await.unwrap();
+    assert!(store.finish("n-own", "email-test.0.1", &record, Duration::from_secs(600)).await.unwrap());
+
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        deliverer.process(&harness::input_of(&n, 0), &owners, &CancellationToken::new()),
+    )
+    .await
+    .expect("the delivery ends");
+    // The user's next notification: its status comes after any of the first one's.
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let next = harness::email_notification("n-next", "evt-2", "u-0", "user0@example.com", sample);
+    deliver(&deliverer, &harness::input_of(&next, 1)).await;
+    let records = watch
+        .wait_until("the next one's status", Duration::from_secs(60), |rs| {
+            rs.iter().any(|r| r.notification_id == "n-next")
+        })
+        .await;
+    let states: Vec<State> = records.iter().filter(|r| r.notification_id == "n-own").map(|r| r.state).collect();
+    assert_eq!(states, vec![State::Sent], "{records:?}");
+    let record: serde_json::Value = serde_json::from_str(&store.dedupe_value("n-own").await.unwrap().unwrap()).unwrap();
+    assert_eq!(record["published"], true, "marked published");
+    assert_eq!(smtp.received().len(), 1, "only the next one was sent");
 }

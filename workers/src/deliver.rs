@@ -248,6 +248,11 @@ impl Owners {
         format!("{}.{attempt}", self.delivery)
     }
 
+    /// Whether claim owner `by` was an attempt of this delivery.
+    fn own(&self, by: &str) -> bool {
+        by.strip_prefix(self.delivery.as_str()).is_some_and(|rest| rest.starts_with('.'))
+    }
+
     /// The owner of the attempt running (or of a first one, before any).
     fn current(&self) -> String {
         let attempt = self.attempts.load(std::sync::atomic::Ordering::Relaxed).max(1);
@@ -327,7 +332,7 @@ impl Deliverer {
             let (taken_over, pin) = match claim {
                 Claim::Acquired => (false, pinned_before.clone()),
                 Claim::TakenOver { pinned } => (true, pinned.or_else(|| pinned_before.clone())),
-                Claim::Done(record) => return self.duplicate(input, &n, &record).await,
+                Claim::Done(record) => return self.recorded(input, &n, owners, &record).await,
                 // Another delivery is sending it (a rebalance moved the partition
                 // mid-send): wait for its outcome or for its claim to expire.
                 Claim::Held => {
@@ -779,19 +784,41 @@ impl Deliverer {
                 continue;
             }
             // Its worker died between recording it and its letter and status being acknowledged.
-            if let Some(letter) = &record.letter {
-                until_ok("dead-letter", || self.dead_letter(input, letter)).await;
-            }
-            until_ok("write status", || self.publish(&record.status)).await;
-            record.published = true;
-            let json = serde_json::to_string(&record).expect("records serialize to JSON");
-            let ttl = self.config.worker.dedupe_ttl;
-            until_ok("mark published", || self.store.swap(&n.notification_id, &raw, Some(&json), ttl)).await;
+            self.publish_recorded(input, n, &raw, &mut record).await;
             break;
         }
         let status = input.stamp(self.status(n, State::Duplicate));
         until_ok("write status", || self.publish(&status)).await;
         self.outcomes.count(&status);
+    }
+
+    /// A notification found with an outcome: a copy's ([`Self::duplicate`]),
+    /// or this delivery's own, recorded by an earlier attempt whose answer
+    /// was lost (its `finish` went through, and was retried): then it is
+    /// this delivery's to publish, and no copy.
+    async fn recorded(&self, input: &Input, n: &Notification, owners: &Owners, raw: &str) {
+        match serde_json::from_str::<DedupeRecord>(raw) {
+            Ok(mut record) if record.by.as_deref().is_some_and(|by| owners.own(by)) => {
+                if !record.published {
+                    self.publish_recorded(input, n, raw, &mut record).await;
+                }
+                self.outcomes.count(&record.status);
+            }
+            _ => self.duplicate(input, n, raw).await,
+        }
+    }
+
+    /// Writes the letter and status of the outcome recorded as `raw`, and
+    /// marks it published.
+    async fn publish_recorded(&self, input: &Input, n: &Notification, raw: &str, record: &mut DedupeRecord) {
+        if let Some(letter) = &record.letter {
+            until_ok("dead-letter", || self.dead_letter(input, letter)).await;
+        }
+        until_ok("write status", || self.publish(&record.status)).await;
+        record.published = true;
+        let json = serde_json::to_string(&record).expect("records serialize to JSON");
+        let ttl = self.config.worker.dedupe_ttl;
+        until_ok("mark published", || self.store.swap(&n.notification_id, raw, Some(&json), ttl)).await;
     }
 
     /// Whether claim owner `by` was a delivery of this process.
