@@ -19,6 +19,7 @@ mod limits;
 mod metrics;
 mod prefs;
 mod preview;
+mod quiet_at_delivery;
 mod quiet_hours_end_to_end;
 mod repeated_statuses;
 mod revoked_claim;

@@ -49,10 +49,11 @@ use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::config::Ambiguity;
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{self, delivered, enqueue_json};
-use tidings_core::notification::{headers, notification_id};
+use tidings_core::notification::{headers, notification_id, Deferred};
 use tidings_core::persist::until_ok;
+use tidings_core::quiet_hours::quiet_until;
 use tidings_core::status::{cut_reason, ErrorClass};
-use tidings_core::store::{Claim, Claimed, SharedStore};
+use tidings_core::store::{lane, Claim, Claimed, SharedStore};
 use tidings_core::suppression::{address_of, Cause, Suppression};
 use tidings_core::telemetry::Outcomes;
 use tidings_core::trace::{self, Hop};
@@ -260,10 +261,14 @@ impl Owners {
     }
 }
 
-/// Why a delivery stopped before an outcome.
-struct Stopped {
-    /// The provider an ambiguous answer pinned the message to, if one did.
-    pinned: Option<String>,
+/// Why a delivery ends without an outcome.
+enum NotNow {
+    /// Told to stop before anything went out. `pinned`: the provider an
+    /// ambiguous answer tied the message to, if one did.
+    Stopped { pinned: Option<String> },
+    /// The user's quiet hours began since intake routed it (a backlog held
+    /// through an outage): it is held until `until`.
+    Quiet { until: DateTime<Utc> },
 }
 
 impl Deliverer {
@@ -370,7 +375,8 @@ impl Deliverer {
                         reached = Some(ended);
                     }
                 },
-                Err(Stopped { pinned }) => {
+                Err(NotNow::Quiet { until }) => return self.hold_quiet(input, &n, owner, until).await,
+                Err(NotNow::Stopped { pinned }) => {
                     // Given up on purpose, so the next holder need not wait for it to
                     // expire; pinned, the next holder sends through that provider only.
                     let give_up = self.give_up(&n.notification_id, owner, pinned.as_deref());
@@ -417,6 +423,30 @@ impl Deliverer {
             Ok(_) => {}
             Err(_) => tracing::warn!("no answer to a claim as the partition moved; any claim ends with its lease"),
         }
+    }
+
+    /// Holds `n` until its user's quiet hours end, as intake would have: on
+    /// its lane, through the scheduler, with a `deferred` status. The claim
+    /// is given up first, so a worker that dies before the hold leaves the
+    /// record to be read again, not a claim for the scheduled copy to take
+    /// over hours later. Held twice (the record read again after a crash),
+    /// it is held once: the member is the same.
+    async fn hold_quiet(&self, input: &Input, n: &Notification, owner: &str, until: DateTime<Utc>) {
+        until_ok("give the claim up", || self.store.release(&n.notification_id, owner)).await;
+        let held = Deferred {
+            notification: Notification { not_before: Some(until), ..n.clone() },
+            correlation_id: input.header(headers::CORRELATION_ID).unwrap_or_default().to_string(),
+            traceparent: input.header(headers::TRACEPARENT).map(str::to_string),
+        };
+        let member = serde_json::to_string(&held).expect("records serialize to JSON");
+        let lane = lane(&n.user_id, n.channel);
+        let released = until_ok("defer", || self.store.defer(&lane, &member, until)).await;
+        tracing::debug!(until = %released, "held for the user's quiet hours");
+        let mut status = self.status(n, State::Deferred);
+        status.not_before = Some(released);
+        let status = input.stamp(status);
+        until_ok("write status", || self.publish(&status)).await;
+        self.outcomes.count(&status);
     }
 
     /// Gives `owner`'s claim on `id` up: released, or pinned to the provider
@@ -495,8 +525,8 @@ impl Deliverer {
         }
     }
 
-    /// Everything between the claim and the outcome; [`Stopped`] when
-    /// `stop` fired before anything went out.
+    /// Everything between the claim and the outcome; [`NotNow`] when `stop`
+    /// fired before anything went out, or the user's quiet hours hold it.
     /// `prefs` are the user's preferences and `listed` the address's
     /// suppression-list entry, as read with the claim; `pin` the provider
     /// an ambiguous answer tied the message to before.
@@ -508,7 +538,7 @@ impl Deliverer {
         listed: Option<Suppression>,
         pin: Option<&str>,
         stop: &CancellationToken,
-    ) -> Result<Ended, Stopped> {
+    ) -> Result<Ended, NotNow> {
         let prefs = match prefs.map(|json| Preferences::parse(&json)) {
             None => return Ok(self.suppressed(n, format!("no preferences for user {}", n.user_id)).into()),
             Some(Err(e)) => return Ok(self.suppressed(n, format!("stored preferences are unusable: {e}")).into()),
@@ -519,6 +549,12 @@ impl Deliverer {
         }
         if let Some(entry) = listed {
             return Ok(self.suppressed(n, entry.why()).into());
+        }
+        if let (Some(quiet), false) = (&prefs.quiet_hours, n.priority == Priority::Critical) {
+            let tz = prefs.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
+            if let Some(until) = quiet_until(quiet, tz, self.clock.now()) {
+                return Err(NotNow::Quiet { until });
+            }
         }
         let content = match self.renderer.render(n) {
             Ok(c) => c,
@@ -569,7 +605,7 @@ impl Deliverer {
             match self.chain.send(&part, &policy, when_down, pin, stop).await {
                 Outcome::Sent(s) => sent.push(s),
                 Outcome::Failed(f) => failed.push((part, f)),
-                Outcome::Abandoned { pinned } => return Err(Stopped { pinned }),
+                Outcome::Abandoned { pinned } => return Err(NotNow::Stopped { pinned }),
             }
         }
         if sent.is_empty() {
