@@ -28,6 +28,10 @@ pub enum Recipient {
 pub struct Notification {
     /// Deterministic: see [`notification_id`].
     pub notification_id: String,
+    /// The CloudEvents `source` of the event: with `event_id`, what
+    /// identifies it (two services may each send an event "1").
+    #[serde(default)]
+    pub source: String,
     pub event_id: String,
     pub event_type: String,
     pub user_id: String,
@@ -54,13 +58,15 @@ pub struct Notification {
     pub attempt: u32,
 }
 
-/// The id of the notification for (event, channel, user, template).
+/// The id of the notification for (event, channel, user, template), the
+/// event named by its CloudEvents `source` and `id` (only the two together
+/// identify it).
 ///
-/// A hash of exactly those four, so a redelivered or replayed event maps to the
+/// A hash of exactly those five, so a redelivered or replayed event maps to the
 /// same id and the worker's dedupe turns it into a `duplicate`.
-pub fn notification_id(event_id: &str, channel: Channel, user_id: &str, template: &str) -> String {
+pub fn notification_id(source: &str, event_id: &str, channel: Channel, user_id: &str, template: &str) -> String {
     let mut hasher = Sha256::new();
-    for part in [event_id, channel.as_str(), user_id, template] {
+    for part in [source, event_id, channel.as_str(), user_id, template] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
@@ -79,13 +85,17 @@ mod tests {
 
     #[test]
     fn notification_id_is_deterministic_and_separates_its_parts() {
-        let a = notification_id("e1", Channel::Email, "u1", "order.confirmed");
-        assert_eq!(a, notification_id("e1", Channel::Email, "u1", "order.confirmed"));
+        let a = notification_id("/shop", "e1", Channel::Email, "u1", "order.confirmed");
+        assert_eq!(a, notification_id("/shop", "e1", Channel::Email, "u1", "order.confirmed"));
         assert_eq!(a.len(), 32);
-        assert_ne!(a, notification_id("e1", Channel::Sms, "u1", "order.confirmed"));
-        assert_ne!(a, notification_id("e2", Channel::Email, "u1", "order.confirmed"));
+        assert_ne!(a, notification_id("/shop", "e1", Channel::Sms, "u1", "order.confirmed"));
+        assert_ne!(a, notification_id("/shop", "e2", Channel::Email, "u1", "order.confirmed"));
+        assert_ne!(a, notification_id("/billing", "e1", Channel::Email, "u1", "order.confirmed"), "another service's e1");
         // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(notification_id("ab", Channel::Email, "c", "t"), notification_id("a", Channel::Email, "bc", "t"));
+        assert_ne!(
+            notification_id("/s", "ab", Channel::Email, "c", "t"),
+            notification_id("/s", "a", Channel::Email, "bc", "t")
+        );
     }
 }
 

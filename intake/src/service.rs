@@ -847,7 +847,7 @@ fn event_status(
     now: DateTime<Utc>,
 ) -> StatusRecord {
     StatusRecord {
-        notification_id: notification_id(&event.id, channel, user_id, template),
+        notification_id: notification_id(&event.source, &event.id, channel, user_id, template),
         event_id: event.id.clone(),
         event_type: event.ty.clone(),
         user_id: user_id.to_string(),

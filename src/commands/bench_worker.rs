@@ -371,6 +371,7 @@ async fn queue(
         let user = format!("u-{}", seq % users);
         let n = Notification {
             notification_id: format!("{prefix}-{seq}"),
+            source: "/bench".into(),
             event_id: format!("{prefix}-{seq}"),
             event_type: "order.confirmed".into(),
             user_id: user.clone(),

@@ -54,7 +54,7 @@ async fn a_preference_change_reaches_intake_within_the_cache_ttl_and_workers_at_
     let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), Roles::all(&config)).unwrap();
 
     tidings::commands::dev::feed(&config, &order_event(1, "u-1")).await.unwrap();
-    let first = notification_id("evt-1", Channel::Email, "u-1", "order.confirmed");
+    let first = notification_id("/test", "evt-1", Channel::Email, "u-1", "order.confirmed");
     watch.wait_for_status(&first, State::Sent, Duration::from_secs(60)).await;
 
     // The user turns email off. Intake may still route from its cache for up
@@ -85,5 +85,30 @@ async fn a_preference_change_reaches_intake_within_the_cache_ttl_and_workers_at_
     };
     assert!(seen_by_intake, "intake never saw the change");
     assert_eq!(smtp.received().len(), 1);
+    fleet.shutdown().await.unwrap();
+}
+
+/// Two services' events with one id are two events: only the CloudEvents
+/// `source` and `id` together identify one. On the code before, the
+/// notification of the second had the first's id and ended `duplicate`,
+/// never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_of_two_sources_with_one_id_are_two_events() {
+    let infra = Infra::start();
+    let smtp = SmtpServer::start().await;
+    let config = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    let config = Arc::new(config);
+    let store = harness::store_with_email_users(&config, 2).await;
+    let watch = StatusWatch::start(&config);
+    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let shop = order_event(1, "u-1");
+    let mut billing: serde_json::Value = serde_json::from_str(&shop).unwrap();
+    billing["source"] = "/billing".into();
+    tidings::commands::dev::feed(&config, &format!("{shop}\n{billing}\n")).await.unwrap();
+    for source in ["/test", "/billing"] {
+        let id = notification_id(source, "evt-1", Channel::Email, "u-1", "order.confirmed");
+        watch.wait_for_status(&id, State::Sent, Duration::from_secs(60)).await;
+    }
+    assert_eq!(smtp.received().len(), 2, "one email per event");
     fleet.shutdown().await.unwrap();
 }

@@ -55,7 +55,7 @@ async fn quiet_hours_defer_critical_bypasses_and_opt_outs_suppress() {
     ]
     .join("\n");
     tidings::commands::dev::feed(&config, &events).await.unwrap();
-    let id = |event: &str, user: &str, template: &str| notification_id(event, Channel::Email, user, template);
+    let id = |event: &str, user: &str, template: &str| notification_id("/test", event, Channel::Email, user, template);
     let wait = Duration::from_secs(60);
 
     // The order at 23:00 local waits for 07:00 local (06:00Z).

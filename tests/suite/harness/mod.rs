@@ -246,6 +246,7 @@ pub fn email_notification(
 ) -> Notification {
     Notification {
         notification_id: id.to_string(),
+        source: "/test".into(),
         event_id: event_id.to_string(),
         event_type: "order.confirmed".into(),
         user_id: user.to_string(),

@@ -324,6 +324,7 @@ pub fn sample_notification(template: &str, channel: Channel, locale: &str, data:
     };
     Notification {
         notification_id: "preview".into(),
+        source: "/preview".into(),
         event_id: "preview".into(),
         event_type: template.into(),
         user_id: "preview".into(),
