@@ -90,7 +90,11 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, notification_id("/shop", "e1", Channel::Sms, "u1", "order.confirmed"));
         assert_ne!(a, notification_id("/shop", "e2", Channel::Email, "u1", "order.confirmed"));
-        assert_ne!(a, notification_id("/billing", "e1", Channel::Email, "u1", "order.confirmed"), "another service's e1");
+        assert_ne!(
+            a,
+            notification_id("/billing", "e1", Channel::Email, "u1", "order.confirmed"),
+            "another service's e1"
+        );
         // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(
             notification_id("/s", "ab", Channel::Email, "c", "t"),

@@ -53,4 +53,18 @@ async fn a_message_reaching_the_worker_in_quiet_hours_is_held_until_they_end() {
     assert_eq!(received.len(), 1, "only the critical one went out");
     assert_eq!(store.deferred_len().await.unwrap(), 1, "the normal one is on the schedule");
     assert_eq!(store.dedupe_value("n-normal").await.unwrap(), None, "its claim was given up");
+
+    // Released by the scheduler at the window's end by a clock a little ahead of the worker's:
+    // held for this window already, it goes (held again, it would be lost or go round).
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let mut released = harness::email_notification("n-released", "evt-3", "u-0", "user0@example.com", sample);
+    released.not_before = Some(until);
+    let (owners, input, live) = (deliverer.owners(), harness::input_of(&released, 2), CancellationToken::new());
+    tokio::time::timeout(Duration::from_secs(30), deliverer.process(&input, &owners, &live))
+        .await
+        .expect("the delivery ends");
+    let records = watch
+        .wait_until("its status", Duration::from_secs(60), |rs| rs.iter().any(|r| r.notification_id == "n-released"))
+        .await;
+    assert_eq!(records.iter().find(|r| r.notification_id == "n-released").unwrap().state, State::Sent);
 }

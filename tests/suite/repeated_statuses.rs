@@ -105,3 +105,34 @@ async fn a_delivery_that_finds_its_own_outcome_recorded_publishes_it() {
     assert_eq!(record["published"], true, "marked published");
     assert_eq!(smtp.received().len(), 1, "only the next one was sent");
 }
+
+/// An outcome recorded by another delivery of this worker that stopped
+/// before its status was acknowledged (its partition was revoked, or it
+/// panicked, between the two): a copy writes the status at once. On the
+/// code before, a copy took any outcome recorded in its own process for
+/// published, and the notification never had a terminal status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_recorded_here_and_never_published_is_published_by_a_copy() {
+    let infra = Infra::start();
+    let (_smtp, _twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
+    let store = harness::store_with_email_users(&config, 1).await;
+    let watch = StatusWatch::start(&config);
+    let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
+    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
+    let n = harness::email_notification("n-stopped", "evt-1", "u-0", "user0@example.com", sample);
+    // What delivery 9 of this worker recorded before it stopped.
+    let status = StatusRecord::of(&n, State::Sent, chrono::Utc::now());
+    let record = serde_json::json!({"status": status, "by": "email-test.9.1", "published": false}).to_string();
+    store.claim("n-stopped", "email-test.9.1", Duration::from_secs(30)).await.unwrap();
+    assert!(store.finish("n-stopped", "email-test.9.1", &record, Duration::from_secs(600)).await.unwrap());
+
+    deliver(&deliverer, &harness::input_of(&n, 0)).await;
+    let records = watch
+        .wait_until("the copy to end duplicate", Duration::from_secs(60), |rs| {
+            rs.iter().any(|r| r.state == State::Duplicate)
+        })
+        .await;
+    let states: Vec<State> = records.iter().map(|r| r.state).collect();
+    assert_eq!(states, vec![State::Sent, State::Duplicate], "{records:?}");
+}

@@ -164,6 +164,9 @@ impl From<StatusRecord> for Ended {
 /// the record is that one still.
 pub struct Marks {
     tx: mpsc::UnboundedSender<(String, String, String)>,
+    /// The notifications whose letter and status this process acknowledged
+    /// lately: a copy of one needs not write them again, however late its mark.
+    acknowledged: moka::sync::Cache<String, ()>,
 }
 
 impl Marks {
@@ -181,16 +184,33 @@ impl Marks {
                 batch.clear();
             }
         });
-        (Marks { tx }, writer)
+        let acknowledged =
+            moka::sync::Cache::builder().max_capacity(Self::REMEMBERED).time_to_live(Duration::from_secs(60)).build();
+        (Marks { tx, acknowledged }, writer)
+    }
+
+    /// Acknowledged notifications remembered at most (a minute's worth at the
+    /// worker's pace; one forgotten has its status written again by a copy).
+    const REMEMBERED: u64 = 50_000;
+
+    /// Whether this process acknowledged `id`'s letter and status lately.
+    fn acknowledged(&self, id: &str) -> bool {
+        self.acknowledged.contains_key(id)
     }
 
     /// Marks `id`'s dedupe record published: its `unpublished` tail becomes
     /// `published`, if it is the record the delivery wrote still.
     fn mark(&self, id: &str, unpublished: String, published: String) {
+        self.acknowledged.insert(id.to_string(), ());
         // Only closed once the writer ended, after every delivery did.
         let _ = self.tx.send((id.to_string(), unpublished, published));
     }
 }
+
+/// How long a copy waits for another worker's mark of an outcome it
+/// recorded (marks are written within milliseconds) before taking that
+/// worker for dead and writing its letter and status again.
+const MARK_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a notification is dead-lettered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,6 +279,15 @@ impl Owners {
         let attempt = self.attempts.load(std::sync::atomic::Ordering::Relaxed).max(1);
         format!("{}.{attempt}", self.delivery)
     }
+}
+
+/// What a delivery's claim said of the deliveries of it before.
+#[derive(Clone, Copy)]
+struct Prior<'a> {
+    /// The provider an ambiguous answer tied the message to.
+    pin: Option<&'a str>,
+    /// A delivery of it stopped part-way: it may be out already.
+    taken_over: bool,
 }
 
 /// Why a delivery ends without an outcome.
@@ -337,7 +366,7 @@ impl Deliverer {
             let (taken_over, pin) = match claim {
                 Claim::Acquired => (false, pinned_before.clone()),
                 Claim::TakenOver { pinned } => (true, pinned.or_else(|| pinned_before.clone())),
-                Claim::Done(record) => return self.recorded(input, &n, owners, &record).await,
+                Claim::Done(record) => return self.recorded(input, &n, owners, &record, revoked).await,
                 // Another delivery is sending it (a rebalance moved the partition
                 // mid-send): wait for its outcome or for its claim to expire.
                 Claim::Held => {
@@ -354,7 +383,7 @@ impl Deliverer {
                 None => {
                     let lost = revoked.child_token();
                     let ended = tokio::select! {
-                        ended = self.deliver(input, &n, prefs, suppressed, pin.as_deref(), &lost) => ended,
+                        ended = self.deliver(input, &n, prefs, suppressed, Prior { pin: pin.as_deref(), taken_over }, &lost) => ended,
                         _ = self.keep_claim(&n.notification_id, owner, asked, &lost) => unreachable!("keeping a claim never ends"),
                     };
                     match ended {
@@ -528,17 +557,18 @@ impl Deliverer {
     /// Everything between the claim and the outcome; [`NotNow`] when `stop`
     /// fired before anything went out, or the user's quiet hours hold it.
     /// `prefs` are the user's preferences and `listed` the address's
-    /// suppression-list entry, as read with the claim; `pin` the provider
-    /// an ambiguous answer tied the message to before.
+    /// suppression-list entry, as read with the claim; `prior` what the
+    /// claim said of the deliveries before.
     async fn deliver(
         &self,
         input: &Input,
         n: &Notification,
         prefs: Option<String>,
         listed: Option<Suppression>,
-        pin: Option<&str>,
+        prior: Prior<'_>,
         stop: &CancellationToken,
     ) -> Result<Ended, NotNow> {
+        let pin = prior.pin;
         let prefs = match prefs.map(|json| Preferences::parse(&json)) {
             None => return Ok(self.suppressed(n, format!("no preferences for user {}", n.user_id)).into()),
             Some(Err(e)) => return Ok(self.suppressed(n, format!("stored preferences are unusable: {e}")).into()),
@@ -550,9 +580,14 @@ impl Deliverer {
         if let Some(entry) = listed {
             return Ok(self.suppressed(n, entry.why()).into());
         }
-        if let (Some(quiet), false) = (&prefs.quiet_hours, n.priority == Priority::Critical) {
+        // A message that may be out already is not held: its claim carries what says so.
+        let may_hold = n.priority != Priority::Critical && !prior.taken_over && pin.is_none();
+        if let (Some(quiet), true) = (&prefs.quiet_hours, may_hold) {
             let tz = prefs.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
-            if let Some(until) = quiet_until(quiet, tz, self.clock.now()) {
+            let until = quiet_until(quiet, tz, self.clock.now());
+            // Held for this window already, and released at its end by a clock a little ahead.
+            let released = |until| n.not_before.is_some_and(|held| until <= held + chrono::Duration::minutes(1));
+            if let Some(until) = until.filter(|until| !released(*until)) {
                 return Err(NotNow::Quiet { until });
             }
         }
@@ -798,28 +833,33 @@ impl Deliverer {
 
     /// A copy of a notification that already has an outcome. An outcome
     /// not yet marked published has its letter and status written again,
-    /// byte for byte, only when the delivery that recorded it may have died
-    /// before they were acknowledged: never when it was a delivery of this
-    /// process (it ended once they were, and one user's copies are delivered
-    /// one after the other here), and for another worker's only once it had
-    /// a lease to write its mark and did not.
-    async fn duplicate(&self, input: &Input, n: &Notification, raw: &str) {
+    /// byte for byte, only when the delivery that recorded it may have
+    /// stopped before they were acknowledged: not when this process
+    /// acknowledged them (its mark is on its way); at once when one of its
+    /// deliveries recorded it and did not (it was revoked or panicked
+    /// between the two); for another worker's, once it had [`MARK_WAIT`] to
+    /// write its mark and did not. Returns without a status if `revoked`
+    /// fires meanwhile (the partition's new owner reads the copy).
+    async fn duplicate(&self, input: &Input, n: &Notification, raw: &str, revoked: &CancellationToken) {
         let mut raw = raw.to_string();
-        let lease = self.config.worker.claim_lease;
+        let wait = MARK_WAIT.min(self.config.worker.claim_lease);
         let waited_from = Instant::now();
         while let Ok(mut record) = serde_json::from_str::<DedupeRecord>(&raw) {
-            if record.published || record.by.as_deref().is_some_and(|by| self.recorded_here(by)) {
+            if record.published || self.marks.acknowledged(&n.notification_id) {
                 break;
             }
-            if waited_from.elapsed() < lease {
-                tokio::time::sleep(Duration::from_millis(100).min(lease)).await;
+            let here = record.by.as_deref().is_some_and(|by| self.recorded_here(by));
+            if !here && waited_from.elapsed() < wait {
+                tokio::select! {
+                    _ = revoked.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
                 match until_ok("read the outcome", || self.store.dedupe_value(&n.notification_id)).await {
                     Some(now) => raw = now,
                     None => break,
                 }
                 continue;
             }
-            // Its worker died between recording it and its letter and status being acknowledged.
             self.publish_recorded(input, n, &raw, &mut record).await;
             break;
         }
@@ -832,7 +872,7 @@ impl Deliverer {
     /// or this delivery's own, recorded by an earlier attempt whose answer
     /// was lost (its `finish` went through, and was retried): then it is
     /// this delivery's to publish, and no copy.
-    async fn recorded(&self, input: &Input, n: &Notification, owners: &Owners, raw: &str) {
+    async fn recorded(&self, input: &Input, n: &Notification, owners: &Owners, raw: &str, revoked: &CancellationToken) {
         match serde_json::from_str::<DedupeRecord>(raw) {
             Ok(mut record) if record.by.as_deref().is_some_and(|by| owners.own(by)) => {
                 if !record.published {
@@ -840,7 +880,7 @@ impl Deliverer {
                 }
                 self.outcomes.count(&record.status);
             }
-            _ => self.duplicate(input, n, raw).await,
+            _ => self.duplicate(input, n, raw, revoked).await,
         }
     }
 
