@@ -13,7 +13,7 @@
 use crate::harness::{self, Infra, StatusWatch};
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::store::MemoryStore;
+use tidings_core::store::RedisStore;
 use tidings_core::{Channel, State, StatusRecord};
 use tidings_workers::deliver::{Deliverer, Input, Marks};
 use tokio_util::sync::CancellationToken;
@@ -32,10 +32,14 @@ async fn a_copy_republishes_a_status_only_when_its_recorder_may_have_died() {
     let config = Arc::new(config);
     let store = harness::store_with_email_users(&config, 1).await;
     let watch = StatusWatch::start(&config);
-    // The marks of both workers never reach Redis: as late as a mark can be.
+    // The marks of both workers go to a Redis that has stopped: as late as a mark can be.
+    let mut gone = tidings::embedded::RedisServer::start().unwrap();
+    let unreachable: Arc<dyn tidings_core::store::Store> =
+        Arc::new(RedisStore::connect(&gone.url(), &config.redis.key_prefix).await.unwrap());
+    tokio::task::block_in_place(|| gone.stop());
     let unmarked = |owner: &str| {
         let mut deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
-        deliverer.marks = Marks::start(Arc::new(MemoryStore::new())).0;
+        deliverer.marks = Marks::start(unreachable.clone()).0;
         deliverer.owner = owner.to_string();
         deliverer
     };

@@ -165,8 +165,9 @@ impl From<StatusRecord> for Ended {
 pub struct Marks {
     tx: mpsc::UnboundedSender<(String, String, String)>,
     /// The notifications whose letter and status this process acknowledged
-    /// lately: a copy of one needs not write them again, however late its mark.
-    acknowledged: moka::sync::Cache<String, ()>,
+    /// and whose mark is not written yet: a copy of one needs not write
+    /// them again, however late the mark.
+    on_the_way: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Marks {
@@ -176,32 +177,33 @@ impl Marks {
     /// The marks, and the task that writes them, which ends once the marks
     /// are dropped and every mark sent was written.
     pub fn start(store: SharedStore) -> (Marks, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, String)>();
+        let on_the_way = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let written = on_the_way.clone();
         let writer = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(Self::BATCH);
             while rx.recv_many(&mut batch, Self::BATCH).await > 0 {
                 until_ok("mark published", || store.swap_tails(&batch)).await;
+                let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
+                for (id, _, _) in &batch {
+                    written.remove(id);
+                }
+                drop(written);
                 batch.clear();
             }
         });
-        let acknowledged =
-            moka::sync::Cache::builder().max_capacity(Self::REMEMBERED).time_to_live(Duration::from_secs(60)).build();
-        (Marks { tx, acknowledged }, writer)
+        (Marks { tx, on_the_way }, writer)
     }
 
-    /// Acknowledged notifications remembered at most (a minute's worth at the
-    /// worker's pace; one forgotten has its status written again by a copy).
-    const REMEMBERED: u64 = 50_000;
-
-    /// Whether this process acknowledged `id`'s letter and status lately.
-    fn acknowledged(&self, id: &str) -> bool {
-        self.acknowledged.contains_key(id)
+    /// Whether this process acknowledged `id`'s letter and status and its mark is on its way.
+    fn on_the_way(&self, id: &str) -> bool {
+        self.on_the_way.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
     }
 
     /// Marks `id`'s dedupe record published: its `unpublished` tail becomes
     /// `published`, if it is the record the delivery wrote still.
     fn mark(&self, id: &str, unpublished: String, published: String) {
-        self.acknowledged.insert(id.to_string(), ());
+        self.on_the_way.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
         // Only closed once the writer ended, after every delivery did.
         let _ = self.tx.send((id.to_string(), unpublished, published));
     }
@@ -844,16 +846,21 @@ impl Deliverer {
         let mut raw = raw.to_string();
         let wait = MARK_WAIT.min(self.config.worker.claim_lease);
         let waited_from = Instant::now();
+        // A record of this process is read once more: its mark may have landed since.
+        let mut read_again = true;
         while let Ok(mut record) = serde_json::from_str::<DedupeRecord>(&raw) {
-            if record.published || self.marks.acknowledged(&n.notification_id) {
+            if record.published || self.marks.on_the_way(&n.notification_id) {
                 break;
             }
             let here = record.by.as_deref().is_some_and(|by| self.recorded_here(by));
-            if !here && waited_from.elapsed() < wait {
-                tokio::select! {
-                    _ = revoked.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            if (here && read_again) || (!here && waited_from.elapsed() < wait) {
+                if !here {
+                    tokio::select! {
+                        _ = revoked.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
                 }
+                read_again = false;
                 match until_ok("read the outcome", || self.store.dedupe_value(&n.notification_id)).await {
                     Some(now) => raw = now,
                     None => break,
