@@ -29,8 +29,7 @@ async fn a_delivery_abandoned_while_pinned_leaves_the_pin_to_the_next_one() {
     let config = Arc::new(config);
     let store = harness::store_with_email_users(&config, 1).await;
     let deliverer = Arc::new(harness::deliverer(&config, store.clone(), Channel::Email));
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let mut n = harness::email_notification("n-pinned", "evt-1", "u-0", "u0@example.com", sample);
+    let mut n = harness::order_notification("n-pinned", "evt-1");
     n.priority = Priority::Critical;
     let input = harness::input_of(&n, 0);
 

@@ -27,8 +27,7 @@ async fn a_claim_lost_with_redis_is_given_up_before_the_next_attempt() {
     let config = Arc::new(config);
     let store = harness::store_with_email_users(&config, 1).await;
     let deliverer = Arc::new(harness::deliverer(&config, store.clone(), Channel::Email));
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let n = harness::email_notification("n-held", "evt-1", "u-0", "user0@example.com", sample);
+    let n = harness::order_notification("n-held", "evt-1");
     let input = harness::input_of(&n, 0);
 
     *sendgrid.state.down_until.lock().unwrap() = Some(std::time::Instant::now() + Duration::from_secs(3600));

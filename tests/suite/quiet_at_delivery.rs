@@ -6,20 +6,14 @@
 //! before, only intake read quiet hours: the held message went out at 03:00
 //! in the user's zone.
 
-use crate::harness::{self, Infra, StatusWatch};
-use std::sync::Arc;
+use crate::harness;
 use std::time::Duration;
-use tidings_core::{Channel, Priority, State};
+use tidings_core::{Priority, State};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_reaching_the_worker_in_quiet_hours_is_held_until_they_end() {
-    let infra = Infra::start();
-    let (smtp, _twilio, config) = infra.email_and_sms().await;
-    let config = Arc::new(config);
-    let store = harness::store_with_email_users(&config, 1).await;
-    let watch = StatusWatch::start(&config);
-    let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
+    let harness::OneWorker { infra: _infra, smtp, store, watch, deliverer, .. } = harness::one_email_worker().await;
     // The user's quiet hours began an hour ago and end in two (their zone is UTC).
     let now = chrono::Utc::now();
     let (start, end) = (now - chrono::Duration::hours(1), now + chrono::Duration::hours(2));
@@ -28,10 +22,8 @@ async fn a_message_reaching_the_worker_in_quiet_hours_is_held_until_they_end() {
         "quiet_hours": {"start": start.format("%H:%M").to_string(), "end": end.format("%H:%M").to_string()}
     });
     store.set_prefs("u-0", &prefs.to_string()).await.unwrap();
-    let sample: serde_json::Value =
-        serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let normal = harness::email_notification("n-normal", "evt-1", "u-0", "user0@example.com", sample.clone());
-    let mut critical = harness::email_notification("n-critical", "evt-2", "u-0", "user0@example.com", sample);
+    let normal = harness::order_notification("n-normal", "evt-1");
+    let mut critical = harness::order_notification("n-critical", "evt-2");
     critical.priority = Priority::Critical;
 
     for (n, offset) in [(&normal, 0), (&critical, 1)] {
@@ -56,8 +48,7 @@ async fn a_message_reaching_the_worker_in_quiet_hours_is_held_until_they_end() {
 
     // Released by the scheduler at the window's end by a clock a little ahead of the worker's:
     // held for this window already, it goes (held again, it would be lost or go round).
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let mut released = harness::email_notification("n-released", "evt-3", "u-0", "user0@example.com", sample);
+    let mut released = harness::order_notification("n-released", "evt-3");
     released.not_before = Some(until);
     let (owners, input, live) = (deliverer.owners(), harness::input_of(&released, 2), CancellationToken::new());
     tokio::time::timeout(Duration::from_secs(30), deliverer.process(&input, &owners, &live))

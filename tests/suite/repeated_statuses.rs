@@ -10,7 +10,7 @@
 //! code before, a late mark was enough: a scenario fed twice through
 //! `tidings dev` had one notification in eight with its `sent` record twice.
 
-use crate::harness::{self, Infra, StatusWatch};
+use crate::harness;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::store::RedisStore;
@@ -27,11 +27,7 @@ async fn deliver(deliverer: &Deliverer, input: &Input) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_republishes_a_status_only_when_its_recorder_may_have_died() {
-    let infra = Infra::start();
-    let (smtp, _twilio, config) = infra.email_and_sms().await;
-    let config = Arc::new(config);
-    let store = harness::store_with_email_users(&config, 1).await;
-    let watch = StatusWatch::start(&config);
+    let harness::OneWorker { infra: _infra, smtp, config, store, watch, .. } = harness::one_email_worker().await;
     // The marks of both workers go to a Redis that has stopped: as late as a mark can be.
     let mut gone = tidings::embedded::RedisServer::start().unwrap();
     let unreachable: Arc<dyn tidings_core::store::Store> =
@@ -44,8 +40,7 @@ async fn a_copy_republishes_a_status_only_when_its_recorder_may_have_died() {
         deliverer
     };
     let (here, elsewhere) = (unmarked("email-here"), unmarked("email-elsewhere"));
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let n = harness::email_notification("n-twice", "evt-1", "u-0", "user0@example.com", sample);
+    let n = harness::order_notification("n-twice", "evt-1");
     let input = harness::input_of(&n, 0);
     deliver(&here, &input).await;
     let sent = |records: &[tidings_core::StatusRecord]| records.iter().filter(|r| r.state == State::Sent).count();
@@ -73,14 +68,8 @@ async fn a_copy_republishes_a_status_only_when_its_recorder_may_have_died() {
 /// would be.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_that_finds_its_own_outcome_recorded_publishes_it() {
-    let infra = Infra::start();
-    let (smtp, _twilio, config) = infra.email_and_sms().await;
-    let config = Arc::new(config);
-    let store = harness::store_with_email_users(&config, 1).await;
-    let watch = StatusWatch::start(&config);
-    let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let n = harness::email_notification("n-own", "evt-1", "u-0", "user0@example.com", sample);
+    let harness::OneWorker { infra: _infra, smtp, store, watch, deliverer, .. } = harness::one_email_worker().await;
+    let n = harness::order_notification("n-own", "evt-1");
     let owners = deliverer.owners();
     // What attempt 1 of this delivery recorded, unpublished.
     let status = StatusRecord::of(&n, State::Sent, chrono::Utc::now());
@@ -95,8 +84,7 @@ async fn a_delivery_that_finds_its_own_outcome_recorded_publishes_it() {
     .await
     .expect("the delivery ends");
     // The user's next notification: its status comes after any of the first one's.
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let next = harness::email_notification("n-next", "evt-2", "u-0", "user0@example.com", sample);
+    let next = harness::order_notification("n-next", "evt-2");
     deliver(&deliverer, &harness::input_of(&next, 1)).await;
     let records = watch
         .wait_until("the next one's status", Duration::from_secs(60), |rs| {
@@ -117,14 +105,8 @@ async fn a_delivery_that_finds_its_own_outcome_recorded_publishes_it() {
 /// published, and the notification never had a terminal status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_recorded_here_and_never_published_is_published_by_a_copy() {
-    let infra = Infra::start();
-    let (_smtp, _twilio, config) = infra.email_and_sms().await;
-    let config = Arc::new(config);
-    let store = harness::store_with_email_users(&config, 1).await;
-    let watch = StatusWatch::start(&config);
-    let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let n = harness::email_notification("n-stopped", "evt-1", "u-0", "user0@example.com", sample);
+    let harness::OneWorker { infra: _infra, store, watch, deliverer, .. } = harness::one_email_worker().await;
+    let n = harness::order_notification("n-stopped", "evt-1");
     // What delivery 9 of this worker recorded before it stopped.
     let status = StatusRecord::of(&n, State::Sent, chrono::Utc::now());
     let record = serde_json::json!({"status": status, "by": "email-test.9.1", "published": false}).to_string();

@@ -75,8 +75,7 @@ async fn a_critical_message_falls_back_past_a_listed_number() {
     store.set_prefs("u-0", &prefs.to_string()).await.unwrap();
     listed(store.as_ref(), "+15550000000", Channel::Sms).await;
     let deliverer = harness::deliverer(&config, store.clone(), Channel::Email);
-    let sample = serde_json::from_str(include_str!("../../templates/order.confirmed/sample.json")).unwrap();
-    let mut n = harness::email_notification("n-critical", "evt-1", "u-0", "user0@example.com", sample);
+    let mut n = harness::order_notification("n-critical", "evt-1");
     (n.priority, n.fallback) = (Priority::Critical, vec![Channel::Sms, Channel::Webhook]);
 
     // SendGrid refuses it as down: the message falls back.

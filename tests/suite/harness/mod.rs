@@ -284,6 +284,35 @@ pub fn deliverer(config: &Arc<Config>, store: tidings_core::store::SharedStore, 
     }
 }
 
+/// An `order.confirmed` email notification `id` of event `event_id` for
+/// `u-0` at `user0@example.com`, with the template's sample data.
+pub fn order_notification(id: &str, event_id: &str) -> Notification {
+    let sample = serde_json::from_str(include_str!("../../../templates/order.confirmed/sample.json")).unwrap();
+    email_notification(id, event_id, "u-0", "user0@example.com", sample)
+}
+
+/// One email worker's deliverer as a test drives it, through the SMTP
+/// relay, for one email user (`u-0`), with a watch on the status topic.
+pub struct OneWorker {
+    pub infra: Infra,
+    pub smtp: smtp::SmtpServer,
+    pub config: Arc<Config>,
+    pub store: tidings_core::store::SharedStore,
+    pub watch: StatusWatch,
+    pub deliverer: Deliverer,
+    _twilio: wiremock::MockServer,
+}
+
+pub async fn one_email_worker() -> OneWorker {
+    let infra = Infra::start();
+    let (smtp, _twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
+    let store = store_with_email_users(&config, 1).await;
+    let watch = StatusWatch::start(&config);
+    let deliverer = deliverer(&config, store.clone(), Channel::Email);
+    OneWorker { infra, smtp, config, store, watch, deliverer, _twilio }
+}
+
 /// Notification `n` as the record at `offset` of partition 0 of its topic.
 pub fn input_of(n: &Notification, offset: i64) -> Input {
     Input {
