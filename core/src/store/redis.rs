@@ -7,7 +7,7 @@ use super::{
 use crate::suppression::Suppression;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::future::{try_join, try_join_all};
+use futures::future::{join_all, try_join, try_join_all};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
@@ -269,7 +269,12 @@ impl Conn {
                 return Ok(Conn::Single(client.get_connection_manager().await?));
             }
         }
-        let client = redis::cluster::ClusterClient::new(nodes)?;
+        // Bounded as one Redis is (redis-rs answers within a second there): by default a
+        // request to a node that is gone retries for minutes, and holds every claim batched with it.
+        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(2))
+            .build()?;
         Ok(Conn::Cluster(client.get_async_connection().await?))
     }
 
@@ -281,21 +286,23 @@ impl Conn {
 /// Runs `send` on `asks` as one script call on one Redis. On a cluster, a
 /// script's keys must share a slot: the asks are grouped by their key's
 /// slot and each group is sent on its own, all groups at once. Answers in
-/// the asks' order.
+/// the asks' order, each on its own: a group that failed fails its asks
+/// only, so what another group's script did (a claim taken over, an outcome
+/// recorded) is answered, not retried into a different answer.
 async fn by_slot<A, T, F, Fut>(
     cluster: bool,
     asks: Vec<A>,
     key: impl Fn(&A) -> &str,
     send: F,
-) -> Result<Vec<T>, StoreError>
+) -> Vec<Result<T, StoreError>>
 where
     F: Fn(Vec<A>) -> Fut,
     Fut: Future<Output = Result<Vec<T>, StoreError>>,
 {
-    if !cluster {
-        return send(asks).await;
-    }
     let n = asks.len();
+    if !cluster {
+        return each(send(asks).await, n);
+    }
     let mut groups: HashMap<Slot, (Vec<usize>, Vec<A>)> = HashMap::new();
     for (i, ask) in asks.into_iter().enumerate() {
         let group = groups.entry(Slot::for_key(key(&ask))).or_default();
@@ -304,18 +311,28 @@ where
     }
     let sent = groups.into_values().map(|(places, asks)| {
         let answers = send(asks);
-        async move { Ok::<_, StoreError>((places, answers.await?)) }
-    });
-    let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
-    for (places, answers) in try_join_all(sent).await? {
-        if answers.len() != places.len() {
-            return Err(StoreError::Batch(format!("{} answers to a group of {}", answers.len(), places.len())));
+        async move {
+            let answers = each(answers.await, places.len());
+            (places, answers)
         }
+    });
+    let mut out: Vec<Option<Result<T, StoreError>>> = std::iter::repeat_with(|| None).take(n).collect();
+    for (places, answers) in join_all(sent).await {
         for (place, answer) in places.into_iter().zip(answers) {
             out[place] = Some(answer);
         }
     }
-    Ok(out.into_iter().flatten().collect())
+    out.into_iter().map(|a| a.unwrap_or_else(|| Err(StoreError::Batch("no answer".to_string())))).collect()
+}
+
+/// The answers of one script call for `n` asks, one per ask.
+fn each<T>(answers: Result<Vec<T>, StoreError>, n: usize) -> Vec<Result<T, StoreError>> {
+    let why = match answers {
+        Ok(answers) if answers.len() == n => return answers.into_iter().map(Ok).collect(),
+        Ok(answers) => format!("{} answers to a batch of {n}", answers.len()),
+        Err(e) => e.to_string(),
+    };
+    (0..n).map(|_| Err(StoreError::Batch(why.clone()))).collect()
 }
 
 pub struct RedisStore {
@@ -367,35 +384,24 @@ impl<Ask: Send + 'static, T: Send + 'static> Batched<Ask, T> {
     /// Requests a batch holds at most (one script call keeps Redis busy that long).
     const MAX: usize = 256;
 
-    /// Starts the task that sends each batch with `send`, which answers per request in order.
+    /// Starts the task that sends each batch with `send`, which answers each request, in order.
     fn start<F, Fut>(send: F) -> Self
     where
         F: Fn(Vec<Ask>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<T>, StoreError>> + Send,
+        Fut: Future<Output = Vec<Result<T, StoreError>>> + Send,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Ask, oneshot::Sender<Result<T, StoreError>>)>();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(Self::MAX);
             while rx.recv_many(&mut batch, Self::MAX).await > 0 {
                 let (asks, answers): (Vec<Ask>, Vec<_>) = batch.drain(..).unzip();
-                match send(asks).await {
-                    Ok(results) if results.len() == answers.len() => {
-                        for (answer, result) in answers.into_iter().zip(results) {
-                            let _ = answer.send(Ok(result));
-                        }
-                    }
-                    Ok(results) => {
-                        let why = format!("{} answers to a batch of {}", results.len(), answers.len());
-                        for answer in answers {
-                            let _ = answer.send(Err(StoreError::Batch(why.clone())));
-                        }
-                    }
-                    Err(e) => {
-                        let why = e.to_string();
-                        for answer in answers {
-                            let _ = answer.send(Err(StoreError::Batch(why.clone())));
-                        }
-                    }
+                let n = answers.len();
+                let mut results = send(asks).await.into_iter();
+                for answer in answers {
+                    let result = results
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Batch(format!("too few answers to a batch of {n}"))));
+                    let _ = answer.send(result);
                 }
             }
         });
@@ -588,7 +594,10 @@ impl Store for RedisStore {
         let swaps: Vec<(String, &str, &str)> =
             swaps.iter().map(|(id, tail, new)| (self.keys.dedupe(id), tail.as_str(), new.as_str())).collect();
         if !swaps.is_empty() {
-            by_slot(self.conn.is_cluster(), swaps, |s| &s.0, |swaps| self.swap_tail_batch(swaps)).await?;
+            // Each swap is idempotent: a batch any of whose groups failed is sent again whole.
+            for done in by_slot(self.conn.is_cluster(), swaps, |s| &s.0, |swaps| self.swap_tail_batch(swaps)).await {
+                done?;
+            }
         }
         Ok(())
     }
