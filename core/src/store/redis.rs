@@ -269,12 +269,7 @@ impl Conn {
                 return Ok(Conn::Single(client.get_connection_manager().await?));
             }
         }
-        // Bounded as one Redis is (redis-rs answers within a second there): by default a
-        // request to a node that is gone retries for minutes, and holds every claim batched with it.
-        let client = redis::cluster::ClusterClientBuilder::new(nodes)
-            .connection_timeout(Duration::from_secs(1))
-            .response_timeout(Duration::from_secs(2))
-            .build()?;
+        let client = redis::cluster::ClusterClient::new(nodes)?;
         Ok(Conn::Cluster(client.get_async_connection().await?))
     }
 
