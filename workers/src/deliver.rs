@@ -16,12 +16,13 @@
 //!
 //! A copy that arrives after step 3 finds the dedupe record and becomes a
 //! `duplicate`. If step 5 has not happened and the recording delivery may
-//! have died before step 4 was acknowledged (it was another worker's, and
-//! no mark came within a lease), the copy first re-writes the letter and the
+//! have stopped before step 4 was acknowledged (one of this process that
+//! never acknowledged it, or another worker's whose mark did not come
+//! within [`MARK_WAIT`]), the copy first re-writes the letter and the
 //! status, byte for byte: a crash can lose a mark, never a letter or a
 //! status. A notification so has one dead letter and one terminal status,
 //! and a second only if a worker dies between writing them and its mark, or
-//! its mark takes longer than a lease. A copy that arrives while another
+//! its mark takes longer than that. A copy that arrives while another
 //! delivery holds the claim waits for its outcome.
 //! A delivery that loses its claim (Redis unreachable longer than two thirds
 //! of the lease, or the claim taken over) stops before its next call, gives
