@@ -16,7 +16,8 @@ pub struct SandboxConfig {
     /// Share of sends (0.0 to 1.0) that fail as transient errors.
     #[serde(default)]
     pub error_rate: f64,
-    /// Windows, relative to process start, during which the provider is down: `["10s..40s"]`.
+    /// Windows during which the provider is down: `["10s..40s"]`, counted from
+    /// the first message any sandbox of the process handled.
     #[serde(default)]
     pub outages: Vec<String>,
     /// Windows during which it answers as a provider over its rate does

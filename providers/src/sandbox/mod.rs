@@ -12,6 +12,7 @@ use self::config::SandboxConfig;
 use crate::{Content, Outgoing, Provider, ProviderError, Receipt};
 use async_trait::async_trait;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tidings_core::Channel;
 
@@ -25,8 +26,16 @@ pub struct Sandbox {
     outages: Vec<(Duration, Duration)>,
     rate_limited: Vec<(Duration, Duration)>,
     retry_after: Duration,
-    started: Instant,
     discard: bool,
+}
+
+/// When the process's sandboxes handled their first message: fault windows
+/// count from there, so a fleet that takes a while to start (a loaded
+/// machine, a slow group join) still meets each fault with traffic flowing,
+/// and every sandbox of a drill meets it at the same moment.
+fn first_send() -> Instant {
+    static FIRST: OnceLock<Instant> = OnceLock::new();
+    *FIRST.get_or_init(Instant::now)
 }
 
 impl Sandbox {
@@ -43,7 +52,6 @@ impl Sandbox {
             outages,
             rate_limited,
             retry_after: c.retry_after,
-            started: Instant::now(),
             discard: c.discard,
         })
     }
@@ -60,10 +68,11 @@ impl Provider for Sandbox {
     }
 
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError> {
+        let epoch = first_send();
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        let elapsed = self.started.elapsed();
+        let elapsed = epoch.elapsed();
         let within =
             |windows: &[(Duration, Duration)]| windows.iter().any(|(from, to)| (*from..*to).contains(&elapsed));
         if within(&self.outages) {

@@ -1,4 +1,5 @@
-//! Outage windows like `"10s..40s"`, relative to process start.
+//! Outage windows like `"10s..40s"`, counted from the first message the
+//! process's sandboxes handled.
 
 use std::time::Duration;
 
