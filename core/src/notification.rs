@@ -58,15 +58,18 @@ pub struct Notification {
     pub attempt: u32,
 }
 
-/// The id of the notification for (event, channel, user, template), the
-/// event named by its CloudEvents `source` and `id` (only the two together
-/// identify it).
+/// The id of the notification for (event, channel, user), the event named
+/// by its CloudEvents `source` and `id` (only the two together identify it).
 ///
-/// A hash of exactly those five, so a redelivered or replayed event maps to the
-/// same id and the worker's dedupe turns it into a `duplicate`.
-pub fn notification_id(source: &str, event_id: &str, channel: Channel, user_id: &str, template: &str) -> String {
+/// A hash of exactly those four, so a redelivered or replayed event maps to
+/// the same id and the worker's dedupe turns it into a `duplicate`. Nothing
+/// the configuration decides goes in: a record read again after a deploy
+/// changed its route's template, priority or mode (`all` or `first`) is the
+/// notification it was, not a second one. (A deploy that adds a channel to
+/// a route sends the records read again on it too, as the route now asks.)
+pub fn notification_id(source: &str, event_id: &str, channel: Channel, user_id: &str) -> String {
     let mut hasher = Sha256::new();
-    for part in [source, event_id, channel.as_str(), user_id, template] {
+    for part in [source, event_id, channel.as_str(), user_id] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
@@ -85,21 +88,14 @@ mod tests {
 
     #[test]
     fn notification_id_is_deterministic_and_separates_its_parts() {
-        let a = notification_id("/shop", "e1", Channel::Email, "u1", "order.confirmed");
-        assert_eq!(a, notification_id("/shop", "e1", Channel::Email, "u1", "order.confirmed"));
+        let a = notification_id("/shop", "e1", Channel::Email, "u1");
+        assert_eq!(a, notification_id("/shop", "e1", Channel::Email, "u1"));
         assert_eq!(a.len(), 32);
-        assert_ne!(a, notification_id("/shop", "e1", Channel::Sms, "u1", "order.confirmed"));
-        assert_ne!(a, notification_id("/shop", "e2", Channel::Email, "u1", "order.confirmed"));
-        assert_ne!(
-            a,
-            notification_id("/billing", "e1", Channel::Email, "u1", "order.confirmed"),
-            "another service's e1"
-        );
+        assert_ne!(a, notification_id("/shop", "e1", Channel::Sms, "u1"));
+        assert_ne!(a, notification_id("/shop", "e2", Channel::Email, "u1"));
+        assert_ne!(a, notification_id("/billing", "e1", Channel::Email, "u1"), "another service's e1");
         // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(
-            notification_id("/s", "ab", Channel::Email, "c", "t"),
-            notification_id("/s", "a", Channel::Email, "bc", "t")
-        );
+        assert_ne!(notification_id("/s", "ab", Channel::Email, "c"), notification_id("/s", "a", Channel::Email, "bc"));
     }
 }
 

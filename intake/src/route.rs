@@ -43,7 +43,7 @@ pub fn route(
     let mut outcomes = Vec::new();
     for &channel in route.channels.iter().filter(|c| prefs.channel_enabled(**c)) {
         let mut n = Notification {
-            notification_id: notification_id(&event.source, &event.id, channel, user_id, &template),
+            notification_id: notification_id(&event.source, &event.id, channel, user_id),
             source: event.source.clone(),
             event_id: event.id.clone(),
             event_type: event.ty.clone(),

@@ -672,7 +672,7 @@ impl Intake {
                         UnknownTypes::Suppress => {
                             let (traced, span) = Traced::event(event);
                             let user = user.as_deref().unwrap_or_default();
-                            let status = event_status(event, user, Channel::Email, &event.ty, reason, now);
+                            let status = event_status(event, user, Channel::Email, reason, now);
                             self.status(status, &traced, &mut pending).instrument(span).await
                         }
                     }
@@ -714,18 +714,17 @@ impl Intake {
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         let Routing { event, user_id, route: route_cfg, prefs, listed } = routing;
-        let template = route_cfg.template.as_deref().unwrap_or(&event.ty);
         let prefs = match prefs {
             Ok(p) => p,
             Err(reason) => {
-                let status = event_status(event, user_id, route_cfg.channels[0], template, reason.clone(), now);
+                let status = event_status(event, user_id, route_cfg.channels[0], reason.clone(), now);
                 return self.status(status, traced, pending).await;
             }
         };
         let outcomes = route(event, user_id, route_cfg, prefs, listed, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
-            let status = event_status(event, user_id, route_cfg.channels[0], template, reason, now);
+            let status = event_status(event, user_id, route_cfg.channels[0], reason, now);
             self.status(status, traced, pending).await?;
         }
         for outcome in outcomes {
@@ -842,12 +841,11 @@ fn event_status(
     event: &CloudEvent,
     user_id: &str,
     channel: Channel,
-    template: &str,
     reason: String,
     now: DateTime<Utc>,
 ) -> StatusRecord {
     StatusRecord {
-        notification_id: notification_id(&event.source, &event.id, channel, user_id, template),
+        notification_id: notification_id(&event.source, &event.id, channel, user_id),
         event_id: event.id.clone(),
         event_type: event.ty.clone(),
         user_id: user_id.to_string(),

@@ -44,11 +44,11 @@ async fn malformed_unknown_and_unknown_user_are_reported_while_others_flow() {
         [malformed.to_string(), unknown.to_string(), order_event(1, "u-nobody"), order_event(2, "u-1")].join("\n");
     tidings::commands::dev::feed(&config, &events).await.unwrap();
 
-    let good = notification_id("/test", "evt-2", Channel::Email, "u-1", "order.confirmed");
+    let good = notification_id("/test", "evt-2", Channel::Email, "u-1");
     let sent = watch.wait_for_status(&good, State::Sent, Duration::from_secs(60)).await;
     assert_eq!(sent.provider.as_deref(), Some("smtp"));
 
-    let nobody = notification_id("/test", "evt-1", Channel::Email, "u-nobody", "order.confirmed");
+    let nobody = notification_id("/test", "evt-1", Channel::Email, "u-nobody");
     let suppressed = watch.wait_for_status(&nobody, State::Suppressed, Duration::from_secs(60)).await;
     assert_eq!(suppressed.error.as_deref(), Some("no preferences for user u-nobody"));
 
@@ -93,7 +93,7 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
     let workers = Roles { intake: false, scheduler: false, callbacks: false, channels: vec![Channel::Email] };
     let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), workers).unwrap();
     for seq in [7, 8] {
-        let id = notification_id("/test", &format!("evt-{seq}"), Channel::Email, "u-1", "order.confirmed");
+        let id = notification_id("/test", &format!("evt-{seq}"), Channel::Email, "u-1");
         let r = watch.wait_for_status(&id, State::Suppressed, Duration::from_secs(60)).await;
         assert_eq!(r.error.as_deref(), Some("user is muted"));
     }
@@ -109,12 +109,12 @@ async fn a_missing_template_variable_dead_letters_and_an_opt_out_after_queueing_
     let mut missing: serde_json::Value = serde_json::from_str(&order_event(9, "u-1")).unwrap();
     missing["data"].as_object_mut().unwrap().remove("total");
     tidings::commands::dev::feed(&config, &[missing.to_string(), order_event(10, "u-2")].join("\n")).await.unwrap();
-    let id = notification_id("/test", "evt-9", Channel::Email, "u-1", "order.confirmed");
+    let id = notification_id("/test", "evt-9", Channel::Email, "u-1");
     let r = watch.wait_for_status(&id, State::DeadLettered, Duration::from_secs(60)).await;
     assert_eq!(r.error_class, Some(tidings_core::status::ErrorClass::Render));
     let why = r.error.as_deref().unwrap();
     assert!(why.contains("total") && why.contains("order.confirmed/email.text"), "{why}");
-    let other = notification_id("/test", "evt-10", Channel::Email, "u-2", "order.confirmed");
+    let other = notification_id("/test", "evt-10", Channel::Email, "u-2");
     watch.wait_for_status(&other, State::Sent, Duration::from_secs(60)).await;
     let letters = dead_letters(&config, &Channel::Email.dlq_topic(), 1);
     assert_eq!(letters.len(), 1);
@@ -192,7 +192,7 @@ async fn an_event_too_large_to_route_is_dead_lettered_and_intake_goes_on() {
     let events = [big.to_string(), order_event(2, "u-1")].join("\n");
     tidings::commands::dev::feed(&unlimited, &events).await.unwrap();
 
-    let good = notification_id("/test", "evt-2", Channel::Email, "u-1", "order.confirmed");
+    let good = notification_id("/test", "evt-2", Channel::Email, "u-1");
     watch.wait_for_status(&good, State::Sent, Duration::from_secs(60)).await;
     let letters = harness::read_topic(&config, INTAKE_DLQ_TOPIC, 1);
     assert_eq!(letters.len(), 1);
@@ -200,7 +200,7 @@ async fn an_event_too_large_to_route_is_dead_lettered_and_intake_goes_on() {
     assert!(error.contains("tidings.email.normal would be") && error.contains("more than the 20000"), "{error}");
     assert!(error.contains("value (") && error.contains("is left out"), "{error}");
     assert_eq!(letters[0].headers[dead_letter::ORIGINAL_OFFSET], "0");
-    let big_id = notification_id("/test", "evt-1", Channel::Email, "u-1", "order.confirmed");
+    let big_id = notification_id("/test", "evt-1", Channel::Email, "u-1");
     assert!(watch.records().iter().all(|r| r.notification_id != big_id), "nothing of it went on");
     assert_eq!(smtp.received().len(), 1);
     fleet.shutdown().await.unwrap();
@@ -288,7 +288,7 @@ async fn events_beyond_the_limits_are_dead_lettered_and_intake_commits_past_them
         producer.send(record, Duration::from_secs(30)).await.unwrap();
     }
 
-    let good = notification_id("/test", "evt-2", Channel::Email, "u-1", "order.confirmed");
+    let good = notification_id("/test", "evt-2", Channel::Email, "u-1");
     watch.wait_for_status(&good, State::Sent, Duration::from_secs(60)).await;
     let errors: Vec<String> = dead_letters(&config, INTAKE_DLQ_TOPIC, 3).into_iter().map(|(_, e)| e).collect();
     let size = huge.len();

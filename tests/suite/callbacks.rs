@@ -58,7 +58,7 @@ fn order(seq: usize, user: &str) -> String {
 }
 
 fn id(seq: usize, channel: Channel, user: &str) -> String {
-    notification_id("/test", &format!("evt-{seq}"), channel, user, "order.confirmed")
+    notification_id("/test", &format!("evt-{seq}"), channel, user)
 }
 
 /// The fleet with every role and the callbacks role on a port of its own.
@@ -438,7 +438,7 @@ async fn a_one_click_unsubscribe_opts_the_user_out_of_marketing_and_only_marketi
     let mut rig = Rig::start_with(&providers, &[(Channel::Email, &["smtp"])], port, infra_config).await;
     let config = rig.config.clone();
     tidings::commands::dev::feed(&config, &campaign(1, "u-1")).await.unwrap();
-    let first = notification_id("/test", "evt-1", Channel::Email, "u-1", "marketing.campaign");
+    let first = notification_id("/test", "evt-1", Channel::Email, "u-1");
     rig.watch.wait_for_status(&first, State::Sent, WAIT).await;
 
     // The message as a mail client sees it: both headers, and the body's link the same as the header's.
@@ -479,7 +479,7 @@ async fn a_one_click_unsubscribe_opts_the_user_out_of_marketing_and_only_marketi
 
     // The next marketing email is suppressed; a transactional one still goes.
     tidings::commands::dev::feed(&config, &(campaign(2, "u-1") + &order(3, "u-1"))).await.unwrap();
-    let second = notification_id("/test", "evt-2", Channel::Email, "u-1", "marketing.campaign");
+    let second = notification_id("/test", "evt-2", Channel::Email, "u-1");
     let suppressed = rig.watch.wait_for_status(&second, State::Suppressed, WAIT).await;
     assert_eq!(suppressed.error.as_deref(), Some("user opted out of marketing"));
     rig.watch.wait_for_status(&id(3, Channel::Email, "u-1"), State::Sent, WAIT).await;

@@ -184,8 +184,8 @@ async fn a_critical_notification_falls_back_to_sms_when_email_is_down() {
     });
     tidings::commands::dev::feed(&config, &reset.to_string()).await.unwrap();
 
-    let email = notification_id("/auth", "reset-1", Channel::Email, "u-1", "account.password_reset");
-    let sms = notification_id("/auth", "reset-1", Channel::Sms, "u-1", "account.password_reset");
+    let email = notification_id("/auth", "reset-1", Channel::Email, "u-1");
+    let sms = notification_id("/auth", "reset-1", Channel::Sms, "u-1");
     let over = watch.wait_for_status(&email, State::FailedOver, Duration::from_secs(60)).await;
     assert_eq!(over.fallback_notification_id.as_deref(), Some(sms.as_str()));
     let sent = watch.wait_for_status(&sms, State::Sent, Duration::from_secs(60)).await;

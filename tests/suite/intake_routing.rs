@@ -54,7 +54,7 @@ async fn a_preference_change_reaches_intake_within_the_cache_ttl_and_workers_at_
     let fleet = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), Roles::all(&config)).unwrap();
 
     tidings::commands::dev::feed(&config, &order_event(1, "u-1")).await.unwrap();
-    let first = notification_id("/test", "evt-1", Channel::Email, "u-1", "order.confirmed");
+    let first = notification_id("/test", "evt-1", Channel::Email, "u-1");
     watch.wait_for_status(&first, State::Sent, Duration::from_secs(60)).await;
 
     // The user turns email off. Intake may still route from its cache for up
@@ -106,9 +106,49 @@ async fn events_of_two_sources_with_one_id_are_two_events() {
     billing["source"] = "/billing".into();
     tidings::commands::dev::feed(&config, &format!("{shop}\n{billing}\n")).await.unwrap();
     for source in ["/test", "/billing"] {
-        let id = notification_id(source, "evt-1", Channel::Email, "u-1", "order.confirmed");
+        let id = notification_id(source, "evt-1", Channel::Email, "u-1");
         watch.wait_for_status(&id, State::Sent, Duration::from_secs(60)).await;
     }
     assert_eq!(smtp.received().len(), 2, "one email per event");
+    fleet.shutdown().await.unwrap();
+}
+
+/// An event read again after a deploy changed its route's template is the
+/// notification it was: a `duplicate`, not a second email. Before, the id
+/// was a hash of the template too, so the copy routed under the new
+/// template had a new id and went out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_read_again_after_its_template_changed_is_not_sent_again() {
+    let infra = Infra::start();
+    let smtp = SmtpServer::start().await;
+    let before = infra.config(&smtp_and_twilio(smtp.port, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
+    let before = Arc::new(before);
+    let store = harness::store_with_email_users(&before, 2).await;
+    let watch = StatusWatch::start(&before);
+    let event = order_event(1, "u-1");
+
+    let fleet = fleet::spawn_fleet(before.clone(), store.clone(), Clock::system(), Roles::all(&before)).unwrap();
+    tidings::commands::dev::feed(&before, &event).await.unwrap();
+    let sent = watch.wait_until("the email sent", Duration::from_secs(60), |rs| !rs.is_empty()).await;
+    assert_eq!(sent[0].state, State::Sent);
+    let id = sent[0].notification_id.clone();
+    fleet.shutdown().await.unwrap();
+
+    // The deploy: the route now names a template of another name (the same files).
+    let templates = tempfile::tempdir().unwrap();
+    harness::copy_dir(&before.templates.dir, templates.path());
+    harness::copy_dir(&before.templates.dir.join("order.confirmed"), &templates.path().join("order.confirmed.v2"));
+    let mut after = (*before).clone();
+    after.templates.dir = templates.path().to_path_buf();
+    after.events.get_mut("order.confirmed").unwrap().template = Some("order.confirmed.v2".into());
+    let after = Arc::new(after);
+    let fleet = fleet::spawn_fleet(after.clone(), store, Clock::system(), Roles::all(&after)).unwrap();
+    tidings::commands::dev::feed(&after, &event).await.unwrap();
+    let outcomes = watch.wait_until("the copy's outcome", Duration::from_secs(60), |rs| rs.len() >= 2).await;
+    assert_eq!((outcomes[1].state, &outcomes[1].notification_id), (State::Duplicate, &id), "{outcomes:?}");
+    let routed = harness::read_topic(&after, &Channel::Email.topic(tidings_core::Priority::Normal), 2);
+    assert!(routed[1].value.contains("\"template\":\"order.confirmed.v2\""), "routed under the new template");
+    assert_eq!(smtp.received().len(), 1, "one email");
+    assert!(watch.records().iter().all(|r| r.notification_id == id), "{:?}", watch.records());
     fleet.shutdown().await.unwrap();
 }

@@ -55,22 +55,22 @@ async fn quiet_hours_defer_critical_bypasses_and_opt_outs_suppress() {
     ]
     .join("\n");
     tidings::commands::dev::feed(&config, &events).await.unwrap();
-    let id = |event: &str, user: &str, template: &str| notification_id("/test", event, Channel::Email, user, template);
+    let id = |event: &str, user: &str| notification_id("/test", event, Channel::Email, user);
     let wait = Duration::from_secs(60);
 
     // The order at 23:00 local waits for 07:00 local (06:00Z).
-    let first = watch.wait_for_status(&id("o-000001", "ana", "order.confirmed"), State::Deferred, wait).await;
+    let first = watch.wait_for_status(&id("o-000001", "ana"), State::Deferred, wait).await;
     assert_eq!(first.not_before, Some("2026-11-27T06:00:00Z".parse().unwrap()));
     // The later order queues behind it.
-    let second = watch.wait_for_status(&id("o-000002", "ana", "order.confirmed"), State::Deferred, wait).await;
+    let second = watch.wait_for_status(&id("o-000002", "ana"), State::Deferred, wait).await;
     assert_eq!(second.not_before, first.not_before);
     // The password reset goes now.
-    let reset = watch.wait_for_status(&id("reset-1", "ana", "account.password_reset"), State::Sent, wait).await;
+    let reset = watch.wait_for_status(&id("reset-1", "ana"), State::Sent, wait).await;
     assert_eq!(reset.provider.as_deref(), Some("smtp"));
     // Marketing for a user who opted out of it.
-    let campaign = watch.wait_for_status(&id("camp-1", "bob", "marketing.campaign"), State::Suppressed, wait).await;
+    let campaign = watch.wait_for_status(&id("camp-1", "bob"), State::Suppressed, wait).await;
     assert_eq!(campaign.error.as_deref(), Some("user opted out of marketing"));
-    watch.wait_for_status(&id("o-000003", "cleo", "order.confirmed"), State::Deferred, wait).await;
+    watch.wait_for_status(&id("o-000003", "cleo"), State::Deferred, wait).await;
     assert_eq!(smtp.received().len(), 1, "only the reset went out at night");
 
     // Cleo opts out of transactional messages while hers waits.
@@ -78,9 +78,9 @@ async fn quiet_hours_defer_critical_bypasses_and_opt_outs_suppress() {
 
     // Morning comes: the scheduler hands both orders to the worker, in order.
     clock.advance(Duration::from_secs(8 * 3600 + 60));
-    watch.wait_for_status(&id("o-000001", "ana", "order.confirmed"), State::Sent, wait).await;
-    watch.wait_for_status(&id("o-000002", "ana", "order.confirmed"), State::Sent, wait).await;
-    let late = watch.wait_for_status(&id("o-000003", "cleo", "order.confirmed"), State::Suppressed, wait).await;
+    watch.wait_for_status(&id("o-000001", "ana"), State::Sent, wait).await;
+    watch.wait_for_status(&id("o-000002", "ana"), State::Sent, wait).await;
+    let late = watch.wait_for_status(&id("o-000003", "cleo"), State::Suppressed, wait).await;
     assert_eq!(late.error.as_deref(), Some("user opted out of transactional"));
 
     let subjects: Vec<String> = smtp.received().iter().map(|m| m.header("Subject").unwrap()).collect();

@@ -20,7 +20,7 @@ const USERS: usize = 200;
 pub fn deferred(seq: usize) -> (String, String, String) {
     let user = format!("u-{}", seq % USERS);
     let event = format!("evt-{seq}");
-    let id = notification_id("/test", &event, Channel::Email, &user, "order.confirmed");
+    let id = notification_id("/test", &event, Channel::Email, &user);
     let data = serde_json::json!({"order_id": format!("o-{seq:06}"), "total": "1.00", "currency": "EUR", "items": [],
         "item_count": 1, "placed_at": "2026-11-26T10:00:00Z", "order_url": "https://shop.example/o"});
     let n = harness::email_notification(&id, &event, &user, &format!("{user}@example.com"), data);

@@ -47,9 +47,9 @@ async fn a_first_route_passes_over_a_listed_address() {
     let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
     tidings::commands::dev::feed(&config, &order_event(1, "u-1")).await.unwrap();
 
-    let sms = notification_id("/test", "evt-1", Channel::Sms, "u-1", "order.confirmed");
+    let sms = notification_id("/test", "evt-1", Channel::Sms, "u-1");
     watch.wait_for_status(&sms, State::Sent, Duration::from_secs(60)).await;
-    let email = notification_id("/test", "evt-1", Channel::Email, "u-1", "order.confirmed");
+    let email = notification_id("/test", "evt-1", Channel::Email, "u-1");
     let records = watch.records();
     let email = records.iter().find(|r| r.notification_id == email).expect("the email has a status");
     assert_eq!(email.state, State::Suppressed);
@@ -90,6 +90,6 @@ async fn a_critical_message_falls_back_past_a_listed_number() {
     let record = store.dedupe_value("n-critical").await.unwrap().expect("an outcome is recorded");
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
     assert_eq!(record["status"]["state"], "failed_over", "{record}");
-    let webhook = notification_id("/test", "evt-1", Channel::Webhook, "u-0", "order.confirmed");
+    let webhook = notification_id("/test", "evt-1", Channel::Webhook, "u-0");
     assert_eq!(record["status"]["fallback_notification_id"], webhook.as_str(), "past the listed number: {record}");
 }

@@ -38,12 +38,12 @@ async fn a_correlation_id_and_trace_id_follow_a_notification_to_its_dead_letter_
     let events = traced_event(1, "u-1", "corr-42") + "\n" + &order_event(2, "u-2") + "\n";
     tidings::commands::dev::feed(&config, &events).await.unwrap();
 
-    let id = notification_id("/test", "evt-1", Channel::Email, "u-1", "order.confirmed");
+    let id = notification_id("/test", "evt-1", Channel::Email, "u-1");
     let letter = watch.wait_for_status(&id, State::DeadLettered, Duration::from_secs(60)).await;
     assert_eq!(letter.correlation_id.as_deref(), Some("corr-42"));
     assert_eq!(letter.trace_id.as_deref(), Some(TRACE), "the event's trace");
     // An event without either gets its id as correlation id and a trace of its own.
-    let other = notification_id("/test", "evt-2", Channel::Email, "u-2", "order.confirmed");
+    let other = notification_id("/test", "evt-2", Channel::Email, "u-2");
     let other = watch.wait_for_status(&other, State::DeadLettered, Duration::from_secs(60)).await;
     assert_eq!(other.correlation_id.as_deref(), Some("evt-2"));
     let other_trace = other.trace_id.clone().unwrap();
@@ -67,7 +67,7 @@ async fn a_correlation_id_and_trace_id_follow_a_notification_to_its_dead_letter_
     let sent = watch.wait_for_status(&id, State::Sent, Duration::from_secs(60)).await;
     assert_eq!(sent.correlation_id.as_deref(), Some("corr-42"));
     assert_eq!(sent.trace_id.as_deref(), Some(TRACE));
-    let other = notification_id("/test", "evt-2", Channel::Email, "u-2", "order.confirmed");
+    let other = notification_id("/test", "evt-2", Channel::Email, "u-2");
     let other = watch.wait_for_status(&other, State::Sent, Duration::from_secs(60)).await;
     assert_eq!(other.trace_id.as_deref(), Some(other_trace.as_str()), "a replay keeps the trace intake began");
     fleet.shutdown().await.unwrap();
@@ -118,7 +118,7 @@ async fn spans_are_exported_over_otlp_each_the_child_of_the_hop_before() {
     let _intake = spawn(&["intake"]);
     let _worker = spawn(&["worker", "--channel", "email"]);
     tidings::commands::dev::feed(&config, &(traced_event(7, "u-1", "corr-7") + "\n")).await.unwrap();
-    let id = notification_id("/test", "evt-7", Channel::Email, "u-1", "order.confirmed");
+    let id = notification_id("/test", "evt-7", Channel::Email, "u-1");
     let sent = watch.wait_for_status(&id, State::Sent, Duration::from_secs(60)).await;
     assert_eq!(sent.trace_id.as_deref(), Some(TRACE));
 

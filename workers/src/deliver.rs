@@ -779,7 +779,7 @@ impl Deliverer {
         let at = at?;
         let channel = n.fallback[at];
         let next = Notification {
-            notification_id: notification_id(&n.source, &n.event_id, channel, &n.user_id, &n.template),
+            notification_id: notification_id(&n.source, &n.event_id, channel, &n.user_id),
             channel,
             recipient: prefs.recipient(channel)?,
             fallback: n.fallback[at + 1..].to_vec(),

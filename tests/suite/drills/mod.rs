@@ -39,7 +39,7 @@ impl Expected {
         let mut e = Expected::default();
         for seq in from..to {
             let user = format!("u-{}", seq % users);
-            let id = notification_id("/test", &format!("evt-{seq}"), channel, &user, "order.confirmed");
+            let id = notification_id("/test", &format!("evt-{seq}"), channel, &user);
             e.per_user.entry(user).or_default().push(id);
             e.total += 1;
         }
@@ -50,7 +50,7 @@ impl Expected {
     pub fn of(events: &[(usize, String)], channel: Channel) -> Self {
         let mut e = Expected::default();
         for (seq, user) in events {
-            let id = notification_id("/test", &format!("evt-{seq}"), channel, user, "order.confirmed");
+            let id = notification_id("/test", &format!("evt-{seq}"), channel, user);
             e.per_user.entry(user.clone()).or_default().push(id);
             e.total += 1;
         }

@@ -46,7 +46,7 @@ async fn a_panicking_delivery_is_dead_lettered_and_the_rest_flow() {
     let store = harness::store_with_email_users(&config, USERS).await;
     let watch = StatusWatch::start(&config);
     let intake = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), harness::intake_only()).unwrap();
-    let poison = notification_id("/test", "evt-3", Channel::Email, "u-3", "order.confirmed");
+    let poison = notification_id("/test", "evt-3", Channel::Email, "u-3");
     let provider = Arc::new(Panicky { poison: poison.clone(), accepted: Mutex::default() });
     let worker = Worker {
         channel: Channel::Email,

@@ -22,7 +22,7 @@ async fn a_message_failing_on_the_primary_ends_while_the_secondary_is_down() {
     let secondary = fakes::sendgrid().await;
     let far = Instant::now() + Duration::from_secs(3600);
     *secondary.state.down_until.lock().unwrap() = Some(far);
-    let failing = notification_id("/test", "evt-7", Channel::Email, "u-7", "order.confirmed");
+    let failing = notification_id("/test", "evt-7", Channel::Email, "u-7");
     primary.state.refuse_ids.lock().unwrap().insert(failing.clone());
 
     let providers = harness::sendgrid_provider(&primary.server.uri(), "5s")

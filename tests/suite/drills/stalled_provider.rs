@@ -77,9 +77,7 @@ async fn a_provider_that_accepts_then_stalls_never_gets_the_message_resent_elsew
     let resets: String = (0..RESETS).map(|i| reset_event(i) + "\n").collect();
     tidings::commands::dev::feed(&config, &resets).await.unwrap();
     let ids: Vec<String> = (0..RESETS)
-        .map(|i| {
-            notification_id("/auth", &format!("reset-{i}"), Channel::Email, &format!("u-{i}"), "account.password_reset")
-        })
+        .map(|i| notification_id("/auth", &format!("reset-{i}"), Channel::Email, &format!("u-{i}")))
         .collect();
     let records = watch
         .wait_until("every reset sent", Duration::from_secs(90), |rs| {
