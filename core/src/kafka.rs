@@ -5,7 +5,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -76,6 +76,37 @@ pub fn too_large(e: &KafkaError) -> bool {
         e,
         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
     )
+}
+
+/// Whether the cluster refused a write for good: the record is too large,
+/// or its topic is one this client may not write or that does not exist
+/// (auto-creation off), or the record breaks a topic's policy. Writing the
+/// same record to the same topic again never helps; the record that caused
+/// it is dead-lettered, so it stops no partition. A producer's fatal error
+/// is not one of these: the producer is what is broken ([`fatal`]).
+pub fn refused_for_good(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    too_large(e)
+        || matches!(
+            e,
+            KafkaError::MessageProduction(
+                C::TopicAuthorizationFailed
+                    | C::UnknownTopic
+                    | C::UnknownTopicOrPartition
+                    | C::UnknownPartition
+                    | C::InvalidTopic
+                    | C::InvalidRecord
+                    | C::PolicyViolation
+                    | C::MessageBatchTooLarge
+            )
+        )
+}
+
+/// Whether a write failed because its producer met a fatal error (for an
+/// idempotent producer, a broken sequence after the cluster lost data): no
+/// write through that producer succeeds again, a new one is needed.
+pub fn fatal(producer: &FutureProducer, e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::Fatal)) || producer.client().fatal_error().is_some()
 }
 
 /// Consumer settings: offsets are stored only when told to (once an outcome

@@ -6,9 +6,13 @@
 //! once. A member is removed only after Kafka acknowledged it; a scheduler
 //! that dies in between leaves the claim to expire, and the member is
 //! published again: the worker's dedupe turns that copy into a `duplicate`.
-//! An entry that cannot be read, or is too large to publish, goes to
+//! An entry that cannot be read, or that the cluster refuses for good (too
+//! large, a topic it may not write or that does not exist), goes to
 //! `tidings.intake.dlq` (class `poison`), unchanged, before it leaves the
-//! schedule: it never fails every pass.
+//! schedule: it never fails every pass. A producer that met a fatal error
+//! is replaced, and the scheduler is unready until a pass goes through;
+//! what the broken producer had claimed is published again once its lease
+//! runs out, first in its lanes.
 //!
 //! Order: a lane whose earlier member is claimed (by a scheduler that may
 //! have died) releases nothing after it until that member is published or
@@ -58,7 +62,24 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
-    let producer = kafka::producer(&config.kafka)?;
+    let kafka = config.kafka.clone();
+    run_with(config, store, clock, progress, health, shutdown, || kafka::producer(&kafka)).await
+}
+
+/// [`run`], with its producers made by `producer`: the first at start, and
+/// a new one whenever the one in use met a fatal error.
+pub async fn run_with(
+    config: Arc<Config>,
+    store: SharedStore,
+    clock: Clock,
+    progress: Arc<Progress>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+    producer: impl Fn() -> rdkafka::error::KafkaResult<FutureProducer>,
+) -> Result<(), SchedulerError> {
+    let make = producer;
+    let mut producer = make()?;
+    let publishing = health.check("scheduler: its last pass went through", true);
     let mut tick = tokio::time::interval(config.scheduler.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The loop turns while a pass waits (for a broker, or Redis): waiting is no hang.
@@ -77,14 +98,16 @@ pub async fn run(
             _ = tick.tick() => {
                 // A pass cut short (shutdown while its writes wait for a broker) leaves its
                 // claims to expire: the members are published again, and deduped.
-                let pass = release_due(&config, &store, &producer, &clock);
-                tokio::pin!(pass);
-                let pass = loop {
-                    tokio::select! {
-                        biased;
-                        _ = &mut shutdown => break None,
-                        _ = beating.tick() => beat.beat(),
-                        pass = &mut pass => break Some(pass),
+                let pass = {
+                    let pass = release_due(&config, &store, &producer, &clock);
+                    tokio::pin!(pass);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = &mut shutdown => break None,
+                            _ = beating.tick() => beat.beat(),
+                            pass = &mut pass => break Some(pass),
+                        }
                     }
                 };
                 let Some(pass) = pass else { break };
@@ -99,8 +122,13 @@ pub async fn run(
                         Err(e) => tracing::warn!(error = %e, "cannot count the deferred set"),
                     }
                 }
+                publishing.set(pass.is_ok());
                 match pass {
                     Ok(n) => Progress::add(&progress.released, n),
+                    Err(SchedulerError::Kafka(e)) if kafka::fatal(&producer, &e) => {
+                        tracing::error!(error = %e, "the scheduler's producer met a fatal error; a new one takes over");
+                        producer = make()?;
+                    }
                     Err(e) => tracing::warn!(error = %e, "scheduler pass failed; will retry"),
                 }
             }
@@ -142,7 +170,7 @@ pub async fn release_due(
                     let key = owner.as_ref().map(|o| o.user_id.as_bytes());
                     let delivery =
                         enqueue_dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;
-                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, false, None));
+                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, false, None, None));
                     continue;
                 }
             };
@@ -154,20 +182,20 @@ pub async fn release_due(
             let topic = n.channel.topic(n.priority);
             let lane = Some(lane(&n.user_id, n.channel));
             match enqueue_json(producer, &topic, &n.user_id, n, Some(kafka::headers(pairs))).await {
-                Ok(delivery) => pending.push((lane, member, delivery, true, Some(n.priority))),
-                Err(e) if kafka::too_large(&e) => {
-                    too_large(producer, member, &n.user_id, &topic, clock).await?;
+                Ok(delivery) => pending.push((lane, member, delivery, true, Some(n.priority), Some(topic))),
+                Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) => {
+                    refused(producer, member, &n.user_id, &topic, &e, clock).await?;
                     store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        for (lane, member, delivery, published, priority) in pending {
+        for (lane, member, delivery, published, priority, topic) in pending {
             let published = match delivered(delivery).await {
                 Ok(()) => published,
-                Err(e) if kafka::too_large(&e) && published => {
+                Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) && published => {
                     let user = lane.as_deref().and_then(|l| l.rsplit_once(':')).map_or("", |(user, _)| user);
-                    too_large(producer, member, user, "its channel topic", clock).await?;
+                    refused(producer, member, user, topic.as_deref().unwrap_or("its channel topic"), &e, clock).await?;
                     false
                 }
                 Err(e) => return Err(e.into()),
@@ -185,16 +213,21 @@ pub async fn release_due(
     }
 }
 
-/// Dead-letters a member too large to publish, so it leaves the schedule
-/// instead of failing every pass.
-async fn too_large(
+/// Dead-letters a member the cluster refused for good (`why`), so it
+/// leaves the schedule instead of failing every pass.
+async fn refused(
     producer: &FutureProducer,
     member: &str,
     user: &str,
     topic: &str,
+    why: &rdkafka::error::KafkaError,
     clock: &Clock,
 ) -> Result<(), SchedulerError> {
-    let error = format!("deferred notification of {} bytes is too large to publish to {topic}", member.len());
+    let error = if kafka::too_large(why) {
+        format!("deferred notification of {} bytes is too large to publish to {topic}", member.len())
+    } else {
+        format!("deferred notification refused for good by the cluster for {topic}: {why}")
+    };
     tracing::error!(%error, "deferred entry dead-lettered");
     let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error, clock.now());
     let key = Some(user.as_bytes()).filter(|k| !k.is_empty());

@@ -68,6 +68,11 @@ pub enum IntakeError {
         "a record for {topic} would be {bytes} bytes, more than the {max} the producer writes (`message.max.bytes`)"
     )]
     TooLarge { topic: String, bytes: usize, max: usize },
+    /// The cluster refused a write the record causes for good (see
+    /// [`kafka::refused_for_good`]): the record is dead-lettered instead, so
+    /// it stops neither this partition nor its next owner.
+    #[error("the cluster refused a record for {topic} for good: {error}")]
+    Refused { topic: String, error: KafkaError },
 }
 
 /// What every record intake writes about an event carries: the event's
@@ -505,20 +510,30 @@ impl Intake {
         })
     }
 
-    /// Waits for a record's writes. One the broker refused as too large (it
-    /// takes less than the producer's `message.max.bytes`) dead-letters the
-    /// record; any other failure is one no retry fixes (writes never time
-    /// out), and ends intake.
+    /// Waits for a record's writes. One the cluster refused for good (too
+    /// large for the broker, a topic this client may not write or that does
+    /// not exist) dead-letters the record, once; any other failure is one no
+    /// retry fixes (writes never time out; the producer met a fatal error),
+    /// and ends intake, to start again with a new producer.
     async fn settle(&self, mut p: Pending) -> Result<Pending, IntakeError> {
+        let mut lettered = false;
         for d in std::mem::take(&mut p.deliveries) {
             match d.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, refused))) if kafka::too_large(&e) => {
-                    let reason = format!(
-                        "a record for {} of {} bytes was refused by the broker as too large",
-                        refused.topic(),
-                        refused.payload().map_or(0, <[u8]>::len)
-                    );
+                // Its other writes refused too: the record is dead-lettered once.
+                Ok(Err((e, _))) if kafka::refused_for_good(&e) && lettered => {}
+                Ok(Err((e, refused))) if kafka::refused_for_good(&e) && !kafka::fatal(&self.producer, &e) => {
+                    lettered = true;
+                    let reason = if kafka::too_large(&e) {
+                        format!(
+                            "a record for {} of {} bytes was refused by the broker as too large",
+                            refused.topic(),
+                            refused.payload().map_or(0, <[u8]>::len)
+                        )
+                    } else {
+                        format!("the cluster refused a record for {} for good: {e}", refused.topic())
+                    };
+                    tracing::error!(topic = %p.topic, partition = p.partition, offset = p.offset, %reason, "input dead-lettered");
                     let letter = DeadLetter::poison(&p.topic, p.partition, p.offset, reason, self.clock.now())
                         .with_headers(&p.headers);
                     let (key, value) = (p.key.as_deref(), p.value.as_deref());
@@ -691,8 +706,8 @@ impl Intake {
             match handled {
                 Ok(()) => {}
                 // What it wrote before stays (a replay's copies are duplicates the workers drop).
-                Err(too_large @ IntakeError::TooLarge { .. }) => {
-                    self.dead_letter(read, too_large.to_string(), now, &mut pending).await?
+                Err(refused @ (IntakeError::TooLarge { .. } | IntakeError::Refused { .. })) => {
+                    self.dead_letter(read, refused.to_string(), now, &mut pending).await?
                 }
                 Err(e) => return Err(e),
             }
@@ -815,6 +830,9 @@ impl Intake {
                     bytes,
                     max: kafka::max_message_bytes(&self.config.kafka),
                 })
+            }
+            Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(&self.producer, &e) => {
+                Err(IntakeError::Refused { topic: topic.to_string(), error: e })
             }
             Err(e) => Err(e.into()),
         }

@@ -11,6 +11,8 @@ enum Command {
     Broker(i32, bool, mpsc::Sender<Result<(), String>>),
     /// Answers every write with a retriable error (`true`), or no longer.
     RefuseWrites(bool, mpsc::Sender<Result<(), String>>),
+    /// Says in its metadata that a topic may not be written (`true`), or no longer.
+    Forbid(String, bool, mpsc::Sender<Result<(), String>>),
 }
 
 pub struct EmbeddedKafka {
@@ -53,6 +55,15 @@ impl EmbeddedKafka {
                             }
                             (Ok(()), reply)
                         }
+                        Command::Forbid(topic, forbid, reply) => {
+                            use rdkafka::types::RDKafkaRespErr as E;
+                            let error = if forbid {
+                                E::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+                            } else {
+                                E::RD_KAFKA_RESP_ERR_NO_ERROR
+                            };
+                            (cluster.topic_error(&topic, error), reply)
+                        }
                     };
                     let _ = reply.send(done.map_err(|e| e.to_string()));
                 }
@@ -84,6 +95,13 @@ impl EmbeddedKafka {
     /// retry and hold their records), or write again.
     pub fn refuse_writes(&self, refuse: bool) -> Result<(), String> {
         self.ask(|reply| Command::RefuseWrites(refuse, reply))
+    }
+
+    /// Makes the cluster say, to every client that reads its metadata from
+    /// now on, that `topic` may not be written or read (an ACL that denies
+    /// it), or no longer: a write refused for good.
+    pub fn forbid(&self, topic: &str, forbid: bool) -> Result<(), String> {
+        self.ask(|reply| Command::Forbid(topic.to_string(), forbid, reply))
     }
 
     fn ask(&self, command: impl FnOnce(mpsc::Sender<Result<(), String>>) -> Command) -> Result<(), String> {

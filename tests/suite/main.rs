@@ -21,6 +21,7 @@ mod prefs;
 mod preview;
 mod quiet_at_delivery;
 mod quiet_hours_end_to_end;
+mod refused_writes;
 mod repeated_statuses;
 mod revoked_claim;
 mod scheduler_crash;
