@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
 use tidings::embedded::{RedisCluster, RedisServer};
-use tidings_core::store::{lane, Claim, Claimed, MemoryStore, RedisStore, Store, CLAIM_MARK};
+use tidings_core::store::{holder, lane, pinned_to, Claim, Claimed, MemoryStore, RedisStore, Store, CLAIM_MARK};
 use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::Channel;
 
@@ -215,21 +215,36 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
             || async { store.claim("n2", "w2", lease).await.unwrap() == Claim::TakenOver { pinned: None } },
         )
         .await;
-        // w2 knows w1 stopped part-way; renewing its own claim is no takeover.
-        assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), Claim::Acquired);
+        // w2 claiming again (a retry whose first answer was lost) still learns that w1 stopped part-way.
+        let taken = Claim::TakenOver { pinned: None };
+        assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), taken, "a retry of the takeover");
+        let w2 = holder("w2", &taken);
+        assert!(store.renew("n2", &w2, lease).await.unwrap(), "held as the takeover's holder");
+        assert_eq!(store.claim("n2", "w2", lease).await.unwrap(), taken, "a renewed takeover is one still");
         // w1 lost its claim: it can neither renew it nor record an outcome over w2's.
         assert!(!store.renew("n2", "w1", lease).await.unwrap());
         assert!(!store.finish("n2", "w1", "{}", lease).await.unwrap());
         assert!(!store.release("n2", "w1").await.unwrap());
-        assert!(store.release("n2", "w2").await.unwrap(), "the holder gives its claim up");
+        assert!(store.release("n2", &w2).await.unwrap(), "the holder gives its claim up");
         assert_eq!(store.claim("n2", "w3", lease).await.unwrap(), Claim::Acquired);
 
         // A claim given up pinned by an ambiguous answer is taken over at once, with its pin.
         assert!(!store.pin("n2", "w2", "sendgrid").await.unwrap(), "only the holder pins");
         assert!(store.pin("n2", "w3", "sendgrid").await.unwrap());
         let pinned = Claim::TakenOver { pinned: Some("sendgrid".into()) };
-        assert_eq!(store.claim("n2", "w4", lease).await.unwrap(), pinned);
+        assert_eq!(store.claim("n2", "w4", Duration::from_millis(300)).await.unwrap(), pinned);
+        assert_eq!(store.claim("n2", "w4", Duration::from_millis(300)).await.unwrap(), pinned, "a retry keeps the pin");
+        assert_eq!(store.dedupe_value("n2").await.unwrap().as_deref().and_then(pinned_to).as_deref(), Some("sendgrid"));
         assert_eq!(store.claim("n2", "w5", lease).await.unwrap(), Claim::Held, "w4 holds it now");
+        // w4 stops without giving it up: the pin outlives it.
+        harness::eventually(
+            "w4's claim to be taken over",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async { store.claim("n2", "w5", lease).await.unwrap() == pinned },
+        )
+        .await;
+        assert!(store.pin("n2", &holder("w5", &pinned), "sendgrid").await.unwrap(), "held as the takeover's holder");
     })
     .await;
 }

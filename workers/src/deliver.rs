@@ -54,7 +54,7 @@ use tidings_core::notification::{headers, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::quiet_hours::quiet_until;
 use tidings_core::status::{cut_reason, ErrorClass};
-use tidings_core::store::{lane, Claim, Claimed, SharedStore};
+use tidings_core::store::{holder, lane, Claim, Claimed, SharedStore};
 use tidings_core::suppression::{address_of, Cause, Suppression};
 use tidings_core::telemetry::Outcomes;
 use tidings_core::trace::{self, Hop};
@@ -365,6 +365,7 @@ impl Deliverer {
                 claimed = &mut claiming => claimed,
             };
             let asked = asked.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
+            let owner = &holder(owner, &claim);
             // A delivery of it stopped part-way: it may be out already, through the provider it was pinned to if it was.
             let (taken_over, pin) = match claim {
                 Claim::Acquired => (false, pinned_before.clone()),
@@ -446,8 +447,10 @@ impl Deliverer {
                 }
             }
             // The pin it took over is handed on, not left to expire with this claim.
-            Ok(Claimed { claim: Claim::TakenOver { pinned: Some(provider) }, .. }) => {
-                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, owner, Some(&provider))).await, Ok(Ok(_)))
+            Ok(Claimed { claim: claim @ Claim::TakenOver { .. }, .. }) => {
+                let Claim::TakenOver { pinned: Some(provider) } = &claim else { return };
+                let owner = holder(owner, &claim);
+                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, &owner, Some(provider))).await, Ok(Ok(_)))
                 {
                     tracing::warn!("a pinned claim taken as the partition moved may not be given back pinned");
                 }
@@ -548,9 +551,9 @@ impl Deliverer {
         // The claim of the attempt that panicked, if it was had: renewed, not waited out.
         let owner = &owners.current();
         match until_ok("claim", || self.store.claim(&n.notification_id, owner, lease)).await {
-            Claim::Acquired | Claim::TakenOver { .. } => {
+            claim @ (Claim::Acquired | Claim::TakenOver { .. }) => {
                 let status = self.status(&n, State::DeadLettered).with_error(Some(ErrorClass::Poison), error);
-                let _ = self.record(input, &n, owner, Ended { status, letter: Some(letter) }).await;
+                let _ = self.record(input, &n, &holder(owner, &claim), Ended { status, letter: Some(letter) }).await;
             }
             // It has an outcome already, or another delivery owns it now.
             Claim::Done(_) | Claim::Held => {}

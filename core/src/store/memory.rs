@@ -3,8 +3,8 @@
 //! long as the process.
 
 use super::{
-    claim_value, entry, lane_of, millis, pinned_to, score, Claim, Hydrated, Store, StoreError, CLAIM_MARK,
-    CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, holder, is_taken_by, lane_of, millis, pinned_to, score, Claim, Hydrated, Store, StoreError,
+    CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::suppression::Suppression;
 use async_trait::async_trait;
@@ -72,9 +72,12 @@ impl Store for MemoryStore {
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        let mine = claim_value(owner);
         let claim = match inner.dedupe.get(id) {
-            Some((value, expires)) if *expires > now && *value != mine => {
+            // Taken over by this owner before (a retry): still taken over.
+            Some((value, expires)) if *expires > now && is_taken_by(value, owner) => {
+                Claim::TakenOver { pinned: pinned_to(value) }
+            }
+            Some((value, expires)) if *expires > now && *value != claim_value(owner) => {
                 if !value.starts_with(CLAIM_MARK) {
                     return Ok(Claim::Done(value.clone()));
                 }
@@ -85,7 +88,7 @@ impl Store for MemoryStore {
             }
             _ => Claim::Acquired,
         };
-        inner.dedupe.insert(id.to_string(), (mine, now + lease + CLAIM_MEMORY));
+        inner.dedupe.insert(id.to_string(), (claim_value(&holder(owner, &claim)), now + lease + CLAIM_MEMORY));
         Ok(claim)
     }
 

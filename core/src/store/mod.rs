@@ -95,8 +95,23 @@ pub enum Claim {
     /// have been in its provider call, so the notification may be out
     /// already. The worker's ambiguity policy decides what happens.
     /// `pinned`: the provider an ambiguous answer tied it to, when the
-    /// holder gave the claim up so ([`Store::pin`]): it may go through no other.
+    /// holder gave the claim up so ([`Store::pin`]) or had itself taken
+    /// over a pinned claim: it may go through no other. The claim is held
+    /// as [`holder`]`(owner, &claim)`, and a claim of the same owner again
+    /// (a retry whose first answer was lost) answers `TakenOver` again.
     TakenOver { pinned: Option<String> },
+}
+
+/// The owner a claim is held as once `owner` had `claim`: `owner` itself,
+/// or for a claim taken over, `owner` marked with the pin it carries, so
+/// that the claim says it was taken over for as long as it is held.
+/// [`Store::renew`], [`Store::finish`], [`Store::release`] and
+/// [`Store::pin`] name the claim by it.
+pub fn holder(owner: &str, claim: &Claim) -> String {
+    match claim {
+        Claim::TakenOver { pinned } => format!("{owner}{TAKEN_MARK}{}", pinned.as_deref().unwrap_or_default()),
+        _ => owner.to_string(),
+    }
 }
 
 /// How long a claim is remembered after its lease runs out, so that whoever
@@ -386,9 +401,24 @@ fn pin_value(provider: &str) -> String {
     claim_value(&format!("{PIN_MARK}{provider}"))
 }
 
-/// The provider a claim's dedupe `value` is pinned to, if it was given up so.
+/// What ends the owner of a claim taken over, before the pin it carries
+/// (empty for none). Owners never hold it.
+const TAKEN_MARK: char = '~';
+
+/// Whether dedupe `value` is a claim `owner` took over.
+fn is_taken_by(value: &str, owner: &str) -> bool {
+    value.strip_prefix(CLAIM_MARK).and_then(|v| v.strip_prefix(owner)).is_some_and(|rest| rest.starts_with(TAKEN_MARK))
+}
+
+/// The provider a claim's dedupe `value` is pinned to: given up pinned, or
+/// taken over with a pin.
 pub fn pinned_to(value: &str) -> Option<String> {
-    value.strip_prefix(CLAIM_MARK)?.strip_prefix(PIN_MARK).map(str::to_string)
+    let claim = value.strip_prefix(CLAIM_MARK)?;
+    let pin = match claim.strip_prefix(PIN_MARK) {
+        Some(provider) => provider,
+        None => claim.split_once(TAKEN_MARK)?.1,
+    };
+    (!pin.is_empty()).then(|| pin.to_string())
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {

@@ -1,8 +1,8 @@
 //! The Redis implementation of [`Store`].
 
 use super::{
-    claim_value, entry, millis, pinned_to, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK,
-    CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, millis, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY,
+    MAX_CLAIM,
 };
 use crate::suppression::Suppression;
 use async_trait::async_trait;
@@ -46,26 +46,45 @@ return {granted, 0}
 /// to read the preferences (`1`), and the address to look up on the list
 /// (empty: none). After them, ARGV: the claim mark every claim value starts
 /// with, and the memory in ms. A claim is live while more than the memory is
-/// left; a claim past its lease is taken over (code 3). Answers, per claim:
-/// code, the value found (the outcome already recorded, or the claim taken
-/// over), preferences and list entry (when asked and the claim had).
+/// left; a claim past its lease is taken over (code 3), and is held as
+/// the owner's value, a `~` and the pin it carries (see [`super::holder`]): the
+/// same owner claiming again (a retry whose answer was lost) reads code 3
+/// again. Answers, per claim: code, the value found (the outcome already
+/// recorded, or for a claim taken over the pin it carries), preferences and
+/// list entry (when asked and the claim had).
 const CLAIM: &str = r#"
 local n = #KEYS / 3
 local mark, memory = ARGV[4 * n + 1], tonumber(ARGV[4 * n + 2])
+local pinmark = mark .. 'pin:'
 local out = {}
 for i = 1, n do
   local key, owner, lives, read, address = KEYS[3 * i - 2], ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1] == '1', ARGV[4 * i]
   local code, value, prefs, listed = 0, '', '', ''
   local cur = redis.call('GET', key)
+  local taken = owner .. '~'
+  local held = owner
   if (not cur) or cur == owner then
     code = 1
-  elseif string.sub(cur, 1, string.len(mark)) == mark then
-    if redis.call('PTTL', key) > memory then code = 2 else code, value = 3, cur end
+  elseif string.sub(cur, 1, #taken) == taken then
+    code, value, held = 3, string.sub(cur, #taken + 1), cur
+  elseif string.sub(cur, 1, #mark) == mark then
+    if redis.call('PTTL', key) > memory then
+      code = 2
+    else
+      -- The pin of a claim given up pinned, or carried by one taken over.
+      if string.sub(cur, 1, #pinmark) == pinmark then
+        value = string.sub(cur, #pinmark + 1)
+      else
+        local at = string.find(cur, '~', 1, true)
+        if at then value = string.sub(cur, at + 1) end
+      end
+      code, held = 3, taken .. value
+    end
   else
     value = cur
   end
   if code == 1 or code == 3 then
-    redis.call('SET', key, owner, 'PX', lives)
+    redis.call('SET', key, held, 'PX', lives)
     -- pcall: a key of another type reads as absent instead of failing every claim of the batch.
     if read then
       local p = redis.pcall('GET', KEYS[3 * i - 1])
@@ -460,7 +479,7 @@ async fn claim_batch(mut conn: Conn, script: &Script, asks: Vec<ClaimAsk>) -> Re
         let claim = match code {
             1 => Claim::Acquired,
             2 => Claim::Held,
-            3 => Claim::TakenOver { pinned: pinned_to(&value) },
+            3 => Claim::TakenOver { pinned: (!value.is_empty()).then_some(value) },
             _ => Claim::Done(value),
         };
         let suppressed = (!listed.is_empty()).then(|| entry(&listed)).flatten();
