@@ -16,9 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Connects to the configured Redis.
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
-    let store = RedisStore::connect(&config.redis.url, &config.redis.key_prefix)
-        .await
-        .with_context(|| format!("cannot reach Redis at {}", tidings_core::redact::credentials(&config.redis.url)))?;
+    let r = &config.redis;
+    let store = async {
+        RedisStore::connect(&r.url, &r.key_prefix)
+            .await?
+            .replicate_deferrals(&r.url, r.deferral_replicas, r.deferral_wait)
+            .await
+    }
+    .await
+    .with_context(|| format!("cannot reach Redis at {}", tidings_core::redact::credentials(&r.url)))?;
     Ok(Arc::new(store))
 }
 

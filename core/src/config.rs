@@ -121,6 +121,18 @@ pub struct RedisConfig {
     /// its own hash tags on a Redis Cluster).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Replicas that must hold a deferral before it counts: before intake
+    /// or a worker writes its `deferred` status and moves past its record
+    /// (Redis `WAIT`). With 0, the default, a failover in the instant after
+    /// a deferral may lose it while its status says `deferred`; with Redis
+    /// replicas, set it to 1 or more.
+    #[serde(default)]
+    pub deferral_replicas: u32,
+    /// How long one deferral waits for those replicas; past it, the
+    /// deferral is written again and waited for anew (the record is held
+    /// meanwhile, never skipped).
+    #[serde(default = "default_deferral_wait", with = "humantime_serde")]
+    pub deferral_wait: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -747,6 +759,9 @@ fn default_redis_url() -> String {
 }
 fn default_key_prefix() -> String {
     "tidings".into()
+}
+fn default_deferral_wait() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_input_topics() -> Vec<String> {
     ["orders.events", "payments.events", "shipments.events", "accounts.events", "marketing.events"]

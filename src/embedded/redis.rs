@@ -39,6 +39,20 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// A replica of `primary`, on a port of its own.
+    pub fn replica_of(primary: &RedisServer) -> io::Result<Self> {
+        Self::start_with(vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()])
+    }
+
+    /// Stops the server where it stands (`SIGSTOP`), as a replica that
+    /// stalls or a network that drops its traffic would, or lets it go on.
+    pub fn freeze(&self, frozen: bool) -> io::Result<()> {
+        let pid = self.child.as_ref().ok_or_else(|| io::Error::other("redis-server is not running"))?.id();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        status.success().then_some(()).ok_or_else(|| io::Error::other(format!("kill {signal} {pid}: {status}")))
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -7,7 +7,9 @@ use chrono::{DateTime, Duration as Span, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
 use tidings::embedded::{RedisCluster, RedisServer};
-use tidings_core::store::{holder, lane, pinned_to, Claim, Claimed, MemoryStore, RedisStore, Store, CLAIM_MARK};
+use tidings_core::store::{
+    holder, lane, pinned_to, Claim, Claimed, MemoryStore, RedisStore, Store, StoreError, CLAIM_MARK,
+};
 use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::Channel;
 
@@ -503,4 +505,50 @@ async fn a_preferences_key_of_another_type_reads_as_none() {
         let claimed = store.claim_for_delivery("n-1", "w", Duration::from_secs(30), "u-list", None).await.unwrap();
         assert_eq!((claimed.claim, claimed.prefs), (Claim::Acquired, None), "{url}");
     }
+}
+
+/// With `redis.deferral_replicas`, a deferral counts only once a replica
+/// holds it. While the replica stalls, a deferral is written on the primary
+/// but not acknowledged (an error: intake or the worker holds the record
+/// and writes no `deferred` status); once the replica goes on, the retry is
+/// acknowledged, held once, and the replica has every member a failover
+/// would need. Without it, the primary's answer alone counted.
+#[tokio::test]
+async fn a_deferral_counts_only_once_a_replica_holds_it() {
+    let primary = RedisServer::start().unwrap();
+    let replica = RedisServer::replica_of(&primary).unwrap();
+    let mut on_replica = redis::Client::open(replica.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    harness::eventually("the replica to follow", Duration::from_secs(30), Duration::from_millis(50), || {
+        let mut c = on_replica.clone();
+        async move {
+            let info: String = redis::cmd("INFO").arg("replication").query_async(&mut c).await.unwrap();
+            info.contains("master_link_status:up")
+        }
+    })
+    .await;
+    let wait = Duration::from_millis(300);
+    let store = RedisStore::connect(&primary.url(), "t").await.unwrap();
+    let store = store.replicate_deferrals(&primary.url(), 1, wait).await.unwrap();
+    let (l, due) = (lane("u-1", Channel::Email), at("2026-11-26T22:00:00Z"));
+    assert_eq!(store.defer(&l, "m-1", due).await.unwrap(), due, "acknowledged with the replica following");
+
+    replica.freeze(true).unwrap();
+    let stalled = store.defer(&l, "m-2", due).await;
+    assert!(matches!(stalled, Err(StoreError::NotReplicated { on: 0, wanted: 1 })), "{stalled:?}");
+    replica.freeze(false).unwrap();
+    let released = tidings_core::persist::until_ok("defer", || store.defer(&l, "m-2", due)).await;
+    assert_eq!(released, due);
+
+    let replica_store = RedisStore::connect(&replica.url(), "t").await.unwrap();
+    assert_eq!(replica_store.deferred_len().await.unwrap(), 2, "both members on the replica");
+    let lanes: String = redis::cmd("HGET").arg("t:lanes").arg(&l).query_async(&mut on_replica).await.unwrap();
+    assert!(lanes.contains(",2,"), "two members held on the lane, the retry not counted again: {lanes}");
+
+    // On a cluster, WAIT goes to the primary of the schedule's slot (these
+    // primaries have no replicas: none ever holds the deferral).
+    let cluster = RedisCluster::start().unwrap();
+    let clustered = RedisStore::connect(&cluster.url(), "t").await.unwrap();
+    let clustered = clustered.replicate_deferrals(&cluster.url(), 1, wait).await.unwrap();
+    let unreplicated = clustered.defer(&l, "m-1", due).await;
+    assert!(matches!(unreplicated, Err(StoreError::NotReplicated { on: 0, wanted: 1 })), "{unreplicated:?}");
 }

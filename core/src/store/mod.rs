@@ -29,6 +29,9 @@ pub enum StoreError {
     /// A Redis Cluster that does not serve every slot.
     #[error("redis cluster: {0}")]
     Cluster(String),
+    /// A write that must be on replicas before it counts is on fewer of them.
+    #[error("redis: written on the primary, but on {on} of the {wanted} replicas it must reach (WAIT)")]
+    NotReplicated { on: u32, wanted: u32 },
 }
 
 /// Every Redis error the store meets is counted (`tidings_redis_errors_total`).

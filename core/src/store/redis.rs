@@ -362,6 +362,18 @@ pub struct RedisStore {
     lease: Script,
     soft_bounce: Script,
     swap_value: Script,
+    /// Where deferrals go when they must reach replicas before they count.
+    replicated: Option<Replicated>,
+}
+
+/// Deferrals that count only once `replicas` replicas hold them: written
+/// and waited for (`WAIT`, at most `wait`) on a connection of their own,
+/// since `WAIT` holds the connection it is sent on until it answers, and
+/// covers what was written on that connection only.
+struct Replicated {
+    conn: Conn,
+    replicas: u32,
+    wait: Duration,
 }
 
 /// One claim: its dedupe key, the preferences key to read when it is had
@@ -566,7 +578,50 @@ impl RedisStore {
             lease: Script::new(LEASE),
             soft_bounce: Script::new(SOFT_BOUNCE),
             swap_value: Script::new(SWAP_VALUE),
+            replicated: None,
         })
+    }
+
+    /// Makes each deferral count only once `replicas` replicas of its
+    /// primary hold it (see [`Replicated`]); 0 leaves deferrals as they are.
+    pub async fn replicate_deferrals(mut self, url: &str, replicas: u32, wait: Duration) -> Result<Self, StoreError> {
+        if replicas > 0 {
+            self.replicated = Some(Replicated { conn: Conn::open(url).await?, replicas, wait });
+        }
+        Ok(self)
+    }
+
+    /// [`Store::defer`] when deferrals must reach replicas: the script and
+    /// `WAIT` in one pipeline on one connection of a single Redis; on a
+    /// cluster, `WAIT` on the connection to the primary of the schedule's slot.
+    async fn defer_replicated(
+        &self,
+        r: &Replicated,
+        lane: &str,
+        member: &str,
+        due: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(r.replicas).arg(r.wait.as_millis().max(1) as u64);
+        let mut defer = redis::cmd("EVAL");
+        defer.arg(DEFER).arg(3).arg(self.keys.deferred()).arg(self.keys.lanes()).arg(self.keys.deferred_claimed());
+        defer.arg(member).arg(millis(due)).arg(lane);
+        let (released, on): (i64, u32) = match r.conn.clone() {
+            Conn::Single(mut c) => redis::pipe().add_command(defer).add_command(wait).query_async(&mut c).await?,
+            Conn::Cluster(mut c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let released: i64 = defer.query_async(&mut c).await?;
+                let primary = Route::with_key(self.keys.deferred(), SlotAddr::Master);
+                let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary));
+                let on = redis::from_redis_value(c.route_command(wait, to).await?)
+                    .map_err(|e| StoreError::Batch(format!("WAIT's answer: {e}")))?;
+                (released, on)
+            }
+        };
+        if on < r.replicas {
+            return Err(StoreError::NotReplicated { on, wanted: r.replicas });
+        }
+        Ok(released)
     }
 }
 
@@ -639,6 +694,10 @@ impl Store for RedisStore {
     }
 
     async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+        if let Some(r) = &self.replicated {
+            let released = self.defer_replicated(r, lane, member, due).await?;
+            return Ok(DateTime::from_timestamp_millis(released).unwrap_or(due));
+        }
         let mut conn = self.conn.clone();
         let released: i64 = self
             .defer
