@@ -535,6 +535,12 @@ async fn a_deferral_counts_only_once_a_replica_holds_it() {
     replica.freeze(true).unwrap();
     let stalled = store.defer(&l, "m-2", due).await;
     assert!(matches!(stalled, Err(StoreError::NotReplicated { on: 0, wanted: 1 })), "{stalled:?}");
+    // Another process holds the same member (the record read again after the
+    // first died): the script writes nothing, and its connection is new.
+    let other = RedisStore::connect(&primary.url(), "t").await.unwrap();
+    let other = other.replicate_deferrals(&primary.url(), 1, wait).await.unwrap();
+    let again = other.defer(&l, "m-2", due).await;
+    assert!(matches!(again, Err(StoreError::NotReplicated { on: 0, wanted: 1 })), "{again:?}");
     replica.freeze(false).unwrap();
     let released = tidings_core::persist::until_ok("defer", || store.defer(&l, "m-2", due)).await;
     assert_eq!(released, due);

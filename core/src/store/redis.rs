@@ -279,17 +279,33 @@ impl Conn {
     /// Connects to `url`: a cluster when it names several nodes or its one
     /// node says it is a cluster node.
     async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_answering_within(url, None).await
+    }
+
+    /// [`Self::open`], with requests answered within `answer` (the client's
+    /// default when `None`).
+    async fn open_answering_within(url: &str, answer: Option<Duration>) -> Result<Self, StoreError> {
         let nodes: Vec<&str> = url.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
         if nodes.len() == 1 {
             let client = redis::Client::open(nodes[0])?;
             let mut probe = client.get_multiplexed_async_connection().await?;
             let info: String = redis::cmd("INFO").arg("cluster").query_async(&mut probe).await?;
             if !info.contains("cluster_enabled:1") {
-                return Ok(Conn::Single(client.get_connection_manager().await?));
+                let manager = match answer {
+                    None => client.get_connection_manager().await?,
+                    Some(t) => {
+                        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(t));
+                        client.get_connection_manager_with_config(config).await?
+                    }
+                };
+                return Ok(Conn::Single(manager));
             }
         }
-        let client = redis::cluster::ClusterClient::new(nodes)?;
-        Ok(Conn::Cluster(client.get_async_connection().await?))
+        let mut client = redis::cluster::ClusterClient::builder(nodes);
+        if let Some(t) = answer {
+            client = client.response_timeout(t);
+        }
+        Ok(Conn::Cluster(client.build()?.get_async_connection().await?))
     }
 
     fn is_cluster(&self) -> bool {
@@ -586,14 +602,21 @@ impl RedisStore {
     /// primary hold it (see [`Replicated`]); 0 leaves deferrals as they are.
     pub async fn replicate_deferrals(mut self, url: &str, replicas: u32, wait: Duration) -> Result<Self, StoreError> {
         if replicas > 0 {
-            self.replicated = Some(Replicated { conn: Conn::open(url).await?, replicas, wait });
+            // WAIT answers within `wait`: the connection waits longer than that for any answer.
+            let conn = Conn::open_answering_within(url, Some(wait + Duration::from_secs(2))).await?;
+            self.replicated = Some(Replicated { conn, replicas, wait });
         }
         Ok(self)
     }
 
-    /// [`Store::defer`] when deferrals must reach replicas: the script and
-    /// `WAIT` in one pipeline on one connection of a single Redis; on a
-    /// cluster, `WAIT` on the connection to the primary of the schedule's slot.
+    /// [`Store::defer`] when deferrals must reach replicas: the script, a
+    /// write that always replicates, and `WAIT`, as one pipeline on one
+    /// connection (on a cluster, the one to the primary of the schedule's
+    /// slot). `WAIT` waits for the writes its connection made, and the
+    /// script writes nothing when the member is held already (a retry, or
+    /// another process that held it first): the counter makes every call a
+    /// write, so `WAIT` covers all that came before it on the primary, the
+    /// member included, however the server counts a new connection's writes.
     async fn defer_replicated(
         &self,
         r: &Replicated,
@@ -601,21 +624,25 @@ impl RedisStore {
         member: &str,
         due: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(r.replicas).arg(r.wait.as_millis().max(1) as u64);
-        let mut defer = redis::cmd("EVAL");
-        defer.arg(DEFER).arg(3).arg(self.keys.deferred()).arg(self.keys.lanes()).arg(self.keys.deferred_claimed());
-        defer.arg(member).arg(millis(due)).arg(lane);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL").arg(DEFER).arg(3).arg(self.keys.deferred()).arg(self.keys.lanes());
+        pipe.arg(self.keys.deferred_claimed()).arg(member).arg(millis(due)).arg(lane);
+        pipe.cmd("INCR").arg(self.keys.deferred() + ":replicated").ignore();
+        pipe.cmd("WAIT").arg(r.replicas).arg(r.wait.as_millis().max(1) as u64);
         let (released, on): (i64, u32) = match r.conn.clone() {
-            Conn::Single(mut c) => redis::pipe().add_command(defer).add_command(wait).query_async(&mut c).await?,
+            Conn::Single(mut c) => pipe.query_async(&mut c).await?,
             Conn::Cluster(mut c) => {
-                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-                let released: i64 = defer.query_async(&mut c).await?;
+                use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
                 let primary = Route::with_key(self.keys.deferred(), SlotAddr::Master);
-                let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary));
-                let on = redis::from_redis_value(c.route_command(wait, to).await?)
-                    .map_err(|e| StoreError::Batch(format!("WAIT's answer: {e}")))?;
-                (released, on)
+                let answers = c.route_pipeline(pipe, 0, 3, SingleNodeRoutingInfo::SpecificNode(primary)).await?;
+                let unreadable = |e: redis::ParsingError| StoreError::Batch(format!("a deferral's answer: {e}"));
+                match answers.as_slice() {
+                    [released, _, on] => (
+                        redis::from_redis_value(released.clone()).map_err(unreadable)?,
+                        redis::from_redis_value(on.clone()).map_err(unreadable)?,
+                    ),
+                    _ => return Err(StoreError::Batch(format!("{} answers to a deferral", answers.len()))),
+                }
             }
         };
         if on < r.replicas {
