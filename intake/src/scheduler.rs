@@ -22,14 +22,16 @@ use rdkafka::producer::FutureProducer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::channel::INTAKE_DLQ_TOPIC;
+use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::dead_letter::{self, DeadLetter};
 use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, Deferred};
 use tidings_core::progress::Progress;
+use tidings_core::status::ErrorClass;
 use tidings_core::store::{lane, SharedStore, StoreError};
 use tidings_core::telemetry::Health;
-use tidings_core::{Channel, Clock, Config};
+use tidings_core::trace::Hop;
+use tidings_core::{Channel, Clock, Config, State, StatusRecord};
 
 /// As much of a deferred entry as names its lane, for an entry that does not
 /// read whole (written by another version, say).
@@ -170,7 +172,7 @@ pub async fn release_due(
                     let key = owner.as_ref().map(|o| o.user_id.as_bytes());
                     let delivery =
                         enqueue_dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;
-                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, false, None, None));
+                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, None, None, None));
                     continue;
                 }
             };
@@ -182,23 +184,25 @@ pub async fn release_due(
             let topic = n.channel.topic(n.priority);
             let lane = Some(lane(&n.user_id, n.channel));
             match enqueue_json(producer, &topic, &n.user_id, n, Some(kafka::headers(pairs))).await {
-                Ok(delivery) => pending.push((lane, member, delivery, true, Some(n.priority), Some(topic))),
+                Ok(delivery) => {
+                    pending.push((lane, member, delivery, Some(held.clone()), Some(n.priority), Some(topic)))
+                }
                 Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) => {
-                    refused(producer, member, &n.user_id, &topic, &e, clock).await?;
+                    refused(producer, member, &held, &topic, &e, clock).await?;
                     store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        for (lane, member, delivery, published, priority, topic) in pending {
-            let published = match delivered(delivery).await {
-                Ok(()) => published,
-                Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) && published => {
-                    let user = lane.as_deref().and_then(|l| l.rsplit_once(':')).map_or("", |(user, _)| user);
-                    refused(producer, member, user, topic.as_deref().unwrap_or("its channel topic"), &e, clock).await?;
+        for (lane, member, delivery, held, priority, topic) in pending {
+            let published = match (delivered(delivery).await, held) {
+                (Ok(()), held) => held.is_some(),
+                (Err(e), Some(held)) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) => {
+                    refused(producer, member, &held, topic.as_deref().unwrap_or("its channel topic"), &e, clock)
+                        .await?;
                     false
                 }
-                Err(e) => return Err(e.into()),
+                (Err(e), _) => return Err(e.into()),
             };
             store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
             released += u64::from(published);
@@ -214,11 +218,13 @@ pub async fn release_due(
 }
 
 /// Dead-letters a member the cluster refused for good (`why`), so it
-/// leaves the schedule instead of failing every pass.
+/// leaves the schedule instead of failing every pass, and ends its
+/// notification `dead_lettered` with the reason (its last status said
+/// `deferred`). `tidings dlq replay --from intake` puts it back on its lane.
 async fn refused(
     producer: &FutureProducer,
     member: &str,
-    user: &str,
+    held: &Deferred,
     topic: &str,
     why: &rdkafka::error::KafkaError,
     clock: &Clock,
@@ -229,7 +235,13 @@ async fn refused(
         format!("deferred notification refused for good by the cluster for {topic}: {why}")
     };
     tracing::error!(%error, "deferred entry dead-lettered");
-    let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error, clock.now());
-    let key = Some(user.as_bytes()).filter(|k| !k.is_empty());
-    Ok(kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?)
+    let n = &held.notification;
+    let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error.clone(), clock.now());
+    let key = Some(n.user_id.as_bytes()).filter(|k| !k.is_empty());
+    kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;
+    let mut status = StatusRecord::of(n, State::DeadLettered, clock.now()).with_error(Some(ErrorClass::Poison), error);
+    status.correlation_id = Some(held.correlation_id.clone());
+    status.trace_id = held.traceparent.as_deref().and_then(Hop::parse).map(|hop| hop.trace_id());
+    delivered(enqueue_json(producer, STATUS_TOPIC, &n.user_id, &status, None).await?).await?;
+    Ok(())
 }

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::fleet::{self, Roles};
-use tidings_core::channel::INTAKE_DLQ_TOPIC;
-use tidings_core::notification::notification_id;
+use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
+use tidings_core::notification::{notification_id, Deferred};
 use tidings_core::progress::Progress;
 use tidings_core::store::lane;
 use tidings_core::telemetry::Health;
-use tidings_core::{dead_letter, kafka, Channel, Clock, Priority, State};
+use tidings_core::{dead_letter, kafka, Channel, Clock, Priority, State, StatusRecord};
 use tidings_intake::scheduler::{release_due, run_with};
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +106,30 @@ async fn a_deferred_entry_refused_for_good_is_dead_lettered_and_the_schedule_goe
     assert!(error.contains("refused for good") && error.contains("tidings.email.normal"), "{error}");
     let published = harness::read_topic(&config, &Channel::Email.topic(Priority::Bulk), 1);
     assert!(published[0].value.contains("n-bulk"));
+    let statuses = harness::read_topic(&config, STATUS_TOPIC, 1);
+    let status: StatusRecord = serde_json::from_str(&statuses[0].value).unwrap();
+    assert_eq!((status.notification_id.as_str(), status.state), ("n-refused", State::DeadLettered));
+    assert!(status.error.as_deref().is_some_and(|e| e.contains("refused for good")), "{status:?}");
+
+    // The topic fixed, a replay puts the member back on its lane, and it goes out.
+    infra.kafka.forbid(&Channel::Email.topic(Priority::Normal), false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["dlq", "replay", "--from", "intake"])
+        .env("TIDINGS_CONFIG", harness::config_file(dir.path(), "", "", &[]))
+        .envs(infra.env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("replayed 1 dead letters"), "{stdout}");
+    assert_eq!(store.deferred_len().await.unwrap(), 1, "back on the schedule");
+    let producer = kafka::producer(&config.kafka).unwrap();
+    assert_eq!(release_due(&config, &store, &producer, &Clock::system()).await.unwrap(), 1);
+    let published = harness::read_topic(&config, &Channel::Email.topic(Priority::Normal), 1);
+    assert_eq!(
+        published[0].value,
+        serde_json::to_string(&serde_json::from_str::<Deferred>(&refused).unwrap().notification).unwrap()
+    );
 }
 
 /// The scheduler's first producer meets a fatal error (as an idempotent

@@ -24,7 +24,8 @@
 //! absorbs what was delivered before. A record keeps its key and every header
 //! (`correlation_id`, `traceparent`, CloudEvents attributes) and gains
 //! `tidings_replayed_from`. It lands at the end of its user's partition, after
-//! whatever was queued for the user since it failed.
+//! whatever was queued for the user since it failed. A member the
+//! scheduler dead-lettered goes back on its lane, due at once.
 
 use super::letters::{self, Ends, Letter, Start};
 use crate::cli::LetterFilter;
@@ -38,8 +39,9 @@ use std::time::Duration;
 use tidings_core::channel::INTAKE_DLQ_TOPIC;
 use tidings_core::dead_letter::{DeadLetter, REPLAYED_FROM, SCHEDULE};
 use tidings_core::kafka;
+use tidings_core::notification::Deferred;
 use tidings_core::status::recorded_status;
-use tidings_core::store::{SharedStore, CLAIM_MARK};
+use tidings_core::store::{lane, SharedStore, CLAIM_MARK};
 use tidings_core::{Config, State};
 
 /// What to replay and how.
@@ -59,7 +61,7 @@ enum Done {
     Ended(String),
     /// A copy of its notification is being delivered.
     InFlight,
-    /// From the deferral schedule: it has no topic to go back to.
+    /// An entry of the deferral schedule that does not read: it has no lane to go back to.
     Schedule,
     Filtered,
     Unreadable,
@@ -71,7 +73,7 @@ impl Done {
             Done::Replayed => "replayed".into(),
             Done::Ended(state) => format!("already replayed: ended {state} after the letter"),
             Done::InFlight => "already replayed: being delivered".into(),
-            Done::Schedule => "left: from the deferral schedule".into(),
+            Done::Schedule => "left: from the deferral schedule, unreadable".into(),
             Done::Filtered => "not taken by the filter".into(),
             Done::Unreadable => "skipped: unreadable".into(),
         }
@@ -182,9 +184,31 @@ async fn handle(
         if let Some(pace) = pace {
             pace.tick().await;
         }
-        republish(letter, read, producer).await?;
+        if read.original_topic == SCHEDULE {
+            reschedule(letter, store).await?;
+        } else {
+            republish(letter, read, producer).await?;
+        }
     }
     Ok(done)
+}
+
+/// A letter of the deferral schedule: the member as it was held, and what it holds.
+fn scheduled(letter: &Letter) -> Option<(&str, Deferred)> {
+    let member = std::str::from_utf8(letter.value.as_deref()?).ok()?;
+    Some((member, serde_json::from_str(member).ok()?))
+}
+
+/// Puts a member the scheduler dead-lettered (its topic refused it) back
+/// on its lane, due now: the scheduler publishes it in its lane's order.
+/// Replayed twice while held, it is held once; once published, a second
+/// copy is a `duplicate` to the worker.
+async fn reschedule(letter: &Letter, store: &SharedStore) -> anyhow::Result<()> {
+    let (member, held) =
+        scheduled(letter).ok_or_else(|| anyhow::anyhow!("{}: not a deferred entry", letter.place()))?;
+    let n = &held.notification;
+    store.defer(&lane(&n.user_id, n.channel), member, chrono::Utc::now()).await?;
+    Ok(())
 }
 
 /// What a replay does with a letter: [`Done::Replayed`] when it is to be
@@ -196,7 +220,8 @@ async fn decide(letter: &Letter, filter: &LetterFilter, store: &SharedStore, for
         return Ok(Done::Filtered);
     }
     if read.original_topic == SCHEDULE {
-        return Ok(Done::Schedule);
+        // A member that reads goes back on its lane; one that does not has nowhere to go.
+        return Ok(if scheduled(letter).is_some() { Done::Replayed } else { Done::Schedule });
     }
     if letter.topic == INTAKE_DLQ_TOPIC {
         return Ok(Done::Replayed);
@@ -306,7 +331,7 @@ fn summary(topic: &str, counts: &BTreeMap<Done, usize>) {
         match done {
             Done::Replayed => {}
             Done::Schedule => {
-                println!("left {n} from the deferral schedule, which cannot be replayed: see `tidings dlq list`")
+                println!("left {n} from the deferral schedule, which do not read: see `tidings dlq list`")
             }
             other => println!("{}: {n}", other.describe()),
         }
