@@ -120,6 +120,8 @@ struct Pending {
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
+    /// The record is dead-lettered already: a write of it refused later adds no second letter.
+    lettered: bool,
 }
 
 /// A record as the reader hands it over: where it came from, what it says,
@@ -516,14 +518,19 @@ impl Intake {
     /// retry fixes (writes never time out; the producer met a fatal error),
     /// and ends intake, to start again with a new producer.
     async fn settle(&self, mut p: Pending) -> Result<Pending, IntakeError> {
-        let mut lettered = false;
         for d in std::mem::take(&mut p.deliveries) {
             match d.await {
                 Ok(Ok(_)) => {}
+                // The letter itself refused (for another reason than its size,
+                // which a letter without the value mends, below): nowhere else to put the record.
+                Ok(Err((e, refused))) if refused.topic() == INTAKE_DLQ_TOPIC && !kafka::too_large(&e) => {
+                    return Err(e.into())
+                }
                 // Its other writes refused too: the record is dead-lettered once.
-                Ok(Err((e, _))) if kafka::refused_for_good(&e) && lettered => {}
+                Ok(Err((e, refused)))
+                    if kafka::refused_for_good(&e) && p.lettered && refused.topic() != INTAKE_DLQ_TOPIC => {}
                 Ok(Err((e, refused))) if kafka::refused_for_good(&e) && !kafka::fatal(&self.producer, &e) => {
-                    lettered = true;
+                    p.lettered = true;
                     let reason = if kafka::too_large(&e) {
                         format!(
                             "a record for {} of {} bytes was refused by the broker as too large",
@@ -675,6 +682,7 @@ impl Intake {
                 key: None,
                 value: None,
                 headers: Vec::new(),
+                lettered: false,
             };
             let handled = match &read.decoded {
                 Decoded::Rejected(Rejection::Poison(reason)) => {
@@ -850,6 +858,7 @@ impl Intake {
             DeadLetter::poison(&read.topic, read.partition, read.offset, reason, now).with_headers(&read.headers);
         let (key, value) = (read.key.as_deref(), read.value.as_deref());
         pending.deliveries.push(enqueue_dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?);
+        pending.lettered = true;
         Ok(())
     }
 }
