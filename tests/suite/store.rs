@@ -228,6 +228,17 @@ async fn claims_exclude_other_owners_until_an_outcome_or_expiry() {
         assert!(!store.finish("n2", "w1", "{}", lease).await.unwrap());
         assert!(!store.release("n2", "w1").await.unwrap());
         assert!(store.release("n2", &w2).await.unwrap(), "the holder gives its claim up");
+        // A claim taken over and handed on (its delivery stopped): the next holder takes it over at once.
+        assert_eq!(store.claim("n3", "w1", Duration::from_millis(100)).await.unwrap(), Claim::Acquired);
+        harness::eventually(
+            "w1's claim to be taken over",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async { store.claim("n3", "w2", lease).await.unwrap() == taken },
+        )
+        .await;
+        assert!(store.pin("n3", &holder("w2", &taken), "").await.unwrap(), "handed on as taken over");
+        assert_eq!(store.claim("n3", "w3", lease).await.unwrap(), taken, "at once, without a pin");
         assert_eq!(store.claim("n2", "w3", lease).await.unwrap(), Claim::Acquired);
 
         // A claim given up pinned by an ambiguous answer is taken over at once, with its pin.

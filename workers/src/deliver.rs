@@ -330,17 +330,17 @@ impl Deliverer {
         // unreachable), and its pin: given up before the next claim, which
         // would otherwise wait out its lease and take it over as a delivery
         // that stopped part-way, though nothing went out.
-        let mut not_given_up: Option<(String, Option<String>)> = None;
+        let mut not_given_up: Option<(String, Option<String>, bool)> = None;
         let address = address_of(&n.recipient);
         loop {
             // A record of a partition gone before it was begun asks Redis nothing.
             if revoked.is_cancelled() {
                 return;
             }
-            if let Some((earlier, pinned)) = not_given_up.take() {
+            if let Some((earlier, pinned, taken_over)) = not_given_up.take() {
                 let id = &n.notification_id;
                 tokio::select! {
-                    _ = until_ok("give the claim up", || self.give_up(id, &earlier, pinned.as_deref())) => {}
+                    _ = until_ok("give the claim up", || self.give_up(id, &earlier, pinned.as_deref(), taken_over)) => {}
                     _ = revoked.cancelled() => return,
                 }
             }
@@ -411,8 +411,9 @@ impl Deliverer {
                 Err(NotNow::Quiet { until }) => return self.hold_quiet(input, &n, owner, until).await,
                 Err(NotNow::Stopped { pinned }) => {
                     // Given up on purpose, so the next holder need not wait for it to
-                    // expire; pinned, the next holder sends through that provider only.
-                    let give_up = self.give_up(&n.notification_id, owner, pinned.as_deref());
+                    // expire; pinned, the next holder sends through that provider only;
+                    // taken over, the next holder takes it over too.
+                    let give_up = self.give_up(&n.notification_id, owner, pinned.as_deref(), taken_over);
                     let answered = tokio::time::timeout(Duration::from_secs(1), give_up).await;
                     if revoked.is_cancelled() {
                         if pinned.is_some() && !matches!(answered, Ok(Ok(true))) {
@@ -421,7 +422,7 @@ impl Deliverer {
                         return;
                     }
                     if !matches!(answered, Ok(Ok(_))) {
-                        not_given_up = Some((owner.clone(), pinned.clone()));
+                        not_given_up = Some((owner.clone(), pinned.clone(), taken_over));
                     }
                     pinned_before = pinned;
                     metrics::counter!("tidings_claims_lost_total", "channel" => self.channel.as_str(), "when" => "sending").increment(1);
@@ -436,23 +437,26 @@ impl Deliverer {
     /// wait a lease and then take it over as a delivery that stopped
     /// part-way (`unconfirmed` under `at_most_once`, though nothing was
     /// sent). So the answer is awaited, a few seconds at most, and a claim
-    /// it acquired is released. One taken over is left to expire: its next
-    /// holder must learn that a delivery stopped part-way, as this one did.
+    /// it acquired is released. One taken over is handed on as taken over
+    /// (with its pin): its next holder learns at once that a delivery
+    /// stopped part-way, as this one did.
     async fn give_back(&self, claiming: std::pin::Pin<&mut impl Future<Output = Claimed>>, id: &str, owner: &str) {
         const GIVE_BACK: Duration = Duration::from_secs(5);
         match tokio::time::timeout(GIVE_BACK, claiming).await {
             Ok(Claimed { claim: Claim::Acquired, .. }) => {
-                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, owner, None)).await, Ok(Ok(_))) {
+                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, owner, None, false)).await, Ok(Ok(_))) {
                     tracing::warn!("a claim taken as the partition moved may not be released; it ends with its lease");
                 }
             }
-            // The pin it took over is handed on, not left to expire with this claim.
+            // Handed on, not left to expire with this claim.
             Ok(Claimed { claim: claim @ Claim::TakenOver { .. }, .. }) => {
-                let Claim::TakenOver { pinned: Some(provider) } = &claim else { return };
+                let Claim::TakenOver { pinned } = &claim else { return };
                 let owner = holder(owner, &claim);
-                if !matches!(tokio::time::timeout(GIVE_BACK, self.give_up(id, &owner, Some(provider))).await, Ok(Ok(_)))
-                {
-                    tracing::warn!("a pinned claim taken as the partition moved may not be given back pinned");
+                let give_up = self.give_up(id, &owner, pinned.as_deref(), true);
+                if !matches!(tokio::time::timeout(GIVE_BACK, give_up).await, Ok(Ok(_))) {
+                    tracing::warn!(
+                        "a claim taken over as the partition moved may not be handed on; it ends with its lease"
+                    );
                 }
             }
             Ok(_) => {}
@@ -484,17 +488,21 @@ impl Deliverer {
         self.outcomes.count(&status);
     }
 
-    /// Gives `owner`'s claim on `id` up: released, or pinned to the provider
-    /// an ambiguous answer tied the message to. False if it was not `owner`'s.
+    /// Gives `owner`'s claim on `id` up: pinned to the provider an
+    /// ambiguous answer tied the message to, handed on as taken over when
+    /// it was (the next holder takes it over at once), or released. False
+    /// if it was not `owner`'s.
     async fn give_up(
         &self,
         id: &str,
         owner: &str,
         pinned: Option<&str>,
+        taken_over: bool,
     ) -> Result<bool, tidings_core::store::StoreError> {
-        match pinned {
-            Some(provider) => self.store.pin(id, owner, provider).await,
-            None => self.store.release(id, owner).await,
+        match (pinned, taken_over) {
+            (Some(provider), _) => self.store.pin(id, owner, provider).await,
+            (None, true) => self.store.pin(id, owner, "").await,
+            (None, false) => self.store.release(id, owner).await,
         }
     }
 

@@ -201,7 +201,10 @@ pub trait Store: Send + Sync {
     /// Gives `owner`'s claim on `id` up, pinned to `provider` by an
     /// ambiguous answer: the next claim takes it over at once
     /// ([`Claim::TakenOver`] with the pin), and sends through that provider
-    /// only. The pin is kept as long as a claim is remembered.
+    /// only. The pin is kept as long as a claim is remembered. With
+    /// `provider` empty, a claim that was itself taken over is handed on as
+    /// one (`TakenOver` without a pin): the next holder knows a delivery of
+    /// it stopped part-way.
     async fn pin(&self, id: &str, owner: &str, provider: &str) -> Result<bool, StoreError> {
         self.swap(id, &claim_value(owner), Some(&pin_value(provider)), CLAIM_MEMORY).await
     }
