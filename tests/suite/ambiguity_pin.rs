@@ -11,7 +11,7 @@ use crate::harness::{self, fakes, smtp::SmtpServer, Infra};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::store::pinned_to;
+use tidings_core::store::{pinned_to, Claim, Keys, CLAIM_MEMORY};
 use tidings_core::{Channel, Priority};
 use tokio_util::sync::CancellationToken;
 
@@ -77,4 +77,61 @@ async fn a_delivery_abandoned_while_pinned_leaves_the_pin_to_the_next_one() {
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
     assert_eq!(record["status"]["state"], "unconfirmed", "{record}");
     assert!(sendgrid.state.refused() > 0, "the second delivery called SendGrid again");
+}
+
+/// A critical message whose claim a delivery took over from one that died
+/// (`at_least_once`: it is sent, saying it may be a second copy) is held
+/// behind an open breaker when its partition moves. The claim is handed on
+/// as taken over, so the partition's next owner still knows a delivery of
+/// it stopped part-way. On the code before, the claim was released and the
+/// next owner read a plain claim: its copy went out as a first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_took_a_claim_over_hands_it_on_as_taken_over() {
+    let infra = Infra::start();
+    let sendgrid = fakes::sendgrid().await;
+    let mut config =
+        infra.config(&harness::sendgrid_provider(&sendgrid.server.uri(), "5s"), &[(Channel::Email, &["sendgrid"])]);
+    let b = &mut config.worker.breaker;
+    (b.min_calls, b.failure_rate, b.reset_timeout) = (1, 0.5, Duration::from_secs(1));
+    let config = Arc::new(config);
+    let store = harness::store_with_email_users(&config, 1).await;
+    let deliverer = Arc::new(harness::deliverer(&config, store.clone(), Channel::Email));
+    let mut n = harness::order_notification("n-taken", "evt-1");
+    n.priority = Priority::Critical;
+    let input = harness::input_of(&n, 0);
+
+    // A delivery died holding the claim: its lease runs out, the claim is remembered.
+    let lease = Duration::from_millis(100);
+    assert_eq!(store.claim("n-taken", "dead.0.1", lease).await.unwrap(), Claim::Acquired);
+    let key = Keys::new(&config.redis.key_prefix).dedupe("n-taken");
+    let admin = redis::Client::open(infra.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    harness::eventually(
+        "the dead delivery's lease to run out",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || {
+            let (mut admin, key) = (admin.clone(), key.clone());
+            async move {
+                let left: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut admin).await.unwrap();
+                left <= CLAIM_MEMORY.as_millis() as i64
+            }
+        },
+    )
+    .await;
+
+    *sendgrid.state.down_until.lock().unwrap() = Some(std::time::Instant::now() + Duration::from_secs(3600));
+    let revoked = CancellationToken::new();
+    let delivery = tokio::spawn({
+        let (deliverer, revoked) = (deliverer.clone(), revoked.clone());
+        async move { deliverer.process(&input, &deliverer.owners(), &revoked).await }
+    });
+    harness::eventually("the breaker to open", Duration::from_secs(10), Duration::from_millis(10), || async {
+        deliverer.chain.all_open()
+    })
+    .await;
+    revoked.cancel();
+    tokio::time::timeout(Duration::from_secs(10), delivery).await.expect("a revoked delivery stops").unwrap();
+
+    let next = store.claim("n-taken", "next.0.1", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(next, Claim::TakenOver { pinned: None }, "handed on as taken over");
 }
