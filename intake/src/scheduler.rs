@@ -242,6 +242,11 @@ async fn refused(
     let mut status = StatusRecord::of(n, State::DeadLettered, clock.now()).with_error(Some(ErrorClass::Poison), error);
     status.correlation_id = Some(held.correlation_id.clone());
     status.trace_id = held.traceparent.as_deref().and_then(Hop::parse).map(|hop| hop.trace_id());
-    delivered(enqueue_json(producer, STATUS_TOPIC, &n.user_id, &status, None).await?).await?;
+    // The letter is what keeps the member: a status the cluster will not take
+    // does not hold the pass (and every member claimed after it) back.
+    let written = async { delivered(enqueue_json(producer, STATUS_TOPIC, &n.user_id, &status, None).await?).await };
+    if let Err(e) = written.await {
+        tracing::warn!(error = %e, "the dead-lettered status of a deferred entry was not written");
+    }
     Ok(())
 }

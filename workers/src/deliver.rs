@@ -449,9 +449,8 @@ impl Deliverer {
                 }
             }
             // Handed on, not left to expire with this claim.
-            Ok(Claimed { claim: claim @ Claim::TakenOver { .. }, .. }) => {
-                let Claim::TakenOver { pinned } = &claim else { return };
-                let owner = holder(owner, &claim);
+            Ok(Claimed { claim: Claim::TakenOver { pinned }, .. }) => {
+                let owner = holder(owner, &Claim::TakenOver { pinned: pinned.clone() });
                 let give_up = self.give_up(id, &owner, pinned.as_deref(), true);
                 if !matches!(tokio::time::timeout(GIVE_BACK, give_up).await, Ok(Ok(_))) {
                     tracing::warn!(

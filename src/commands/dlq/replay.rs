@@ -220,8 +220,17 @@ async fn decide(letter: &Letter, filter: &LetterFilter, store: &SharedStore, for
         return Ok(Done::Filtered);
     }
     if read.original_topic == SCHEDULE {
-        // A member that reads goes back on its lane; one that does not has nowhere to go.
-        return Ok(if scheduled(letter).is_some() { Done::Replayed } else { Done::Schedule });
+        // A member that reads goes back on its lane, unless a replay put it back
+        // already (being delivered, or ended since); one that does not has nowhere to go.
+        let Some((_, held)) = scheduled(letter) else { return Ok(Done::Schedule) };
+        return Ok(match store.dedupe_value(&held.notification.notification_id).await? {
+            Some(record) if record.starts_with(CLAIM_MARK) => Done::InFlight,
+            Some(record) => match recorded_status(&record) {
+                Some(status) if status.at > read.last_failure => Done::Ended(status.state.as_str().to_string()),
+                _ => Done::Replayed,
+            },
+            None => Done::Replayed,
+        });
     }
     if letter.topic == INTAKE_DLQ_TOPIC {
         return Ok(Done::Replayed);
