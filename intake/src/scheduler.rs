@@ -172,7 +172,7 @@ pub async fn release_due(
                     let key = owner.as_ref().map(|o| o.user_id.as_bytes());
                     let delivery =
                         enqueue_dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;
-                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, None, None, None));
+                    pending.push((owner.map(|o| lane(&o.user_id, o.channel)), member, delivery, None));
                     continue;
                 }
             };
@@ -181,32 +181,30 @@ pub async fn release_due(
             if let Some(tp) = &held.traceparent {
                 pairs.push((h::TRACEPARENT, tp.as_str()));
             }
-            let topic = n.channel.topic(n.priority);
-            let lane = Some(lane(&n.user_id, n.channel));
-            match enqueue_json(producer, &topic, &n.user_id, n, Some(kafka::headers(pairs))).await {
-                Ok(delivery) => {
-                    pending.push((lane, member, delivery, Some(held.clone()), Some(n.priority), Some(topic)))
-                }
+            let lane = lane(&n.user_id, n.channel);
+            match enqueue_json(producer, &n.channel.topic(n.priority), &n.user_id, n, Some(kafka::headers(pairs))).await
+            {
+                Ok(delivery) => pending.push((Some(lane), member, delivery, Some(held))),
                 Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) => {
-                    refused(producer, member, &held, &topic, &e, clock).await?;
-                    store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
+                    refused(producer, member, &held, &e, clock).await?;
+                    store.remove_deferred(&lane, member).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        for (lane, member, delivery, held, priority, topic) in pending {
+        for (lane, member, delivery, held) in pending {
+            // The priority of a member published; none for one dead-lettered.
             let published = match (delivered(delivery).await, held) {
-                (Ok(()), held) => held.is_some(),
+                (Ok(()), held) => held.map(|held| held.notification.priority),
                 (Err(e), Some(held)) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) => {
-                    refused(producer, member, &held, topic.as_deref().unwrap_or("its channel topic"), &e, clock)
-                        .await?;
-                    false
+                    refused(producer, member, &held, &e, clock).await?;
+                    None
                 }
                 (Err(e), _) => return Err(e.into()),
             };
             store.remove_deferred(lane.as_deref().unwrap_or_default(), member).await?;
-            released += u64::from(published);
-            if let (true, Some(priority)) = (published, priority) {
+            if let Some(priority) = published {
+                released += 1;
                 metrics::counter!("tidings_records_out_total", "role" => "scheduler", "priority" => priority.as_str())
                     .increment(1);
             }
@@ -225,17 +223,17 @@ async fn refused(
     producer: &FutureProducer,
     member: &str,
     held: &Deferred,
-    topic: &str,
     why: &rdkafka::error::KafkaError,
     clock: &Clock,
 ) -> Result<(), SchedulerError> {
+    let n = &held.notification;
+    let topic = n.channel.topic(n.priority);
     let error = if kafka::too_large(why) {
         format!("deferred notification of {} bytes is too large to publish to {topic}", member.len())
     } else {
         format!("deferred notification refused for good by the cluster for {topic}: {why}")
     };
     tracing::error!(%error, "deferred entry dead-lettered");
-    let n = &held.notification;
     let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error.clone(), clock.now());
     let key = Some(n.user_id.as_bytes()).filter(|k| !k.is_empty());
     kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(member.as_bytes()), &letter).await?;

@@ -215,19 +215,7 @@ async fn a_deferred_entry_too_large_to_publish_is_dead_lettered_and_the_schedule
     config.kafka.options.insert("message.max.bytes".into(), "50000".into());
     let store = fleet::open_store(&config).await.unwrap();
     let due = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let entry = |id: &str, note: usize| {
-        serde_json::json!({
-            "notification": {
-                "notification_id": id, "event_id": id, "event_type": "order.confirmed", "user_id": "u-1",
-                "channel": "email", "priority": "normal", "template": "order.confirmed",
-                "category": "transactional", "locale": "en", "timezone": "UTC",
-                "recipient": {"kind": "email", "address": "u1@example.com"},
-                "data": {"note": "x".repeat(note)}, "created_at": due,
-            },
-            "correlation_id": id,
-        })
-        .to_string()
-    };
+    let entry = |id: &str, note: usize| harness::deferred_entry(id, tidings_core::Priority::Normal, note, due);
     let (big, small) = (entry("n-big", 60_000), entry("n-small", 10));
     let u1 = lane("u-1", Channel::Email);
     store.defer(&u1, &big, due).await.unwrap();

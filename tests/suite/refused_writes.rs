@@ -6,7 +6,7 @@
 //! members it could never publish.
 
 use crate::harness::smtp::SmtpServer;
-use crate::harness::{self, email_user, order_event, smtp_and_twilio, Infra, StatusWatch};
+use crate::harness::{self, deferred_entry, email_user, order_event, smtp_and_twilio, Infra, StatusWatch};
 use rdkafka::producer::Producer as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,22 +20,6 @@ use tidings_core::telemetry::Health;
 use tidings_core::{dead_letter, kafka, Channel, Clock, Priority, State, StatusRecord};
 use tidings_intake::scheduler::{release_due, run_with};
 use tokio_util::sync::CancellationToken;
-
-/// A deferred entry of notification `id` for `u-1` at `priority`, due now.
-fn deferred(id: &str, priority: Priority) -> (String, chrono::DateTime<chrono::Utc>) {
-    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
-    let entry = serde_json::json!({
-        "notification": {
-            "notification_id": id, "event_id": id, "event_type": "order.confirmed", "user_id": "u-1",
-            "channel": "email", "priority": priority.as_str(), "template": "order.confirmed",
-            "category": "transactional", "locale": "en", "timezone": "UTC",
-            "recipient": {"kind": "email", "address": "u1@example.com"},
-            "data": {}, "created_at": due,
-        },
-        "correlation_id": id,
-    });
-    (entry.to_string(), due)
-}
 
 /// Order confirmations go to `tidings.email.normal`, which the cluster
 /// refuses; password resets go to `tidings.email.critical`. Each order event
@@ -88,8 +72,9 @@ async fn a_deferred_entry_refused_for_good_is_dead_lettered_and_the_schedule_goe
     let config = infra.config(&smtp_and_twilio(9, "http://127.0.0.1:9"), &[(Channel::Email, &["smtp"])]);
     infra.kafka.forbid(&Channel::Email.topic(Priority::Normal), true).unwrap();
     let store = fleet::open_store(&config).await.unwrap();
-    let (refused, due) = deferred("n-refused", Priority::Normal);
-    let (bulk, _) = deferred("n-bulk", Priority::Bulk);
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let (refused, bulk) =
+        (deferred_entry("n-refused", Priority::Normal, 0, due), deferred_entry("n-bulk", Priority::Bulk, 0, due));
     let u1 = lane("u-1", Channel::Email);
     store.defer(&u1, &refused, due).await.unwrap();
     store.defer(&u1, &bulk, due).await.unwrap();
@@ -144,7 +129,8 @@ async fn a_scheduler_whose_producer_met_a_fatal_error_replaces_it() {
         (Duration::from_millis(100), Duration::from_secs(2));
     let config = Arc::new(config);
     let store = fleet::open_store(&config).await.unwrap();
-    let (member, due) = deferred("n-held", Priority::Normal);
+    let due = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let member = deferred_entry("n-held", Priority::Normal, 0, due);
     store.defer(&lane("u-1", Channel::Email), &member, due).await.unwrap();
 
     let made = Arc::new(AtomicUsize::new(0));

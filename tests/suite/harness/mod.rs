@@ -313,6 +313,27 @@ pub async fn one_email_worker() -> OneWorker {
     OneWorker { infra, smtp, config, store, watch, deliverer, _twilio }
 }
 
+/// A deferred entry of an `order.confirmed` email `id` for `u-1` at
+/// `priority`, due `due`, its data a note of `note` bytes: as intake holds it.
+pub fn deferred_entry(
+    id: &str,
+    priority: tidings_core::Priority,
+    note: usize,
+    due: chrono::DateTime<chrono::Utc>,
+) -> String {
+    serde_json::json!({
+        "notification": {
+            "notification_id": id, "event_id": id, "event_type": "order.confirmed", "user_id": "u-1",
+            "channel": "email", "priority": priority.as_str(), "template": "order.confirmed",
+            "category": "transactional", "locale": "en", "timezone": "UTC",
+            "recipient": {"kind": "email", "address": "u1@example.com"},
+            "data": {"note": "x".repeat(note)}, "created_at": due,
+        },
+        "correlation_id": id,
+    })
+    .to_string()
+}
+
 /// Notification `n` as the record at `offset` of partition 0 of its topic.
 pub fn input_of(n: &Notification, offset: i64) -> Input {
     Input {
