@@ -5,7 +5,8 @@
 //! fetches, watermarks and latency; these drills run the delivery promise
 //! where those show: a backlog of 100,000 events through intake and an email
 //! worker, a broker outage longer than `max.poll.interval.ms`, a worker
-//! killed mid-send, and a dead-letter replay.
+//! killed mid-send, a dead-letter replay, and a channel topic the cluster
+//! lacks.
 
 #[allow(dead_code)]
 #[path = "../suite/harness/mod.rs"]
@@ -14,6 +15,7 @@ mod harness;
 mod backlog;
 mod dlq;
 mod faults;
+mod refused;
 
 use harness::Process;
 use std::collections::HashMap;
