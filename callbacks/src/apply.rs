@@ -7,7 +7,8 @@
 //! - a hard bounce, a complaint, an unsubscribe and a permanent SMS failure
 //!   list the address; soft ones are counted, and list it once
 //!   `callbacks.soft_bounces` came within `callbacks.soft_bounce_window`;
-//! - STOP lists the number, START takes it off the list.
+//! - STOP lists the number, START takes it off the list when STOP listed
+//!   it (and only then).
 //!
 //! Feedback on a notification whose outcome is no longer remembered (older
 //! than `worker.dedupe_ttl`, or never ours) is logged and counted; its
@@ -140,9 +141,10 @@ impl Applier {
         };
         let entry =
             Suppression { address, channel, cause, reason: f.reason.clone(), source: provider.to_string(), at: now };
-        until_ok("list an address", || self.store.suppress(&entry)).await;
-        metrics::counter!("tidings_suppressions_added_total", "cause" => cause.as_str(), "source" => "callback")
-            .increment(1);
+        if until_ok("list an address", || self.store.suppress(&entry)).await {
+            metrics::counter!("tidings_suppressions_added_total", "cause" => cause.as_str(), "source" => "callback")
+                .increment(1);
+        }
     }
 
     async fn keyword(&self, provider: &str, keyword: Keyword, number: &str) {
@@ -159,14 +161,17 @@ impl Applier {
                     source: provider.to_string(),
                     at: self.clock.now(),
                 };
-                until_ok("list a number", || self.store.suppress(&entry)).await;
-                metrics::counter!("tidings_suppressions_added_total", "cause" => "stop", "source" => "callback")
-                    .increment(1);
+                if until_ok("list a number", || self.store.suppress(&entry)).await {
+                    metrics::counter!("tidings_suppressions_added_total", "cause" => "stop", "source" => "callback")
+                        .increment(1);
+                }
                 counted(provider, "stop");
             }
+            // START undoes a STOP, nothing else: a bounce, a complaint or an
+            // operator's entry stays listed whatever the number texts.
             Keyword::Start => {
-                until_ok("lift a number", || self.store.unsuppress(&number)).await;
-                counted(provider, "start");
+                let lifted = until_ok("lift a number", || self.store.lift(&number, Cause::Stop)).await;
+                counted(provider, if lifted { "start" } else { "start_nothing_to_lift" });
             }
             Keyword::Help => counted(provider, "help"),
         }

@@ -33,6 +33,7 @@ pub async fn run(command: SuppressionsCommand, config: Arc<Config>) -> anyhow::R
             let (channel, address) = listed(&address)?;
             let at = chrono::Utc::now();
             let entry = Suppression { address, channel, cause: Cause::Manual, reason, source: "cli".into(), at };
+            // An operator's entry replaces any other.
             store.suppress(&entry).await?;
             println!("listed {}", entry.address);
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tidings::fleet::{self, Roles};
 use tidings_core::notification::notification_id;
 use tidings_core::store::SharedStore;
-use tidings_core::suppression::{Cause, SUPPRESSED_PREFIX};
+use tidings_core::suppression::{Cause, Suppression, SUPPRESSED_PREFIX};
 use tidings_core::{Channel, Clock, Config, State, StatusRecord};
 use tidings_providers::twilio::callback::signature as twilio_signature;
 use tidings_providers::vonage::callback::{signature as vonage_signature, SignatureMethod};
@@ -262,6 +262,21 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
     let to_u3 = |sent: Vec<(String, String)>| sent.iter().filter(|(to, _)| to == "+15550000003").count();
     assert_eq!(to_u3(fakes::twilio_sent(&twilio).await), 1, "only the SMS before STOP");
 
+    // An operator's entry stays through the number's STOP and START.
+    let fraud = Suppression {
+        address: "+15550000009".into(),
+        channel: Channel::Sms,
+        cause: Cause::Manual,
+        reason: "fraud ticket 123".into(),
+        source: "cli".into(),
+        at: chrono::Utc::now(),
+    };
+    rig.store.suppress(&fraud).await.unwrap();
+    for (body, sid) in [("STOP", "SM20"), ("START", "SM21")] {
+        let form = [("From", "+15550000009"), ("To", "+15550001111"), ("Body", body), ("MessageSid", sid)];
+        assert_eq!(rig.twilio_post(&inbound, &form, Some(TWILIO_TOKEN)).await, 200);
+    }
+
     // START lifts it.
     let start = [("From", "+15550000003"), ("To", "+15550001111"), ("Body", "START"), ("MessageSid", "SM10")];
     assert_eq!(rig.twilio_post(&inbound, &start, Some(TWILIO_TOKEN)).await, 200);
@@ -286,6 +301,7 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
     assert!(records.iter().all(|r| r.notification_id != "n-not-ours"), "unknown ids are counted, not recorded");
     assert_eq!(rig.listed("c3@example.com").await, None);
     assert_eq!(rig.listed("+15550000001").await, None, "the forged undelivered listed nothing");
+    assert_eq!(rig.store.suppression("+15550000009").await.unwrap(), Some(fraud), "the operator's entry as it was");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -340,6 +340,34 @@ async fn the_suppression_list_adds_replaces_pages_and_removes() {
     .await;
 }
 
+/// An operator's entry is replaced by no provider's word, only by another
+/// operator's; lifting for a cause lifts an entry of that cause only.
+#[tokio::test]
+async fn an_operators_entry_outlasts_providers_and_a_lift_takes_only_its_own_cause() {
+    with_each(async |store: &dyn Store| {
+        let manual = entry("+33612345678", Cause::Manual);
+        assert!(store.suppress(&manual).await.unwrap());
+        assert!(!store.suppress(&entry("+33612345678", Cause::Stop)).await.unwrap(), "a STOP does not replace it");
+        assert!(!store.suppress(&entry("+33612345678", Cause::HardBounce)).await.unwrap());
+        assert!(!store.lift("+33612345678", Cause::Stop).await.unwrap(), "START does not lift it");
+        assert_eq!(store.suppression("+33612345678").await.unwrap(), Some(manual));
+        let again = Suppression { reason: "fraud ticket 124".into(), ..entry("+33612345678", Cause::Manual) };
+        assert!(store.suppress(&again).await.unwrap(), "an operator's entry replaces another");
+        assert_eq!(store.suppression("+33612345678").await.unwrap(), Some(again));
+
+        let bounced = entry("+33698765432", Cause::HardBounce);
+        store.suppress(&bounced).await.unwrap();
+        assert!(!store.lift("+33698765432", Cause::Stop).await.unwrap(), "a bounce is no STOP");
+        assert_eq!(store.suppression("+33698765432").await.unwrap(), Some(bounced));
+        assert!(store.suppress(&entry("+33698765432", Cause::Stop)).await.unwrap(), "the latest provider's word wins");
+        assert!(store.lift("+33698765432", Cause::Stop).await.unwrap());
+        assert_eq!(store.suppression("+33698765432").await.unwrap(), None);
+        assert!(!store.lift("+33698765432", Cause::Stop).await.unwrap(), "nothing left to lift");
+        assert!(store.unsuppress("+33612345678").await.unwrap(), "an operator removes any entry");
+    })
+    .await;
+}
+
 /// Soft bounces count within a window that the first one starts; a sighting
 /// is first once while it is remembered; preferences swap only from what they are.
 #[tokio::test]

@@ -762,9 +762,10 @@ impl Deliverer {
             source: provider.clone(),
             at: self.clock.now(),
         };
-        until_ok("list a refused address", || self.store.suppress(&entry)).await;
-        metrics::counter!("tidings_suppressions_added_total", "cause" => entry.cause.as_str(), "source" => "send")
-            .increment(1);
+        if until_ok("list a refused address", || self.store.suppress(&entry)).await {
+            metrics::counter!("tidings_suppressions_added_total", "cause" => entry.cause.as_str(), "source" => "send")
+                .increment(1);
+        }
     }
 
     /// Hands a critical notification that failed for good on this channel to

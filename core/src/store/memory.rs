@@ -6,7 +6,7 @@ use super::{
     claim_value, entry, holder, is_taken_by, lane_of, millis, pinned_to, score, Claim, Hydrated, Store, StoreError,
     CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
-use crate::suppression::Suppression;
+use crate::suppression::{Cause, Suppression};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -276,14 +276,29 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn suppress(&self, e: &Suppression) -> Result<(), StoreError> {
+    async fn suppress(&self, e: &Suppression) -> Result<bool, StoreError> {
         let json = serde_json::to_string(e).expect("entries serialize to JSON");
-        self.lock().suppressions.insert(e.address.clone(), json);
-        Ok(())
+        let mut inner = self.lock();
+        let operators =
+            inner.suppressions.get(&e.address).and_then(|j| entry(j)).is_some_and(|old| old.cause == Cause::Manual);
+        if operators && e.cause != Cause::Manual {
+            return Ok(false);
+        }
+        inner.suppressions.insert(e.address.clone(), json);
+        Ok(true)
     }
 
     async fn unsuppress(&self, address: &str) -> Result<bool, StoreError> {
         Ok(self.lock().suppressions.remove(address).is_some())
+    }
+
+    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.suppressions.get(address).and_then(|j| entry(j)).is_some_and(|old| old.cause == cause) {
+            inner.suppressions.remove(address);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError> {

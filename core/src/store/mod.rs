@@ -11,7 +11,7 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
-use crate::suppression::Suppression;
+use crate::suppression::{Cause, Suppression};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -270,11 +270,19 @@ pub trait Store: Send + Sync {
     /// (compare-and-set); says whether it did.
     async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError>;
 
-    /// Puts `entry` on the suppression list, in place of any entry of its address.
-    async fn suppress(&self, entry: &Suppression) -> Result<(), StoreError>;
+    /// Puts `entry` on the suppression list, in place of any entry of its
+    /// address, except an operator's ([`Cause::Manual`]), which only another
+    /// operator's entry replaces: a provider's word never lifts or rewrites
+    /// what an operator decided. False when such an entry kept its place.
+    async fn suppress(&self, entry: &Suppression) -> Result<bool, StoreError>;
 
     /// Takes `address` (listed form) off the suppression list; says whether it was on it.
     async fn unsuppress(&self, address: &str) -> Result<bool, StoreError>;
+
+    /// Takes `address` off the suppression list only while it is listed for
+    /// `cause` (START lifts a STOP, never a bounce, a complaint or an
+    /// operator's entry); says whether it did. One atomic step.
+    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError>;
 
     /// The suppression-list entry of `address` (listed form), if any.
     async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError>;

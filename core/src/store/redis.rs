@@ -4,7 +4,7 @@ use super::{
     claim_value, entry, millis, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY,
     MAX_CLAIM,
 };
-use crate::suppression::Suppression;
+use crate::suppression::{Cause, Suppression};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join, try_join_all};
@@ -106,6 +106,32 @@ const SOFT_BOUNCE: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
+"#;
+
+/// Lists an address: KEYS[1] the list, ARGV the address, its entry (JSON),
+/// and 1 when the entry is an operator's. An operator's entry (cause
+/// `manual`) is replaced only by another. Answers 1 if written.
+const LIST: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and ARGV[3] ~= '1' then
+  local ok, e = pcall(cjson.decode, old)
+  if ok and type(e) == 'table' and e.cause == 'manual' then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#;
+
+/// Takes an address (ARGV[1]) off the list (KEYS[1]) only while it is
+/// listed for the cause ARGV[2]. Answers 1 if removed.
+const LIFT: &str = r#"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+local ok, e = pcall(cjson.decode, old)
+if ok and type(e) == 'table' and e.cause == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
 "#;
 
 /// Compare-and-set of a string: KEYS[1] to ARGV[2] if it is ARGV[1]. Answers 1 if set.
@@ -378,6 +404,8 @@ pub struct RedisStore {
     lease: Script,
     soft_bounce: Script,
     swap_value: Script,
+    list: Script,
+    lift: Script,
     /// Where deferrals go when they must reach replicas before they count.
     replicated: Option<Replicated>,
 }
@@ -594,6 +622,8 @@ impl RedisStore {
             lease: Script::new(LEASE),
             soft_bounce: Script::new(SOFT_BOUNCE),
             swap_value: Script::new(SWAP_VALUE),
+            list: Script::new(LIST),
+            lift: Script::new(LIFT),
             replicated: None,
         })
     }
@@ -874,12 +904,26 @@ impl Store for RedisStore {
         Ok(done == 1)
     }
 
-    async fn suppress(&self, e: &Suppression) -> Result<(), StoreError> {
+    async fn suppress(&self, e: &Suppression) -> Result<bool, StoreError> {
         let json = serde_json::to_string(e).expect("entries serialize to JSON");
         let mut conn = self.conn.clone();
-        let _: i64 =
-            redis::cmd("HSET").arg(self.keys.suppressions()).arg(&e.address).arg(json).query_async(&mut conn).await?;
-        Ok(())
+        let operators = if e.cause == Cause::Manual { "1" } else { "0" };
+        let written: i64 = self
+            .list
+            .key(self.keys.suppressions())
+            .arg(&e.address)
+            .arg(json)
+            .arg(operators)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let lifted: i64 =
+            self.lift.key(self.keys.suppressions()).arg(address).arg(cause.as_str()).invoke_async(&mut conn).await?;
+        Ok(lifted == 1)
     }
 
     async fn unsuppress(&self, address: &str) -> Result<bool, StoreError> {

@@ -14,7 +14,7 @@ use tidings::fleet;
 use tidings_core::notification::notification_id;
 use tidings_core::progress::Progress;
 use tidings_core::store::{Claim, Hydrated, SharedStore, Store, StoreError};
-use tidings_core::suppression::Suppression;
+use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::{Channel, Clock, State};
 use tidings_intake::service::IntakeError;
 use tidings_providers::{Outgoing, Provider, ProviderError, Receipt};
@@ -157,8 +157,11 @@ impl Store for PanicsOnHydrate {
     async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
         self.inner.swap_prefs(user, old, new).await
     }
-    async fn suppress(&self, entry: &Suppression) -> Result<(), StoreError> {
+    async fn suppress(&self, entry: &Suppression) -> Result<bool, StoreError> {
         self.inner.suppress(entry).await
+    }
+    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError> {
+        self.inner.lift(address, cause).await
     }
     async fn unsuppress(&self, address: &str) -> Result<bool, StoreError> {
         self.inner.unsuppress(address).await
