@@ -81,7 +81,7 @@ impl ProviderLimits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port[,host:port…]`.
@@ -109,7 +109,7 @@ pub struct KafkaConfig {
     pub options: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS. A Redis
@@ -133,6 +133,41 @@ pub struct RedisConfig {
     /// meanwhile, never skipped).
     #[serde(default = "default_deferral_wait", with = "humantime_serde")]
     pub deferral_wait: Duration,
+}
+
+/// As written, but for the value of a librdkafka setting that may hold a
+/// credential (`sasl.password`, `ssl.key.password`, `…client.secret`, …).
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> =
+            self.options.iter().map(|(k, v)| (k.as_str(), if is_credential(k) { "***" } else { v.as_str() })).collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_prefix", &self.group_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("topics", &self.topics)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka setting's value may be a credential, or a key or
+/// certificate itself: it never prints.
+fn is_credential(setting: &str) -> bool {
+    ["password", "secret", "key", "token", "jaas", "credential", "pem"].iter().any(|word| setting.contains(word))
+}
+
+/// As written, but for the password of every node in the URL.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &crate::redact::credentials(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("deferral_replicas", &self.deferral_replicas)
+            .field("deferral_wait", &self.deferral_wait)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

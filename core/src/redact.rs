@@ -51,14 +51,36 @@ pub fn url(value: &str) -> String {
 
 /// `redis://:S3cret@10.0.0.5:6379/0` → `redis://:***@10.0.0.5:6379/0`: a
 /// URL with its password replaced, and the rest as it was (what an
-/// operator needs to see which server it is).
+/// operator needs to see which server it is). A list of node URLs
+/// (a Redis Cluster's) has every node's replaced. A password is whatever
+/// comes before a URL's last `@`, so one written with `/`, `?`, `#`, `@` or
+/// `,` unencoded goes too.
 pub fn credentials(value: &str) -> String {
+    let mut nodes: Vec<String> = Vec::new();
+    for part in value.split(',') {
+        // A comma not followed by another URL belongs to a password.
+        match nodes.last_mut() {
+            Some(last) if !starts_with_scheme(part) => {
+                last.push(',');
+                last.push_str(part);
+            }
+            _ => nodes.push(part.to_string()),
+        }
+    }
+    nodes.iter().map(|node| node_credentials(node)).collect::<Vec<_>>().join(",")
+}
+
+fn starts_with_scheme(text: &str) -> bool {
+    text.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+fn node_credentials(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return value.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return value.to_string() };
     let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    format!("{scheme}://{user}:***@{host}{path}")
+    format!("{scheme}://{user}:***@{host}")
 }
 
 /// `text` with every email address and phone number in it masked: for the
@@ -124,6 +146,20 @@ mod tests {
         assert_eq!(credentials("redis://:S3cretRedisPw@127.0.0.1:1/0"), "redis://:***@127.0.0.1:1/0");
         assert_eq!(credentials("redis://app:pw@h:6379"), "redis://app:***@h:6379");
         assert_eq!(credentials("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn credentials_go_from_every_node_and_whatever_the_password_holds() {
+        assert_eq!(
+            credentials("redis://:FirstPw@10.0.0.1:7000,redis://:SecondNodePw@10.0.0.2:7000/0"),
+            "redis://:***@10.0.0.1:7000,redis://:***@10.0.0.2:7000/0"
+        );
+        for raw in ["p/w", "p?w", "p#w", "p@w", "p,w", "a/b?c#d@e,f"] {
+            let masked = credentials(&format!("rediss://app:{raw}@cache.example:6380/2"));
+            assert_eq!(masked, "rediss://app:***@cache.example:6380/2", "{raw}");
+        }
+        assert_eq!(credentials("redis://h1:7000,redis://h2:7000"), "redis://h1:7000,redis://h2:7000");
+        assert_eq!(credentials("not a url"), "not a url");
     }
 
     #[test]

@@ -53,6 +53,13 @@ fn secrets_never_print() {
     let text = "[kafka]\nbootstrap_servers = \"k:9092\"\n[providers.t]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"hunter2\"\nfrom = \"+15550001111\"\n";
     let config = Config::from_toml(text).unwrap();
     assert!(!format!("{config:?}").contains("hunter2"));
+    // Credentials in the cluster settings: librdkafka's passwords and every Redis node's.
+    let text = "[kafka]\nbootstrap_servers = \"k:9092\"\noptions = { \"security.protocol\" = \"SASL_SSL\", \"sasl.password\" = \"KafkaPw1\", \"ssl.key.password\" = \"KeyPw2\", \"sasl.oauthbearer.client.secret\" = \"OauthSecret3\" }\n[redis]\nurl = \"redis://:RedisPw4@h1:7000,redis://:RedisPw5@h2:7000\"\n";
+    let printed = format!("{:?}", Config::from_toml(text).unwrap());
+    for secret in ["KafkaPw1", "KeyPw2", "OauthSecret3", "RedisPw4", "RedisPw5"] {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+    }
+    assert!(printed.contains("SASL_SSL") && printed.contains("h2:7000"), "what is no secret still shows: {printed}");
 }
 
 /// The example configuration's routes: each event type's template folder
