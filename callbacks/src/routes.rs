@@ -227,7 +227,9 @@ async fn vonage_receipt(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(Verifier::Vonage { secret, method }) = s.verifiers.get(&name) else { return not_found(&name) };
+    let Some(Verifier::Vonage { secret, method, accept_unsigned }) = s.verifiers.get(&name) else {
+        return not_found(&name);
+    };
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -242,10 +244,17 @@ async fn vonage_receipt(
     } else {
         form_pairs(&body)
     };
-    if let Some(secret) = secret {
-        if let Err(why) = vonage::callback::verify(*method, secret.expose_secret(), &params, s.now(), s.tolerance) {
-            return refused(&name, why);
+    match secret {
+        Some(secret) => {
+            if let Err(why) = vonage::callback::verify(*method, secret.expose_secret(), &params, s.now(), s.tolerance) {
+                return refused(&name, why);
+            }
         }
+        None if *accept_unsigned => {
+            metrics::counter!("tidings_callbacks_unsigned_total", "provider" => name.clone()).increment(1);
+        }
+        // Nothing to check it with: refused (the role warned at start).
+        None => return refused(&name, Refused::Forged),
     }
     match vonage::callback::receipt(&params) {
         Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]),

@@ -1,8 +1,9 @@
 //! What the role checks each provider's callbacks with, read from the
 //! provider's own configuration when the role starts.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
+use tidings_core::config::{weak_secret, MIN_SECRET_BYTES};
 use tidings_core::Config;
 use tidings_providers::registry::settings;
 use tidings_providers::{sendgrid, twilio, vonage, ConfigError};
@@ -16,11 +17,21 @@ pub enum Verifier {
     Sendgrid {
         key: Option<tidings_providers::sendgrid::callback::VerifyingKey>,
     },
-    /// `None`: receipts are taken unsigned.
+    /// `None`: receipts are refused, or taken unsigned when `accept_unsigned`.
     Vonage {
         secret: Option<SecretString>,
         method: vonage::callback::SignatureMethod,
+        accept_unsigned: bool,
     },
+}
+
+/// `secret` of provider `name`'s `setting`, unless it is too weak to check
+/// anything with (see [`weak_secret`]): then the role does not start.
+fn strong(name: &str, setting: &str, secret: SecretString) -> Result<SecretString, ConfigError> {
+    match weak_secret(secret.expose_secret(), MIN_SECRET_BYTES) {
+        Some(why) => Err(ConfigError::new(name, format!("{setting} {why}"))),
+        None => Ok(secret),
+    }
 }
 
 /// Every provider of `config` that calls back, by name.
@@ -30,7 +41,7 @@ pub fn verifiers(config: &Config) -> Result<HashMap<String, Verifier>, ConfigErr
         let verifier = match section.kind.as_str() {
             "twilio" => {
                 let c: twilio::config::TwilioConfig = settings(name, section)?;
-                Verifier::Twilio { auth_token: c.auth_token }
+                Verifier::Twilio { auth_token: strong(name, "auth_token", c.auth_token)? }
             }
             "sendgrid" => {
                 let c: sendgrid::config::SendgridConfig = settings(name, section)?;
@@ -40,7 +51,19 @@ pub fn verifiers(config: &Config) -> Result<HashMap<String, Verifier>, ConfigErr
             }
             "vonage" => {
                 let c: vonage::config::VonageConfig = settings(name, section)?;
-                Verifier::Vonage { secret: c.signature_secret, method: c.signature_method }
+                let secret = c.signature_secret.map(|s| strong(name, "signature_secret", s)).transpose()?;
+                match (&secret, c.accept_unsigned) {
+                    (Some(_), _) => {}
+                    (None, false) => tracing::warn!(
+                        provider = %name,
+                        "signature_secret is not set: Vonage receipts are refused (set it, or accept_unsigned = true)"
+                    ),
+                    (None, true) => tracing::warn!(
+                        provider = %name,
+                        "accept_unsigned: Vonage receipts are taken unsigned; anyone who reaches this role can forge them"
+                    ),
+                }
+                Verifier::Vonage { secret, method: c.signature_method, accept_unsigned: c.accept_unsigned }
             }
             _ => continue,
         };

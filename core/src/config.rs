@@ -557,6 +557,38 @@ const STRING_FIELDS: [&str; 19] = [
     "bootstrap_servers",
 ];
 
+/// The fewest bytes a secret that signs or checks requests may have.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Why `secret` cannot be trusted to sign or check anything, if it cannot:
+/// empty, shorter than `min` bytes, one character repeated, or a
+/// placeholder left from an example (`replace-me…`, `change-me`, …). The
+/// answer never quotes the secret.
+pub fn weak_secret(secret: &str, min: usize) -> Option<String> {
+    const PLACEHOLDERS: [&str; 10] = [
+        "replace-me",
+        "replace_me",
+        "replaceme",
+        "change-me",
+        "change_me",
+        "changeme",
+        "placeholder",
+        "your-",
+        "your_",
+        "random bytes",
+    ];
+    let lower = secret.to_ascii_lowercase();
+    if secret.is_empty() {
+        Some("is empty".into())
+    } else if secret.len() < min {
+        Some(format!("is shorter than {min} bytes"))
+    } else if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || secret.chars().all(|c| secret.starts_with(c)) {
+        Some("is a placeholder, not a secret: set the real one".into())
+    } else {
+        None
+    }
+}
+
 /// Secret fields: an error about one never shows its value.
 const SECRET_FIELDS: [&str; 9] = [
     "keys",
@@ -658,11 +690,11 @@ impl Config {
         }
         for key in &self.unsubscribe.keys {
             use secrecy::ExposeSecret;
-            if key.secret.expose_secret().len() < 16 || key.id.is_empty() || key.id.contains('.') {
-                return bad(format!(
-                    "unsubscribe.keys `{}`: an id without dots, and a secret of 16 bytes or more",
-                    key.id
-                ));
+            if key.id.is_empty() || key.id.contains('.') {
+                return bad(format!("unsubscribe.keys `{}`: an id without dots", key.id));
+            }
+            if let Some(why) = weak_secret(key.secret.expose_secret(), MIN_SECRET_BYTES) {
+                return bad(format!("unsubscribe.keys `{}`: the secret {why}", key.id));
             }
         }
         if self.redis.key_prefix.contains(['{', '}']) {

@@ -21,7 +21,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 /// SendGrid's published test key pair (its libraries' verification tests).
 const SENDGRID_PUBLIC: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
 const SENDGRID_PRIVATE: &str = "MHcCAQEEIEQmZgBEh9DcU9zMl34czK3xov4AYvm9P3r7rNB2dNXtoAoGCCqGSM49AwEHoUQDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==";
-const TWILIO_TOKEN: &str = "secret";
+const TWILIO_TOKEN: &str = "5f0e8c2b9a7d4e1f3c6b8a0d2e4f6a8c";
 const VONAGE_SECRET: &str = "vonage-signature-secret";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -403,7 +403,7 @@ async fn an_invalid_recipient_answer_lists_the_number() {
         serde_json::json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400});
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(refused)).mount(&twilio).await;
     let providers = format!(
-        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"t\"\nfrom = \"+15550001111\"\n",
+        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n",
         twilio.uri()
     );
     let mut rig = Rig::start(&providers, &[(Channel::Sms, &["twilio"])], free_port()).await;
@@ -536,4 +536,70 @@ async fn the_suppressions_command_adds_checks_lists_and_removes() {
     let (code, said) = run(&["suppressions", "add", "not an address"]);
     assert_ne!(code, Some(0));
     assert!(said.contains("neither an email address nor an E.164 phone number"), "{said}");
+}
+
+/// Callbacks that cannot be verified change nothing unless the operator
+/// said so: a Vonage account without a signature secret has its receipts
+/// refused, one with `accept_unsigned = true` has them taken (and counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unverifiable_receipts_are_refused_unless_accepted_unsigned_on_purpose() {
+    let port = free_port();
+    let section = |name: &str, extra: &str| {
+        format!(
+            "\n[providers.{name}]\nkind = \"vonage\"\nbase_url = \"http://127.0.0.1:9\"\napi_key = \"k\"\n\
+             api_secret = \"s\"\nfrom = \"Shop\"\n{extra}"
+        )
+    };
+    let providers = section("vonage", "") + &section("vonage_open", "accept_unsigned = true\n");
+    let rig = Rig::start(&providers, &[(Channel::Sms, &["vonage"])], port).await;
+    let receipt = [("msisdn", "15550000007"), ("messageId", "0A1"), ("status", "failed"), ("err-code", "3")];
+    let get = |provider: &str| {
+        let url = format!("{}/callbacks/{provider}/receipts", rig.base);
+        let http = rig.http.clone();
+        async move { http.get(url).query(&receipt).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("vonage").await, 401, "no secret to check it with");
+    assert_eq!(get("vonage_open").await, 200, "taken unsigned, as configured");
+    harness::eventually("the number listed", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000007").await == Some(Cause::HardBounce)
+    })
+    .await;
+}
+
+/// A secret that checks callbacks or signs tokens must be one: empty,
+/// short and placeholder values stop the role at start, naming the setting
+/// and never printing the value.
+#[test]
+fn weak_callback_secrets_stop_the_role_at_start() {
+    let base = "[kafka]\nbootstrap_servers = \"k:9092\"\n";
+    let twilio = |token: &str| {
+        format!("{base}[providers.t]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"{token}\"\nfrom = \"+15550001111\"\n")
+    };
+    let vonage = |secret: &str| {
+        format!("{base}[providers.v]\nkind = \"vonage\"\napi_key = \"k\"\napi_secret = \"s\"\nfrom = \"Shop\"\nsignature_secret = \"{secret}\"\n")
+    };
+    for (text, setting, value) in [
+        (twilio(""), "auth_token", ""),
+        (twilio("0123456789"), "auth_token", "0123456789"),
+        (twilio("replace-me-0123456789abcdef"), "auth_token", "replace-me-0123456789abcdef"),
+        (vonage(""), "signature_secret", ""),
+        (vonage("changeme-changeme-changeme"), "signature_secret", "changeme-changeme-changeme"),
+    ] {
+        let config = tidings_core::Config::from_toml(&text).unwrap();
+        let refused = match tidings_callbacks::verify::verifiers(&config) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{setting} = {value:?} was taken"),
+        };
+        assert!(refused.contains(setting), "{refused}");
+        assert!(value.is_empty() || !refused.contains(value), "{refused}");
+    }
+    let good = tidings_core::Config::from_toml(&twilio("a3f1c09e7b5d4e2f8a6c1b0d9e7f5a3c")).unwrap();
+    assert!(tidings_callbacks::verify::verifiers(&good).is_ok());
+
+    // The placeholder key of `deploy/secret.yaml` signs no unsubscribe token.
+    let shipped = format!(
+        "{base}[unsubscribe]\nurl = \"https://hooks.shop.example/u\"\nkeys = [{{ id = \"2026-11\", secret = \"replace-me-with-32-random-bytes\" }}]\n"
+    );
+    let refused = tidings_core::Config::from_toml(&shipped).unwrap_err().to_string();
+    assert!(refused.contains("unsubscribe.keys") && !refused.contains("replace-me-with"), "{refused}");
 }

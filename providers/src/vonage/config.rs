@@ -17,9 +17,15 @@ pub struct VonageConfig {
     #[serde(default = "crate::registry::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// The account's signature secret: delivery receipts must be signed
-    /// with it (and recent). Receipts are taken unsigned when left out.
+    /// with it (and recent). Without it, receipts are refused, unless
+    /// `accept_unsigned`.
     #[serde(default)]
     pub signature_secret: Option<SecretString>,
+    /// Take receipts unsigned when no `signature_secret` is set: anyone who
+    /// can reach the role can then mark a number undeliverable or a message
+    /// delivered. The role warns at start and counts each such receipt.
+    #[serde(default)]
+    pub accept_unsigned: bool,
     /// How receipts are signed, as chosen in the dashboard.
     #[serde(default)]
     pub signature_method: super::callback::SignatureMethod,

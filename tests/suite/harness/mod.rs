@@ -173,7 +173,7 @@ pool_size = 4
 kind = "twilio"
 base_url = "{twilio_url}"
 account_sid = "AC123"
-auth_token = "secret"
+auth_token = "5f0e8c2b9a7d4e1f3c6b8a0d2e4f6a8c"
 from = "+15550001111"
 timeout = "5s"
 "#
