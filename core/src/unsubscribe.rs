@@ -77,7 +77,9 @@ impl Links {
         format!("{signed}.{}", B64.encode(mac))
     }
 
-    /// What `token` says, if one of the keys signed it.
+    /// What `token` says, if one of the keys signed it for a category of
+    /// `categories` (a category taken out of them is no longer left by its
+    /// old links).
     pub fn verify(&self, token: &str) -> Option<Unsubscribe> {
         let (signed, given) = token.rsplit_once('.')?;
         let mut parts = signed.split('.');
@@ -89,7 +91,9 @@ impl Links {
         let given = B64.decode(given).ok()?;
         mac(key.secret.expose_secret(), signed).verify_slice(&given).ok()?;
         let text = |part: &str| B64.decode(part).ok().and_then(|b| String::from_utf8(b).ok());
-        Some(Unsubscribe { user_id: text(user)?, category: text(category)? })
+        let said = Unsubscribe { user_id: text(user)?, category: text(category)? };
+        // Only a category whose email carries links can be left by one.
+        self.config.categories.contains(&said.category).then_some(said)
     }
 }
 
@@ -146,5 +150,15 @@ mod tests {
         assert!(link.url.starts_with("https://hooks.shop.example/u/k1."), "{}", link.url);
         assert_eq!(link.header(), format!("<{}>, <mailto:leave@shop.example?subject=unsubscribe>", link.url));
         assert_eq!(l.for_message("u-42", "transactional"), None);
+    }
+
+    /// A token signed by a key but for a category without links (one a
+    /// leaked or placeholder key could mint, such as `security`) opts
+    /// nobody out of anything.
+    #[test]
+    fn a_token_for_a_category_without_links_does_not_verify() {
+        let l = links(&[("k1", "a-long-secret-of-the-first-key")]);
+        assert_eq!(l.verify(&l.token("u-42", "security")), None);
+        assert!(l.verify(&l.token("u-42", "marketing")).is_some());
     }
 }
