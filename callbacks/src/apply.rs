@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::kafka::{delivered, enqueue_json};
 use tidings_core::persist::until_ok;
+use tidings_core::redact::printable;
 use tidings_core::status::recorded_status;
 use tidings_core::store::SharedStore;
 use tidings_core::suppression::{normalize, Cause, Suppression};
@@ -61,8 +62,13 @@ impl Applier {
         }
     }
 
-    async fn feedback(&self, provider: &str, f: Feedback) {
+    async fn feedback(&self, provider: &str, mut f: Feedback) {
         let now = self.clock.now();
+        // What a provider says is stored and printed: its control characters as text.
+        f.reason = printable(&f.reason);
+        for said in [&mut f.code, &mut f.provider_message_id, &mut f.notification_id].into_iter().flatten() {
+            *said = printable(said);
+        }
         let state = match f.outcome {
             Outcome::Delivered => Some(State::Delivered),
             Outcome::Bounced { .. } => Some(State::Bounced),

@@ -83,6 +83,17 @@ fn node_credentials(value: &str) -> String {
     format!("{scheme}://{user}:***@{host}")
 }
 
+/// `text` with each control character (an escape sequence's ESC, a bell,
+/// a line break) written as its escape (`\u{1b}`): what came from outside
+/// the process, made safe to store and print on a terminal or in a line
+/// of a log.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
 /// `text` with every email address and phone number in it masked: for the
 /// free text of a provider's answer, which often quotes the recipient.
 pub fn scrub(text: &str) -> String {
@@ -160,6 +171,13 @@ mod tests {
         }
         assert_eq!(credentials("redis://h1:7000,redis://h2:7000"), "redis://h1:7000,redis://h2:7000");
         assert_eq!(credentials("not a url"), "not a url");
+    }
+
+    #[test]
+    fn control_characters_are_written_as_escapes() {
+        assert_eq!(printable("550 no such user"), "550 no such user");
+        assert_eq!(printable("a\u{1b}[2J\u{1b}]0;pwned\u{7}b\nc"), "a\\u{1b}[2J\\u{1b}]0;pwned\\u{7}b\\u{a}c");
+        assert!(!printable("\u{9b}31m\r\t").chars().any(char::is_control));
     }
 
     #[test]

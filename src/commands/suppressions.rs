@@ -6,6 +6,7 @@ use crate::cli::SuppressionsCommand;
 use crate::fleet;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tidings_core::redact::printable;
 use tidings_core::suppression::{normalize, Cause, Suppression};
 use tidings_core::Config;
 
@@ -64,6 +65,10 @@ fn listed(address: &str) -> anyhow::Result<(tidings_core::Channel, String)> {
         .ok_or_else(|| anyhow::anyhow!("`{address}` is neither an email address nor an E.164 phone number"))
 }
 
+/// One line an entry; what a provider or an operator wrote (an entry made
+/// before callbacks were cleaned, say) has its control characters as text,
+/// so no entry moves the terminal or forges a line.
 fn row(e: &Suppression) -> String {
-    format!("{}\t{}\t{}\t{}\t{}\t{}", e.address, e.channel, e.cause.as_str(), e.source, e.at.to_rfc3339(), e.reason)
+    let (address, source, reason) = (printable(&e.address), printable(&e.source), printable(&e.reason));
+    format!("{address}\t{}\t{}\t{source}\t{}\t{reason}", e.channel, e.cause.as_str(), e.at.to_rfc3339())
 }

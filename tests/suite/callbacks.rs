@@ -211,7 +211,7 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
     let now = chrono::Utc::now().timestamp().to_string();
     let batch = serde_json::json!([
         {"email": "b2@example.com", "event": "bounce", "type": "bounce", "status": "5.1.1",
-         "reason": "550 5.1.1 no such user", "sg_message_id": "sg-2.filter01", "notification_id": u2_mail},
+         "reason": "550 5.1.1 no such user\u{1b}]0;pwned\u{7}\u{1b}[2J", "sg_message_id": "sg-2.filter01", "notification_id": u2_mail},
         {"email": "a1@example.com", "event": "delivered", "sg_message_id": "sg-1.filter01", "notification_id": u1_mail},
         {"email": "a1@example.com", "event": "spamreport", "sg_message_id": "sg-1.filter01", "notification_id": u1_mail},
         {"email": "a1@example.com", "event": "open", "notification_id": u1_mail},
@@ -230,6 +230,10 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
             && rig.listed("a1@example.com").await == Some(Cause::Complaint)
     })
     .await;
+    // The terminal escapes in the bounce's reason are stored as text, not as escapes.
+    let reason = rig.store.suppression("b2@example.com").await.unwrap().unwrap().reason;
+    assert!(!reason.chars().any(char::is_control) && reason.contains("pwned"), "{reason:?}");
+    assert!(!bounced.error.as_deref().unwrap().chars().any(char::is_control), "{bounced:?}");
     // The same batch replayed within the tolerance: answered, nothing more recorded.
     assert_eq!(rig.sendgrid_post(&batch, &now, &sendgrid_sign(&now, &batch)).await, 200);
     // Forged, stale, malformed, for an address not listed: refused, it stays unlisted.
@@ -536,6 +540,15 @@ async fn the_suppressions_command_adds_checks_lists_and_removes() {
     let (code, said) = run(&["suppressions", "add", "not an address"]);
     assert_ne!(code, Some(0));
     assert!(said.contains("neither an email address nor an E.164 phone number"), "{said}");
+    // An entry whose reason holds terminal escapes (an older callback's, say) prints them as text.
+    let (code, said) =
+        run(&["suppressions", "add", "+15550000008", "--reason", "x\u{1b}]0;pwned\u{7}\u{1b}[2J\nforged\tline"]);
+    assert_eq!(code, Some(0), "{said}");
+    for args in [&["suppressions", "check", "+15550000008"][..], &["suppressions", "list"][..]] {
+        let (_, said) = run(args);
+        assert!(said.contains("pwned") && !said.chars().any(|c| c.is_control() && c != '\n' && c != '\t'), "{said:?}");
+        assert!(!said.lines().any(|l| l.starts_with("forged")), "one line an entry: {said:?}");
+    }
 }
 
 /// Callbacks that cannot be verified change nothing unless the operator
