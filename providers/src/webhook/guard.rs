@@ -5,9 +5,9 @@ use crate::ProviderError;
 use std::net::{IpAddr, SocketAddr};
 
 /// Whether `ip` is one a webhook must not reach from inside our network:
-/// every special-purpose range that is not the public internet (IANA's
-/// registries), and the IPv6 forms that carry an IPv4 address inside
-/// (mapped, NAT64, 6to4) judged by that address.
+/// the special-purpose ranges of IANA's registries that are not the public
+/// internet, with the well-known NAT64 prefix and 6to4 judged by the IPv4
+/// address inside. A NAT64 prefix a network chose for itself is not known here.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -42,9 +42,23 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfec0
                 // ::/96, IPv4-compatible (deprecated): nothing public is reached this way.
                 || s[..6] == [0; 6]
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                // ::ffff:0:0/96 IPv4-mapped and ::ffff:0:0:0/96 IPv4-translated: not
+                // globally reachable (IANA), whatever the IPv4 address inside.
+                || (s[..5] == [0; 5] && s[5] == 0xffff)
+                || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0)
                 // 64:ff9b::/96, NAT64: the IPv4 address it translates to.
                 || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal(IpAddr::V4(embedded(s[6], s[7]))))
+                // 64:ff9b:1::/48, local-use NAT64: a gateway of the network's own.
+                || (s[..3] == [0x64, 0xff9b, 1])
+                // 100::/64, discard-only.
+                || (s[..4] == [0x100, 0, 0, 0])
+                // 2001::/23, IETF protocol assignments (Teredo among them).
+                || (s[0] == 0x2001 && s[1] < 0x200)
+                // 2001:db8::/32 and 3fff::/20, documentation.
+                || (s[0] == 0x2001 && s[1] == 0xdb8)
+                || (s[0] == 0x3fff && s[1] < 0x1000)
+                // 5f00::/16, segment routing (SRv6) identifiers.
+                || s[0] == 0x5f00
                 // 2002::/16, 6to4: the IPv4 address of the relay it goes through.
                 || (s[0] == 0x2002 && is_internal(IpAddr::V4(embedded(s[1], s[2]))))
         }
@@ -145,12 +159,33 @@ mod tests {
             "2002:c0a8:101::1",
             "fec0::1",
             "ff02::1",
+            // Local-use NAT64 (a gateway of the operator's may translate it to 169.254.169.254).
+            "64:ff9b:1:a9fe:a9:fe00::",
+            "64:ff9b:1::1",
+            // IPv4-mapped and IPv4-translated, whatever the IPv4 address.
+            "::ffff:93.184.216.34",
+            "::ffff:0:a9fe:a9fe",
+            "100::1",
+            "2001::1",
+            "2001:1ff::1",
+            "2001:db8::1",
+            "3fff::1",
+            "3fff:fff::1",
+            "5f00::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in
-            ["93.184.216.34", "2606:4700::1111", "100.128.0.1", "198.20.0.1", "64:ff9b::5db8:d822", "2002:5db8:d822::1"]
-        {
+        for ip in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "198.20.0.1",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+            "2001:200::1",
+            "3fff:1000::1",
+            "2a00:1450::1",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }
