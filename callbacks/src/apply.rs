@@ -4,9 +4,11 @@
 //!   and state (a copy of the callback records nothing more), keyed by the
 //!   notification's user, built on the outcome its worker recorded (so it
 //!   carries event, user, channel, priority, correlation and trace ids);
-//! - a hard bounce, a complaint, an unsubscribe and a permanent SMS failure
-//!   list the address; soft ones are counted, and list it once
+//! - a hard bounce, a complaint and a permanent SMS failure list the
+//!   address; soft ones are counted, and list it once
 //!   `callbacks.soft_bounces` came within `callbacks.soft_bounce_window`;
+//! - an unsubscribe at the provider opts the user out of the categories
+//!   that carry unsubscribe links (the address is not listed);
 //! - STOP lists the number, START takes it off the list when STOP listed
 //!   it (and only then).
 //!
@@ -88,10 +90,32 @@ impl Applier {
                 return counted(provider, "duplicate");
             }
         }
-        if let Some(state) = state {
-            self.record(provider, &f, state, now).await;
+        match state {
+            Some(state) => self.record(provider, &f, state, now).await,
+            None => self.unsubscribe(provider, &f).await,
         }
         self.list(provider, &f, now).await;
+    }
+
+    /// An unsubscribe at the provider (SendGrid's own link, or one of its
+    /// groups): its user leaves the categories that carry unsubscribe
+    /// links, as with ours. The address is not listed: password resets and
+    /// order confirmations still reach it.
+    async fn unsubscribe(&self, provider: &str, f: &Feedback) {
+        let recorded = match &f.notification_id {
+            Some(id) => until_ok("read an outcome", || self.store.dedupe_value(id)).await,
+            None => None,
+        };
+        let Some(sent) = recorded.as_deref().and_then(recorded_status) else {
+            tracing::info!(provider, "an unsubscribe on a notification not remembered: nobody to opt out");
+            return counted(provider, "unknown_notification");
+        };
+        for category in &self.config.unsubscribe.categories {
+            if crate::unsubscribe::opt_out(self.store.as_ref(), &sent.user_id, category).await {
+                metrics::counter!("tidings_unsubscribes_total", "category" => category.clone()).increment(1);
+            }
+        }
+        counted(provider, "unsubscribed");
     }
 
     /// The status record of `f`, when its notification's outcome is remembered.
@@ -129,9 +153,8 @@ impl Applier {
         let cause = match f.outcome {
             Outcome::Bounced { hard: true } | Outcome::Undelivered { permanent: true } => Some(Cause::HardBounce),
             Outcome::Complained => Some(Cause::Complaint),
-            Outcome::Unsubscribed => Some(Cause::Unsubscribe),
             Outcome::Bounced { hard: false } | Outcome::Undelivered { permanent: false } => None,
-            Outcome::Delivered | Outcome::Progress => return,
+            Outcome::Delivered | Outcome::Progress | Outcome::Unsubscribed => return,
         };
         let Some((channel, address)) = f.address.as_deref().and_then(normalize) else { return };
         let cause = match cause {

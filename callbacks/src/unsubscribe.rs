@@ -38,21 +38,29 @@ pub async fn one_click(axum::extract::State(s): Shared, Path(token): Path<String
     if param(&form, "List-Unsubscribe") != Some("One-Click") {
         return (StatusCode::BAD_REQUEST, "expected List-Unsubscribe=One-Click\n").into_response();
     }
-    loop {
-        let users = [said.user_id.clone()];
-        let Some(old) = until_ok("read preferences", || s.store.prefs_many(&users)).await.pop().flatten() else {
-            // Nobody to opt out: the link's user is gone. Said plainly, nothing kept.
-            return (StatusCode::OK, Html("<p>You are unsubscribed.</p>")).into_response();
-        };
-        let Some(new) = opted_out(&old, &said.category) else { break };
-        if until_ok("opt out", || s.store.swap_prefs(&said.user_id, &old, &new)).await {
-            break;
-        }
+    if !opt_out(s.store.as_ref(), &said.user_id, &said.category).await {
+        // Nobody to opt out: the link's user is gone. Said plainly, nothing kept.
+        return (StatusCode::OK, Html("<p>You are unsubscribed.</p>")).into_response();
     }
     metrics::counter!("tidings_unsubscribes_total", "category" => said.category.clone()).increment(1);
     tracing::info!(category = %said.category, "a user unsubscribed in one click");
     (StatusCode::OK, Html(format!("<p>You are unsubscribed from {} messages.</p>", escape(&said.category))))
         .into_response()
+}
+
+/// Adds `category` to `user`'s `opt_out` (by compare-and-set, every other
+/// field kept); false when the user has no preferences.
+pub(crate) async fn opt_out(store: &dyn tidings_core::store::Store, user: &str, category: &str) -> bool {
+    let users = [user.to_string()];
+    loop {
+        let Some(old) = until_ok("read preferences", || store.prefs_many(&users)).await.pop().flatten() else {
+            return false;
+        };
+        let Some(new) = opted_out(&old, category) else { return true };
+        if until_ok("opt out", || store.swap_prefs(user, &old, &new)).await {
+            return true;
+        }
+    }
 }
 
 /// `prefs` (stored JSON) with `category` in `opt_out`; `None` when it is

@@ -28,7 +28,8 @@ pub enum Cause {
     SoftBounces,
     /// The recipient marked a message as spam.
     Complaint,
-    /// The recipient unsubscribed at the provider.
+    /// The recipient unsubscribed at the provider (entries listed before an
+    /// unsubscribe became an opt-out of the categories with links).
     Unsubscribe,
     /// The number texted STOP (or one of its family).
     Stop,

@@ -616,3 +616,46 @@ fn weak_callback_secrets_stop_the_role_at_start() {
     let refused = tidings_core::Config::from_toml(&shipped).unwrap_err().to_string();
     assert!(refused.contains("unsubscribe.keys") && !refused.contains("replace-me-with"), "{refused}");
 }
+
+/// SendGrid's `unsubscribe` and `group_unsubscribe` (its own footer link or
+/// an ASM group) opt the user out of the categories that carry unsubscribe
+/// links, as the one-click link does; the address is not listed, so the
+/// user's password resets and order confirmations still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sendgrid_unsubscribe_opts_out_of_marketing_and_lists_nothing() {
+    let port = free_port();
+    let sendgrid = fakes::sendgrid().await;
+    let providers = format!(
+        "{}webhook_verification_key = \"{SENDGRID_PUBLIC}\"\n",
+        harness::sendgrid_provider(&sendgrid.server.uri(), "5s")
+    );
+    let rig = Rig::start(&providers, &[(Channel::Email, &["sendgrid"])], port).await;
+    let config = rig.config.clone();
+    tidings::commands::dev::feed(&config, &(order(1, "u-1") + &order(2, "u-2"))).await.unwrap();
+    let (u1_mail, u2_mail) = (id(1, Channel::Email, "u-1"), id(2, Channel::Email, "u-2"));
+    for n in [&u1_mail, &u2_mail] {
+        rig.watch.wait_for_status(n, State::Sent, WAIT).await;
+    }
+    let now = chrono::Utc::now().timestamp().to_string();
+    let batch = serde_json::json!([
+        {"email": "a1@example.com", "event": "unsubscribe", "notification_id": u1_mail},
+        {"email": "b2@example.com", "event": "group_unsubscribe", "asm_group_id": 7, "notification_id": u2_mail}
+    ])
+    .to_string();
+    assert_eq!(rig.sendgrid_post(&batch, &now, &sendgrid_sign(&now, &batch)).await, 200);
+    for user in ["u-1", "u-2"] {
+        harness::eventually("the user opted out of marketing", WAIT, Duration::from_millis(50), || async {
+            let prefs = rig.store.prefs_many(&[user.to_string()]).await.unwrap().pop().flatten().unwrap();
+            let prefs: serde_json::Value = serde_json::from_str(&prefs).unwrap();
+            prefs["opt_out"] == serde_json::json!(["marketing"])
+        })
+        .await;
+    }
+    assert_eq!(rig.listed("a1@example.com").await, None, "not listed for every email");
+    assert_eq!(rig.listed("b2@example.com").await, None);
+    // The next order confirmation goes out; a campaign does not.
+    tidings::commands::dev::feed(&config, &(order(3, "u-1") + &campaign(4, "u-1"))).await.unwrap();
+    rig.watch.wait_for_status(&id(3, Channel::Email, "u-1"), State::Sent, WAIT).await;
+    let campaign = rig.watch.wait_for_status(&id(4, Channel::Email, "u-1"), State::Suppressed, WAIT).await;
+    assert!(campaign.error.as_deref().unwrap_or_default().contains("opted out"), "{:?}", campaign.error);
+}
