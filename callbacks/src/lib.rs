@@ -15,6 +15,7 @@
 //! # Layout
 //!
 //! - [`service`]: the role: serve the routes until shutdown, then drain the queue.
+//! - [`listener`]: serving them to the internet, each client bounded.
 //! - [`routes`]: the HTTP routes, one per provider callback, each checking
 //!   and reading with its provider's `callback.rs`.
 //! - [`verify`]: each configured provider's verification material.
@@ -22,6 +23,7 @@
 //! - [`unsubscribe`]: `GET` and `POST /u/{token}` (RFC 8058).
 
 pub mod apply;
+pub mod listener;
 pub mod routes;
 pub mod service;
 pub mod unsubscribe;

@@ -16,7 +16,7 @@
 
 use crate::apply::Work;
 use crate::verify::{verifiers, Verifier};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +42,7 @@ pub struct State {
     pub(crate) links: Option<Links>,
     pub(crate) store: SharedStore,
     pub(crate) clock: Clock,
+    pub(crate) limits: tidings_core::config::BodyLimits,
 }
 
 impl State {
@@ -59,6 +60,7 @@ impl State {
             links: Links::new(&config.unsubscribe),
             store,
             clock,
+            limits: config.callbacks.max_body.clone(),
         }))
     }
 
@@ -126,29 +128,38 @@ fn not_found(provider: &str) -> Response {
     (StatusCode::NOT_FOUND, "no such provider\n").into_response()
 }
 
+/// The body of a request, read once its provider or token is known: at
+/// most `limit` bytes. A larger one (or one that stops short) is answered
+/// 413; one whose length says it is larger, without reading any of it.
+pub(crate) async fn read(body: Body, limit: usize, provider: &str) -> Result<Bytes, Response> {
+    let too_large = || {
+        counted(provider, "too_large");
+        tracing::warn!(provider, limit, "a callback body was refused as too large");
+        (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {limit} bytes\n")).into_response()
+    };
+    // Its `Content-Length` says so: not a byte of it is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
 /// The form of a request to Twilio provider `name`, once its signature is
-/// checked; else why not (`None`: no such provider).
-fn twilio_form(
+/// checked; else the answer: 404 for no such provider (the body unread).
+async fn twilio_form(
     s: &State,
     name: &str,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Vec<(String, String)>, Option<Refused>> {
-    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(None) };
-    let params = form_pairs(body);
+    body: Body,
+) -> Result<Vec<(String, String)>, Response> {
+    let Some(Verifier::Twilio { auth_token }) = s.verifiers.get(name) else { return Err(not_found(name)) };
+    let body = read(body, s.limits.form, name).await?;
+    let params = form_pairs(&body);
     let signature = headers.get(twilio::callback::SIGNATURE_HEADER).and_then(|h| h.to_str().ok());
     twilio::callback::verify(auth_token.expose_secret(), &s.called_url(uri, headers), &params, signature)
-        .map_err(Some)?;
+        .map_err(|why| refused(name, why))?;
     Ok(params)
-}
-
-/// The answer to a request [`twilio_form`] refused.
-fn unchecked(name: &str, why: Option<Refused>) -> Response {
-    match why {
-        None => not_found(name),
-        Some(why) => refused(name, why),
-    }
 }
 
 async fn twilio_status(
@@ -156,11 +167,11 @@ async fn twilio_status(
     Path(name): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let params = match twilio_form(&s, &name, &uri, &headers, &body) {
+    let params = match twilio_form(&s, &name, &uri, &headers, body).await {
         Ok(params) => params,
-        Err(why) => return unchecked(&name, why),
+        Err(answer) => return answer,
     };
     let query = form_pairs(uri.query().unwrap_or_default().as_bytes());
     let notification = param(&query, "n").map(str::to_string);
@@ -175,11 +186,11 @@ async fn twilio_inbound(
     Path(name): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let params = match twilio_form(&s, &name, &uri, &headers, &body) {
+    let params = match twilio_form(&s, &name, &uri, &headers, body).await {
         Ok(params) => params,
-        Err(why) => return unchecked(&name, why),
+        Err(answer) => return answer,
     };
     let work = match twilio::callback::inbound(&params) {
         Ok(Some((keyword, number))) => vec![Work::Keyword { provider: name.clone(), keyword, number }],
@@ -198,12 +209,16 @@ async fn sendgrid_events(
     axum::extract::State(s): Shared,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(Verifier::Sendgrid { key }) = s.verifiers.get(&name) else { return not_found(&name) };
     let Some(key) = key else {
         tracing::warn!(provider = %name, "webhook_verification_key is not set: SendGrid events are refused");
         return refused(&name, Refused::Forged);
+    };
+    let body = match read(body, s.limits.batch, &name).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
     };
     let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     let (signature, timestamp) =
@@ -225,10 +240,18 @@ async fn vonage_receipt(
     Path(name): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(Verifier::Vonage { secret, method, accept_unsigned }) = s.verifiers.get(&name) else {
         return not_found(&name);
+    };
+    if secret.is_none() && !accept_unsigned {
+        // Nothing to check it with (the role warned at start): refused unread.
+        return refused(&name, Refused::Forged);
+    }
+    let body = match read(body, s.limits.form, &name).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
     };
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -250,11 +273,9 @@ async fn vonage_receipt(
                 return refused(&name, why);
             }
         }
-        None if *accept_unsigned => {
+        None => {
             metrics::counter!("tidings_callbacks_unsigned_total", "provider" => name.clone()).increment(1);
         }
-        // Nothing to check it with: refused (the role warned at start).
-        None => return refused(&name, Refused::Forged),
     }
     match vonage::callback::receipt(&params) {
         Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]),

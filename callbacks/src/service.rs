@@ -1,7 +1,7 @@
 //! The role: its queue and applier, its routes with the probes beside them,
 //! served until shutdown; then the queue drained.
 
-use crate::{apply, routes};
+use crate::{apply, listener, routes};
 use std::sync::Arc;
 use tidings_core::store::SharedStore;
 use tidings_core::{Clock, Config};
@@ -24,7 +24,7 @@ pub async fn run(
     let state = routes::State::new(&config, store, clock, tx)?;
     let app = routes::router(state).merge(extra);
     tracing::info!(addr = ?listener.local_addr().ok(), "callbacks listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)?;
+    listener::serve(listener, app, &config.callbacks, shutdown).await;
     // Every sender is gone with the router: the applier drains and ends.
     applying.await.map_err(|e| Error::Applier(e.to_string()))?;
     Ok(())
@@ -37,8 +37,6 @@ pub enum Error {
     Kafka(rdkafka::error::KafkaError),
     #[error(transparent)]
     Config(#[from] tidings_providers::ConfigError),
-    #[error("serving callbacks: {0}")]
-    Serve(std::io::Error),
     #[error("applying callbacks: {0}")]
     Applier(String),
 }

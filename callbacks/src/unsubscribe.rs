@@ -9,7 +9,7 @@
 //! write at the same moment is never overwritten.
 
 use crate::routes::State;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -32,8 +32,12 @@ pub async fn page(axum::extract::State(s): Shared, Path(token): Path<String>) ->
     ([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
 }
 
-pub async fn one_click(axum::extract::State(s): Shared, Path(token): Path<String>, body: Bytes) -> Response {
+pub async fn one_click(axum::extract::State(s): Shared, Path(token): Path<String>, body: Body) -> Response {
     let Some(said) = s.links.as_ref().and_then(|l| l.verify(&token)) else { return unknown() };
+    let body = match crate::routes::read(body, s.limits.form, "unsubscribe").await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
     let form = form_pairs(&body);
     if param(&form, "List-Unsubscribe") != Some("One-Click") {
         return (StatusCode::BAD_REQUEST, "expected List-Unsubscribe=One-Click\n").into_response();

@@ -427,6 +427,40 @@ pub struct CallbacksConfig {
     /// How long a callback is remembered, so a copy of it records nothing more.
     #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
     pub remember: Duration,
+    /// Connections served at once; past it the next waits in the listen
+    /// backlog until one closes. With `max_body`, what bounds the role's memory.
+    #[serde(default = "default_callbacks_connections")]
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers (each request of a
+    /// kept-alive connection too) before the connection is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a request may take from its headers to its answer, its
+    /// body included: past it, 408 and the connection closed.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The largest body of a form (Twilio, Vonage, an unsubscribe) and of a
+    /// SendGrid batch; a larger one is answered 413 without being read.
+    #[serde(default)]
+    pub max_body: BodyLimits,
+}
+
+/// Request body limits of the callbacks role, in bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyLimits {
+    /// A form or an unsubscribe: providers send a few hundred bytes.
+    #[serde(default = "default_form_body")]
+    pub form: usize,
+    /// A SendGrid event batch (up to a few hundred events).
+    #[serde(default = "default_batch_body")]
+    pub batch: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits { form: default_form_body(), batch: default_batch_body() }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -799,6 +833,21 @@ fn default_callbacks_listen() -> std::net::SocketAddr {
 }
 fn default_callbacks_queue() -> usize {
     10_000
+}
+fn default_callbacks_connections() -> usize {
+    128
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_form_body() -> usize {
+    64 * 1024
+}
+fn default_batch_body() -> usize {
+    1024 * 1024
 }
 fn default_signature_tolerance() -> Duration {
     Duration::from_secs(300)

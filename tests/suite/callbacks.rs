@@ -659,3 +659,67 @@ async fn a_sendgrid_unsubscribe_opts_out_of_marketing_and_lists_nothing() {
     let campaign = rig.watch.wait_for_status(&id(4, Channel::Email, "u-1"), State::Suppressed, WAIT).await;
     assert!(campaign.error.as_deref().unwrap_or_default().contains("opted out"), "{:?}", campaign.error);
 }
+
+/// What a client sent to `port` got back within `deadline`: the text of the
+/// answer, or `None` when the server said nothing and kept the connection.
+async fn answer_to(port: u16, request: &[u8], deadline: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = vec![0; 4096];
+    match tokio::time::timeout(deadline, stream.read(&mut got)).await {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&got[..n]).into_owned()),
+        Ok(Err(e)) => Some(format!("closed: {e}")),
+        Err(_) => None,
+    }
+}
+
+/// The role is on the internet: a client that sends headers slowly, a body
+/// too large or that trickles, or a body for no provider holds nothing for
+/// long, and a genuine callback gets through while the slots are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_large_requests_are_cut_off_and_genuine_callbacks_get_through() {
+    let port = free_port();
+    let twilio = fakes::twilio().await;
+    let providers = format!(
+        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n",
+        twilio.uri()
+    );
+    let rig = Rig::start_with(&providers, &[(Channel::Sms, &["twilio"])], port, |c| {
+        c.callbacks.max_connections = 8;
+        c.callbacks.header_timeout = Duration::from_secs(1);
+        c.callbacks.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let soon = Duration::from_secs(10);
+
+    // Headers that never end: each connection is closed after the header timeout.
+    let slow = tokio::task::JoinSet::from_iter(
+        (0..8).map(|_| answer_to(port, b"POST /callbacks/twilio/inbound HTTP/1.1\r\nHost: x\r\nX-Slow:", soon)),
+    );
+    // Meanwhile a genuine STOP waits for a slot and is answered.
+    let inbound = format!("{}/callbacks/twilio/inbound", rig.base);
+    let stop = [("From", "+15550000005"), ("To", "+15550001111"), ("Body", "STOP"), ("MessageSid", "SM50")];
+    assert_eq!(rig.twilio_post(&inbound, &stop, Some(TWILIO_TOKEN)).await, 200);
+    for held in slow.join_all().await {
+        assert!(held.is_some(), "a connection that never finished its headers was kept open");
+    }
+
+    // A body larger than a form may be: 413, without its bytes being sent.
+    let large = b"POST /callbacks/twilio/inbound HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200000\r\n\r\n";
+    let said = answer_to(port, large, soon).await.expect("an answer to a body too large");
+    assert!(said.starts_with("HTTP/1.1 413"), "{said}");
+    // For no provider: 404 before any of the body is read.
+    let nobody = b"POST /callbacks/nobody/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n";
+    let said = answer_to(port, nobody, soon).await.expect("an answer for no provider");
+    assert!(said.starts_with("HTTP/1.1 404"), "{said}");
+    // A body that trickles and stops: 408 once the request timeout passes.
+    let trickle = b"POST /callbacks/twilio/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nFrom=%2B1555";
+    let said = answer_to(port, trickle, soon).await.expect("an answer to a body that stopped");
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+
+    harness::eventually("the STOP applied", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000005").await == Some(Cause::Stop)
+    })
+    .await;
+}
