@@ -92,30 +92,39 @@ impl Applier {
         }
         match state {
             Some(state) => self.record(provider, &f, state, now).await,
-            None => self.unsubscribe(provider, &f).await,
+            None => self.unsubscribe(provider, &f, now).await,
         }
         self.list(provider, &f, now).await;
     }
 
     /// An unsubscribe at the provider (SendGrid's own link, or one of its
     /// groups): its user leaves the categories that carry unsubscribe
-    /// links, as with ours. The address is not listed: password resets and
-    /// order confirmations still reach it.
-    async fn unsubscribe(&self, provider: &str, f: &Feedback) {
+    /// links, as with ours, and the address is not listed, so password
+    /// resets and order confirmations still go to it. With no user to opt
+    /// out (the notification is no longer remembered) or no such category,
+    /// the address is listed instead: an unsubscribe is never dropped.
+    async fn unsubscribe(&self, provider: &str, f: &Feedback, now: DateTime<Utc>) {
         let recorded = match &f.notification_id {
             Some(id) => until_ok("read an outcome", || self.store.dedupe_value(id)).await,
             None => None,
         };
-        let Some(sent) = recorded.as_deref().and_then(recorded_status) else {
-            tracing::info!(provider, "an unsubscribe on a notification not remembered: nobody to opt out");
-            return counted(provider, "unknown_notification");
-        };
-        for category in &self.config.unsubscribe.categories {
-            if crate::unsubscribe::opt_out(self.store.as_ref(), &sent.user_id, category).await {
-                metrics::counter!("tidings_unsubscribes_total", "category" => category.clone()).increment(1);
+        let categories = &self.config.unsubscribe.categories;
+        let user = recorded.as_deref().and_then(recorded_status).map(|sent| sent.user_id);
+        let opted_out = match &user {
+            Some(user) if !categories.is_empty() => {
+                for category in categories {
+                    crate::unsubscribe::opt_out(self.store.as_ref(), user, category).await;
+                }
+                true
             }
+            _ => false,
+        };
+        if opted_out {
+            return counted(provider, "unsubscribed");
         }
-        counted(provider, "unsubscribed");
+        tracing::info!(provider, "an unsubscribe with no user or category to opt out of: the address is listed");
+        self.list_for(provider, f, Cause::Unsubscribe, now).await;
+        counted(provider, "unsubscribed_listed");
     }
 
     /// The status record of `f`, when its notification's outcome is remembered.
@@ -156,10 +165,10 @@ impl Applier {
             Outcome::Bounced { hard: false } | Outcome::Undelivered { permanent: false } => None,
             Outcome::Delivered | Outcome::Progress | Outcome::Unsubscribed => return,
         };
-        let Some((channel, address)) = f.address.as_deref().and_then(normalize) else { return };
         let cause = match cause {
             Some(c) => c,
             None => {
+                let Some((_, address)) = f.address.as_deref().and_then(normalize) else { return };
                 let window = self.config.callbacks.soft_bounce_window;
                 let count = until_ok("count a soft bounce", || self.store.soft_bounce(&address, window)).await;
                 if count < self.config.callbacks.soft_bounces {
@@ -168,6 +177,12 @@ impl Applier {
                 Cause::SoftBounces
             }
         };
+        self.list_for(provider, f, cause, now).await;
+    }
+
+    /// Lists the address `f` names for `cause`.
+    async fn list_for(&self, provider: &str, f: &Feedback, cause: Cause, now: DateTime<Utc>) {
+        let Some((channel, address)) = f.address.as_deref().and_then(normalize) else { return };
         let entry =
             Suppression { address, channel, cause, reason: f.reason.clone(), source: provider.to_string(), at: now };
         if until_ok("list an address", || self.store.suppress(&entry)).await {

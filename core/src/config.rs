@@ -463,7 +463,7 @@ impl Default for BodyLimits {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeConfig {
     /// Where links point: the callbacks role's `/u`, e.g. `https://hooks.shop.example/u`.
@@ -988,5 +988,6 @@ default_via_serde!(
     BreakerConfig,
     SchedulerConfig,
     TemplatesConfig,
-    CallbacksConfig
+    CallbacksConfig,
+    UnsubscribeConfig
 );

@@ -639,7 +639,8 @@ async fn a_sendgrid_unsubscribe_opts_out_of_marketing_and_lists_nothing() {
     let now = chrono::Utc::now().timestamp().to_string();
     let batch = serde_json::json!([
         {"email": "a1@example.com", "event": "unsubscribe", "notification_id": u1_mail},
-        {"email": "b2@example.com", "event": "group_unsubscribe", "asm_group_id": 7, "notification_id": u2_mail}
+        {"email": "b2@example.com", "event": "group_unsubscribe", "asm_group_id": 7, "notification_id": u2_mail},
+        {"email": "c3@example.com", "event": "unsubscribe", "notification_id": "n-forgotten"}
     ])
     .to_string();
     assert_eq!(rig.sendgrid_post(&batch, &now, &sendgrid_sign(&now, &batch)).await, 200);
@@ -651,6 +652,11 @@ async fn a_sendgrid_unsubscribe_opts_out_of_marketing_and_lists_nothing() {
         })
         .await;
     }
+    // One on a notification no longer remembered has no user to opt out: its address is listed.
+    harness::eventually("the address listed", WAIT, Duration::from_millis(50), || async {
+        rig.listed("c3@example.com").await == Some(Cause::Unsubscribe)
+    })
+    .await;
     assert_eq!(rig.listed("a1@example.com").await, None, "not listed for every email");
     assert_eq!(rig.listed("b2@example.com").await, None);
     // The next order confirmation goes out; a campaign does not.

@@ -49,6 +49,12 @@ fn unknown_fields_and_dangling_provider_names_are_refused() {
 }
 
 #[test]
+fn unsubscribe_categories_default_to_marketing_without_the_section() {
+    let config = Config::from_toml("[kafka]\nbootstrap_servers = \"k:9092\"\n").unwrap();
+    assert_eq!(config.unsubscribe.categories, ["marketing"]);
+}
+
+#[test]
 fn secrets_never_print() {
     let text = "[kafka]\nbootstrap_servers = \"k:9092\"\n[providers.t]\nkind = \"twilio\"\naccount_sid = \"AC1\"\nauth_token = \"hunter2\"\nfrom = \"+15550001111\"\n";
     let config = Config::from_toml(text).unwrap();
