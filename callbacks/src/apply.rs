@@ -75,7 +75,7 @@ impl Applier {
             Outcome::Delivered => Some(State::Delivered),
             Outcome::Bounced { .. } => Some(State::Bounced),
             Outcome::Complained => Some(State::Complained),
-            Outcome::Undelivered { .. } => Some(State::Undelivered),
+            Outcome::Undelivered { .. } | Outcome::OptedOut => Some(State::Undelivered),
             Outcome::Unsubscribed => None,
             Outcome::Progress => return counted(provider, "progress"),
         };
@@ -162,6 +162,7 @@ impl Applier {
         let cause = match f.outcome {
             Outcome::Bounced { hard: true } | Outcome::Undelivered { permanent: true } => Some(Cause::HardBounce),
             Outcome::Complained => Some(Cause::Complaint),
+            Outcome::OptedOut => Some(Cause::Stop),
             Outcome::Bounced { hard: false } | Outcome::Undelivered { permanent: false } => None,
             Outcome::Delivered | Outcome::Progress | Outcome::Unsubscribed => return,
         };

@@ -27,6 +27,9 @@ pub struct ProviderError {
     /// The address, number or token is invalid or unsubscribed: the owning
     /// service should clean it up.
     pub invalid_recipient: bool,
+    /// The recipient opted out at the provider (a number that texted STOP
+    /// to it): listed as a STOP, so the number's START lifts it.
+    pub opted_out: bool,
     /// The failure belongs to the recipient's own endpoint (a user's webhook),
     /// not to the provider: it is retried, but does not count against the breaker.
     pub recipient_fault: bool,
@@ -53,6 +56,10 @@ impl ProviderError {
     pub fn invalid_recipient(message: impl Into<String>) -> Self {
         ProviderError { invalid_recipient: true, ..Self::permanent(message) }
     }
+    /// The recipient opted out at the provider ([`Self::opted_out`]).
+    pub fn opted_out(message: impl Into<String>) -> Self {
+        ProviderError { opted_out: true, ..Self::invalid_recipient(message) }
+    }
     pub fn at_recipient(mut self) -> Self {
         self.recipient_fault = true;
         self
@@ -61,15 +68,17 @@ impl ProviderError {
         self.retry_after = after;
         self
     }
-    /// Every message is scrubbed of email addresses and phone numbers: a
-    /// provider's answer often quotes the recipient, and the message goes
-    /// into logs, status records and dead-letter headers.
+    /// Every message is scrubbed of email addresses and phone numbers (a
+    /// provider's answer often quotes the recipient) and has its control
+    /// characters written as text: the message goes into logs, status
+    /// records, dead-letter headers and the suppression list.
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ProviderError {
             kind,
-            message: tidings_core::redact::scrub(&message.into()),
+            message: tidings_core::redact::printable(&tidings_core::redact::scrub(&message.into())),
             retry_after: None,
             invalid_recipient: false,
+            opted_out: false,
             recipient_fault: false,
             ambiguous: false,
         }

@@ -31,10 +31,14 @@ pub enum Outcome {
     Bounced { hard: bool },
     /// The recipient marked it as spam (lists the address).
     Complained,
-    /// The recipient unsubscribed at the provider (lists the address).
+    /// The recipient unsubscribed at the provider (opts the user out of the
+    /// categories with unsubscribe links).
     Unsubscribed,
     /// An SMS that did not arrive; a permanent failure lists the number.
     Undelivered { permanent: bool },
+    /// An SMS refused because the number opted out at the provider (texted
+    /// STOP to it): `undelivered`, and the number listed as a STOP.
+    OptedOut,
     /// A step on the way (queued, sent, deferred, accepted): nothing to record.
     Progress,
 }

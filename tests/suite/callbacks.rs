@@ -424,6 +424,33 @@ async fn an_invalid_recipient_answer_lists_the_number() {
     rig.drained(&["u-3"]).await;
 }
 
+/// Twilio's 21610 is a STOP the number sent Twilio (one whose inbound
+/// webhook never reached us, say): the number is listed as `stop`, so its
+/// START lifts it, as Twilio's own block is lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_number_twilio_says_opted_out_is_listed_as_stop_and_its_start_lifts_it() {
+    let twilio = MockServer::start().await;
+    let refused =
+        serde_json::json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400});
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(refused)).mount(&twilio).await;
+    let providers = format!(
+        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n",
+        twilio.uri()
+    );
+    let port = free_port();
+    let rig = Rig::start(&providers, &[(Channel::Sms, &["twilio"])], port).await;
+    tidings::commands::dev::feed(&rig.config, &order(1, "u-3")).await.unwrap();
+    rig.watch.wait_for_status(&id(1, Channel::Sms, "u-3"), State::Suppressed, WAIT).await;
+    assert_eq!(rig.listed("+15550000003").await, Some(Cause::Stop));
+    let inbound = format!("{}/callbacks/twilio/inbound", rig.base);
+    let start = [("From", "+15550000003"), ("To", "+15550001111"), ("Body", "START"), ("MessageSid", "SM60")];
+    assert_eq!(rig.twilio_post(&inbound, &start, Some(TWILIO_TOKEN)).await, 200);
+    harness::eventually("the number lifted", WAIT, Duration::from_millis(50), || async {
+        rig.listed("+15550000003").await.is_none()
+    })
+    .await;
+}
+
 fn campaign(seq: usize, user: &str) -> String {
     serde_json::json!({
         "specversion": "1.0", "id": format!("evt-{seq}"), "type": "marketing.campaign", "source": "/test",

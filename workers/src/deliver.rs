@@ -757,7 +757,8 @@ impl Deliverer {
         let entry = Suppression {
             address,
             channel: n.channel,
-            cause: Cause::HardBounce,
+            // Opted out at the provider: a STOP, so the number's START lifts it.
+            cause: if failed.error.opted_out { Cause::Stop } else { Cause::HardBounce },
             reason: failed.error.to_string(),
             source: provider.clone(),
             at: self.clock.now(),

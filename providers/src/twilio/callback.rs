@@ -52,6 +52,7 @@ pub fn status(params: &[(String, String)], notification_id: Option<String>) -> R
     let code = param(params, "ErrorCode").filter(|c| !c.is_empty()).map(str::to_string);
     let outcome = match state {
         "delivered" | "read" => Outcome::Delivered,
+        "undelivered" | "failed" if code.as_deref() == Some("21610") => Outcome::OptedOut,
         "undelivered" | "failed" => Outcome::Undelivered { permanent: code.as_deref().is_some_and(permanent) },
         "accepted" | "scheduled" | "queued" | "sending" | "sent" | "receiving" | "received" | "canceled" => {
             Outcome::Progress
@@ -74,9 +75,9 @@ pub fn status(params: &[(String, String)], notification_id: Option<String>) -> R
 
 /// Error codes that say the number can never take our messages.
 fn permanent(code: &str) -> bool {
-    // 21211 invalid To, 21610 the number sent STOP, 21614 not a mobile,
+    // 21211 invalid To, 21614 not a mobile (21610, the number sent STOP, is an opt-out),
     // 30004 blocked by the recipient, 30005 unknown handset, 30006 a landline.
-    matches!(code, "21211" | "21610" | "21614" | "30004" | "30005" | "30006")
+    matches!(code, "21211" | "21614" | "30004" | "30005" | "30006")
 }
 
 fn describe(code: &str) -> Option<&'static str> {

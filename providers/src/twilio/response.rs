@@ -38,8 +38,10 @@ pub async fn read(name: &str, response: reqwest::Response) -> Result<Receipt, Pr
 pub fn classify(name: &str, status: u16, code: Option<u32>, message: &str) -> ProviderError {
     let what = format!("twilio {name}: HTTP {status} code {} {message}", code.map_or("-".into(), |c| c.to_string()));
     match (status, code) {
-        // 21211 invalid To, 21610 unsubscribed (STOP), 21614 not a mobile number.
-        (_, Some(21211 | 21610 | 21614)) => ProviderError::invalid_recipient(what),
+        // 21610: the number texted STOP to Twilio, which blocks it until its START.
+        (_, Some(21610)) => ProviderError::opted_out(what),
+        // 21211 invalid To, 21614 not a mobile number.
+        (_, Some(21211 | 21614)) => ProviderError::invalid_recipient(what),
         (429, _) | (_, Some(20429)) => ProviderError::transient(what),
         (401 | 403, _) => {
             tracing::error!(provider = name, status, "twilio rejected our credentials");

@@ -83,6 +83,7 @@ async fn classifies_documented_errors() {
         let e = failure(400, serde_json::json!({"code": code, "message": "bad", "status": 400}), None).await;
         assert_eq!(e.kind, ErrorKind::Permanent, "{code}");
         assert!(e.invalid_recipient, "{code}");
+        assert_eq!(e.opted_out, code == 21610, "only a STOP at Twilio is an opt-out: {code}");
     }
     let e = failure(429, serde_json::json!({"code": 20429, "message": "Too Many Requests"}), Some("7")).await;
     assert_eq!((e.kind, e.retry_after), (ErrorKind::Transient, Some(Duration::from_secs(7))));
