@@ -51,10 +51,35 @@ pub struct Applier {
 }
 
 impl Applier {
-    /// Applies everything queued, until the queue is closed and empty.
-    pub async fn run(self, rx: mpsc::Receiver<Work>) {
-        let me = &self;
-        tokio_stream_of(rx).for_each_concurrent(CONCURRENCY, |work| async move { me.apply(work).await }).await;
+    /// Applies everything queued, until the queue is closed and empty:
+    /// feedback [`CONCURRENCY`] at a time, keywords one at a time in the
+    /// order they came (a STOP and a START of one number are never swapped).
+    pub async fn run(self, mut rx: mpsc::Receiver<Work>) {
+        let me = Arc::new(self);
+        let (feedback_tx, feedback_rx) = mpsc::channel(CONCURRENCY);
+        let (keyword_tx, mut keyword_rx) = mpsc::channel(CONCURRENCY);
+        let split = async move {
+            while let Some(work) = rx.recv().await {
+                // Either send fails only once its applier below is gone.
+                let sent = match work {
+                    Work::Feedback { .. } => feedback_tx.send(work).await.is_ok(),
+                    Work::Keyword { .. } => keyword_tx.send(work).await.is_ok(),
+                };
+                if !sent {
+                    break;
+                }
+            }
+        };
+        let feedback = tokio_stream_of(feedback_rx).for_each_concurrent(CONCURRENCY, |work| {
+            let me = me.clone();
+            async move { me.apply(work).await }
+        });
+        let keywords = async {
+            while let Some(work) = keyword_rx.recv().await {
+                me.apply(work).await;
+            }
+        };
+        tokio::join!(split, feedback, keywords);
     }
 
     async fn apply(&self, work: Work) {
@@ -213,7 +238,8 @@ impl Applier {
                 counted(provider, "stop");
             }
             // START undoes a STOP, nothing else: a bounce, a complaint or an
-            // operator's entry stays listed whatever the number texts.
+            // operator's entry stays. (A STOP after a provider's entry replaces
+            // it: the number that texted exists, and its START lifts it.)
             Keyword::Start => {
                 let lifted = until_ok("lift a number", || self.store.lift(&number, Cause::Stop)).await;
                 counted(provider, if lifted { "start" } else { "start_nothing_to_lift" });

@@ -292,9 +292,17 @@ async fn signed_callbacks_become_records_and_suppressions_and_listed_addresses_g
     rig.watch.wait_for_status(&id(6, Channel::Sms, "u-3"), State::Sent, WAIT).await;
     assert_eq!(to_u3(fakes::twilio_sent(&twilio).await), 2);
 
+    // A number's keywords in quick succession: applied in the order they came, the last one wins.
+    for (i, body) in ["STOP", "START"].iter().cycle().take(11).enumerate() {
+        let form =
+            [("From", "+15550000004"), ("To", "+15550001111"), ("Body", body), ("MessageSid", &format!("SM7{i}"))];
+        assert_eq!(rig.twilio_post(&inbound, &form, Some(TWILIO_TOKEN)).await, 200);
+    }
+
     // Once everything queued is applied: one record per notification and
     // state, whatever came twice, and nothing from what was refused.
     let records = rig.drained(&["u-1", "u-2", "u-3"]).await;
+    assert_eq!(rig.listed("+15550000004").await, Some(Cause::Stop), "the last keyword was a STOP");
     assert_eq!(count(&records, &u1_sms, State::Delivered), 1);
     assert_eq!(count(&records, &u1_sms, State::Undelivered), 0, "the forged one changed nothing");
     assert_eq!(count(&records, &u3_sms, State::Delivered), 0, "the unsigned one changed nothing");
