@@ -26,6 +26,7 @@ use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::redact::printable;
 use tidings_core::store::SharedStore;
 use tidings_core::unsubscribe::Links;
 use tidings_core::{Clock, Config};
@@ -119,12 +120,13 @@ fn refused(provider: &str, why: Refused) -> Response {
         Refused::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
     };
     counted(provider, outcome);
-    tracing::warn!(provider, reason = %why, "a callback was refused");
+    // The reason may quote the request: a line break in it must not forge a log line.
+    tracing::warn!(provider = %printable(provider), reason = %printable(&why.to_string()), "a callback was refused");
     (status, format!("{why}\n")).into_response()
 }
 
 fn not_found(provider: &str) -> Response {
-    tracing::warn!(provider, "a callback for no configured provider of its kind");
+    tracing::warn!(provider = %printable(provider), "a callback for no configured provider of its kind");
     (StatusCode::NOT_FOUND, "no such provider\n").into_response()
 }
 

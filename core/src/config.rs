@@ -153,9 +153,12 @@ impl std::fmt::Debug for KafkaConfig {
 }
 
 /// Whether a librdkafka setting's value may be a credential, or a key or
-/// certificate itself: it never prints.
+/// certificate itself, or who authenticates: it never prints.
 fn is_credential(setting: &str) -> bool {
-    ["password", "secret", "key", "token", "jaas", "credential", "pem"].iter().any(|word| setting.contains(word))
+    // librdkafka's own sensitive settings (`sasl.oauthbearer.config`, `sasl.username` among them) too.
+    ["password", "secret", "key", "token", "jaas", "credential", "pem", "oauthbearer.config", "username"]
+        .iter()
+        .any(|word| setting.contains(word))
 }
 
 /// As written, but for the password of every node in the URL.
@@ -377,7 +380,7 @@ pub struct MetricsConfig {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracesConfig {
     /// OTLP/HTTP collector to export spans to, e.g. `"http://otel-collector:4318"`
@@ -389,6 +392,16 @@ pub struct TracesConfig {
     /// follows its parent's decision.
     #[serde(default = "default_sample_ratio")]
     pub sample_ratio: f64,
+}
+
+/// As written, but for credentials in the collector's URL.
+impl std::fmt::Debug for TracesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracesConfig")
+            .field("otlp_endpoint", &self.otlp_endpoint.as_deref().map(crate::redact::credentials))
+            .field("sample_ratio", &self.sample_ratio)
+            .finish()
+    }
 }
 
 impl Default for TracesConfig {
@@ -595,28 +608,35 @@ const STRING_FIELDS: [&str; 19] = [
 pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Why `secret` cannot be trusted to sign or check anything, if it cannot:
-/// empty, shorter than `min` bytes, one character repeated, or a
-/// placeholder left from an example (`replace-me…`, `change-me`, …). The
-/// answer never quotes the secret.
+/// empty, shorter than `min` bytes, fewer than six different characters,
+/// or a placeholder left from an example or a template (`replace-me…`,
+/// `change-me`, `<your token>`, `${TOKEN}`, …). The answer never quotes
+/// the secret.
 pub fn weak_secret(secret: &str, min: usize) -> Option<String> {
-    const PLACEHOLDERS: [&str; 10] = [
-        "replace-me",
-        "replace_me",
-        "replaceme",
+    // Words of an example or a template left in place, never of a random secret.
+    const PLACEHOLDERS: [&str; 14] = [
+        "replace",
         "change-me",
         "change_me",
         "changeme",
         "placeholder",
         "your-",
         "your_",
-        "random bytes",
+        "your ",
+        "random",
+        "example",
+        "secret here",
+        "todo",
+        "${",
+        "xxxx",
     ];
     let lower = secret.to_ascii_lowercase();
+    let distinct = secret.chars().collect::<std::collections::HashSet<_>>().len();
     if secret.is_empty() {
         Some("is empty".into())
     } else if secret.len() < min {
         Some(format!("is shorter than {min} bytes"))
-    } else if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || secret.chars().all(|c| secret.starts_with(c)) {
+    } else if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || secret.starts_with('<') || distinct < 6 {
         Some("is a placeholder, not a secret: set the real one".into())
     } else {
         None

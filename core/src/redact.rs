@@ -78,9 +78,25 @@ fn starts_with_scheme(text: &str) -> bool {
 
 fn node_credentials(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else { return value.to_string() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return value.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return query_credentials(value) };
     let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
     format!("{scheme}://{user}:***@{host}")
+}
+
+/// `…?db=2&pass=S3cret` → `…?db=2&pass=***`: a password given as a query
+/// parameter (`pass`, `password`), as a Unix socket's URL has it.
+fn query_credentials(value: &str) -> String {
+    let Some((base, query)) = value.split_once('?') else { return value.to_string() };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if matches!(name.to_ascii_lowercase().as_str(), "pass" | "password") => {
+                format!("{name}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// `text` with each control character (an escape sequence's ESC, a bell,
@@ -170,6 +186,12 @@ mod tests {
             assert_eq!(masked, "rediss://app:***@cache.example:6380/2", "{raw}");
         }
         assert_eq!(credentials("redis://h1:7000,redis://h2:7000"), "redis://h1:7000,redis://h2:7000");
+        // A password in the query (a Unix socket's URL has no user part).
+        assert_eq!(
+            credentials("redis+unix:///run/redis.sock?db=2&pass=S3cret&x=1"),
+            "redis+unix:///run/redis.sock?db=2&pass=***&x=1"
+        );
+        assert_eq!(credentials("rediss://h:6380/?password=S3cret"), "rediss://h:6380/?password=***");
         assert_eq!(credentials("not a url"), "not a url");
     }
 

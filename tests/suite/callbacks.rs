@@ -632,6 +632,11 @@ fn weak_callback_secrets_stop_the_role_at_start() {
         (twilio("replace-me-0123456789abcdef"), "auth_token", "replace-me-0123456789abcdef"),
         (vonage(""), "signature_secret", ""),
         (vonage("changeme-changeme-changeme"), "signature_secret", "changeme-changeme-changeme"),
+        (vonage("at least 16 bytes of random"), "signature_secret", "at least 16 bytes of random"),
+        (twilio("${TWILIO_AUTH_TOKEN}"), "auth_token", "${TWILIO_AUTH_TOKEN}"),
+        (twilio("<your auth token here>"), "auth_token", "<your auth token here>"),
+        (twilio("replace with a real secret"), "auth_token", "replace with a real secret"),
+        (twilio("abababababababababab"), "auth_token", "abababababababababab"),
     ] {
         let config = tidings_core::Config::from_toml(&text).unwrap();
         let refused = match tidings_callbacks::verify::verifiers(&config) {

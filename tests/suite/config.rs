@@ -60,9 +60,9 @@ fn secrets_never_print() {
     let config = Config::from_toml(text).unwrap();
     assert!(!format!("{config:?}").contains("hunter2"));
     // Credentials in the cluster settings: librdkafka's passwords and every Redis node's.
-    let text = "[kafka]\nbootstrap_servers = \"k:9092\"\noptions = { \"security.protocol\" = \"SASL_SSL\", \"sasl.password\" = \"KafkaPw1\", \"ssl.key.password\" = \"KeyPw2\", \"sasl.oauthbearer.client.secret\" = \"OauthSecret3\" }\n[redis]\nurl = \"redis://:RedisPw4@h1:7000,redis://:RedisPw5@h2:7000\"\n";
+    let text = "[kafka]\nbootstrap_servers = \"k:9092\"\noptions = { \"security.protocol\" = \"SASL_SSL\", \"sasl.password\" = \"KafkaPw1\", \"ssl.key.password\" = \"KeyPw2\", \"sasl.oauthbearer.client.secret\" = \"OauthSecret3\", \"sasl.oauthbearer.config\" = \"principal=x secret=OauthCfg6\" }\n[redis]\nurl = \"redis://:RedisPw4@h1:7000,redis://:RedisPw5@h2:7000\"\n[traces]\notlp_endpoint = \"https://tenant:OtlpPw7@otel.example:4318\"\n";
     let printed = format!("{:?}", Config::from_toml(text).unwrap());
-    for secret in ["KafkaPw1", "KeyPw2", "OauthSecret3", "RedisPw4", "RedisPw5"] {
+    for secret in ["KafkaPw1", "KeyPw2", "OauthSecret3", "RedisPw4", "RedisPw5", "OauthCfg6", "OtlpPw7"] {
         assert!(!printed.contains(secret), "{secret} printed: {printed}");
     }
     assert!(printed.contains("SASL_SSL") && printed.contains("h2:7000"), "what is no secret still shows: {printed}");

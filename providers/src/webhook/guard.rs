@@ -24,6 +24,8 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (a == 100 && (b & 0xc0) == 64)
                 // 192.0.0.0/24, IETF protocol assignments.
                 || (a == 192 && b == 0 && c == 0)
+                // 192.88.99.0/24, 6to4 relay anycast (deprecated).
+                || (a == 192 && b == 88 && c == 99)
                 // 198.18.0.0/15, benchmarking.
                 || (a == 198 && (b & 0xfe) == 18)
                 // 240.0.0.0/4, reserved.
@@ -50,8 +52,8 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal(IpAddr::V4(embedded(s[6], s[7]))))
                 // 64:ff9b:1::/48, local-use NAT64: a gateway of the network's own.
                 || (s[..3] == [0x64, 0xff9b, 1])
-                // 100::/64, discard-only.
-                || (s[..4] == [0x100, 0, 0, 0])
+                // 100::/64 discard-only, 100:0:0:1::/64 dummy prefix.
+                || (s[..3] == [0x100, 0, 0] && s[3] <= 1)
                 // 2001::/23, IETF protocol assignments (Teredo among them).
                 || (s[0] == 0x2001 && s[1] < 0x200)
                 // 2001:db8::/32 and 3fff::/20, documentation.
@@ -166,6 +168,8 @@ mod tests {
             "::ffff:93.184.216.34",
             "::ffff:0:a9fe:a9fe",
             "100::1",
+            "100:0:0:1::1",
+            "192.88.99.1",
             "2001::1",
             "2001:1ff::1",
             "2001:db8::1",

@@ -77,7 +77,10 @@ async fn list(config: &Config, from: Option<&str>, filter: &LetterFilter, json: 
         return Ok(());
     }
     println!("{:<8} {:<10} {:<28} {:<9} {:>7}  error", "from", "class", "event type", "age", "letters");
+    // A letter's text came from outside (an event, a provider): printed as text.
+    let shown = tidings_core::redact::printable;
     for ((source, class, event_type, error, age), n) in &groups {
+        let (source, event_type, error) = (shown(source), shown(event_type), shown(error));
         println!("{source:<8} {class:<10} {event_type:<28} {age:<9} {n:>7}  {error}");
     }
     println!("{} dead letters", groups.values().sum::<usize>());
