@@ -104,20 +104,34 @@ impl Applier {
             Outcome::Unsubscribed => None,
             Outcome::Progress => return counted(provider, "progress"),
         };
-        // One sighting per notification (else provider message) and what it says.
-        let about =
-            f.notification_id.clone().or_else(|| f.provider_message_id.as_ref().map(|m| format!("{provider}:{m}")));
+        // The outcome its worker recorded: feedback on a notification counts
+        // only from the provider that sent it (another account's, forged or
+        // mistaken, changes nothing, and cannot make the genuine one a copy).
+        let sent = match &f.notification_id {
+            Some(id) => until_ok("read an outcome", || self.store.dedupe_value(id)).await,
+            None => None,
+        };
+        let sent = sent.as_deref().and_then(recorded_status);
+        if let Some(sent) = &sent {
+            if sent.provider.as_deref() != Some(provider) {
+                tracing::warn!(provider, notification_id = ?f.notification_id, "feedback on a notification another provider sent: ignored");
+                return counted(provider, "other_provider");
+            }
+        }
+        // One sighting per provider, notification (else provider message)
+        // and what it says; the key holds a digest, never the raw id.
+        let about = f.notification_id.as_ref().or(f.provider_message_id.as_ref());
         let what = state.map_or("unsubscribed", State::as_str);
-        if let Some(about) = &about {
-            let key = format!("cb:{about}:{what}");
+        if let Some(about) = about {
+            let key = format!("cb:{provider}:{}:{what}", digest(about));
             let remember = self.config.callbacks.remember;
             if !until_ok("remember a callback", || self.store.first_sighting(&key, remember)).await {
                 return counted(provider, "duplicate");
             }
         }
         match state {
-            Some(state) => self.record(provider, &f, state, now).await,
-            None => self.unsubscribe(provider, &f, now).await,
+            Some(state) => self.record(provider, &f, state, sent, now).await,
+            None => self.unsubscribe(provider, &f, sent, now).await,
         }
         self.list(provider, &f, now).await;
     }
@@ -128,13 +142,9 @@ impl Applier {
     /// resets and order confirmations still go to it. With no user to opt
     /// out (the notification is no longer remembered) or no such category,
     /// the address is listed instead: an unsubscribe is never dropped.
-    async fn unsubscribe(&self, provider: &str, f: &Feedback, now: DateTime<Utc>) {
-        let recorded = match &f.notification_id {
-            Some(id) => until_ok("read an outcome", || self.store.dedupe_value(id)).await,
-            None => None,
-        };
+    async fn unsubscribe(&self, provider: &str, f: &Feedback, sent: Option<StatusRecord>, now: DateTime<Utc>) {
         let categories = &self.config.unsubscribe.categories;
-        let user = recorded.as_deref().and_then(recorded_status).map(|sent| sent.user_id);
+        let user = sent.map(|sent| sent.user_id);
         let opted_out = match &user {
             Some(user) if !categories.is_empty() => {
                 for category in categories {
@@ -153,14 +163,9 @@ impl Applier {
     }
 
     /// The status record of `f`, when its notification's outcome is remembered.
-    async fn record(&self, provider: &str, f: &Feedback, state: State, now: DateTime<Utc>) {
-        let Some(id) = &f.notification_id else {
-            tracing::info!(provider, state = state.as_str(), "feedback without a notification id");
-            return counted(provider, "unknown_notification");
-        };
-        let recorded = until_ok("read an outcome", || self.store.dedupe_value(id)).await;
-        let Some(sent) = recorded.as_deref().and_then(recorded_status) else {
-            tracing::info!(provider, notification_id = %id, state = state.as_str(), "feedback on a notification not remembered");
+    async fn record(&self, provider: &str, f: &Feedback, state: State, sent: Option<StatusRecord>, now: DateTime<Utc>) {
+        let Some(sent) = sent else {
+            tracing::info!(provider, notification_id = ?f.notification_id, state = state.as_str(), "feedback on a notification not remembered, or without an id");
             return counted(provider, "unknown_notification");
         };
         let status = StatusRecord {
@@ -247,6 +252,13 @@ impl Applier {
             Keyword::Help => counted(provider, "help"),
         }
     }
+}
+
+/// A short digest of an id from outside, for a Redis key: its length is
+/// fixed whatever the id's.
+fn digest(id: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16])
 }
 
 fn counted(provider: &str, outcome: &'static str) {

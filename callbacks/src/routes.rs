@@ -82,8 +82,12 @@ impl State {
         }
     }
 
-    /// Queues `work`, answering the provider.
+    /// Queues `work`, answering the provider; 400 for an id, code, reason
+    /// or address longer than any provider sends (nothing of it queued).
     fn enqueue(&self, provider: &str, work: Vec<Work>) -> Response {
+        if let Some(why) = work.iter().find_map(oversized) {
+            return refused(provider, Refused::Malformed(why));
+        }
         for w in work {
             if self.queue.try_send(w).is_err() {
                 counted(provider, "queue_full");
@@ -94,6 +98,26 @@ impl State {
         counted(provider, "accepted");
         StatusCode::OK.into_response()
     }
+}
+
+/// Why `work` holds a field longer than any provider sends, if it does.
+fn oversized(work: &Work) -> Option<String> {
+    const ID: usize = 256;
+    const TEXT: usize = 2048;
+    let fields: Vec<(&str, Option<&str>, usize)> = match work {
+        Work::Feedback { feedback: f, .. } => vec![
+            ("notification id", f.notification_id.as_deref(), ID),
+            ("message id", f.provider_message_id.as_deref(), ID),
+            ("code", f.code.as_deref(), ID),
+            ("address", f.address.as_deref(), ID),
+            ("reason", Some(f.reason.as_str()), TEXT),
+        ],
+        Work::Keyword { number, .. } => vec![("number", Some(number.as_str()), ID)],
+    };
+    fields
+        .into_iter()
+        .find(|(_, value, max)| value.is_some_and(|v| v.len() > *max))
+        .map(|(name, _, max)| format!("a {name} longer than {max} bytes"))
 }
 
 type Shared = axum::extract::State<Arc<State>>;

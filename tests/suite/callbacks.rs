@@ -769,3 +769,51 @@ async fn slow_and_large_requests_are_cut_off_and_genuine_callbacks_get_through()
     })
     .await;
 }
+
+/// Feedback about a notification counts only from the provider that sent
+/// it: another account's callback (here one taken unsigned, as forgeable as
+/// any) neither records a state nor makes the genuine one a "duplicate".
+/// A parameter longer than any provider sends is refused (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn feedback_counts_only_from_the_provider_that_sent_the_notification() {
+    let port = free_port();
+    let twilio = fakes::twilio().await;
+    let providers = format!(
+        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\n\
+         from = \"+15550001111\"\nstatus_callback = \"http://127.0.0.1:{port}/callbacks/twilio/status\"\n\
+         \n[providers.vonage]\nkind = \"vonage\"\nbase_url = \"http://127.0.0.1:9\"\napi_key = \"k\"\napi_secret = \"s\"\n\
+         from = \"Shop\"\naccept_unsigned = true\n",
+        twilio.uri()
+    );
+    let mut rig = Rig::start(&providers, &[(Channel::Sms, &["twilio"])], port).await;
+    tidings::commands::dev::feed(&rig.config, &order(1, "u-3")).await.unwrap();
+    let sms = id(1, Channel::Sms, "u-3");
+    rig.watch.wait_for_status(&sms, State::Sent, WAIT).await;
+
+    let receipt = |message_id: &str| {
+        vec![
+            ("msisdn".to_string(), "15550000003".to_string()),
+            ("messageId".to_string(), message_id.to_string()),
+            ("status".to_string(), "failed".to_string()),
+            ("err-code".to_string(), "1".to_string()),
+            ("client-ref".to_string(), sms.clone()),
+        ]
+    };
+    let vonage = format!("{}/callbacks/vonage/receipts", rig.base);
+    let post = |params: Vec<(String, String)>| {
+        let (http, url) = (rig.http.clone(), vonage.clone());
+        async move { http.post(url).form(&params).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(receipt("0A1")).await, 200, "taken, as configured");
+    assert_eq!(post(receipt(&"9".repeat(5000))).await, 400, "a message id no provider sends");
+    let status_url = format!("http://127.0.0.1:{port}/callbacks/twilio/status?n={sms}");
+    let undelivered =
+        [("MessageSid", "SM1"), ("MessageStatus", "undelivered"), ("ErrorCode", "30003"), ("To", "+15550000003")];
+    assert_eq!(rig.twilio_post(&status_url, &undelivered, Some(TWILIO_TOKEN)).await, 200);
+    let records = rig.drained(&["u-3"]).await;
+    let undelivered: Vec<_> =
+        records.iter().filter(|r| r.notification_id == sms && r.state == State::Undelivered).collect();
+    assert_eq!(undelivered.len(), 1, "{undelivered:?}");
+    assert_eq!(undelivered[0].provider.as_deref(), Some("twilio"));
+    assert_eq!(undelivered[0].provider_code.as_deref(), Some("30003"));
+}
