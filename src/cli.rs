@@ -66,6 +66,25 @@ pub enum BenchCommand {
     /// end-to-end latency, CPU per message and peak RSS, next to a one-in-flight-per-partition
     /// baseline and a run where critical messages arrive while a bulk backlog drains.
     Worker(WorkerBenchArgs),
+    /// The callbacks role as a process of its own under a slowloris and a body flood: its
+    /// RSS before, during and after, and the genuine callbacks answered meanwhile.
+    Callbacks(CallbacksBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CallbacksBenchArgs {
+    /// How long the flood lasts, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Connections that send headers and never finish them (each reconnects when cut).
+    #[arg(long, default_value_t = 1000)]
+    pub slow: usize,
+    /// Connections that announce a form body near the limit and trickle it (each reconnects).
+    #[arg(long, default_value_t = 200)]
+    pub bodies: usize,
+    /// Genuine signed callbacks (Twilio inbound STOPs) a second during the flood.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
 }
 
 #[derive(Debug, Args)]

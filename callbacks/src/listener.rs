@@ -1,8 +1,10 @@
-//! Serving the role's routes to the internet with bounds on what one client
+//! Serving the role's routes to the internet with bounds on what clients
 //! may hold: connections at once (past the cap, new ones wait in the listen
-//! backlog), the time to send a request's headers, and the time from the
-//! headers to the answer. axum's own `serve` has none of these; this is its
-//! accept loop over hyper with them (as axum's `serve-with-hyper` example).
+//! backlog), 16 KiB of buffer while a connection sends headers, the time to
+//! send them, the time from the headers to the answer, and the body bytes
+//! in flight over all connections. axum's own `serve` has none of these;
+//! this is its accept loop over hyper with them (as axum's
+//! `serve-with-hyper` example).
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -27,11 +29,17 @@ pub async fn serve(
     limits: &CallbacksConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let app = app.layer(axum::middleware::from_fn_with_state(limits.request_timeout, within));
+    let budget = Budget {
+        timeout: limits.request_timeout,
+        bytes: Arc::new(Semaphore::new(limits.body_budget.max(1))),
+        limits: limits.max_body.clone(),
+    };
+    let app = app.layer(axum::middleware::from_fn_with_state(budget, within));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    // A client reading headers holds this buffer at most (hyper's least).
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(16 * 1024);
     tokio::pin!(shutdown);
     loop {
         // A slot first: past the cap, connections wait in the backlog, unread.
@@ -66,16 +74,49 @@ pub async fn serve(
     }
 }
 
-/// Answers 408 to a request not answered within `limit` (a body that
-/// trickles in, say); the connection is closed after it.
-async fn within(axum::extract::State(limit): axum::extract::State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
+/// What every request shares: its time, and the bytes of the bodies being
+/// read or handled at once.
+#[derive(Clone)]
+struct Budget {
+    timeout: Duration,
+    bytes: Arc<Semaphore>,
+    /// What each route reads at most.
+    limits: tidings_core::config::BodyLimits,
+}
+
+/// Answers 503 to a request whose body would take the role past its budget
+/// of bytes in flight, and 408 to one not answered within its time (a body
+/// that trickles in, say); the connection is closed after either.
+async fn within(axum::extract::State(budget): axum::extract::State<Budget>, request: Request, next: Next) -> Response {
+    // SendGrid's batches may be larger than the forms of every other route.
+    let most = if request.uri().path().ends_with("/events") { budget.limits.batch } else { budget.limits.form };
+    let length = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // Without a length it may be as large as its route reads; a larger one is refused unread.
+    let counted = match length {
+        None => most,
+        Some(n) if n > most => 1,
+        Some(n) => n.max(1),
+    };
+    let permits = u32::try_from(counted).unwrap_or(u32::MAX);
+    let Ok(_held) = budget.bytes.clone().try_acquire_many_owned(permits) else {
+        metrics::counter!("tidings_callbacks_over_budget_total").increment(1);
+        return closing(StatusCode::SERVICE_UNAVAILABLE, "too many requests being read; send it again later\n");
+    };
+    match tokio::time::timeout(budget.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             metrics::counter!("tidings_callbacks_timed_out_total").increment(1);
-            let mut response = (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response();
-            response.headers_mut().insert(axum::http::header::CONNECTION, "close".parse().expect("a header value"));
-            response
+            closing(StatusCode::REQUEST_TIMEOUT, "request timed out\n")
         }
     }
+}
+
+fn closing(status: StatusCode, text: &'static str) -> Response {
+    let mut response = (status, text).into_response();
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
 }

@@ -10,9 +10,11 @@
 //!
 //! A request is answered as soon as it is checked, read and queued: 401
 //! when its signature is missing, wrong or stale, 400 when it is not what
-//! the provider sends, 404 for a path no provider has, 503 when the queue
-//! is full (the provider sends it again later), 200 otherwise. A refused
-//! request changes nothing.
+//! the provider sends, 404 for a path no provider has (its body unread),
+//! 413 for a body larger than its route takes, 503 when the queue is full
+//! (the provider sends it again later), 200 otherwise; 408 past
+//! `callbacks.request_timeout` ([`crate::listener`]). A refused request
+//! changes nothing.
 
 use crate::apply::Work;
 use crate::verify::{verifiers, Verifier};

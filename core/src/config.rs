@@ -441,9 +441,15 @@ pub struct CallbacksConfig {
     #[serde(default = "default_dedupe_ttl", with = "humantime_serde")]
     pub remember: Duration,
     /// Connections served at once; past it the next waits in the listen
-    /// backlog until one closes. With `max_body`, what bounds the role's memory.
+    /// backlog until one closes. A connection reading headers holds 16 KiB at
+    /// most, so the cap is high: slow clients must not crowd providers out.
     #[serde(default = "default_callbacks_connections")]
     pub max_connections: usize,
+    /// Request bytes (by `Content-Length`, a body without one counted at the
+    /// batch limit) being read or handled at once, over every connection;
+    /// past it a request is answered 503 (providers send it again).
+    #[serde(default = "default_body_budget")]
+    pub body_budget: usize,
     /// How long a client has to send a request's headers (each request of a
     /// kept-alive connection too) before the connection is closed.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
@@ -751,6 +757,10 @@ impl Config {
                 return bad(format!("unsubscribe.keys `{}`: the secret {why}", key.id));
             }
         }
+        let c = &self.callbacks;
+        if c.body_budget < c.max_body.batch.max(c.max_body.form) {
+            return bad("callbacks.body_budget must be at least the largest of max_body".into());
+        }
         if self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix: no `{` or `}` (Tidings places its own hash tags)".into());
         }
@@ -855,7 +865,10 @@ fn default_callbacks_queue() -> usize {
     10_000
 }
 fn default_callbacks_connections() -> usize {
-    128
+    2048
+}
+fn default_body_budget() -> usize {
+    32 * 1024 * 1024
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)

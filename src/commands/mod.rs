@@ -1,6 +1,7 @@
 //! Subcommands that are more than running a role.
 
 pub mod bench;
+pub mod bench_callbacks;
 pub mod bench_cluster;
 pub mod bench_worker;
 pub mod dev;

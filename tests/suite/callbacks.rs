@@ -735,6 +735,8 @@ async fn slow_and_large_requests_are_cut_off_and_genuine_callbacks_get_through()
         c.callbacks.max_connections = 8;
         c.callbacks.header_timeout = Duration::from_secs(1);
         c.callbacks.request_timeout = Duration::from_secs(2);
+        c.callbacks.body_budget = 100 * 1024;
+        c.callbacks.max_body.batch = 100 * 1024;
     })
     .await;
     let soon = Duration::from_secs(10);
@@ -759,6 +761,18 @@ async fn slow_and_large_requests_are_cut_off_and_genuine_callbacks_get_through()
     let nobody = b"POST /callbacks/nobody/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n";
     let said = answer_to(port, nobody, soon).await.expect("an answer for no provider");
     assert!(said.starts_with("HTTP/1.1 404"), "{said}");
+    // Two bodies that would take more than the budget at once: the second is 503 at once.
+    let announced = b"POST /callbacks/twilio/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\nFrom=";
+    let first = tokio::spawn(answer_to(port, announced, soon));
+    harness::eventually("the first body to be read", soon, Duration::from_millis(20), || async {
+        let said = answer_to(port, announced, Duration::from_secs(1)).await;
+        said.is_some_and(|s| s.starts_with("HTTP/1.1 503"))
+    })
+    .await;
+    // The body being read when the other was refused ends 408 (it stopped short), unless the
+    // refused one was the first to arrive.
+    let said = first.await.unwrap().expect("the first body's answer");
+    assert!(said.starts_with("HTTP/1.1 408") || said.starts_with("HTTP/1.1 503"), "{said}");
     // A body that trickles and stops: 408 once the request timeout passes.
     let trickle = b"POST /callbacks/twilio/inbound HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nFrom=%2B1555";
     let said = answer_to(port, trickle, soon).await.expect("an answer to a body that stopped");
