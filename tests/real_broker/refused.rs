@@ -29,13 +29,7 @@ async fn events_for_a_topic_the_cluster_lacks_are_dead_lettered_and_intake_goes_
     // The worker reads the topics that exist; its consumer is told the other is missing.
     let _worker = real.spawn(&["worker", "--channel", "email"]);
 
-    let reset = |id: &str| {
-        serde_json::json!({
-            "specversion": "1.0", "id": id, "type": "account.password_reset", "source": "/auth",
-            "data": {"user_id": "u-1", "reset_url": "https://shop.example/reset", "expires_in_minutes": 30, "requested_ip": "203.0.113.7"}
-        })
-        .to_string()
-    };
+    let reset = |id: &str| harness::password_reset(id, "u-1");
     let events = [order_event(1, "u-1"), reset("reset-2"), order_event(3, "u-1"), reset("reset-4")].join("\n");
     tidings::commands::dev::feed(&real.config, &events).await.unwrap();
 

@@ -53,6 +53,13 @@ fn users() -> String {
     .collect()
 }
 
+/// A Twilio provider section at `base_url`, signed with [`TWILIO_TOKEN`].
+fn twilio_section(base_url: &str) -> String {
+    format!(
+        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{base_url}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n"
+    )
+}
+
 fn order(seq: usize, user: &str) -> String {
     harness::order_event(seq, user) + "\n"
 }
@@ -414,10 +421,7 @@ async fn an_invalid_recipient_answer_lists_the_number() {
     let refused =
         serde_json::json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400});
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(refused)).mount(&twilio).await;
-    let providers = format!(
-        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n",
-        twilio.uri()
-    );
+    let providers = twilio_section(&twilio.uri());
     let mut rig = Rig::start(&providers, &[(Channel::Sms, &["twilio"])], free_port()).await;
     let config = rig.config.clone();
     tidings::commands::dev::feed(&config, &order(1, "u-3")).await.unwrap();
@@ -441,10 +445,7 @@ async fn a_number_twilio_says_opted_out_is_listed_as_stop_and_its_start_lifts_it
     let refused =
         serde_json::json!({"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400});
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(refused)).mount(&twilio).await;
-    let providers = format!(
-        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n",
-        twilio.uri()
-    );
+    let providers = twilio_section(&twilio.uri());
     let port = free_port();
     let rig = Rig::start(&providers, &[(Channel::Sms, &["twilio"])], port).await;
     tidings::commands::dev::feed(&rig.config, &order(1, "u-3")).await.unwrap();
@@ -727,10 +728,7 @@ async fn answer_to(port: u16, request: &[u8], deadline: Duration) -> Option<Stri
 async fn slow_and_large_requests_are_cut_off_and_genuine_callbacks_get_through() {
     let port = free_port();
     let twilio = fakes::twilio().await;
-    let providers = format!(
-        "\n[providers.twilio]\nkind = \"twilio\"\nbase_url = \"{}\"\naccount_sid = \"AC123\"\nauth_token = \"{TWILIO_TOKEN}\"\nfrom = \"+15550001111\"\n",
-        twilio.uri()
-    );
+    let providers = twilio_section(&twilio.uri());
     let rig = Rig::start_with(&providers, &[(Channel::Sms, &["twilio"])], port, |c| {
         c.callbacks.max_connections = 8;
         c.callbacks.header_timeout = Duration::from_secs(1);

@@ -36,13 +36,7 @@ async fn an_event_whose_write_is_refused_for_good_is_dead_lettered_and_intake_go
     let watch = StatusWatch::start(&config);
     let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
 
-    let reset = |id: &str| {
-        serde_json::json!({
-            "specversion": "1.0", "id": id, "type": "account.password_reset", "source": "/auth",
-            "data": {"user_id": "u-1", "reset_url": "https://shop.example/reset", "expires_in_minutes": 30, "requested_ip": "203.0.113.7"}
-        })
-        .to_string()
-    };
+    let reset = |id: &str| harness::password_reset(id, "u-1");
     let events = [order_event(1, "u-1"), reset("reset-2"), order_event(3, "u-1"), reset("reset-4")].join("\n");
     tidings::commands::dev::feed(&config, &events).await.unwrap();
 

@@ -42,6 +42,27 @@ impl Provider for Panicky {
     }
 }
 
+/// An email worker sending through `provider` alone, running until the token is cancelled.
+fn email_worker(
+    config: &Arc<tidings_core::Config>,
+    store: SharedStore,
+    provider: Arc<Panicky>,
+) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<Result<(), tidings_workers::service::WorkerError>>) {
+    let worker = Worker {
+        channel: Channel::Email,
+        config: config.clone(),
+        store,
+        renderer: Arc::new(Renderer::load(&config.templates.dir).unwrap()),
+        providers: vec![provider],
+        clock: Clock::system(),
+        progress: Progress::shared(),
+        health: tidings_core::telemetry::Health::shared(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(tidings_workers::run(worker, stop.clone().cancelled_owned()));
+    (stop, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_panicking_delivery_is_dead_lettered_and_the_rest_flow() {
     const USERS: usize = 10;
@@ -54,18 +75,7 @@ async fn a_panicking_delivery_is_dead_lettered_and_the_rest_flow() {
     let intake = fleet::spawn_fleet(config.clone(), store.clone(), Clock::system(), harness::intake_only()).unwrap();
     let poison = notification_id("/test", "evt-3", Channel::Email, "u-3");
     let provider = Arc::new(Panicky { poison: poison.clone(), accepted: Mutex::default() });
-    let worker = Worker {
-        channel: Channel::Email,
-        config: config.clone(),
-        store,
-        renderer: Arc::new(Renderer::load(&config.templates.dir).unwrap()),
-        providers: vec![provider.clone()],
-        clock: Clock::system(),
-        progress: Progress::shared(),
-        health: tidings_core::telemetry::Health::shared(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(tidings_workers::run(worker, stop.clone().cancelled_owned()));
+    let (stop, running) = email_worker(&config, store, provider.clone());
 
     let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();
     tidings::commands::dev::feed(&config, &events).await.unwrap();
@@ -195,18 +205,7 @@ async fn a_panicking_intake_stage_stops_intake_with_an_error_and_the_next_routes
     let store = harness::store_with_email_users(&config, USERS).await;
     let watch = StatusWatch::start(&config);
     let provider = Arc::new(Panicky { poison: String::new(), accepted: Mutex::default() });
-    let worker = Worker {
-        channel: Channel::Email,
-        config: config.clone(),
-        store: store.clone(),
-        renderer: Arc::new(Renderer::load(&config.templates.dir).unwrap()),
-        providers: vec![provider.clone()],
-        clock: Clock::system(),
-        progress: Progress::shared(),
-        health: tidings_core::telemetry::Health::shared(),
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(tidings_workers::run(worker, stop.clone().cancelled_owned()));
+    let (stop, running) = email_worker(&config, store.clone(), provider.clone());
 
     // The poisoned user's events come only in the second half, so the first
     // half is routed, acknowledged and committed before the stage panics.

@@ -237,6 +237,15 @@ pub fn order_event(seq: usize, user: &str) -> String {
 
 /// An `order.confirmed` email notification `id` of event `event_id` for
 /// `user` at `address`, normal priority, with `data`.
+/// An `account.password_reset` event (critical, email) for `user`, with id `id`.
+pub fn password_reset(id: &str, user: &str) -> String {
+    serde_json::json!({
+        "specversion": "1.0", "id": id, "type": "account.password_reset", "source": "/auth",
+        "data": {"user_id": user, "reset_url": "https://shop.example/reset", "expires_in_minutes": 30, "requested_ip": "203.0.113.7"}
+    })
+    .to_string()
+}
+
 pub fn email_notification(
     id: &str,
     event_id: &str,
