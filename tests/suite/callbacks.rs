@@ -829,3 +829,34 @@ async fn feedback_counts_only_from_the_provider_that_sent_the_notification() {
     assert_eq!(undelivered[0].provider.as_deref(), Some("twilio"));
     assert_eq!(undelivered[0].provider_code.as_deref(), Some("30003"));
 }
+
+/// The role is on the internet; its probes are for the cluster. With a
+/// metrics listener (which serves them), the public listener has none;
+/// without one, the probes are on the public listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_stay_off_the_public_listener_when_the_metrics_listener_serves_them() {
+    let rig = Rig::start("", &[], free_port()).await;
+    let public = rig.http.get(format!("{}/healthz", rig.base)).send().await.unwrap();
+    assert_eq!(public.status().as_u16(), 200, "no metrics listener: the probes are here");
+
+    // A `tidings callbacks` process with a metrics listener.
+    let infra = Infra::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (public, private) = (free_port(), free_port());
+    let replace = [
+        ("listen = \"0.0.0.0:8080\"", format!("listen = \"127.0.0.1:{public}\"")),
+        ("listen = \"127.0.0.1:0\"", format!("listen = \"127.0.0.1:{private}\"")),
+    ];
+    let replace: Vec<(&str, &str)> = replace.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let file = harness::config_file(dir.path(), "", "", &replace);
+    let _role = infra.spawn(&file, &["callbacks"]);
+    let get = |port: u16| {
+        let http = rig.http.clone();
+        async move { http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.map(|r| r.status().as_u16()) }
+    };
+    harness::eventually("the metrics listener to answer", WAIT, Duration::from_millis(100), || async {
+        get(private).await.is_ok_and(|s| s == 200)
+    })
+    .await;
+    assert_eq!(get(public).await.unwrap(), 404, "not on the public listener");
+}
