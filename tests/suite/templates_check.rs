@@ -122,3 +122,26 @@ fn a_marketing_email_without_the_unsubscribe_link() {
         &["marketing.campaign/email.text.fr.hbs: an email of an unsubscribe category without {{unsubscribe_url}}"],
     );
 }
+
+#[test]
+fn unescaped_output_where_html_renders() {
+    fails_saying(
+        |d| {
+            let html = d.join("order.confirmed/email.html.hbs");
+            let source = std::fs::read_to_string(&html).unwrap();
+            std::fs::write(&html, format!("{source}\n<p>{{{{{{order_id}}}}}}</p>\n")).unwrap();
+            std::fs::write(d.join("partials/footer.hbs"), "<small>{{~& order_id}}</small>\n").unwrap();
+            // Text parts are not HTML: nothing is escaped there, and nothing is said.
+            std::fs::write(d.join("refund.issued/email.text.hbs"), "Refund for {{{order_id}}}\n").unwrap();
+        },
+        &[
+            "order.confirmed/email.html.hbs:",
+            "`{{{order_id}}}` writes its value without HTML escaping",
+            "partials/footer.hbs:1: `{{~& order_id}}` writes its value without HTML escaping",
+        ],
+    );
+    let (_tmp, dir) =
+        broken(|d| std::fs::write(d.join("refund.issued/email.text.hbs"), "Refund {{{order_id}}}\n").unwrap());
+    let (code, out) = check(&dir);
+    assert_eq!(code, Some(0), "{out}");
+}

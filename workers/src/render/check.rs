@@ -10,7 +10,10 @@
 //! - a push payload over 4 KB;
 //! - an email subject with a line break;
 //! - an email of an unsubscribe category (`[unsubscribe] categories`)
-//!   whose parts do not use `unsubscribe_url`.
+//!   whose parts do not use `unsubscribe_url`;
+//! - unescaped output (`{{{x}}}`, `{{&x}}`) in what renders HTML (email
+//!   HTML parts, partials, layouts): the one way event data can write
+//!   markup (a `<script>`, an attribute the link filter does not read).
 
 use super::{parts, Renderer};
 use std::collections::HashSet;
@@ -61,6 +64,7 @@ pub fn check(dir: &Path, options: &CheckOptions) -> Result<CheckReport, super::R
     let renderer = Renderer::load(dir)?;
     let mut report = CheckReport::default();
     report.errors.extend(unused_partials(dir));
+    report.errors.extend(unescaped_output(dir));
     let mut folders: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| super::RenderError::Load { path: dir.into(), reason: e.to_string() })?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -269,6 +273,33 @@ fn unused_partials(dir: &Path) -> Vec<String> {
             format!("{folder}/{file}: never used by a template")
         })
         .collect();
+    out.sort();
+    out
+}
+
+/// Each `{{{…}}}` or `{{&…}}` in a file the HTML engine renders, with its
+/// file and line. Text parts are not HTML (nothing is escaped there).
+fn unescaped_output(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (folder, file, source) in hbs_files(dir) {
+        if !(folder == "partials" || folder == "layouts" || file.starts_with("email.html")) {
+            continue;
+        }
+        for (n, line) in source.lines().enumerate() {
+            for (at, _) in line.match_indices("{{") {
+                let rest = line[at + 2..].trim_start_matches('~');
+                if rest.starts_with('{') || rest.starts_with('&') {
+                    let end = line[at..].find("}}").map_or(line.len(), |e| at + e + 2);
+                    let end = if line[end..].starts_with('}') { end + 1 } else { end };
+                    out.push(format!(
+                        "{folder}/{file}:{}: `{}` writes its value without HTML escaping, so event data could write markup; use `{{{{…}}}}`",
+                        n + 1,
+                        &line[at..end]
+                    ));
+                }
+            }
+        }
+    }
     out.sort();
     out
 }

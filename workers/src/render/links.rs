@@ -1,6 +1,7 @@
-//! Links in rendered HTML: every URL attribute (`href`, `src`, …) that
-//! names a scheme must name `http` or `https`. Anything else (`javascript:`,
-//! `data:`, `vbscript:`, `mailto:` from event data) is replaced by `#`.
+//! Links in rendered HTML: every attribute or style that a mail client or a
+//! browser treats as a URL must name `http` or `https` if it names a scheme
+//! at all. Anything else (`javascript:`, `data:`, `vbscript:`, `mailto:`
+//! from event data) is replaced by `#`.
 //!
 //! Checked on the rendered output, so it holds however the value was put
 //! together (a variable, a helper, a partial, several pieces) and whoever
@@ -8,9 +9,96 @@
 //! registry escapes `<`, `>`, quotes and `=`), so the tags are the
 //! template author's and a small scanner reads them reliably; an HTML
 //! sanitiser would also rewrite the author's markup, which is not wanted.
+//!
+//! What is read as a URL:
+//! - the URL attributes of HTML and SVG (`href`, `src`, `action`, `data`,
+//!   `xlink:href`, … [`URL_ATTRIBUTES`]), and `<param value>`;
+//! - lists of URLs: `srcset`, `imagesrcset`, `ping`, `archive` (every
+//!   token; a `data:` URL's comma splits it, and its first half is refused);
+//! - `<meta content>` in refresh form (`5; url=…`);
+//! - the values SVG animation can set (`to`, `from`, `by`, `values` of
+//!   `<animate…>` and `<set>`), each of `values`' `;`-separated items;
+//! - CSS in `style` attributes and `<style>` elements: each `url(…)`,
+//!   `image-set(…)` and `@import` argument once CSS escapes and comments
+//!   are read; `expression(…)` is refused outright. An unsafe value
+//!   replaces the whole attribute value or element content;
+//! - `<iframe srcdoc>` is a whole document whose markup data can write
+//!   (`&lt;` decodes to `<` there): any non-empty `srcdoc` is replaced.
+//!
+//! Event handler attributes (`onclick`, …) are the author's script and are
+//! not read; `templates check` refuses triple-stash output (`{{{x}}}`,
+//! `{{&x}}`), the one way data reaches markup unescaped.
 
-/// Attributes whose value a mail client treats as a URL.
-const URL_ATTRIBUTES: [&str; 8] = ["href", "src", "action", "formaction", "background", "poster", "cite", "xlink:href"];
+/// Attributes whose value a mail client or browser treats as one URL.
+const URL_ATTRIBUTES: [&str; 17] = [
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "background",
+    "poster",
+    "cite",
+    "xlink:href",
+    "data",
+    "codebase",
+    "classid",
+    "longdesc",
+    "lowsrc",
+    "dynsrc",
+    "usemap",
+    "manifest",
+    "icon",
+];
+
+/// Attributes that hold several URLs (separated by spaces or commas).
+const URL_LIST_ATTRIBUTES: [&str; 4] = ["srcset", "imagesrcset", "ping", "archive"];
+
+/// How an attribute's value is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Url,
+    UrlList,
+    Refresh,
+    Animated,
+    Css,
+    Document,
+}
+
+fn kind(tag: &str, attr: &str) -> Option<Kind> {
+    // `svg:animate` is an `animate`.
+    let tag = tag.rsplit(':').next().unwrap_or(tag);
+    let is = |name: &str| attr.eq_ignore_ascii_case(name);
+    let tag_is = |name: &str| tag.eq_ignore_ascii_case(name);
+    if URL_ATTRIBUTES.iter().any(|a| is(a)) || (tag_is("param") && is("value")) {
+        Some(Kind::Url)
+    } else if URL_LIST_ATTRIBUTES.iter().any(|a| is(a)) {
+        Some(Kind::UrlList)
+    } else if tag_is("meta") && is("content") {
+        Some(Kind::Refresh)
+    } else if (tag.get(..7).is_some_and(|t| t.eq_ignore_ascii_case("animate")) || tag_is("set"))
+        && ["to", "from", "by", "values"].iter().any(|a| is(a))
+    {
+        Some(Kind::Animated)
+    } else if is("style") {
+        Some(Kind::Css)
+    } else if is("srcdoc") {
+        Some(Kind::Document)
+    } else {
+        None
+    }
+}
+
+/// Whether an attribute value (as written in HTML) read as `kind` is safe.
+fn value_is_safe(kind: Kind, value: &str) -> bool {
+    match kind {
+        Kind::Url => is_safe(value),
+        Kind::UrlList => decode_references(value).split(|c: char| c.is_whitespace() || c == ',').all(url_is_safe),
+        Kind::Refresh => refresh_url(&decode_references(value)).is_none_or(url_is_safe),
+        Kind::Animated => decode_references(value).split(';').all(|v| url_is_safe(v.trim())),
+        Kind::Css => css_is_safe(&decode_references(value)),
+        Kind::Document => value.trim().is_empty(),
+    }
+}
 
 /// `html` with every unsafe URL attribute value replaced by `#`, and the
 /// values replaced (cut to 60 characters), in order.
@@ -90,7 +178,7 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
                     (j, end, end)
                 }
             };
-            if URL_ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(attr)) && !is_safe(&html[start..end]) {
+            if kind(tag, attr).is_some_and(|k| !value_is_safe(k, &html[start..end])) {
                 found.push((start, end));
             }
             i = next;
@@ -104,24 +192,32 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
             None
         };
         if let Some(close) = close {
-            i = find_ignore_case(b, i, close).unwrap_or(b.len());
+            let start = if b.get(i) == Some(&b'>') { i + 1 } else { i };
+            let end = find_ignore_case(b, start, close).unwrap_or(b.len());
+            // A style sheet is raw text: no character references in it.
+            if tag.eq_ignore_ascii_case("style") && !css_is_safe(&html[start..end]) {
+                found.push((start, end));
+            }
+            i = end;
         }
     }
     found
 }
 
 /// Whether a URL attribute value, as written in HTML, is relative or an
-/// `http`/`https` URL. Character references are decoded and the characters
-/// a browser drops (tabs, newlines, leading controls and spaces) removed
-/// first, so `java&#x09;script:` is seen as what it is.
+/// `http`/`https` URL. Character references are decoded first, so
+/// `java&#x09;script:` is seen as what it is.
 pub fn is_safe(value: &str) -> bool {
-    let decoded = decode_references(value);
-    let url: String = decoded
-        .trim_start_matches(|c: char| c <= ' ')
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .take(32)
-        .collect();
+    url_is_safe(&decode_references(value))
+}
+
+/// Whether a URL (references decoded) is relative or `http`/`https`, once
+/// what a browser drops is dropped: leading controls and spaces, tabs and
+/// newlines anywhere, and (as CSS and refresh values are read) a quote.
+fn url_is_safe(decoded: &str) -> bool {
+    let trimmed = decoded.trim_start_matches(|c: char| c <= ' ');
+    let trimmed = trimmed.strip_prefix(['"', '\'']).unwrap_or(trimmed);
+    let url: String = trimmed.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect();
     let scheme_len = url.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')));
     match scheme_len {
         Some(n) if n > 0 && url[n..].starts_with(':') && url.starts_with(|c: char| c.is_ascii_alphabetic()) => {
@@ -131,6 +227,94 @@ pub fn is_safe(value: &str) -> bool {
         // No scheme: a path, a query or a fragment.
         _ => true,
     }
+}
+
+/// The URL of a `<meta http-equiv=refresh>` content (`5; url=…`, `0;…`):
+/// `None` when it does not start with a time, as browsers ignore it then.
+/// Both readings of what follows the separator (with and without a
+/// leading `url=`) must be safe, so the one checked is the worse.
+fn refresh_url(content: &str) -> Option<&str> {
+    let s = content.trim_start_matches(|c: char| c.is_ascii_whitespace());
+    let rest = s.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+    if rest.len() == s.len() {
+        return None;
+    }
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ';' || c == ',');
+    let named = rest
+        .get(..3)
+        .filter(|u| u.eq_ignore_ascii_case("url"))
+        .map(|_| rest[3..].trim_start_matches(|c: char| c.is_ascii_whitespace()))
+        .and_then(|r| r.strip_prefix('='));
+    match named {
+        Some(url) if !url_is_safe(url) => Some(url),
+        _ => Some(rest),
+    }
+}
+
+/// Whether CSS loads only relative or `http`/`https` URLs and runs no
+/// `expression(…)`: every `url(…)`, `image-set(…)` and `@import` argument,
+/// read as a browser reads it (escapes decoded, comments dropped).
+fn css_is_safe(css: &str) -> bool {
+    let css = css_decoded(css).to_ascii_lowercase();
+    if css.contains("expression(") {
+        return false;
+    }
+    let tokens_safe = |args: &str| {
+        args.split(|c: char| c.is_whitespace() || c == ',')
+            .map(|t| t.trim_matches(|c| c == '"' || c == '\''))
+            .all(url_is_safe)
+    };
+    let calls = ["url(", "image-set("].into_iter().flat_map(|f| css.match_indices(f).map(move |(at, _)| at + f.len()));
+    for open in calls {
+        let close = css[open..].find(')').map_or(css.len(), |at| open + at);
+        if !tokens_safe(&css[open..close]) {
+            return false;
+        }
+    }
+    for (at, _) in css.match_indices("@import") {
+        let rest = css[at + "@import".len()..].trim_start();
+        let end = rest.find([';', ' ', '\n']).unwrap_or(rest.len());
+        if !tokens_safe(&rest[..end]) {
+            return false;
+        }
+    }
+    true
+}
+
+/// CSS with its escapes read (`\6a ` and `\j` are both `j`) and its
+/// comments dropped.
+fn css_decoded(css: &str) -> String {
+    let mut out = String::with_capacity(css.len());
+    let mut chars = css.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let mut hex = String::new();
+                while hex.len() < 6 && chars.peek().is_some_and(char::is_ascii_hexdigit) {
+                    hex.extend(chars.next());
+                }
+                if hex.is_empty() {
+                    // An escaped newline continues the line; anything else is itself.
+                    out.extend(chars.next().filter(|c| *c != '\n'));
+                } else {
+                    out.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}'));
+                    chars.next_if(|c| c.is_whitespace());
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for c in chars.by_ref() {
+                    if star && c == '/' {
+                        break;
+                    }
+                    star = c == '*';
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `value` with numeric character references and the named ones that can
@@ -216,9 +400,74 @@ mod tests {
     }
 
     #[test]
+    fn every_place_a_browser_reads_a_url_is_checked() {
+        let long_scheme = format!("<a href=\"{}:x\">", "a".repeat(40));
+        let cases = [
+            r#"<object data="javascript:alert(1)"></object>"#,
+            r#"<embed src="data:text/html,x">"#,
+            r#"<img srcset="https://ok.example/a.png 1x, javascript:alert(1) 2x">"#,
+            r#"<img srcset="data:image/svg+xml,&lt;svg onload=alert(1)&gt; 1x">"#,
+            r#"<source srcset='/a.png 1x,vbscript:x 2x'>"#,
+            r#"<a ping="https://ok.example javascript:x">"#,
+            r#"<meta http-equiv="refresh" content="0;url=javascript:alert(1)">"#,
+            r#"<meta http-equiv="refresh" content="0; URL = 'data:text/html,x'">"#,
+            r#"<meta http-equiv="refresh" content="5, javascript:alert(1)">"#,
+            r#"<p style="background:url(javascript:alert(1))">"#,
+            r#"<p style="background:URL( 'java&#x09;script:x' )">"#,
+            r#"<p style="background:u\72 l(javascript:x)">"#,
+            r#"<p style="background:url(/**/javascript:x)">"#,
+            r#"<p style="width:expression(alert(1))">"#,
+            r#"<p style="background-image:image-set('data:image/png,x' 1x)">"#,
+            r#"<svg><a><animate attributeName="href" to="javascript:alert(1)"/></a></svg>"#,
+            r#"<svg><animate attributeName=href values="https://ok.example;javascript:x"/></svg>"#,
+            r#"<svg:set attributeName="href" to="javascript:x"/>"#,
+            r#"<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;"></iframe>"#,
+            r#"<object><param name="movie" value="javascript:x"></object>"#,
+            r#"<applet codebase="javascript:x"></applet>"#,
+            &long_scheme,
+        ];
+        for html in cases {
+            let (out, replaced) = neutralise(html.to_string());
+            assert_eq!(replaced.len(), 1, "{html} -> {out}");
+            assert!(!out.to_ascii_lowercase().contains("javascript:"), "{html} -> {out}");
+        }
+        let style = "<style>.a{background:url(\"javascript:x\")}</style><p>b</p>";
+        assert_eq!(neutralise(style.to_string()).0, "<style>#</style><p>b</p>");
+        let style = "<style>@import 'data:text/css,x';</style>";
+        assert_eq!(neutralise(style.to_string()).0, "<style>#</style>");
+    }
+
+    #[test]
+    fn safe_urls_lists_styles_and_refreshes_are_left_alone() {
+        let html = r#"<img srcset="https://ok.example/a.png 1x, /b.png 2x" src="/a.png">
+<meta http-equiv="refresh" content="30"><meta http-equiv="refresh" content="0; url=https://ok.example/">
+<meta name="description" content="Orders: shipped today">
+<p style="color:red;background:url('https://ok.example/bg.png') no-repeat">x</p>
+<svg><animate attributeName="opacity" from="0" to="1" values="0;0.5;1"/></svg>
+<iframe srcdoc=""></iframe><style>@import url(https://ok.example/a.css); p{font:12px/1.4 sans-serif}</style>"#;
+        let (out, replaced) = neutralise(html.to_string());
+        assert!(replaced.is_empty(), "{replaced:?}");
+        assert_eq!(out, html);
+    }
+
+    #[test]
     fn broken_markup_does_not_panic() {
-        for html in ["<", "<a", "<a href", "<a href=", "<a href='java", "<a href=\"x\" /", "<!--", "<script>", "<a =x>"]
-        {
+        for html in [
+            "<",
+            "<a",
+            "<a href",
+            "<a href=",
+            "<a href='java",
+            "<a href=\"x\" /",
+            "<!--",
+            "<script>",
+            "<a =x>",
+            "<p style='url(",
+            "<style>url(",
+            "<style>\\",
+            "<meta content='5",
+            "<img srcset=",
+        ] {
             let _ = neutralise(html.to_string());
         }
     }
