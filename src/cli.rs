@@ -306,7 +306,16 @@ pub enum PrefsCommand {
     Import { file: PathBuf },
     /// Print the key the user's webhook endpoint verifies signatures with
     /// (and, during a rotation, its previous one): what to hand to its owner.
-    WebhookSecret { user_id: String },
+    /// The key is random and the user's own, made the first time it is needed.
+    WebhookSecret {
+        user_id: String,
+        /// Make a new key; the old one signs beside it for `--overlap`.
+        #[arg(long)]
+        rotate: bool,
+        /// How long the old key keeps signing after `--rotate` (0s: at once, for a leaked key).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        overlap: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

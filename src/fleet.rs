@@ -155,7 +155,7 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
         let listener =
             std::net::TcpListener::bind(addr).with_context(|| format!("cannot serve callbacks on {addr}"))?;
         listener.set_nonblocking(true)?;
-        let (c, s, t) = (config.clone(), store.clone(), token.clone());
+        let (c, s, t, h) = (config.clone(), store.clone(), token.clone(), health.clone());
         // The probes stay off the public listener when the metrics listener serves them.
         let probes = match config.metrics.listen {
             Some(_) => axum::Router::new(),
@@ -163,7 +163,7 @@ pub fn spawn_fleet(config: Arc<Config>, store: SharedStore, clock: Clock, roles:
         };
         tasks.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            Ok(tidings_callbacks::run(c, s, clock, listener, probes, t.cancelled_owned()).await?)
+            Ok(tidings_callbacks::run(c, s, clock, h, listener, probes, t.cancelled_owned()).await?)
         });
     }
     Ok(Fleet { token, tasks, progress, health, server })

@@ -1,4 +1,5 @@
-//! What a queued callback changes, applied in the background:
+//! What a callback changes, applied by the consumer of `tidings.callbacks`
+//! ([`crate::consume`]) from the record the route wrote before answering:
 //!
 //! - feedback on a notification becomes one status record per notification
 //!   and state (a copy of the callback records nothing more), keyed by the
@@ -15,10 +16,19 @@
 //! Feedback on a notification whose outcome is no longer remembered (older
 //! than `worker.dedupe_ttl`, or never ours) is logged and counted; its
 //! address is still listed when the feedback calls for it.
+//!
+//! Applying a record again (read again after a crash or a rebalance) changes
+//! nothing more: the time of everything written is the time the callback
+//! was received; the sighting that drops copies of a callback is first for
+//! the record that made it until that record is applied, a copy after; a
+//! soft bounce counts once per record; and the rest (listing, opting out,
+//! lifting) sets what it sets. A status record written again (a crash
+//! between its acknowledgement and the note that it was applied) is the
+//! same, byte for byte.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tidings_core::channel::STATUS_TOPIC;
 use tidings_core::kafka::{delivered, enqueue_json};
@@ -27,12 +37,12 @@ use tidings_core::redact::printable;
 use tidings_core::status::recorded_status;
 use tidings_core::store::SharedStore;
 use tidings_core::suppression::{normalize, Cause, Suppression};
-use tidings_core::{Clock, Config, State, StatusRecord};
+use tidings_core::{Config, State, StatusRecord};
 use tidings_providers::feedback::{Feedback, Keyword, Outcome};
-use tokio::sync::mpsc;
 
 /// One thing to apply.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Work {
     /// `provider` (its configured name) said `feedback`.
     Feedback { provider: String, feedback: Feedback },
@@ -40,57 +50,48 @@ pub enum Work {
     Keyword { provider: String, keyword: Keyword, number: String },
 }
 
-/// Callbacks applied at once.
-const CONCURRENCY: usize = 32;
+impl Work {
+    /// The record's key: what it is about, so that the copies of one
+    /// callback, and a number's STOP and START, are applied one after
+    /// another in the order they came.
+    pub fn key(&self) -> &str {
+        match self {
+            Work::Feedback { provider, feedback: f } => f
+                .notification_id
+                .as_deref()
+                .or(f.provider_message_id.as_deref())
+                .or(f.address.as_deref())
+                .unwrap_or(provider),
+            Work::Keyword { number, .. } => number,
+        }
+    }
+}
+
+/// A callback as written to [`CALLBACKS_TOPIC`]: what to apply and when it
+/// was received (the time of everything it writes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub at: DateTime<Utc>,
+    pub work: Work,
+}
 
 pub struct Applier {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub producer: FutureProducer,
-    pub clock: Clock,
 }
 
 impl Applier {
-    /// Applies everything queued, until the queue is closed and empty:
-    /// feedback [`CONCURRENCY`] at a time, keywords one at a time in the
-    /// order they came (a STOP and a START of one number are never swapped).
-    pub async fn run(self, mut rx: mpsc::Receiver<Work>) {
-        let me = Arc::new(self);
-        let (feedback_tx, feedback_rx) = mpsc::channel(CONCURRENCY);
-        let (keyword_tx, mut keyword_rx) = mpsc::channel(CONCURRENCY);
-        let split = async move {
-            while let Some(work) = rx.recv().await {
-                // Either send fails only once its applier below is gone.
-                let sent = match work {
-                    Work::Feedback { .. } => feedback_tx.send(work).await.is_ok(),
-                    Work::Keyword { .. } => keyword_tx.send(work).await.is_ok(),
-                };
-                if !sent {
-                    break;
-                }
-            }
-        };
-        let feedback = tokio_stream_of(feedback_rx).for_each_concurrent(CONCURRENCY, |work| {
-            let me = me.clone();
-            async move { me.apply(work).await }
-        });
-        let keywords = async {
-            while let Some(work) = keyword_rx.recv().await {
-                me.apply(work).await;
-            }
-        };
-        tokio::join!(split, feedback, keywords);
-    }
-
-    async fn apply(&self, work: Work) {
-        match work {
-            Work::Feedback { provider, feedback } => self.feedback(&provider, feedback).await,
-            Work::Keyword { provider, keyword, number } => self.keyword(&provider, keyword, &number).await,
+    /// Applies `callback`, the record `by` (its topic, partition and offset).
+    pub async fn apply(&self, callback: Callback, by: &str) {
+        let at = callback.at;
+        match callback.work {
+            Work::Feedback { provider, feedback } => self.feedback(&provider, feedback, at, by).await,
+            Work::Keyword { provider, keyword, number } => self.keyword(&provider, keyword, &number, at).await,
         }
     }
 
-    async fn feedback(&self, provider: &str, mut f: Feedback) {
-        let now = self.clock.now();
+    async fn feedback(&self, provider: &str, mut f: Feedback, now: DateTime<Utc>, by: &str) {
         // What a provider says is stored and printed: its control characters as text.
         f.reason = printable(&f.reason);
         for said in [&mut f.code, &mut f.provider_message_id, &mut f.notification_id].into_iter().flatten() {
@@ -122,10 +123,10 @@ impl Applier {
         // and what it says; the key holds a digest, never the raw id.
         let about = f.notification_id.as_ref().or(f.provider_message_id.as_ref());
         let what = state.map_or("unsubscribed", State::as_str);
-        if let Some(about) = about {
-            let key = format!("cb:{provider}:{}:{what}", digest(about));
+        let key = about.map(|about| format!("cb:{provider}:{}:{what}", digest(about)));
+        if let Some(key) = &key {
             let remember = self.config.callbacks.remember;
-            if !until_ok("remember a callback", || self.store.first_sighting(&key, remember)).await {
+            if !until_ok("remember a callback", || self.store.first_sighting(key, by, remember)).await {
                 return counted(provider, "duplicate");
             }
         }
@@ -133,7 +134,11 @@ impl Applier {
             Some(state) => self.record(provider, &f, state, sent, now).await,
             None => self.unsubscribe(provider, &f, sent, now).await,
         }
-        self.list(provider, &f, now).await;
+        self.list(provider, &f, now, by).await;
+        // Read again (a crash before its offset was committed), it is a copy.
+        if let Some(key) = &key {
+            until_ok("note a callback applied", || self.store.sighting_done(key, by)).await;
+        }
     }
 
     /// An unsubscribe at the provider (SendGrid's own link, or one of its
@@ -188,7 +193,7 @@ impl Applier {
     }
 
     /// Lists (or counts a soft bounce of) the address `f` names, when `f` calls for it.
-    async fn list(&self, provider: &str, f: &Feedback, now: DateTime<Utc>) {
+    async fn list(&self, provider: &str, f: &Feedback, now: DateTime<Utc>, by: &str) {
         let cause = match f.outcome {
             Outcome::Bounced { hard: true } | Outcome::Undelivered { permanent: true } => Some(Cause::HardBounce),
             Outcome::Complained => Some(Cause::Complaint),
@@ -201,7 +206,7 @@ impl Applier {
             None => {
                 let Some((_, address)) = f.address.as_deref().and_then(normalize) else { return };
                 let window = self.config.callbacks.soft_bounce_window;
-                let count = until_ok("count a soft bounce", || self.store.soft_bounce(&address, window)).await;
+                let count = until_ok("count a soft bounce", || self.store.soft_bounce(&address, by, window)).await;
                 if count < self.config.callbacks.soft_bounces {
                     return;
                 }
@@ -222,7 +227,7 @@ impl Applier {
         }
     }
 
-    async fn keyword(&self, provider: &str, keyword: Keyword, number: &str) {
+    async fn keyword(&self, provider: &str, keyword: Keyword, number: &str, now: DateTime<Utc>) {
         let Some((channel, number)) = normalize(number) else {
             return counted(provider, "malformed");
         };
@@ -234,7 +239,7 @@ impl Applier {
                     cause: Cause::Stop,
                     reason: "the number texted STOP".into(),
                     source: provider.to_string(),
-                    at: self.clock.now(),
+                    at: now,
                 };
                 if until_ok("list a number", || self.store.suppress(&entry)).await {
                     metrics::counter!("tidings_suppressions_added_total", "cause" => "stop", "source" => "callback")
@@ -264,9 +269,4 @@ fn digest(id: &str) -> String {
 fn counted(provider: &str, outcome: &'static str) {
     metrics::counter!("tidings_callbacks_applied_total", "provider" => provider.to_string(), "outcome" => outcome)
         .increment(1);
-}
-
-/// A receiver as a stream (what `for_each_concurrent` takes).
-fn tokio_stream_of<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -8,15 +8,18 @@
 //! - `GET|POST /callbacks/<vonage provider>/receipts`: Vonage delivery receipts;
 //! - `GET|POST /u/<token>`: one-click unsubscribe ([`crate::unsubscribe`]).
 //!
-//! A request is answered as soon as it is checked, read and queued: 401
-//! when its signature is missing, wrong or stale, 400 when it is not what
-//! the provider sends, 404 for a path no provider has (its body unread),
-//! 413 for a body larger than its route takes, 503 when the queue is full
-//! (the provider sends it again later), 200 otherwise; 408 past
+//! A request is answered once it is checked, read and written to
+//! `tidings.callbacks` (acknowledged by the cluster): 401 when its
+//! signature is missing, wrong or stale, 400 when it is not what the
+//! provider sends, 404 for a path no provider has (its body unread), 413
+//! for a body larger than its route takes, 503 when `callbacks.queue`
+//! requests are being written already or the write took longer than
+//! `callbacks.write_timeout` (the provider sends it again later; a copy
+//! written after all is applied once), 200 otherwise; 408 past
 //! `callbacks.request_timeout` ([`crate::listener`]). A refused request
 //! changes nothing.
 
-use crate::apply::Work;
+use crate::apply::{Callback, Work};
 use crate::verify::{verifiers, Verifier};
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::Path;
@@ -24,24 +27,30 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use rdkafka::producer::FutureProducer;
 use secrecy::ExposeSecret;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::channel::CALLBACKS_TOPIC;
+use tidings_core::kafka::{delivered, enqueue_json};
 use tidings_core::redact::printable;
 use tidings_core::store::SharedStore;
 use tidings_core::unsubscribe::Links;
 use tidings_core::{Clock, Config};
 use tidings_providers::feedback::{form_pairs, param, Refused};
 use tidings_providers::{sendgrid, twilio, vonage};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
 /// What every route shares.
 pub struct State {
     verifiers: HashMap<String, Verifier>,
     public_url: Option<url::Url>,
     tolerance: Duration,
-    queue: mpsc::Sender<Work>,
+    producer: FutureProducer,
+    /// Requests being written, at most `callbacks.queue`.
+    writing: Semaphore,
+    write_timeout: Duration,
     pub(crate) links: Option<Links>,
     pub(crate) store: SharedStore,
     pub(crate) clock: Clock,
@@ -53,13 +62,15 @@ impl State {
         config: &Config,
         store: SharedStore,
         clock: Clock,
-        queue: mpsc::Sender<Work>,
+        producer: FutureProducer,
     ) -> Result<Arc<Self>, crate::Error> {
         Ok(Arc::new(State {
             verifiers: verifiers(config)?,
             public_url: config.callbacks.public_url.clone(),
             tolerance: config.callbacks.signature_tolerance,
-            queue,
+            producer,
+            writing: Semaphore::new(config.callbacks.queue.max(1)),
+            write_timeout: config.callbacks.write_timeout,
             links: Links::new(&config.unsubscribe),
             store,
             clock,
@@ -84,21 +95,48 @@ impl State {
         }
     }
 
-    /// Queues `work`, answering the provider; 400 for an id, code, reason
-    /// or address longer than any provider sends (nothing of it queued).
-    fn enqueue(&self, provider: &str, work: Vec<Work>) -> Response {
+    /// Writes `work` to `tidings.callbacks`, answering the provider once
+    /// it is acknowledged; 400 for an id, code, reason or address longer
+    /// than any provider sends (nothing of it written).
+    async fn enqueue(&self, provider: &str, work: Vec<Work>) -> Response {
         if let Some(why) = work.iter().find_map(oversized) {
             return refused(provider, Refused::Malformed(why));
         }
-        for w in work {
-            if self.queue.try_send(w).is_err() {
-                counted(provider, "queue_full");
-                tracing::warn!(provider, "the callback queue is full: answering 503");
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        let Ok(_writing) = self.writing.try_acquire() else {
+            counted(provider, "queue_full");
+            tracing::warn!(provider, "callbacks.queue requests are being written already: answering 503");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
+        let at = self.clock.now();
+        let written = tokio::time::timeout(self.write_timeout, async {
+            let mut deliveries = Vec::with_capacity(work.len());
+            for work in work {
+                let key = work.key().to_string();
+                deliveries
+                    .push(enqueue_json(&self.producer, CALLBACKS_TOPIC, &key, &Callback { at, work }, None).await?);
+            }
+            for d in deliveries {
+                delivered(d).await?;
+            }
+            Ok::<(), rdkafka::error::KafkaError>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                counted(provider, "accepted");
+                StatusCode::OK.into_response()
+            }
+            Ok(Err(e)) => {
+                counted(provider, "not_written");
+                tracing::error!(provider, error = %e, "a callback could not be written: answering 503");
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            }
+            Err(_) => {
+                counted(provider, "not_written");
+                tracing::warn!(provider, "a callback was not written within callbacks.write_timeout: answering 503");
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
             }
         }
-        counted(provider, "accepted");
-        StatusCode::OK.into_response()
     }
 }
 
@@ -204,7 +242,7 @@ async fn twilio_status(
     let query = form_pairs(uri.query().unwrap_or_default().as_bytes());
     let notification = param(&query, "n").map(str::to_string);
     match twilio::callback::status(&params, notification) {
-        Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]),
+        Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]).await,
         Err(why) => refused(&name, why),
     }
 }
@@ -225,7 +263,7 @@ async fn twilio_inbound(
         Ok(None) => vec![],
         Err(why) => return refused(&name, why),
     };
-    let answer = s.enqueue(&name, work);
+    let answer = s.enqueue(&name, work).await;
     if answer.status() != StatusCode::OK {
         return answer;
     }
@@ -257,7 +295,7 @@ async fn sendgrid_events(
     match sendgrid::callback::events(&body) {
         Ok(events) => {
             let work = events.into_iter().map(|feedback| Work::Feedback { provider: name.clone(), feedback }).collect();
-            s.enqueue(&name, work)
+            s.enqueue(&name, work).await
         }
         Err(why) => refused(&name, why),
     }
@@ -306,7 +344,7 @@ async fn vonage_receipt(
         }
     }
     match vonage::callback::receipt(&params) {
-        Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]),
+        Ok(feedback) => s.enqueue(&name, vec![Work::Feedback { provider: name.clone(), feedback }]).await,
         Err(why) => refused(&name, why),
     }
 }

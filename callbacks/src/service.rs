@@ -1,31 +1,43 @@
-//! The role: its queue and applier, its routes with the probes beside them,
-//! served until shutdown; then the queue drained.
+//! The role: the routes with the probes beside them, served until
+//! shutdown, and the applier reading `tidings.callbacks` beside them.
 
-use crate::{apply, listener, routes};
+use crate::{apply, consume, listener, routes};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::sync::Arc;
+use tidings_core::channel::CALLBACKS_TOPIC;
 use tidings_core::store::SharedStore;
+use tidings_core::telemetry::{Health, Watched};
 use tidings_core::{Clock, Config};
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Serves the role on `listener` until `shutdown`, with `extra` routes
-/// beside its own (the probes); returns once the queue is drained.
+/// beside its own (the probes); returns once every request is answered and
+/// what the applier read is applied and committed.
 pub async fn run(
     config: Arc<Config>,
     store: SharedStore,
     clock: Clock,
+    health: Arc<Health>,
     listener: tokio::net::TcpListener,
     extra: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let producer = tidings_core::kafka::producer(&config.kafka).map_err(Error::Kafka)?;
-    let (tx, rx) = mpsc::channel(config.callbacks.queue.max(1));
-    let applier = apply::Applier { config: config.clone(), store: store.clone(), producer, clock: clock.clone() };
-    let applying = tokio::spawn(applier.run(rx));
-    let state = routes::State::new(&config, store, clock, tx)?;
+    // Ready before it joins: answering needs the cluster, not the group.
+    let watched = Watched::new("callbacks", health.check("callbacks: joined its group", true));
+    let consumer: StreamConsumer<Watched> =
+        tidings_core::kafka::role_consumer_config(&config.kafka, &config.group("callbacks"))
+            .create_with_context(watched)
+            .map_err(Error::Kafka)?;
+    consumer.subscribe(&[CALLBACKS_TOPIC]).map_err(Error::Kafka)?;
+    let applier = Arc::new(apply::Applier { config: config.clone(), store: store.clone(), producer: producer.clone() });
+    let stop = CancellationToken::new();
+    let applying = tokio::spawn(consume::consume(applier, consumer, stop.clone()));
+    let state = routes::State::new(&config, store, clock, producer)?;
     let app = routes::router(state).merge(extra);
     tracing::info!(addr = ?listener.local_addr().ok(), "callbacks listening");
     listener::serve(listener, app, &config.callbacks, shutdown).await;
-    // Every sender is gone with the router: the applier drains and ends.
+    stop.cancel();
     applying.await.map_err(|e| Error::Applier(e.to_string()))?;
     Ok(())
 }

@@ -86,10 +86,13 @@ impl fmt::Display for Priority {
 pub const STATUS_TOPIC: &str = "tidings.status";
 /// Poison input that intake could not turn into notifications.
 pub const INTAKE_DLQ_TOPIC: &str = "tidings.intake.dlq";
+/// Provider callbacks, written before they are answered and applied from
+/// there; keyed by what each is about (a notification, a number).
+pub const CALLBACKS_TOPIC: &str = "tidings.callbacks";
 
 /// Every topic Tidings writes to, for `tidings topics create` and `tidings dev`.
 pub fn all_topics() -> Vec<String> {
-    let mut topics = vec![STATUS_TOPIC.to_string(), INTAKE_DLQ_TOPIC.to_string()];
+    let mut topics = vec![STATUS_TOPIC.to_string(), INTAKE_DLQ_TOPIC.to_string(), CALLBACKS_TOPIC.to_string()];
     for channel in Channel::ALL {
         topics.extend(Priority::ALL.iter().map(|p| channel.topic(*p)));
         topics.push(channel.dlq_topic());

@@ -425,10 +425,15 @@ pub struct CallbacksConfig {
     /// role hides. When left out, the request's `Host` over plain `http`.
     #[serde(default)]
     pub public_url: Option<url::Url>,
-    /// Callbacks accepted and not yet applied; beyond it a provider is
-    /// answered 503 and sends again later.
+    /// Requests whose callbacks are being written to `tidings.callbacks`
+    /// at once; beyond it a provider is answered 503 and sends again later.
     #[serde(default = "default_callbacks_queue")]
     pub queue: usize,
+    /// How long a request waits for its callbacks to be written before it
+    /// is answered 503 (the provider sends it again; a copy written after
+    /// all is applied once).
+    #[serde(default = "default_callbacks_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// How far a signed timestamp may be from now (SendGrid, Vonage).
     #[serde(default = "default_signature_tolerance", with = "humantime_serde")]
     pub signature_tolerance: Duration,
@@ -817,6 +822,9 @@ pub struct TopicKinds {
     /// `tidings.status`.
     #[serde(default = "TopicSettings::week")]
     pub status: TopicSettings,
+    /// `tidings.callbacks`: what providers said, until it is applied.
+    #[serde(default = "TopicSettings::week")]
+    pub callbacks: TopicSettings,
     /// `tidings.<channel>.dlq` and `tidings.intake.dlq`: kept long enough
     /// for a dead letter to be looked at and replayed.
     #[serde(default = "TopicSettings::month")]
@@ -829,6 +837,7 @@ impl Default for TopicKinds {
             input: TopicSettings::week(),
             channel: TopicSettings::week(),
             status: TopicSettings::week(),
+            callbacks: TopicSettings::week(),
             dlq: TopicSettings::month(),
         }
     }
@@ -863,6 +872,9 @@ fn default_callbacks_listen() -> std::net::SocketAddr {
 }
 fn default_callbacks_queue() -> usize {
     10_000
+}
+fn default_callbacks_write_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_callbacks_connections() -> usize {
     2048

@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// One thing a provider said about one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Feedback {
     /// Ours, carried through the provider (Twilio's status URL, SendGrid's
     /// `custom_args`, Vonage's `client-ref`).
@@ -23,7 +23,8 @@ pub struct Feedback {
 }
 
 /// What became of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// It reached the handset or the receiving mail server.
     Delivered,
@@ -44,7 +45,8 @@ pub enum Outcome {
 }
 
 /// An inbound SMS keyword (Twilio's and the carriers' families).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Keyword {
     /// STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, OPTOUT, REVOKE: no more SMS.
     Stop,

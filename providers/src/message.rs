@@ -39,6 +39,9 @@ pub enum Content {
     Webhook {
         url: String,
         body: serde_json::Value,
+        /// The user's signing keys, which the worker adds after rendering.
+        #[serde(skip)]
+        keys: crate::webhook::keys::SigningKeys,
     },
 }
 

@@ -3,6 +3,7 @@
 //! binary of its own, since it sets the process's environment.
 
 use tidings_providers::webhook::config::WebhookConfig;
+use tidings_providers::webhook::keys::EndpointKeys;
 use tidings_providers::webhook::Webhook;
 use tidings_providers::{Content, Outgoing, Provider};
 use wiremock::matchers::method;
@@ -19,7 +20,7 @@ async fn webhooks_ignore_proxies_from_the_environment() {
         unsafe { std::env::set_var(name, proxy.uri()) };
     }
     let config: WebhookConfig = serde_json::from_value(serde_json::json!({
-        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "allow_private": true, "timeout": "2s",
+        "allow_private": true, "timeout": "2s",
         "allowed_ports": [endpoint.address().port()],
     }))
     .unwrap();
@@ -27,7 +28,11 @@ async fn webhooks_ignore_proxies_from_the_environment() {
     let message = Outgoing {
         notification_id: "n1".into(),
         priority: tidings_core::Priority::Normal,
-        content: Content::Webhook { url: format!("{}/hook", endpoint.uri()), body: serde_json::json!({"a": 1}) },
+        content: Content::Webhook {
+            url: format!("{}/hook", endpoint.uri()),
+            body: serde_json::json!({"a": 1}),
+            keys: EndpointKeys::fresh().signing(chrono::Utc::now()).unwrap(),
+        },
     };
     hooks.send(&message).await.unwrap();
     assert_eq!(endpoint.received_requests().await.unwrap().len(), 1, "straight to the endpoint");

@@ -9,9 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tidings_core::store::Store;
 use tidings_core::{Config, Preferences};
-use tidings_providers::registry::settings;
-use tidings_providers::webhook::config::WebhookConfig;
-use tidings_providers::webhook::keys;
+use tidings_providers::webhook::keys::EndpointKeys;
 
 pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let store = fleet::open_store(&config).await?;
@@ -27,28 +25,17 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
                 None => anyhow::bail!("no preferences for user {user_id}"),
             }
         }
-        PrefsCommand::WebhookSecret { user_id } => {
-            let Some(json) = store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten() else {
+        PrefsCommand::WebhookSecret { user_id, rotate, overlap } => {
+            if store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten().is_none() {
                 anyhow::bail!("no preferences for user {user_id}");
-            };
-            let prefs = Preferences::parse(&json).map_err(|e| anyhow::anyhow!("stored preferences: {e}"))?;
-            let Some(url) = prefs.webhook_url else { anyhow::bail!("user {user_id} has no webhook URL") };
-            let mut printed = false;
-            for (name, section) in config.providers.iter().filter(|(_, p)| p.kind == "webhook") {
-                let c: WebhookConfig = settings(name, section)?;
-                let secrets = keys::endpoint_secrets(&c, &url).map_err(|e| anyhow::anyhow!("providers.{name}: {e}"))?;
-                for (i, secret) in secrets.iter().enumerate() {
-                    let which = match (i, c.previous_until) {
-                        (0, _) => "current".to_string(),
-                        (_, Some(until)) => format!("previous, signs until {}", until.to_rfc3339()),
-                        _ => "previous".to_string(),
-                    };
-                    println!("{name}\t{secret}\t{which}");
-                }
-                printed = true;
             }
-            if !printed {
-                anyhow::bail!("no webhook provider is configured");
+            let keys = if rotate {
+                rotated(store.as_ref(), &user_id, overlap).await?
+            } else {
+                keys(store.as_ref(), &user_id).await?
+            };
+            for (which, key) in keys.printable(chrono::Utc::now()) {
+                println!("{key}\t{which}");
             }
         }
         PrefsCommand::Import { file } => {
@@ -80,4 +67,25 @@ pub async fn import(store: &dyn Store, text: &str) -> anyhow::Result<(usize, Vec
         }
     }
     Ok((stored, rejected))
+}
+
+/// `user`'s webhook keys, made and stored if the user has none yet.
+async fn keys(store: &dyn Store, user: &str) -> anyhow::Result<EndpointKeys> {
+    let stored = store.webhook_keys(user, &EndpointKeys::fresh().to_json()).await?;
+    EndpointKeys::parse(&stored).map_err(|e| anyhow::anyhow!("user {user}: {e}"))
+}
+
+/// Gives `user` a new webhook key, the old one signing beside it for
+/// `overlap`; a rotation that raced another is made again on top of it.
+async fn rotated(store: &dyn Store, user: &str, overlap: std::time::Duration) -> anyhow::Result<EndpointKeys> {
+    loop {
+        let fresh = EndpointKeys::fresh().to_json();
+        let stored = store.webhook_keys(user, &fresh).await?;
+        // Unreadable keys sign nothing: a new one alone replaces them.
+        let new = EndpointKeys::parse(&stored)
+            .map_or_else(|_| EndpointKeys::fresh(), |k| k.rotated(chrono::Utc::now(), overlap));
+        if store.swap_webhook_keys(user, &stored, &new.to_json()).await? {
+            return Ok(new);
+        }
+    }
 }

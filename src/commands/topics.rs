@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
+use tidings_core::channel::{CALLBACKS_TOPIC, INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::config::TopicSettings;
 use tidings_core::{Channel, Config, Priority};
 
@@ -51,6 +51,7 @@ pub fn planned(config: &Config) -> Vec<Planned> {
     };
     let mut out = vec![plan(STATUS_TOPIC.to_string(), "status", &kinds.status)];
     out.push(plan(INTAKE_DLQ_TOPIC.to_string(), "dlq", &kinds.dlq));
+    out.push(plan(CALLBACKS_TOPIC.to_string(), "callbacks", &kinds.callbacks));
     for channel in Channel::ALL {
         for priority in Priority::ALL {
             out.push(plan(channel.topic(priority), "channel", &kinds.channel));

@@ -135,10 +135,16 @@ impl Rig {
         self.store.suppression(address).await.unwrap().map(|e| e.cause)
     }
 
-    /// Every role stopped, the callback queue drained; then every status
-    /// record of `users` written so far has been read (a marker written
-    /// after them on each user's partition came back).
+    /// Every callback written applied (its offset committed), every role
+    /// stopped; then every status record of `users` written so far has been
+    /// read (a marker written after them on each user's partition came back).
     async fn drained(&mut self, users: &[&str]) -> Vec<StatusRecord> {
+        let (config, group) = (self.config.clone(), self.config.group("callbacks"));
+        harness::eventually("every callback applied", WAIT, Duration::from_millis(100), || {
+            let uncommitted = harness::uncommitted(&config, &group, tidings_core::channel::CALLBACKS_TOPIC);
+            async move { uncommitted == 0 }
+        })
+        .await;
         self.fleet.take().unwrap().shutdown().await.unwrap();
         let producer = tidings_core::kafka::command_producer(&self.config.kafka).unwrap();
         for user in users {

@@ -7,6 +7,7 @@ mod ambiguity_pin;
 mod bad_input;
 mod breaker_fleet;
 mod callbacks;
+mod callbacks_killed;
 mod claim_given_up;
 mod config;
 mod dev_drills;

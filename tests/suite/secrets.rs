@@ -9,13 +9,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 use tidings_core::{Channel, State};
+use tidings_providers::webhook::keys::EndpointKeys;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SENDGRID_KEY: &str = "SG.topsecret-sendgrid-key";
 /// All digits: it must still be read as a string from the environment.
 const TWILIO_TOKEN: &str = "918273645";
-const WEBHOOK_KEY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const EMAIL: &str = "bob.secret@example.com";
 const PHONE: &str = "33612345678";
 const URL_TOKEN: &str = "tok_live_abcdef123456";
@@ -40,7 +40,6 @@ timeout = "5s"
 
 [providers.webhook]
 kind = "webhook"
-secret = "whsec_{WEBHOOK_KEY}"
 allow_private = true
 allowed_ports = [{closed_port}]
 timeout = "5s"
@@ -48,9 +47,10 @@ timeout = "5s"
     )
 }
 
-/// Every line of `text` that holds one of the secrets or raw personal data.
-fn leaks(text: &str) -> Vec<String> {
-    let needles = [SENDGRID_KEY, TWILIO_TOKEN, WEBHOOK_KEY, EMAIL, PHONE, URL_TOKEN];
+/// Every line of `text` that holds one of the secrets (those configured,
+/// and `stored`: the user's webhook key) or raw personal data.
+fn leaks(text: &str, stored: &str) -> Vec<String> {
+    let needles = [SENDGRID_KEY, TWILIO_TOKEN, stored, EMAIL, PHONE, URL_TOKEN];
     text.lines().filter(|l| needles.iter().any(|n| l.contains(n))).map(|l| l.chars().take(300).collect()).collect()
 }
 
@@ -129,17 +129,21 @@ async fn no_log_line_status_or_dead_letter_holds_a_secret_or_raw_address() {
         .await;
     drop(processes);
 
+    // The key the webhook worker made for the user and signed with.
+    let stored = store.webhook_keys("u-1", "").await.unwrap();
+    let (_, key) = EndpointKeys::parse(&stored).unwrap().printable(chrono::Utc::now()).remove(0);
+    let key = key.trim_start_matches("whsec_");
     let mut leaked = Vec::new();
     for log in &logs {
-        leaked.extend(leaks(&std::fs::read_to_string(log).unwrap()));
+        leaked.extend(leaks(&std::fs::read_to_string(log).unwrap(), key));
     }
     for r in &records {
-        leaked.extend(leaks(&serde_json::to_string(r).unwrap()));
+        leaked.extend(leaks(&serde_json::to_string(r).unwrap(), key));
     }
     // The webhook's dead letter (the other two are suppressed as invalid recipients).
     let letters = harness::read_topic(&config, &Channel::Webhook.dlq_topic(), 1);
     assert_eq!(letters.len(), 1);
-    leaked.extend(letters[0].headers.values().flat_map(|v| leaks(v)));
+    leaked.extend(letters[0].headers.values().flat_map(|v| leaks(v, key)));
     assert!(leaked.is_empty(), "leaked: {leaked:#?}");
     // What was kept says enough to act on.
     let errors: Vec<&str> = records.iter().filter_map(|r| r.error.as_deref()).collect();
@@ -195,42 +199,96 @@ async fn failing_commands_print_no_password_or_key() {
     assert!(!printed.contains("MIIEvQIBADANBg") && !printed.contains("PRIVATE KEY"), "{printed}");
 }
 
-/// `tidings prefs webhook-secret` prints the key a user's endpoint verifies
-/// with: the one the webhook provider signs that endpoint's deliveries with.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_printed_webhook_secret_verifies_that_endpoints_deliveries() {
-    use tidings_providers::{Content, Outgoing, Provider};
+/// Each user's webhook key is random and their own: two users who register
+/// the same URL get different keys, `tidings prefs webhook-secret` prints
+/// the one the worker signs that user's deliveries with, and `--rotate`
+/// signs with both keys until the overlap ends (with none, at once only
+/// the new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_user_has_a_webhook_key_of_their_own_and_can_rotate_it() {
     let infra = Infra::start();
     let endpoint = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).mount(&endpoint).await;
     let dir = tempfile::tempdir().unwrap();
     let port = endpoint.address().port();
-    let file = harness::config_file(dir.path(), &providers("http://127.0.0.1:9", "http://127.0.0.1:9", port), "", &[]);
-    let config = tidings_core::Config::load(Some(&file)).unwrap();
-    let url = format!("{}/hooks/u-1", endpoint.uri());
-    let mut store_config = config.clone();
-    store_config.redis.url = infra.redis.url();
-    let store = tidings::fleet::open_store(&store_config).await.unwrap();
-    let user = serde_json::json!({"user_id": "u-1", "webhook_url": url, "channels": {"webhook": true}});
-    store.set_prefs("u-1", &user.to_string()).await.unwrap();
-
-    let out = infra.command(&file, &["prefs", "webhook-secret", "u-1"]).stdout(Stdio::piped()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let printed = String::from_utf8(out.stdout).unwrap();
-    let fields: Vec<&str> = printed.trim().split('\t').collect();
-    assert_eq!((fields[0], fields[2]), ("webhook", "current"), "{printed}");
-    assert!(!printed.contains(WEBHOOK_KEY), "the master key is never printed");
-
-    let c: tidings_providers::webhook::config::WebhookConfig =
-        tidings_providers::registry::settings("webhook", &config.providers["webhook"]).unwrap();
-    let provider = tidings_providers::webhook::Webhook::new("webhook", &c).unwrap();
-    let body = serde_json::json!({"type": "order.confirmed"});
-    let message = Outgoing {
-        notification_id: "n-1".into(),
-        priority: tidings_core::Priority::Normal,
-        content: Content::Webhook { url, body },
+    let file = harness::config_file(
+        dir.path(),
+        &providers("http://127.0.0.1:9", "http://127.0.0.1:9", port),
+        "\n[channels.webhook]\nproviders = [\"webhook\"]\n",
+        &[(r#"channels = ["email", "sms", "push"]"#, r#"channels = ["webhook"]"#)],
+    );
+    let mut config = tidings_core::Config::load(Some(&file)).unwrap();
+    config.kafka.bootstrap_servers = infra.kafka.bootstrap_servers().to_string();
+    config.redis.url = infra.redis.url();
+    let config = std::sync::Arc::new(config);
+    let store = tidings::fleet::open_store(&config).await.unwrap();
+    // The same endpoint for both, as one customer may register another's.
+    let url = format!("{}/hooks/shared", endpoint.uri());
+    for user in ["u-a", "u-b"] {
+        let prefs = serde_json::json!({"user_id": user, "webhook_url": url, "channels": {"webhook": true}});
+        store.set_prefs(user, &prefs.to_string()).await.unwrap();
+    }
+    let secret = |args: &[&str]| -> Vec<(String, String)> {
+        let out = infra.command(&file, args).stdout(Stdio::piped()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        printed.lines().map(|l| l.split_once('\t').map(|(k, w)| (k.to_string(), w.to_string())).unwrap()).collect()
     };
-    provider.send(&message).await.unwrap();
-    let request = &endpoint.received_requests().await.unwrap()[0];
-    standardwebhooks::Webhook::new(fields[1]).unwrap().verify(&request.body, &request.headers).unwrap();
+    let a = secret(&["prefs", "webhook-secret", "u-a"]);
+    let b = secret(&["prefs", "webhook-secret", "u-b"]);
+    assert_eq!((a.len(), a[0].1.as_str()), (1, "current"), "{a:?}");
+    assert_ne!(a[0].0, b[0].0, "the same URL, a different key");
+    assert_eq!(secret(&["prefs", "webhook-secret", "u-a"]), a, "printed again, the same key");
+
+    let watch = StatusWatch::start(&config);
+    let roles =
+        tidings::fleet::Roles { intake: true, scheduler: false, callbacks: false, channels: vec![Channel::Webhook] };
+    let running = tidings::fleet::spawn_fleet(config.clone(), store, tidings_core::Clock::system(), roles).unwrap();
+    let sent = |n: usize| {
+        let watch = &watch;
+        async move {
+            watch
+                .wait_until("the webhooks to be sent", Duration::from_secs(60), |rs| {
+                    rs.iter().filter(|r| r.state == State::Sent).count() >= n
+                })
+                .await;
+        }
+    };
+    let feed = |seq: usize, user: &str| {
+        let config = config.clone();
+        let event = harness::order_event(seq, user);
+        async move { tidings::commands::dev::feed(&config, &event).await.unwrap() }
+    };
+    feed(1, "u-a").await;
+    feed(2, "u-b").await;
+    sent(2).await;
+    let verifies = |key: &str, request: &wiremock::Request| {
+        standardwebhooks::Webhook::new(key).unwrap().verify(&request.body, &request.headers).is_ok()
+    };
+    let requests = endpoint.received_requests().await.unwrap();
+    let user_of =
+        |r: &wiremock::Request| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["user_id"].clone();
+    let (to_a, to_b) =
+        if user_of(&requests[0]) == "u-a" { (&requests[0], &requests[1]) } else { (&requests[1], &requests[0]) };
+    assert!(verifies(&a[0].0, to_a) && verifies(&b[0].0, to_b), "each verifies with the key printed for them");
+    assert!(!verifies(&a[0].0, to_b) && !verifies(&b[0].0, to_a), "and not with the other's");
+
+    // A rotation: both signatures, so the receiver can move at its pace.
+    let rotated = secret(&["prefs", "webhook-secret", "u-a", "--rotate", "--overlap", "1h"]);
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    assert_eq!(rotated[1].0, a[0].0, "the old key is the previous one");
+    assert!(rotated[1].1.starts_with("previous until "), "{rotated:?}");
+    feed(3, "u-a").await;
+    sent(3).await;
+    let third = &endpoint.received_requests().await.unwrap()[2];
+    assert!(verifies(&rotated[0].0, third) && verifies(&a[0].0, third), "old and new keys both verify it");
+    // A leaked key: rotated with no overlap, it stops signing at once.
+    let leaked = secret(&["prefs", "webhook-secret", "u-a", "--rotate", "--overlap", "0s"]);
+    assert_eq!(leaked.len(), 1, "{leaked:?}");
+    feed(4, "u-a").await;
+    sent(4).await;
+    let fourth = &endpoint.received_requests().await.unwrap()[3];
+    assert!(verifies(&leaked[0].0, fourth), "the newest key verifies it");
+    assert!(!verifies(&rotated[0].0, fourth) && !verifies(&a[0].0, fourth), "no earlier key does");
+    running.shutdown().await.unwrap();
 }

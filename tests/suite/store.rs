@@ -368,21 +368,40 @@ async fn an_operators_entry_outlasts_providers_and_a_lift_takes_only_its_own_cau
     .await;
 }
 
-/// Soft bounces count within a window that the first one starts; a sighting
-/// is first once while it is remembered; preferences swap only from what they are.
+/// Soft bounces count within a window that the first one starts, each
+/// once however often it is told; a sighting is first for whoever saw it
+/// first while it is remembered; preferences swap only from what they are;
+/// webhook keys are made once and swap only from what they are.
 #[tokio::test]
 async fn soft_bounces_count_in_a_window_and_sightings_are_first_once() {
     with_each(async |store: &dyn Store| {
         let window = Duration::from_millis(400);
-        assert_eq!(store.soft_bounce("a@example.com", window).await.unwrap(), 1);
-        assert_eq!(store.soft_bounce("a@example.com", window).await.unwrap(), 2);
-        assert_eq!(store.soft_bounce("b@example.com", window).await.unwrap(), 1);
-        // Each look counts one more, until the window the first started ends.
-        let new_window = || async { store.soft_bounce("a@example.com", window).await.unwrap() == 1 };
+        assert_eq!(store.soft_bounce("a@example.com", "cb/0/1", window).await.unwrap(), 1);
+        assert_eq!(store.soft_bounce("a@example.com", "cb/0/1", window).await.unwrap(), 1, "told again");
+        assert_eq!(store.soft_bounce("a@example.com", "cb/0/2", window).await.unwrap(), 2);
+        assert_eq!(store.soft_bounce("b@example.com", "cb/0/3", window).await.unwrap(), 1);
+        // Each new bounce counts one more, until the window the first started ends.
+        let mut n = 10;
+        let new_window = || {
+            n += 1;
+            let by = format!("cb/0/{n}");
+            async move { store.soft_bounce("a@example.com", &by, window).await.unwrap() == 1 }
+        };
         harness::eventually("a new window", Duration::from_secs(5), Duration::from_millis(100), new_window).await;
-        assert!(store.first_sighting("cb:n1:delivered", Duration::from_secs(60)).await.unwrap());
-        assert!(!store.first_sighting("cb:n1:delivered", Duration::from_secs(60)).await.unwrap());
-        assert!(store.first_sighting("cb:n1:bounced", Duration::from_secs(60)).await.unwrap());
+        let ttl = Duration::from_secs(60);
+        assert!(store.first_sighting("cb:n1:delivered", "cb/0/1", ttl).await.unwrap());
+        assert!(store.first_sighting("cb:n1:delivered", "cb/0/1", ttl).await.unwrap(), "read again: still first");
+        assert!(!store.first_sighting("cb:n1:delivered", "cb/0/2", ttl).await.unwrap(), "a copy is not");
+        assert!(store.first_sighting("cb:n1:bounced", "cb/0/2", ttl).await.unwrap());
+        store.sighting_done("cb:n1:bounced", "cb/0/9").await.unwrap();
+        assert!(store.first_sighting("cb:n1:bounced", "cb/0/2", ttl).await.unwrap(), "done only by who saw it first");
+        store.sighting_done("cb:n1:bounced", "cb/0/2").await.unwrap();
+        assert!(!store.first_sighting("cb:n1:bounced", "cb/0/2", ttl).await.unwrap(), "done: not again");
+        let made = store.webhook_keys("u-1", "first").await.unwrap();
+        assert_eq!((made.as_str(), store.webhook_keys("u-1", "second").await.unwrap().as_str()), ("first", "first"));
+        assert!(!store.swap_webhook_keys("u-1", "other", "new").await.unwrap());
+        assert!(store.swap_webhook_keys("u-1", "first", "new").await.unwrap());
+        assert_eq!(store.webhook_keys("u-1", "third").await.unwrap(), "new");
         store.set_prefs("u-1", "old").await.unwrap();
         assert!(!store.swap_prefs("u-1", "other", "new").await.unwrap());
         assert!(store.swap_prefs("u-1", "old", "new").await.unwrap());

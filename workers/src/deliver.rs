@@ -59,6 +59,7 @@ use tidings_core::suppression::{address_of, Cause, Suppression};
 use tidings_core::telemetry::Outcomes;
 use tidings_core::trace::{self, Hop};
 use tidings_core::{Channel, Clock, Config, Notification, Preferences, Priority, Recipient, State, StatusRecord};
+use tidings_providers::webhook::keys::EndpointKeys;
 use tidings_providers::{rules, Content, Outgoing};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -304,6 +305,19 @@ enum NotNow {
 }
 
 impl Deliverer {
+    /// `content` with the user's webhook signing keys when it is a webhook
+    /// (made and stored the first time the user has a webhook sent).
+    async fn signed(&self, mut content: Content, user: &str) -> Result<Content, tidings_providers::ProviderError> {
+        if let Content::Webhook { keys, .. } = &mut content {
+            let fresh = EndpointKeys::fresh().to_json();
+            let stored = until_ok("read the webhook keys", || self.store.webhook_keys(user, &fresh)).await;
+            *keys = EndpointKeys::parse(&stored)
+                .and_then(|k| k.signing(self.clock.now()))
+                .map_err(tidings_providers::ProviderError::permanent)?;
+        }
+        Ok(content)
+    }
+
     /// The claim owners of one delivery.
     pub fn owners(&self) -> Owners {
         let n = self.deliveries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -621,18 +635,25 @@ impl Deliverer {
             }
         };
         let max_segments = self.config.channels.get(&n.channel).map_or(u32::MAX, |c| c.max_segments);
-        if let Err(error) = rules::check(&content, max_segments) {
-            let now = self.clock.now();
-            let refused = Failed {
-                error,
-                ending: Ending::Permanent,
-                attempts: 0,
-                providers_tried: vec![],
-                first_failure: now,
-                last_failure: now,
-            };
-            return Ok(self.failed(input, n, &prefs, refused).await);
-        }
+        let checked = match rules::check(&content, max_segments) {
+            Ok(()) => self.signed(content, &n.user_id).await,
+            Err(error) => Err(error),
+        };
+        let content = match checked {
+            Ok(content) => content,
+            Err(error) => {
+                let now = self.clock.now();
+                let refused = Failed {
+                    error,
+                    ending: Ending::Permanent,
+                    attempts: 0,
+                    providers_tried: vec![],
+                    first_failure: now,
+                    last_failure: now,
+                };
+                return Ok(self.failed(input, n, &prefs, refused).await);
+            }
+        };
         let outgoing = Outgoing { notification_id: n.notification_id.clone(), priority: n.priority, content };
         // A critical message that can go another way does not wait out an outage.
         let can_fall_back = n.priority == Priority::Critical && !n.fallback.is_empty();

@@ -21,6 +21,7 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     prefs: HashMap<String, String>,
+    webhook_keys: HashMap<String, String>,
     dedupe: HashMap<String, (String, Instant)>,
     /// (score, member) in release order.
     deferred: BTreeSet<(i64, String)>,
@@ -33,9 +34,9 @@ struct Inner {
     /// Listed address -> entry (JSON), in address order.
     suppressions: std::collections::BTreeMap<String, String>,
     /// Per address: soft bounces counted, and when the window ends.
-    soft_bounces: HashMap<String, (u64, Instant)>,
-    /// Sightings and when each is forgotten.
-    seen: HashMap<String, Instant>,
+    soft_bounces: HashMap<String, (std::collections::HashSet<String>, Instant)>,
+    /// Sightings: who saw each first, and when it is forgotten.
+    seen: HashMap<String, (String, Instant)>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -276,6 +277,19 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn webhook_keys(&self, user: &str, fresh: &str) -> Result<String, StoreError> {
+        Ok(self.lock().webhook_keys.entry(user.to_string()).or_insert_with(|| fresh.to_string()).clone())
+    }
+
+    async fn swap_webhook_keys(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.webhook_keys.get(user).map(String::as_str) != Some(old) {
+            return Ok(false);
+        }
+        inner.webhook_keys.insert(user.to_string(), new.to_string());
+        Ok(true)
+    }
+
     async fn suppress(&self, e: &Suppression) -> Result<bool, StoreError> {
         let json = serde_json::to_string(e).expect("entries serialize to JSON");
         let mut inner = self.lock();
@@ -314,26 +328,34 @@ impl Store for MemoryStore {
         Ok((if next < inner.suppressions.len() { next as u64 } else { 0 }, page))
     }
 
-    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError> {
+    async fn soft_bounce(&self, address: &str, by: &str, window: Duration) -> Result<u64, StoreError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        let (count, ends) = inner.soft_bounces.entry(address.to_string()).or_insert((0, now + window));
+        let (counted, ends) =
+            inner.soft_bounces.entry(address.to_string()).or_insert((Default::default(), now + window));
         if *ends <= now {
-            (*count, *ends) = (0, now + window);
+            (*counted, *ends) = (Default::default(), now + window);
         }
-        *count += 1;
-        Ok(*count)
+        counted.insert(by.to_string());
+        Ok(counted.len() as u64)
     }
 
-    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn first_sighting(&self, key: &str, by: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let now = Instant::now();
         match inner.seen.get(key) {
-            Some(until) if *until > now => Ok(false),
+            Some((first, until)) if *until > now => Ok(first == by),
             _ => {
-                inner.seen.insert(key.to_string(), now + ttl);
+                inner.seen.insert(key.to_string(), (by.to_string(), now + ttl));
                 Ok(true)
             }
         }
+    }
+
+    async fn sighting_done(&self, key: &str, by: &str) -> Result<(), StoreError> {
+        if let Some((first, _)) = self.lock().seen.get_mut(key).filter(|(first, _)| first == by) {
+            *first = "done".to_string();
+        }
+        Ok(())
     }
 }

@@ -270,6 +270,13 @@ pub trait Store: Send + Sync {
     /// (compare-and-set); says whether it did.
     async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError>;
 
+    /// `user`'s webhook signing keys (stored JSON); `fresh` is stored first
+    /// when the user has none, so every caller gets the same keys.
+    async fn webhook_keys(&self, user: &str, fresh: &str) -> Result<String, StoreError>;
+
+    /// Replaces `user`'s webhook keys with `new` if they are `old` still.
+    async fn swap_webhook_keys(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError>;
+
     /// Puts `entry` on the suppression list, in place of any entry of its
     /// address, except an operator's ([`Cause::Manual`]), which only another
     /// operator's entry replaces: a provider's word never lifts or rewrites
@@ -302,13 +309,22 @@ pub trait Store: Send + Sync {
     /// hundred entries, none twice in one pass over an unchanging list.
     async fn suppressions(&self, cursor: u64) -> Result<(u64, Vec<Suppression>), StoreError>;
 
-    /// Counts one soft bounce of `address`; answers the count since the
-    /// first of a window of `window` (a fixed window, started by that first).
-    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError>;
+    /// Counts the soft bounce `by` (what told of it: counted once however
+    /// often it is told) of `address`; answers the soft bounces counted
+    /// since the first of a window of `window` (a fixed window, started by
+    /// that first).
+    async fn soft_bounce(&self, address: &str, by: &str, window: Duration) -> Result<u64, StoreError>;
 
-    /// Marks `key` seen for `ttl`; true when it was not seen within it
-    /// already (the first of several copies of a provider callback).
-    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
+    /// Marks `key` seen by `by` for `ttl`, unless it was seen within it;
+    /// true when `by` is the first to see it: it was not seen, or `by` saw
+    /// it first (the same callback read again after a crash, where a copy
+    /// of it is another `by`).
+    async fn first_sighting(&self, key: &str, by: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Notes that `by`, first to see `key`, is done with it: from now on
+    /// `by` is not first either (what it did is not done again when it is
+    /// read again), for the rest of the sighting's time.
+    async fn sighting_done(&self, key: &str, by: &str) -> Result<(), StoreError>;
 }
 
 /// What [`Store::claim_for_delivery`] found.
@@ -350,6 +366,9 @@ impl Keys {
     pub fn prefs(&self, user: &str) -> String {
         format!("{}:prefs:{user}", self.prefix)
     }
+    pub fn webhook_keys(&self, user: &str) -> String {
+        format!("{}:webhook-keys:{user}", self.prefix)
+    }
     pub fn dedupe(&self, id: &str) -> String {
         format!("{}:dedupe:{id}", self.prefix)
     }
@@ -390,7 +409,8 @@ impl Keys {
         format!("{}:suppressions", self.prefix)
     }
     pub fn soft_bounces(&self, address: &str) -> String {
-        format!("{}:softbounce:{address}", self.prefix)
+        // A set of the bounces counted (the counter of earlier versions was `softbounce:`).
+        format!("{}:softbounces:{address}", self.prefix)
     }
     /// A callback or other sighting, remembered a while.
     pub fn seen(&self, key: &str) -> String {

@@ -103,9 +103,31 @@ return out
 /// Counts a soft bounce: KEYS[1] the address's counter; ARGV[1] the window
 /// in ms, started by the first bounce. Answers the count.
 const SOFT_BOUNCE: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
+if added == 1 and n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return n
+"#;
+
+/// A sighting: KEYS the seen key; ARGV who sees it and for how many ms.
+/// Answers 1 when it is the first to (or saw it first), else 0.
+const SIGHTING: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then return 1 end
+return 0
+"#;
+
+/// The end of a sighting: KEYS the seen key; ARGV who saw it first, whose
+/// mark becomes `done` (its time to live kept).
+const SIGHTING_DONE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], 'done', 'KEEPTTL')
+end
+return 0
 "#;
 
 /// Lists an address: KEYS[1] the list, ARGV the address, its entry (JSON),
@@ -141,6 +163,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"#;
+
+/// Get-or-create: KEYS the key; ARGV the value to store when there is none.
+const GET_OR_SET: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 "#;
 
 /// Compare-and-set of dedupe values. Per swap: KEYS its key; ARGV the value
@@ -403,7 +433,10 @@ pub struct RedisStore {
     remove: Script,
     lease: Script,
     soft_bounce: Script,
+    sighting: Script,
+    sighting_done: Script,
     swap_value: Script,
+    get_or_set: Script,
     list: Script,
     lift: Script,
     /// Where deferrals go when they must reach replicas before they count.
@@ -621,7 +654,10 @@ impl RedisStore {
             remove: Script::new(REMOVE),
             lease: Script::new(LEASE),
             soft_bounce: Script::new(SOFT_BOUNCE),
+            sighting: Script::new(SIGHTING),
+            sighting_done: Script::new(SIGHTING_DONE),
             swap_value: Script::new(SWAP_VALUE),
+            get_or_set: Script::new(GET_OR_SET),
             list: Script::new(LIST),
             lift: Script::new(LIFT),
             replicated: None,
@@ -904,6 +940,18 @@ impl Store for RedisStore {
         Ok(done == 1)
     }
 
+    async fn webhook_keys(&self, user: &str, fresh: &str) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(self.get_or_set.key(self.keys.webhook_keys(user)).arg(fresh).invoke_async(&mut conn).await?)
+    }
+
+    async fn swap_webhook_keys(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i64 =
+            self.swap_value.key(self.keys.webhook_keys(user)).arg(old).arg(new).invoke_async(&mut conn).await?;
+        Ok(done == 1)
+    }
+
     async fn suppress(&self, e: &Suppression) -> Result<bool, StoreError> {
         let json = serde_json::to_string(e).expect("entries serialize to JSON");
         let mut conn = self.conn.clone();
@@ -961,22 +1009,23 @@ impl Store for RedisStore {
         Ok((next, pairs.iter().filter_map(|(_, json)| entry(json)).collect()))
     }
 
-    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError> {
+    async fn soft_bounce(&self, address: &str, by: &str, window: Duration) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        Ok(self.soft_bounce.key(self.keys.soft_bounces(address)).arg(ttl_ms(window)).invoke_async(&mut conn).await?)
+        let key = self.keys.soft_bounces(address);
+        Ok(self.soft_bounce.key(key).arg(by).arg(ttl_ms(window)).invoke_async(&mut conn).await?)
     }
 
-    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+    async fn first_sighting(&self, key: &str, by: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.seen(key))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .query_async(&mut conn)
-            .await?;
-        Ok(set.is_some())
+        let first: i64 =
+            self.sighting.key(self.keys.seen(key)).arg(by).arg(ttl_ms(ttl)).invoke_async(&mut conn).await?;
+        Ok(first == 1)
+    }
+
+    async fn sighting_done(&self, key: &str, by: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self.sighting_done.key(self.keys.seen(key)).arg(by).invoke_async(&mut conn).await?;
+        Ok(())
     }
 }
 

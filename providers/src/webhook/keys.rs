@@ -1,78 +1,97 @@
-//! Signing keys: one per endpoint, so that a receiver, who must hold its
-//! key to verify, cannot forge deliveries to anyone else.
+//! Signing keys: one per user, random, so that a receiver, who must hold
+//! its key to verify, cannot forge deliveries to anyone else, and no one can
+//! work out another user's key from anything they know or register.
 //!
-//! An endpoint's key is derived from the configured master key with
-//! HKDF-SHA256 (RFC 5869), the endpoint's URL as the `info`: nothing per
-//! endpoint is stored, and `tidings prefs webhook-secret <user>` prints the
-//! key to hand to its owner. Rotation: the new master goes in `secret`, the
-//! old one in `previous_secret` with `previous_until`; until then every
-//! delivery carries both signatures (`v1,<new> v1,<old>`, as Standard
-//! Webhooks allows), so receivers move to their new key at their own pace.
+//! A user's key is 32 random bytes, made the first time it is needed (the
+//! first delivery, or `tidings prefs webhook-secret <user>`) and stored in
+//! Redis beside the preferences ([`EndpointKeys`], as JSON). No key is
+//! derived from configuration, so no configuration file, image or example
+//! holds anything that signs. `tidings prefs webhook-secret <user>
+//! --rotate` makes a new key and keeps the old one until the overlap ends;
+//! meanwhile every delivery carries both signatures (`v1,<new> v1,<old>`, as
+//! Standard Webhooks allows), so the receiver moves to its new key at its
+//! own pace.
 
-use super::config::WebhookConfig;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use hkdf::Hkdf;
-use secrecy::ExposeSecret;
-use sha2::Sha256;
+use serde::{Deserialize, Serialize};
 
-/// The shortest master key taken, in bytes (Standard Webhooks asks 24 to 64).
-pub const MIN_KEY_BYTES: usize = 24;
-
-/// Domain separation: a key derived here is good for nothing else.
-const SALT: &[u8] = b"tidings webhook endpoint key v1";
-
-/// The master keys, decoded.
-pub struct Keys {
-    current: Vec<u8>,
-    previous: Option<(Vec<u8>, DateTime<Utc>)>,
+/// A user's keys as stored: `whsec_<base64>` each.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointKeys {
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_until: Option<DateTime<Utc>>,
 }
 
-impl Keys {
-    /// Reads and checks the configured keys; the reason never quotes them.
-    pub fn from_config(c: &WebhookConfig) -> Result<Self, String> {
-        let current = master_key("secret", c.secret.expose_secret())?;
-        let previous = match (&c.previous_secret, c.previous_until) {
-            (None, None) => None,
-            (Some(key), Some(until)) => Some((master_key("previous_secret", key.expose_secret())?, until)),
-            _ => return Err("previous_secret and previous_until go together".into()),
-        };
-        Ok(Keys { current, previous })
+impl std::fmt::Debug for EndpointKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointKeys").field("previous_until", &self.previous_until).finish_non_exhaustive()
+    }
+}
+
+impl EndpointKeys {
+    /// A new random key.
+    pub fn fresh() -> Self {
+        EndpointKeys { key: encode(&rand::random::<[u8; 32]>()), previous: None, previous_until: None }
     }
 
-    /// The keys `url` is signed with at `now`: its own, and during a
-    /// rotation its own under the previous master.
-    pub fn for_endpoint(&self, url: &str, now: DateTime<Utc>) -> Vec<[u8; 32]> {
-        let mut keys = vec![derive(&self.current, url)];
-        if let Some((previous, until)) = &self.previous {
-            if now < *until {
-                keys.push(derive(previous, url));
+    /// Reads stored keys; the reason never quotes them.
+    pub fn parse(json: &str) -> Result<Self, String> {
+        let keys: EndpointKeys =
+            serde_json::from_str(json).map_err(|e| format!("stored webhook keys are not readable: {e}"))?;
+        decode(&keys.key)?;
+        if let Some(previous) = &keys.previous {
+            decode(previous)?;
+        }
+        Ok(keys)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("keys serialize to JSON")
+    }
+
+    /// A new key in place of this one, which keeps signing beside it until
+    /// `now + overlap` (not at all for a zero overlap: a leaked key).
+    pub fn rotated(&self, now: DateTime<Utc>, overlap: std::time::Duration) -> Self {
+        let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+        let until = now.checked_add_signed(overlap).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let keep = !overlap.is_zero();
+        EndpointKeys {
+            previous: keep.then(|| self.key.clone()),
+            previous_until: keep.then_some(until),
+            ..EndpointKeys::fresh()
+        }
+    }
+
+    /// The keys that sign at `now`, the current one first.
+    pub fn signing(&self, now: DateTime<Utc>) -> Result<SigningKeys, String> {
+        Ok(SigningKeys(self.printable(now).into_iter().map(|(_, key)| decode(&key)).collect::<Result<_, _>>()?))
+    }
+
+    /// The keys that sign at `now` as receivers take them, with what each
+    /// is (`current`, `previous until <time>`).
+    pub fn printable(&self, now: DateTime<Utc>) -> Vec<(String, String)> {
+        let mut out = vec![("current".to_string(), self.key.clone())];
+        if let (Some(previous), Some(until)) = (&self.previous, self.previous_until) {
+            if now < until {
+                out.push((format!("previous until {}", until.to_rfc3339()), previous.clone()));
             }
         }
-        keys
+        out
     }
 }
 
-/// A `whsec_<base64>` (or bare base64) master key of at least
-/// [`MIN_KEY_BYTES`] bytes.
-fn master_key(field: &str, text: &str) -> Result<Vec<u8>, String> {
-    let encoded = text.strip_prefix("whsec_").unwrap_or(text);
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| format!("{field} is not `whsec_` followed by base64"))?;
-    if key.len() < MIN_KEY_BYTES {
-        return Err(format!("{field} is {} bytes, fewer than the {MIN_KEY_BYTES} a signing key needs", key.len()));
-    }
-    Ok(key)
-}
+/// The raw keys one delivery is signed with; never printed.
+#[derive(Clone, Default, PartialEq)]
+pub struct SigningKeys(pub Vec<Vec<u8>>);
 
-/// The key of the endpoint at `url` under `master`.
-fn derive(master: &[u8], url: &str) -> [u8; 32] {
-    let mut key = [0; 32];
-    Hkdf::<Sha256>::new(Some(SALT), master)
-        .expand(url.as_bytes(), &mut key)
-        .expect("32 bytes is a valid HKDF-SHA256 length");
-    key
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKeys({} redacted)", self.0.len())
+    }
 }
 
 /// A key as receivers' Standard Webhooks libraries take it.
@@ -80,59 +99,51 @@ pub fn encode(key: &[u8]) -> String {
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key))
 }
 
-/// The secrets the owner of the endpoint at `url` verifies with, now:
-/// what `tidings prefs webhook-secret` prints.
-pub fn endpoint_secrets(c: &WebhookConfig, url: &str) -> Result<Vec<String>, String> {
-    let url = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    let keys = Keys::from_config(c)?;
-    Ok(keys.for_endpoint(url.as_str(), Utc::now()).iter().map(|k| encode(k)).collect())
+fn decode(key: &str) -> Result<Vec<u8>, String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key.strip_prefix("whsec_").unwrap_or(key))
+        .map_err(|_| "a stored webhook key is not `whsec_` followed by base64".to_string())?;
+    if raw.len() < 24 {
+        return Err(format!("a stored webhook key is {} bytes, fewer than 24", raw.len()));
+    }
+    Ok(raw)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(extra: serde_json::Value) -> WebhookConfig {
-        let mut c = serde_json::json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
-        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        serde_json::from_value(c).unwrap()
-    }
+    use std::time::Duration;
 
     #[test]
-    fn empty_short_or_malformed_keys_are_refused_without_quoting_them() {
-        for (secret, reason) in [
-            ("whsec_", "secret is 0 bytes, fewer than the 24 a signing key needs"),
-            ("whsec_c2hvcnQ=", "secret is 5 bytes, fewer than the 24 a signing key needs"),
-            ("whsec_not base64!", "secret is not `whsec_` followed by base64"),
-        ] {
-            let e = Keys::from_config(&config(serde_json::json!({"secret": secret}))).err().unwrap();
-            assert_eq!(e, reason);
-        }
-        let half = config(serde_json::json!({"previous_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}));
-        assert!(Keys::from_config(&half).is_err());
-    }
-
-    #[test]
-    fn each_endpoint_has_its_own_key_and_a_rotation_overlaps() {
-        let keys = Keys::from_config(&config(serde_json::json!({}))).unwrap();
-        let now = Utc::now();
-        let a = keys.for_endpoint("https://a.example/hook", now);
-        let b = keys.for_endpoint("https://b.example/hook", now);
-        assert_eq!(a.len(), 1);
+    fn each_fresh_key_is_random_and_round_trips() {
+        let (a, b) = (EndpointKeys::fresh(), EndpointKeys::fresh());
         assert_ne!(a, b);
-        assert_eq!(a, keys.for_endpoint("https://a.example/hook", now), "derivation is stable");
+        assert_eq!(EndpointKeys::parse(&a.to_json()).unwrap(), a);
+        let now = Utc::now();
+        assert_eq!(a.signing(now).unwrap().0.len(), 1);
+        assert_eq!(a.signing(now).unwrap().0[0].len(), 32);
+        assert!(!format!("{a:?}{:?}", a.signing(now).unwrap()).contains(&a.key[6..]), "keys never print");
+    }
 
-        let until = now + chrono::Duration::days(7);
-        let rotating = config(serde_json::json!({
-            "secret": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
-            "previous_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "previous_until": until,
-        }));
-        let rotating = Keys::from_config(&rotating).unwrap();
-        let during = rotating.for_endpoint("https://a.example/hook", now);
+    #[test]
+    fn a_rotation_signs_with_both_until_the_overlap_ends() {
+        let old = EndpointKeys::fresh();
+        let now = Utc::now();
+        let new = old.rotated(now, Duration::from_secs(3600));
+        let during = new.signing(now).unwrap().0;
         assert_eq!(during.len(), 2);
-        assert_eq!(during[1], a[0], "the old key still signs during the overlap");
-        assert_ne!(during[0], a[0]);
-        assert_eq!(rotating.for_endpoint("https://a.example/hook", until), [during[0]], "and not after");
+        assert_eq!(during[1], old.signing(now).unwrap().0[0], "the old key still signs during the overlap");
+        assert_ne!(during[0], during[1]);
+        let after = new.signing(now + chrono::Duration::hours(1)).unwrap().0;
+        assert_eq!(after, [during[0].clone()], "and not after");
+        assert_eq!(old.rotated(now, Duration::ZERO).signing(now).unwrap().0.len(), 1, "a leaked key stops at once");
+    }
+
+    #[test]
+    fn unreadable_stored_keys_are_refused_without_quoting_them() {
+        for json in [r#"{"key":"whsec_c2hvcnQ="}"#, r#"{"key":"whsec_not base64!"}"#, "{}"] {
+            let e = EndpointKeys::parse(json).unwrap_err();
+            assert!(!e.contains("c2hvcnQ") && !e.contains("not base64!"), "{e}");
+        }
     }
 }

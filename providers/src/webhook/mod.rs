@@ -1,7 +1,8 @@
 //! Webhooks: the notification as JSON, POSTed to the user's URL and signed
 //! per the Standard Webhooks spec (`webhook-id`, `webhook-timestamp`,
-//! `webhook-signature: v1,<base64 HMAC-SHA256>`) with the endpoint's own
-//! key ([`keys`]). Redirects are not followed, no proxy is used, only the
+//! `webhook-signature: v1,<base64 HMAC-SHA256>`) with the user's own
+//! key ([`keys`]), which the worker reads from Redis and hands over with
+//! the content. Redirects are not followed, no proxy is used, only the
 //! allowed ports are called, and destinations on loopback, link-local,
 //! private or other special-purpose addresses are refused unless
 //! `allow_private` is set (the name is resolved by a guard, so a DNS
@@ -31,7 +32,6 @@ use tokio::sync::Semaphore;
 pub struct Webhook {
     name: String,
     client: reqwest::Client,
-    keys: keys::Keys,
     allow_private: bool,
     ports: Vec<u16>,
     per_destination: usize,
@@ -41,7 +41,6 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn new(name: &str, c: &WebhookConfig) -> Result<Self, String> {
-        let keys = keys::Keys::from_config(c)?;
         let client = crate::http_client(c.timeout)
             // A proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`) would be the only
             // address the guard sees: webhooks never go through one.
@@ -53,7 +52,6 @@ impl Webhook {
         Ok(Webhook {
             name: name.to_string(),
             client,
-            keys,
             allow_private: c.allow_private,
             ports: c.allowed_ports.clone(),
             per_destination: c.max_per_destination.max(1),
@@ -90,9 +88,12 @@ impl Provider for Webhook {
     }
 
     async fn send(&self, message: &Outgoing) -> Result<Receipt, ProviderError> {
-        let Content::Webhook { url, body } = &message.content else {
+        let Content::Webhook { url, body, keys } = &message.content else {
             return Err(ProviderError::permanent("the webhook provider sends webhooks only"));
         };
+        if keys.0.is_empty() {
+            return Err(ProviderError::permanent("no signing key for this webhook"));
+        }
         let url = guard::check_url(url, self.allow_private, &self.ports)?;
         let destination = format!(
             "{}://{}:{}",
@@ -102,15 +103,13 @@ impl Provider for Webhook {
         );
         let _slot = self.slot(&destination).await;
         let payload = serde_json::to_vec(body).map_err(|e| ProviderError::permanent(e.to_string()))?;
-        let now = chrono::Utc::now();
-        let timestamp = now.timestamp();
+        let timestamp = chrono::Utc::now().timestamp();
         // Space-separated when a rotation is under way: receivers accept either.
-        let signature = self
-            .keys
-            .for_endpoint(url.as_str(), now)
-            .into_iter()
+        let signature = keys
+            .0
+            .iter()
             .map(|key| {
-                standardwebhooks::Webhook::from_bytes(key.to_vec())
+                standardwebhooks::Webhook::from_bytes(key.clone())
                     .and_then(|signer| signer.sign(&message.notification_id, timestamp, &payload))
                     .map_err(|e| ProviderError::permanent(format!("cannot sign: {e}")))
             })

@@ -2,16 +2,15 @@
 //! a receiver would, with the Standard Webhooks reference library.
 
 use super::config::WebhookConfig;
+use super::keys::EndpointKeys;
 use super::Webhook;
 use crate::{Content, ErrorKind, Outgoing, Provider};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
 fn config(allow_private: bool, server: &MockServer) -> WebhookConfig {
     serde_json::from_value(serde_json::json!({
-        "secret": SECRET, "allow_private": allow_private, "timeout": "2s",
+        "allow_private": allow_private, "timeout": "2s",
         "allowed_ports": [80, 443, server.address().port()],
     }))
     .unwrap()
@@ -21,20 +20,25 @@ fn webhook(allow_private: bool, server: &MockServer) -> Webhook {
     Webhook::new("webhook", &config(allow_private, server)).unwrap()
 }
 
-/// The key the owner of `url` verifies with, as `tidings prefs webhook-secret` prints it.
-fn key_of(server: &MockServer, url: &str) -> String {
-    super::keys::endpoint_secrets(&config(true, server), url).unwrap().remove(0)
+fn hook(url: String) -> Outgoing {
+    signed(url, &EndpointKeys::fresh())
 }
 
-fn hook(url: String) -> Outgoing {
+fn signed(url: String, keys: &EndpointKeys) -> Outgoing {
     Outgoing {
         notification_id: "n1".into(),
         priority: tidings_core::Priority::Normal,
         content: Content::Webhook {
             url,
             body: serde_json::json!({"type": "order.confirmed", "data": {"order_id": "o-1"}}),
+            keys: keys.signing(chrono::Utc::now()).unwrap(),
         },
     }
+}
+
+/// What the receiver holding `keys` verifies with, as `tidings prefs webhook-secret` prints it.
+fn receiver(keys: &EndpointKeys, which: usize) -> standardwebhooks::Webhook {
+    standardwebhooks::Webhook::new(&keys.printable(chrono::Utc::now())[which].1).unwrap()
 }
 
 #[tokio::test]
@@ -49,15 +53,13 @@ async fn posts_json_signed_per_standard_webhooks() {
         .mount(&server)
         .await;
     let url = format!("{}/hooks/tidings", server.uri());
-    webhook(true, &server).send(&hook(url.clone())).await.unwrap();
+    let keys = EndpointKeys::fresh();
+    webhook(true, &server).send(&signed(url.clone(), &keys)).await.unwrap();
     let request = &server.received_requests().await.unwrap()[0];
     let headers = signed_headers(request);
-    standardwebhooks::Webhook::new(&key_of(&server, &url))
-        .unwrap()
-        .verify(&request.body, &headers)
-        .expect("a receiver accepts the signature");
-    let master = standardwebhooks::Webhook::new(SECRET).unwrap();
-    assert!(master.verify(&request.body, &headers).is_err(), "signed with the endpoint's key, not the master");
+    receiver(&keys, 0).verify(&request.body, &headers).expect("a receiver accepts the signature");
+    let other = EndpointKeys::fresh();
+    assert!(receiver(&other, 0).verify(&request.body, &headers).is_err(), "another user's key does not verify it");
     let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body["data"]["order_id"], "o-1");
 }
@@ -72,26 +74,16 @@ fn signed_headers(request: &wiremock::Request) -> http::HeaderMap {
     headers
 }
 
-/// Each endpoint's owner holds only its own key: the same payload to two
-/// endpoints carries different signatures, and neither key verifies the other's.
+/// A webhook without keys (content not from the worker) is never sent unsigned.
 #[tokio::test]
-async fn two_endpoints_get_different_signatures_for_the_same_payload() {
+async fn a_webhook_without_keys_is_not_sent() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
-    let (a, b) = (format!("{}/hooks/a", server.uri()), format!("{}/hooks/b", server.uri()));
-    let provider = webhook(true, &server);
-    provider.send(&hook(a.clone())).await.unwrap();
-    provider.send(&hook(b.clone())).await.unwrap();
-    let requests = server.received_requests().await.unwrap();
-    let (ha, hb) = (signed_headers(&requests[0]), signed_headers(&requests[1]));
-    assert_eq!(requests[0].body, requests[1].body);
-    assert_ne!(ha["webhook-signature"], hb["webhook-signature"]);
-    let (ka, kb) = (key_of(&server, &a), key_of(&server, &b));
-    assert_ne!(ka, kb);
-    let receiver = |key: &str| standardwebhooks::Webhook::new(key).unwrap();
-    assert!(receiver(&ka).verify(&requests[0].body, &ha).is_ok());
-    assert!(receiver(&kb).verify(&requests[1].body, &hb).is_ok());
-    assert!(receiver(&ka).verify(&requests[1].body, &hb).is_err(), "a's key cannot vouch for b's deliveries");
+    let mut message = hook(format!("{}/hooks/a", server.uri()));
+    let Content::Webhook { keys, .. } = &mut message.content else { unreachable!() };
+    keys.0.clear();
+    let e = webhook(true, &server).send(&message).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Permanent, "{e}");
+    assert!(server.received_requests().await.unwrap().is_empty());
 }
 
 /// During a rotation each delivery carries both signatures: a receiver
@@ -101,18 +93,14 @@ async fn a_rotation_sends_both_signatures_until_it_ends() {
     let server = MockServer::start().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
     let url = format!("{}/hooks/a", server.uri());
-    let old_key = key_of(&server, &url);
-    let mut rotating = config(true, &server);
-    rotating.previous_secret = Some(SECRET.into());
-    rotating.previous_until = Some(chrono::Utc::now() + chrono::Duration::days(7));
-    rotating.secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into();
-    let new_key = super::keys::endpoint_secrets(&rotating, &url).unwrap().remove(0);
-    Webhook::new("webhook", &rotating).unwrap().send(&hook(url.clone())).await.unwrap();
+    let old = EndpointKeys::fresh();
+    let rotating = old.rotated(chrono::Utc::now(), std::time::Duration::from_secs(7 * 86_400));
+    webhook(true, &server).send(&signed(url.clone(), &rotating)).await.unwrap();
     let request = &server.received_requests().await.unwrap()[0];
     let headers = signed_headers(request);
     assert_eq!(headers["webhook-signature"].to_str().unwrap().split(' ').count(), 2);
-    for key in [&old_key, &new_key] {
-        assert!(standardwebhooks::Webhook::new(key).unwrap().verify(&request.body, &headers).is_ok());
+    for receiver in [receiver(&old, 0), receiver(&rotating, 0), receiver(&rotating, 1)] {
+        assert!(receiver.verify(&request.body, &headers).is_ok());
     }
 }
 
@@ -150,10 +138,9 @@ async fn endpoint_answers_are_classified_as_the_endpoints_fault() {
 
 #[tokio::test(start_paused = true)]
 async fn a_destination_takes_at_most_its_share_of_calls_and_others_are_not_kept_waiting() {
-    let config: WebhookConfig = serde_json::from_value(
-        serde_json::json!({"secret": SECRET, "allow_private": true, "timeout": "2s", "max_per_destination": 2}),
-    )
-    .unwrap();
+    let config: WebhookConfig =
+        serde_json::from_value(serde_json::json!({"allow_private": true, "timeout": "2s", "max_per_destination": 2}))
+            .unwrap();
     let hooks = Webhook::new("webhook", &config).unwrap();
     let (a, b) = ("http://127.0.0.1:8001", "http://127.0.0.1:8002");
     let first = hooks.slot(a).await;

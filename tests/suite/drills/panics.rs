@@ -167,6 +167,12 @@ impl Store for PanicsOnHydrate {
     async fn swap_prefs(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
         self.inner.swap_prefs(user, old, new).await
     }
+    async fn webhook_keys(&self, user: &str, fresh: &str) -> Result<String, StoreError> {
+        self.inner.webhook_keys(user, fresh).await
+    }
+    async fn swap_webhook_keys(&self, user: &str, old: &str, new: &str) -> Result<bool, StoreError> {
+        self.inner.swap_webhook_keys(user, old, new).await
+    }
     async fn suppress(&self, entry: &Suppression) -> Result<bool, StoreError> {
         self.inner.suppress(entry).await
     }
@@ -182,11 +188,14 @@ impl Store for PanicsOnHydrate {
     async fn suppressions(&self, cursor: u64) -> Result<(u64, Vec<Suppression>), StoreError> {
         self.inner.suppressions(cursor).await
     }
-    async fn soft_bounce(&self, address: &str, window: Duration) -> Result<u64, StoreError> {
-        self.inner.soft_bounce(address, window).await
+    async fn soft_bounce(&self, address: &str, by: &str, window: Duration) -> Result<u64, StoreError> {
+        self.inner.soft_bounce(address, by, window).await
     }
-    async fn first_sighting(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.inner.first_sighting(key, ttl).await
+    async fn first_sighting(&self, key: &str, by: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.first_sighting(key, by, ttl).await
+    }
+    async fn sighting_done(&self, key: &str, by: &str) -> Result<(), StoreError> {
+        self.inner.sighting_done(key, by).await
     }
 }
 

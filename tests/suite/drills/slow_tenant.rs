@@ -42,7 +42,7 @@ async fn a_slow_endpoint_holds_only_its_own_user() {
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&fast).await;
 
     let providers = format!(
-        "\n[providers.webhook]\nkind = \"webhook\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+        "\n[providers.webhook]\nkind = \"webhook\"\n\
          allow_private = true\nallowed_ports = [{}, {}]\ntimeout = \"15s\"\n",
         slow.address().port(),
         fast.address().port()

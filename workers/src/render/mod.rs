@@ -222,7 +222,8 @@ impl Renderer {
                 body.insert("user_id".into(), n.user_id.clone().into());
                 body.insert("created_at".into(), json!(n.created_at));
                 body.insert("data".into(), data);
-                Content::Webhook { url: url.clone(), body: Value::Object(body) }
+                // Signed with the user's keys, which the worker adds.
+                Content::Webhook { url: url.clone(), body: Value::Object(body), keys: Default::default() }
             }
             (_, channel) => return Err(RenderError::Recipient(channel)),
         };
