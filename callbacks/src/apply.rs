@@ -247,11 +247,12 @@ impl Applier {
                 }
                 counted(provider, "stop");
             }
-            // START undoes a STOP, nothing else: a bounce, a complaint or an
-            // operator's entry stays. (A STOP after a provider's entry replaces
-            // it: the number that texted exists, and its START lifts it.)
+            // START undoes a STOP made before it, nothing else: a bounce, a
+            // complaint, an operator's entry or a later STOP stays. (A STOP
+            // after a provider's entry replaces it: the number that texted
+            // exists, and its START lifts it.)
             Keyword::Start => {
-                let lifted = until_ok("lift a number", || self.store.lift(&number, Cause::Stop)).await;
+                let lifted = until_ok("lift a number", || self.store.lift(&number, Cause::Stop, now)).await;
                 counted(provider, if lifted { "start" } else { "start_nothing_to_lift" });
             }
             Keyword::Help => counted(provider, "help"),

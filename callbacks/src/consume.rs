@@ -99,10 +99,16 @@ pub async fn consume(applier: Arc<Applier>, consumer: StreamConsumer<Watched>, s
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        // Every record of the batch is applied before any offset is stored.
+        // Every record of the batch is applied before any offset is stored,
+        // each partition's highest (keys end in any order).
+        let mut highest: HashMap<i32, i64> = HashMap::new();
         for r in applied.iter().flatten() {
+            let offset = highest.entry(r.partition).or_insert(r.offset);
+            *offset = (*offset).max(r.offset);
+        }
+        for (partition, offset) in highest {
             // A partition revoked meanwhile: its new owner applies it again, to no effect.
-            if let Err(e) = consumer.store_offset(CALLBACKS_TOPIC, r.partition, r.offset) {
+            if let Err(e) = consumer.store_offset(CALLBACKS_TOPIC, partition, offset) {
                 tracing::debug!(error = %e, "offset not stored");
             }
         }

@@ -22,7 +22,10 @@ pub async fn run(
     extra: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Status records: written however long the cluster takes.
     let producer = tidings_core::kafka::producer(&config.kafka).map_err(Error::Kafka)?;
+    let writer =
+        tidings_core::kafka::callbacks_producer(&config.kafka, config.callbacks.write_timeout).map_err(Error::Kafka)?;
     // Ready before it joins: answering needs the cluster, not the group.
     let watched = Watched::new("callbacks", health.check("callbacks: joined its group", true));
     let consumer: StreamConsumer<Watched> =
@@ -33,7 +36,7 @@ pub async fn run(
     let applier = Arc::new(apply::Applier { config: config.clone(), store: store.clone(), producer: producer.clone() });
     let stop = CancellationToken::new();
     let applying = tokio::spawn(consume::consume(applier, consumer, stop.clone()));
-    let state = routes::State::new(&config, store, clock, producer)?;
+    let state = routes::State::new(&config, store, clock, writer)?;
     let app = routes::router(state).merge(extra);
     tracing::info!(addr = ?listener.local_addr().ok(), "callbacks listening");
     listener::serve(listener, app, &config.callbacks, shutdown).await;

@@ -64,6 +64,21 @@ pub fn command_producer(kafka: &KafkaConfig) -> KafkaResult<FutureProducer> {
     .create()
 }
 
+/// The producer of the callbacks role's routes: a write the cluster has not
+/// taken within `timeout` (the request's `callbacks.write_timeout`, whose
+/// answer was 503) fails instead of landing later, and what waits is at
+/// most 32 MB, so an outage neither grows the pod past its limit nor lets a
+/// keyword the provider was refused for land after a later one.
+pub fn callbacks_producer(kafka: &KafkaConfig, timeout: Duration) -> KafkaResult<FutureProducer> {
+    let timeout = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
+    tuned(
+        kafka,
+        &[("linger.ms", "5"), ("compression.type", "lz4"), ("queue.buffering.max.kbytes", "32768")],
+        &[("enable.idempotence", "true"), ("message.timeout.ms", &timeout)],
+    )
+    .create()
+}
+
 /// The largest record the producers write (`message.max.bytes`).
 pub fn max_message_bytes(kafka: &KafkaConfig) -> usize {
     kafka.options.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(MAX_MESSAGE_BYTES)

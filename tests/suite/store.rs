@@ -341,7 +341,8 @@ async fn the_suppression_list_adds_replaces_pages_and_removes() {
 }
 
 /// An operator's entry is replaced by no provider's word, only by another
-/// operator's; lifting for a cause lifts an entry of that cause only.
+/// operator's; lifting for a cause lifts an entry of that cause only, made
+/// no later than the lift's time (a late START leaves a later STOP).
 #[tokio::test]
 async fn an_operators_entry_outlasts_providers_and_a_lift_takes_only_its_own_cause() {
     with_each(async |store: &dyn Store| {
@@ -349,7 +350,8 @@ async fn an_operators_entry_outlasts_providers_and_a_lift_takes_only_its_own_cau
         assert!(store.suppress(&manual).await.unwrap());
         assert!(!store.suppress(&entry("+33612345678", Cause::Stop)).await.unwrap(), "a STOP does not replace it");
         assert!(!store.suppress(&entry("+33612345678", Cause::HardBounce)).await.unwrap());
-        assert!(!store.lift("+33612345678", Cause::Stop).await.unwrap(), "START does not lift it");
+        let later = at("2026-11-27T10:00:01Z");
+        assert!(!store.lift("+33612345678", Cause::Stop, later).await.unwrap(), "START does not lift it");
         assert_eq!(store.suppression("+33612345678").await.unwrap(), Some(manual));
         let again = Suppression { reason: "fraud ticket 124".into(), ..entry("+33612345678", Cause::Manual) };
         assert!(store.suppress(&again).await.unwrap(), "an operator's entry replaces another");
@@ -357,12 +359,17 @@ async fn an_operators_entry_outlasts_providers_and_a_lift_takes_only_its_own_cau
 
         let bounced = entry("+33698765432", Cause::HardBounce);
         store.suppress(&bounced).await.unwrap();
-        assert!(!store.lift("+33698765432", Cause::Stop).await.unwrap(), "a bounce is no STOP");
+        assert!(!store.lift("+33698765432", Cause::Stop, later).await.unwrap(), "a bounce is no STOP");
         assert_eq!(store.suppression("+33698765432").await.unwrap(), Some(bounced));
-        assert!(store.suppress(&entry("+33698765432", Cause::Stop)).await.unwrap(), "the latest provider's word wins");
-        assert!(store.lift("+33698765432", Cause::Stop).await.unwrap());
+        // A STOP at 10:00:00.5, by a time with a fraction as entries are written.
+        let stop = Suppression { at: at("2026-11-27T10:00:00.5Z"), ..entry("+33698765432", Cause::Stop) };
+        assert!(store.suppress(&stop).await.unwrap(), "the latest provider's word wins");
+        let earlier = at("2026-11-27T10:00:00.25Z");
+        assert!(!store.lift("+33698765432", Cause::Stop, earlier).await.unwrap(), "a START before the STOP, late");
+        assert!(!store.lift("+33698765432", Cause::Stop, at("2026-11-27T10:00:00Z")).await.unwrap());
+        assert!(store.lift("+33698765432", Cause::Stop, at("2026-11-27T10:00:00.5Z")).await.unwrap(), "the same time");
         assert_eq!(store.suppression("+33698765432").await.unwrap(), None);
-        assert!(!store.lift("+33698765432", Cause::Stop).await.unwrap(), "nothing left to lift");
+        assert!(!store.lift("+33698765432", Cause::Stop, later).await.unwrap(), "nothing left to lift");
         assert!(store.unsuppress("+33612345678").await.unwrap(), "an operator removes any entry");
     })
     .await;

@@ -130,7 +130,11 @@ fn unescaped_output_where_html_renders() {
             let html = d.join("order.confirmed/email.html.hbs");
             let source = std::fs::read_to_string(&html).unwrap();
             std::fs::write(&html, format!("{source}\n<p>{{{{{{order_id}}}}}}</p>\n")).unwrap();
-            std::fs::write(d.join("partials/footer.hbs"), "<small>{{~& order_id}}</small>\n").unwrap();
+            std::fs::write(
+                d.join("partials/footer.hbs"),
+                "<small>{{~& order_id}}</small>\n<i>{{\n  {order_id} }}</i>\n",
+            )
+            .unwrap();
             // Text parts are not HTML: nothing is escaped there, and nothing is said.
             std::fs::write(d.join("refund.issued/email.text.hbs"), "Refund for {{{order_id}}}\n").unwrap();
         },
@@ -138,6 +142,7 @@ fn unescaped_output_where_html_renders() {
             "order.confirmed/email.html.hbs:",
             "`{{{order_id}}}` writes its value without HTML escaping",
             "partials/footer.hbs:1: `{{~& order_id}}` writes its value without HTML escaping",
+            "partials/footer.hbs:2: `{{ {order_id} }}` writes its value without HTML escaping",
         ],
     );
     let (_tmp, dir) =

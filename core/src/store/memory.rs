@@ -306,9 +306,10 @@ impl Store for MemoryStore {
         Ok(self.lock().suppressions.remove(address).is_some())
     }
 
-    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError> {
+    async fn lift(&self, address: &str, cause: Cause, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        if inner.suppressions.get(address).and_then(|j| entry(j)).is_some_and(|old| old.cause == cause) {
+        if inner.suppressions.get(address).and_then(|j| entry(j)).is_some_and(|old| old.cause == cause && old.at <= at)
+        {
             inner.suppressions.remove(address);
             return Ok(true);
         }

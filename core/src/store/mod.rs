@@ -288,8 +288,10 @@ pub trait Store: Send + Sync {
 
     /// Takes `address` off the suppression list only while it is listed for
     /// `cause` (START lifts a STOP, never a bounce, a complaint or an
-    /// operator's entry); says whether it did. One atomic step.
-    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError>;
+    /// operator's entry) by an entry made at `at` or before (a START
+    /// applied late never lifts a later STOP); says whether it did. One
+    /// atomic step.
+    async fn lift(&self, address: &str, cause: Cause, at: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// The suppression-list entry of `address` (listed form), if any.
     async fn suppression(&self, address: &str) -> Result<Option<Suppression>, StoreError>;

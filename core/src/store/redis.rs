@@ -149,11 +149,13 @@ const LIFT: &str = r#"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return 0 end
 local ok, e = pcall(cjson.decode, old)
-if ok and type(e) == 'table' and e.cause == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
+if not (ok and type(e) == 'table' and e.cause == ARGV[2]) then return 0 end
+if type(e.at) == 'string' then
+  local frac = string.match(e.at, '^%d+%-%d+%-%d+T%d+:%d+:%d+%.(%d+)') or ''
+  if string.sub(e.at, 1, 19) .. string.sub(frac .. '000000000', 1, 9) > ARGV[3] then return 0 end
 end
-return 0
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
 "#;
 
 /// Compare-and-set of a string: KEYS[1] to ARGV[2] if it is ARGV[1]. Answers 1 if set.
@@ -967,10 +969,18 @@ impl Store for RedisStore {
         Ok(written == 1)
     }
 
-    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError> {
+    async fn lift(&self, address: &str, cause: Cause, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let lifted: i64 =
-            self.lift.key(self.keys.suppressions()).arg(address).arg(cause.as_str()).invoke_async(&mut conn).await?;
+        // Entries' times as the script reads them: to the second, then nine digits of fraction.
+        let at = format!("{}{:09}", at.format("%Y-%m-%dT%H:%M:%S"), at.timestamp_subsec_nanos());
+        let lifted: i64 = self
+            .lift
+            .key(self.keys.suppressions())
+            .arg(address)
+            .arg(cause.as_str())
+            .arg(at)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(lifted == 1)
     }
 

@@ -40,8 +40,11 @@ impl EndpointKeys {
 
     /// Reads stored keys; the reason never quotes them.
     pub fn parse(json: &str) -> Result<Self, String> {
-        let keys: EndpointKeys =
-            serde_json::from_str(json).map_err(|e| format!("stored webhook keys are not readable: {e}"))?;
+        // serde's reason may quote the value: a key.
+        let keys: EndpointKeys = serde_json::from_str(json).map_err(|_| {
+            "the stored webhook keys are not readable; `tidings prefs webhook-secret <user> --rotate` replaces them"
+                .to_string()
+        })?;
         decode(&keys.key)?;
         if let Some(previous) = &keys.previous {
             decode(previous)?;
@@ -141,9 +144,10 @@ mod tests {
 
     #[test]
     fn unreadable_stored_keys_are_refused_without_quoting_them() {
-        for json in [r#"{"key":"whsec_c2hvcnQ="}"#, r#"{"key":"whsec_not base64!"}"#, "{}"] {
+        let bare = r#""whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw""#;
+        for json in [r#"{"key":"whsec_c2hvcnQ="}"#, r#"{"key":"whsec_not base64!"}"#, "{}", bare] {
             let e = EndpointKeys::parse(json).unwrap_err();
-            assert!(!e.contains("c2hvcnQ") && !e.contains("not base64!"), "{e}");
+            assert!(!e.contains("c2hvcnQ") && !e.contains("not base64!") && !e.contains("MfKQ9r8"), "{e}");
         }
     }
 }

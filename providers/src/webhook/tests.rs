@@ -151,3 +151,14 @@ async fn a_destination_takes_at_most_its_share_of_calls_and_others_are_not_kept_
     drop(first);
     assert!(tokio::time::timeout(soon, hooks.slot(a)).await.is_ok(), "a place freed is taken");
 }
+
+/// A configuration of earlier versions (a master key) stops the worker with
+/// what to do, instead of signing with a key no one holds any more.
+#[test]
+fn a_configured_master_key_is_refused_with_what_to_do() {
+    use crate::registry::Settings;
+    let c: WebhookConfig =
+        serde_json::from_value(serde_json::json!({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})).unwrap();
+    let e = c.validate().unwrap_err();
+    assert!(e.contains("no longer read") && e.contains("prefs webhook-secret") && !e.contains("MfKQ9r8"), "{e}");
+}

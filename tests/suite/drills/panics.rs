@@ -176,8 +176,8 @@ impl Store for PanicsOnHydrate {
     async fn suppress(&self, entry: &Suppression) -> Result<bool, StoreError> {
         self.inner.suppress(entry).await
     }
-    async fn lift(&self, address: &str, cause: Cause) -> Result<bool, StoreError> {
-        self.inner.lift(address, cause).await
+    async fn lift(&self, address: &str, cause: Cause, at: chrono::DateTime<chrono::Utc>) -> Result<bool, StoreError> {
+        self.inner.lift(address, cause, at).await
     }
     async fn unsuppress(&self, address: &str) -> Result<bool, StoreError> {
         self.inner.unsuppress(address).await

@@ -285,19 +285,19 @@ fn unescaped_output(dir: &Path) -> Vec<String> {
         if !(folder == "partials" || folder == "layouts" || file.starts_with("email.html")) {
             continue;
         }
-        for (n, line) in source.lines().enumerate() {
-            for (at, _) in line.match_indices("{{") {
-                let rest = line[at + 2..].trim_start_matches('~');
-                if rest.starts_with('{') || rest.starts_with('&') {
-                    let end = line[at..].find("}}").map_or(line.len(), |e| at + e + 2);
-                    let end = if line[end..].starts_with('}') { end + 1 } else { end };
-                    out.push(format!(
-                        "{folder}/{file}:{}: `{}` writes its value without HTML escaping, so event data could write markup; use `{{{{…}}}}`",
-                        n + 1,
-                        &line[at..end]
-                    ));
-                }
+        // Handlebars takes `~` and spaces before the `{` or `&`, and a tag over several lines.
+        for (at, _) in source.match_indices("{{") {
+            let rest = source[at + 2..].trim_start_matches(|c: char| c == '~' || c.is_whitespace());
+            if !(rest.starts_with('{') || rest.starts_with('&')) || source[..at].ends_with('{') {
+                continue;
             }
+            let end = source[at..].find("}}").map_or(source.len(), |e| at + e + 2);
+            let end = if source[end..].starts_with('}') { end + 1 } else { end };
+            let line = source[..at].matches('\n').count() + 1;
+            let tag: String = source[at..end].split_whitespace().collect::<Vec<_>>().join(" ");
+            out.push(format!(
+                "{folder}/{file}:{line}: `{tag}` writes its value without HTML escaping, so event data could write markup; use `{{{{…}}}}`"
+            ));
         }
     }
     out.sort();

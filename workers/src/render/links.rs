@@ -15,12 +15,16 @@
 //!   `xlink:href`, … [`URL_ATTRIBUTES`]), and `<param value>`;
 //! - lists of URLs: `srcset`, `imagesrcset`, `ping`, `archive` (every
 //!   token; a `data:` URL's comma splits it, and its first half is refused);
-//! - `<meta content>` in refresh form (`5; url=…`);
-//! - the values SVG animation can set (`to`, `from`, `by`, `values` of
-//!   `<animate…>` and `<set>`), each of `values`' `;`-separated items;
-//! - CSS in `style` attributes and `<style>` elements: each `url(…)`,
-//!   `image-set(…)` and `@import` argument once CSS escapes and comments
-//!   are read; `expression(…)` is refused outright. An unsafe value
+//! - the `content` of `<meta http-equiv="refresh">` (`5; url=…`);
+//! - the values SVG animation sets on a link (`to`, `from`, `by`, `values`
+//!   of `<animate…>` and `<set>` whose `attributeName` is `href`,
+//!   `xlink:href` or `src`, or not said), each of `values`' items;
+//! - CSS in `style` attributes, SVG presentation attributes (`fill`,
+//!   `filter`, `mask`, …) and `<style>` elements: each `url(…)`,
+//!   `image-set(…)` and `@import` argument once CSS escapes are read, with
+//!   `/*…*/` read both as a comment and as text (a browser reads it as text
+//!   inside a string or `url(…)`), so a URL hidden from one reading is found
+//!   by the other; `expression(…)` is refused outright. An unsafe value
 //!   replaces the whole attribute value or element content;
 //! - `<iframe srcdoc>` is a whole document whose markup data can write
 //!   (`&lt;` decodes to `<` there): any non-empty `srcdoc` is replaced.
@@ -53,6 +57,10 @@ const URL_ATTRIBUTES: [&str; 17] = [
 /// Attributes that hold several URLs (separated by spaces or commas).
 const URL_LIST_ATTRIBUTES: [&str; 4] = ["srcset", "imagesrcset", "ping", "archive"];
 
+/// SVG presentation attributes whose value is CSS that may hold `url(…)`.
+const CSS_ATTRIBUTES: [&str; 9] =
+    ["fill", "stroke", "filter", "mask", "clip-path", "marker-start", "marker-mid", "marker-end", "cursor"];
+
 /// How an attribute's value is read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -64,27 +72,53 @@ enum Kind {
     Document,
 }
 
-fn kind(tag: &str, attr: &str) -> Option<Kind> {
-    // `svg:animate` is an `animate`.
-    let tag = tag.rsplit(':').next().unwrap_or(tag);
-    let is = |name: &str| attr.eq_ignore_ascii_case(name);
-    let tag_is = |name: &str| tag.eq_ignore_ascii_case(name);
-    if URL_ATTRIBUTES.iter().any(|a| is(a)) || (tag_is("param") && is("value")) {
-        Some(Kind::Url)
-    } else if URL_LIST_ATTRIBUTES.iter().any(|a| is(a)) {
-        Some(Kind::UrlList)
-    } else if tag_is("meta") && is("content") {
-        Some(Kind::Refresh)
-    } else if (tag.get(..7).is_some_and(|t| t.eq_ignore_ascii_case("animate")) || tag_is("set"))
-        && ["to", "from", "by", "values"].iter().any(|a| is(a))
-    {
-        Some(Kind::Animated)
-    } else if is("style") {
-        Some(Kind::Css)
-    } else if is("srcdoc") {
-        Some(Kind::Document)
-    } else {
-        None
+/// What decides how a tag's attributes are read.
+struct Context<'a> {
+    /// The tag's name without a namespace prefix (`svg:animate` is `animate`).
+    tag: &'a str,
+    /// A `<meta http-equiv="refresh">`: its `content` is a URL.
+    refresh: bool,
+    /// An SVG animation of a link (`attributeName` `href`, `xlink:href`, or none said).
+    animates_link: bool,
+}
+
+impl<'a> Context<'a> {
+    fn of(tag: &'a str, attrs: &[(&str, usize, usize)], html: &str) -> Self {
+        let tag = tag.rsplit(':').next().unwrap_or(tag);
+        let value = |name: &str| {
+            attrs
+                .iter()
+                .find(|(a, _, _)| a.eq_ignore_ascii_case(name))
+                .map(|(_, s, e)| decode_references(&html[*s..*e]))
+        };
+        let refresh = tag.eq_ignore_ascii_case("meta")
+            && value("http-equiv").is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
+        let animates_link = value("attributename").is_none_or(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("href") || v.eq_ignore_ascii_case("xlink:href") || v.eq_ignore_ascii_case("src")
+        });
+        Context { tag, refresh, animates_link }
+    }
+
+    fn kind(&self, attr: &str) -> Option<Kind> {
+        let is = |name: &str| attr.eq_ignore_ascii_case(name);
+        let tag_is = |name: &str| self.tag.eq_ignore_ascii_case(name);
+        let animation = self.tag.get(..7).is_some_and(|t| t.eq_ignore_ascii_case("animate")) || tag_is("set");
+        if URL_ATTRIBUTES.iter().any(|a| is(a)) || (tag_is("param") && is("value")) {
+            Some(Kind::Url)
+        } else if URL_LIST_ATTRIBUTES.iter().any(|a| is(a)) {
+            Some(Kind::UrlList)
+        } else if self.refresh && is("content") {
+            Some(Kind::Refresh)
+        } else if animation && self.animates_link && ["to", "from", "by", "values"].iter().any(|a| is(a)) {
+            Some(Kind::Animated)
+        } else if is("style") || CSS_ATTRIBUTES.iter().any(|a| is(a)) {
+            Some(Kind::Css)
+        } else if is("srcdoc") {
+            Some(Kind::Document)
+        } else {
+            None
+        }
     }
 }
 
@@ -139,7 +173,8 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
             i += 1;
         }
         let tag = &html[name_start..i];
-        // Attributes, up to the end of the tag.
+        // Attributes, up to the end of the tag: (name, value start, value end).
+        let mut attrs: Vec<(&str, usize, usize)> = Vec::new();
         loop {
             while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
                 i += 1;
@@ -178,10 +213,14 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
                     (j, end, end)
                 }
             };
-            if kind(tag, attr).is_some_and(|k| !value_is_safe(k, &html[start..end])) {
+            attrs.push((attr, start, end));
+            i = next;
+        }
+        let context = Context::of(tag, &attrs, html);
+        for (attr, start, end) in attrs {
+            if context.kind(attr).is_some_and(|k| !value_is_safe(k, &html[start..end])) {
                 found.push((start, end));
             }
-            i = next;
         }
         // The content of a script or style element is not markup.
         let close: Option<&[u8]> = if tag.eq_ignore_ascii_case("script") {
@@ -253,20 +292,37 @@ fn refresh_url(content: &str) -> Option<&str> {
 
 /// Whether CSS loads only relative or `http`/`https` URLs and runs no
 /// `expression(…)`: every `url(…)`, `image-set(…)` and `@import` argument,
-/// read as a browser reads it (escapes decoded, comments dropped).
+/// escapes decoded. Read twice, with `/*…*/` as comments and as text,
+/// since a browser reads one inside a string or `url(…)` as text: a URL
+/// hidden from either reading is found by the other.
 fn css_is_safe(css: &str) -> bool {
-    let css = css_decoded(css).to_ascii_lowercase();
+    [true, false].into_iter().all(|comments| css_reading_is_safe(&css_decoded(css, comments).to_ascii_lowercase()))
+}
+
+fn css_reading_is_safe(css: &str) -> bool {
     if css.contains("expression(") {
         return false;
     }
     let tokens_safe = |args: &str| {
-        args.split(|c: char| c.is_whitespace() || c == ',')
+        args.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
             .map(|t| t.trim_matches(|c| c == '"' || c == '\''))
             .all(url_is_safe)
     };
     let calls = ["url(", "image-set("].into_iter().flat_map(|f| css.match_indices(f).map(move |(at, _)| at + f.len()));
     for open in calls {
-        let close = css[open..].find(')').map_or(css.len(), |at| open + at);
+        // To the parenthesis that closes it (`image-set(url(a) 1x, 'b' 2x)`).
+        let mut depth = 1;
+        let close = css[open..]
+            .char_indices()
+            .find(|(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .map_or(css.len(), |(at, _)| open + at);
         if !tokens_safe(&css[open..close]) {
             return false;
         }
@@ -281,9 +337,9 @@ fn css_is_safe(css: &str) -> bool {
     true
 }
 
-/// CSS with its escapes read (`\6a ` and `\j` are both `j`) and its
-/// comments dropped.
-fn css_decoded(css: &str) -> String {
+/// CSS with its escapes read (`\6a ` and `\j` are both `j`), and its
+/// comments dropped when `comments` says `/*…*/` is one.
+fn css_decoded(css: &str, comments: bool) -> String {
     let mut out = String::with_capacity(css.len());
     let mut chars = css.chars().peekable();
     while let Some(c) = chars.next() {
@@ -301,7 +357,7 @@ fn css_decoded(css: &str) -> String {
                     chars.next_if(|c| c.is_whitespace());
                 }
             }
-            '/' if chars.peek() == Some(&'*') => {
+            '/' if comments && chars.peek() == Some(&'*') => {
                 chars.next();
                 let mut star = false;
                 for c in chars.by_ref() {
@@ -423,6 +479,10 @@ mod tests {
             r#"<svg:set attributeName="href" to="javascript:x"/>"#,
             r#"<iframe srcdoc="&lt;script&gt;alert(1)&lt;/script&gt;"></iframe>"#,
             r#"<object><param name="movie" value="javascript:x"></object>"#,
+            r#"<p style="background:url(/*);} *{background:url(javascript:alert(1))} x{x:url(*/)">"#,
+            r#"<p style="font-family:'/*'; background:url(data:text/html,x); x:'*/'">"#,
+            r#"<p style="background-image:image-set(url(/a.png) 1x,'data:image/svg+xml,x' 2x)">"#,
+            r#"<svg><rect fill="url(data:image/svg+xml,x)"/></svg>"#,
             r#"<applet codebase="javascript:x"></applet>"#,
             &long_scheme,
         ];
@@ -435,6 +495,8 @@ mod tests {
         assert_eq!(neutralise(style.to_string()).0, "<style>#</style><p>b</p>");
         let style = "<style>@import 'data:text/css,x';</style>";
         assert_eq!(neutralise(style.to_string()).0, "<style>#</style>");
+        let style = "<style>.h{background:url(/*);} *{background:url(javascript:alert(1))} x{x:url(*/)}</style>";
+        assert_eq!(neutralise(style.to_string()).0, "<style>#</style>");
     }
 
     #[test]
@@ -444,7 +506,9 @@ mod tests {
 <meta name="description" content="Orders: shipped today">
 <p style="color:red;background:url('https://ok.example/bg.png') no-repeat">x</p>
 <svg><animate attributeName="opacity" from="0" to="1" values="0;0.5;1"/></svg>
-<iframe srcdoc=""></iframe><style>@import url(https://ok.example/a.css); p{font:12px/1.4 sans-serif}</style>"#;
+<iframe srcdoc=""></iframe><style>@import url(https://ok.example/a.css); p{font:12px/1.4 sans-serif}</style>
+<meta itemprop="description" content="3 items: shipped"><svg><set attributeName="style" to="display:none"/>
+<rect fill="url(#grad)" style="/* a: b */ color: red"/></svg>"#;
         let (out, replaced) = neutralise(html.to_string());
         assert!(replaced.is_empty(), "{replaced:?}");
         assert_eq!(out, html);

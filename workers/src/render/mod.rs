@@ -282,8 +282,12 @@ impl Renderer {
         if !out.contains("<style") {
             return Ok(out);
         }
-        css_inline::inline(&out)
-            .map_err(|e| RenderError::Failed { name: file.name.clone(), reason: format!("inlining CSS: {e}") })
+        let inlined = css_inline::inline(&out)
+            .map_err(|e| RenderError::Failed { name: file.name.clone(), reason: format!("inlining CSS: {e}") })?;
+        // The rules now sit in style attributes: read once more, as they are sent.
+        let (inlined, mut unsafe_links) = links::neutralise(inlined);
+        replaced.append(&mut unsafe_links);
+        Ok(inlined)
     }
 }
 
