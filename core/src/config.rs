@@ -766,6 +766,10 @@ impl Config {
         if c.body_budget < c.max_body.batch.max(c.max_body.form) {
             return bad("callbacks.body_budget must be at least the largest of max_body".into());
         }
+        // The producer gives a write up after it; librdkafka wants more than the linger.
+        if c.write_timeout < Duration::from_secs(1) {
+            return bad("callbacks.write_timeout must be at least 1s".into());
+        }
         if self.redis.key_prefix.contains(['{', '}']) {
             return bad("redis.key_prefix: no `{` or `}` (Tidings places its own hash tags)".into());
         }

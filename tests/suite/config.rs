@@ -46,6 +46,12 @@ fn unknown_fields_and_dangling_provider_names_are_refused() {
     let plain = "[kafka]\nbootstrap_servers = \"k:9092\"\n[providers.m]\nkind = \"smtp\"\nhost = \"h\"\ntls = \"none\"\nfrom = \"a@b.c\"\n";
     let refused = tidings_providers::registry::check(&Config::from_toml(plain).unwrap()).unwrap_err();
     assert!(refused.to_string().contains("providers.m: tls = \"none\" needs allow_plaintext"), "{refused}");
+    // A write timeout the callbacks' producer cannot take (not above its linger).
+    let instant = "[kafka]\nbootstrap_servers = \"k:9092\"\n[callbacks]\nwrite_timeout = \"5ms\"\n";
+    assert!(Config::from_toml(instant)
+        .unwrap_err()
+        .to_string()
+        .contains("callbacks.write_timeout must be at least 1s"));
 }
 
 #[test]

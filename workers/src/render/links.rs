@@ -20,12 +20,12 @@
 //!   of `<animate…>` and `<set>` whose `attributeName` is `href`,
 //!   `xlink:href` or `src`, or not said), each of `values`' items;
 //! - CSS in `style` attributes, SVG presentation attributes (`fill`,
-//!   `filter`, `mask`, …) and `<style>` elements: each `url(…)`,
-//!   `image-set(…)` and `@import` argument once CSS escapes are read, with
-//!   `/*…*/` read both as a comment and as text (a browser reads it as text
-//!   inside a string or `url(…)`), so a URL hidden from one reading is found
-//!   by the other; `expression(…)` is refused outright. An unsafe value
-//!   replaces the whole attribute value or element content;
+//!   `filter`, `mask`, …), the values SVG animation sets on those, and
+//!   `<style>` elements, read with the tokenizer browsers use: each
+//!   `url(…)`, each string of a function that takes an image or URL
+//!   (`image-set(…)`, …) and of an `@import`; `expression(…)` is refused
+//!   outright. An unsafe value replaces the whole attribute value or
+//!   element content;
 //! - `<iframe srcdoc>` is a whole document whose markup data can write
 //!   (`&lt;` decodes to `<` there): any non-empty `srcdoc` is replaced.
 //!
@@ -58,8 +58,8 @@ const URL_ATTRIBUTES: [&str; 17] = [
 const URL_LIST_ATTRIBUTES: [&str; 4] = ["srcset", "imagesrcset", "ping", "archive"];
 
 /// SVG presentation attributes whose value is CSS that may hold `url(…)`.
-const CSS_ATTRIBUTES: [&str; 9] =
-    ["fill", "stroke", "filter", "mask", "clip-path", "marker-start", "marker-mid", "marker-end", "cursor"];
+const CSS_ATTRIBUTES: [&str; 10] =
+    ["fill", "stroke", "filter", "mask", "clip-path", "marker", "marker-start", "marker-mid", "marker-end", "cursor"];
 
 /// How an attribute's value is read.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,6 +80,8 @@ struct Context<'a> {
     refresh: bool,
     /// An SVG animation of a link (`attributeName` `href`, `xlink:href`, or none said).
     animates_link: bool,
+    /// An SVG animation of a style or presentation attribute: its values are CSS.
+    animates_css: bool,
 }
 
 impl<'a> Context<'a> {
@@ -93,11 +95,16 @@ impl<'a> Context<'a> {
         };
         let refresh = tag.eq_ignore_ascii_case("meta")
             && value("http-equiv").is_some_and(|v| v.trim().eq_ignore_ascii_case("refresh"));
-        let animates_link = value("attributename").is_none_or(|v| {
+        let animated = value("attributename");
+        let animates_link = animated.as_deref().is_none_or(|v| {
             let v = v.trim();
             v.eq_ignore_ascii_case("href") || v.eq_ignore_ascii_case("xlink:href") || v.eq_ignore_ascii_case("src")
         });
-        Context { tag, refresh, animates_link }
+        let animates_css = animated.as_deref().is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("style") || CSS_ATTRIBUTES.iter().any(|a| v.eq_ignore_ascii_case(a))
+        });
+        Context { tag, refresh, animates_link, animates_css }
     }
 
     fn kind(&self, attr: &str) -> Option<Kind> {
@@ -110,8 +117,14 @@ impl<'a> Context<'a> {
             Some(Kind::UrlList)
         } else if self.refresh && is("content") {
             Some(Kind::Refresh)
-        } else if animation && self.animates_link && ["to", "from", "by", "values"].iter().any(|a| is(a)) {
-            Some(Kind::Animated)
+        } else if animation && ["to", "from", "by", "values"].iter().any(|a| is(a)) {
+            if self.animates_link {
+                Some(Kind::Animated)
+            } else if self.animates_css {
+                Some(Kind::Css)
+            } else {
+                None
+            }
         } else if is("style") || CSS_ATTRIBUTES.iter().any(|a| is(a)) {
             Some(Kind::Css)
         } else if is("srcdoc") {
@@ -291,90 +304,58 @@ fn refresh_url(content: &str) -> Option<&str> {
 }
 
 /// Whether CSS loads only relative or `http`/`https` URLs and runs no
-/// `expression(…)`: every `url(…)`, `image-set(…)` and `@import` argument,
-/// escapes decoded. Read twice, with `/*…*/` as comments and as text,
-/// since a browser reads one inside a string or `url(…)` as text: a URL
-/// hidden from either reading is found by the other.
+/// `expression(…)`: every `url(…)`, every string in a function that takes
+/// an image or a URL (`url("…")`, `image-set(…)`, `src(…)`, …) and the
+/// string of an `@import`, read by the tokenizer browsers use (Servo's
+/// `cssparser`: escapes, comments, strings and line continuations as a
+/// browser reads them). What does not read as CSS is not safe.
 fn css_is_safe(css: &str) -> bool {
-    [true, false].into_iter().all(|comments| css_reading_is_safe(&css_decoded(css, comments).to_ascii_lowercase()))
+    css_tokens_safe(&mut cssparser::Parser::new(css), false)
 }
 
-fn css_reading_is_safe(css: &str) -> bool {
-    if css.contains("expression(") {
-        return false;
-    }
-    let tokens_safe = |args: &str| {
-        args.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
-            .map(|t| t.trim_matches(|c| c == '"' || c == '\''))
-            .all(url_is_safe)
-    };
-    let calls = ["url(", "image-set("].into_iter().flat_map(|f| css.match_indices(f).map(move |(at, _)| at + f.len()));
-    for open in calls {
-        // To the parenthesis that closes it (`image-set(url(a) 1x, 'b' 2x)`).
-        let mut depth = 1;
-        let close = css[open..]
-            .char_indices()
-            .find(|(_, c)| {
-                depth += match c {
-                    '(' => 1,
-                    ')' => -1,
-                    _ => 0,
-                };
-                depth == 0
-            })
-            .map_or(css.len(), |(at, _)| open + at);
-        if !tokens_safe(&css[open..close]) {
-            return false;
-        }
-    }
-    for (at, _) in css.match_indices("@import") {
-        let rest = css[at + "@import".len()..].trim_start();
-        let end = rest.find([';', ' ', '\n']).unwrap_or(rest.len());
-        if !tokens_safe(&rest[..end]) {
-            return false;
-        }
-    }
-    true
-}
-
-/// CSS with its escapes read (`\6a ` and `\j` are both `j`), and its
-/// comments dropped when `comments` says `/*…*/` is one.
-fn css_decoded(css: &str, comments: bool) -> String {
-    let mut out = String::with_capacity(css.len());
-    let mut chars = css.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                let mut hex = String::new();
-                while hex.len() < 6 && chars.peek().is_some_and(char::is_ascii_hexdigit) {
-                    hex.extend(chars.next());
-                }
-                if hex.is_empty() {
-                    // An escaped newline continues the line; anything else is itself.
-                    out.extend(chars.next().filter(|c| *c != '\n'));
-                } else {
-                    out.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{FFFD}'));
-                    chars.next_if(|c| c.is_whitespace());
-                }
+fn css_tokens_safe(parser: &mut cssparser::Parser<'_>, strings_are_urls: bool) -> bool {
+    use cssparser::Token;
+    let mut import = false;
+    loop {
+        let token = match parser.next_including_whitespace_and_comments() {
+            Ok(token) => token.clone(),
+            Err(_) => return true, // the end of this block
+        };
+        let nested = match &token {
+            Token::UnquotedUrl(url) if !url_is_safe(url) => return false,
+            // A browser drops it; judged all the same, as an older one may not.
+            Token::BadUrl(url) if !url_is_safe(url) => return false,
+            Token::QuotedString(s) if (strings_are_urls || import) && !url_is_safe(s) => return false,
+            Token::AtKeyword(k) => {
+                import = k.eq_ignore_ascii_case("import");
+                None
             }
-            '/' if comments && chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut star = false;
-                for c in chars.by_ref() {
-                    if star && c == '/' {
-                        break;
-                    }
-                    star = c == '*';
-                }
+            Token::Semicolon => {
+                import = false;
+                None
             }
-            c => out.push(c),
+            Token::Function(name) => {
+                let name = name.to_ascii_lowercase();
+                if name == "expression" {
+                    return false;
+                }
+                Some(name == "url" || name == "src" || name.contains("image") || name.contains("cross-fade"))
+            }
+            Token::ParenthesisBlock | Token::SquareBracketBlock | Token::CurlyBracketBlock => Some(strings_are_urls),
+            _ => None,
+        };
+        if let Some(urls) = nested {
+            let safe = parser.parse_nested_block(|p| Ok::<_, cssparser::ParseError<()>>(css_tokens_safe(p, urls)));
+            if !safe.unwrap_or(false) {
+                return false;
+            }
         }
     }
-    out
 }
 
-/// `value` with numeric character references and the named ones that can
-/// spell a scheme (`&colon;`, `&Tab;`, `&NewLine;`, `&amp;`) decoded.
+/// `value` with its character references decoded, numeric and named (the
+/// whole HTML table: `&quot;`, `&colon;`, `&lpar;`, …, with or without
+/// their `;`), as a browser decodes an attribute's value.
 fn decode_references(value: &str) -> String {
     if !value.contains('&') {
         return value.to_string();
@@ -384,14 +365,7 @@ fn decode_references(value: &str) -> String {
     while let Some(at) = rest.find('&') {
         out.push_str(&rest[..at]);
         rest = &rest[at + 1..];
-        let named = [("colon;", ':'), ("tab;", '\t'), ("newline;", '\n'), ("amp;", '&')];
-        if let Some((len, c)) = named
-            .iter()
-            .find_map(|(n, c)| rest.get(..n.len()).filter(|r| r.eq_ignore_ascii_case(n)).map(|_| (n.len(), *c)))
-        {
-            out.push(c);
-            rest = &rest[len..];
-        } else if let Some(num) = rest.strip_prefix('#') {
+        if let Some(num) = rest.strip_prefix('#') {
             let (radix, digits) = match num.strip_prefix(['x', 'X']) {
                 Some(hex) => (16, hex),
                 None => (10, num),
@@ -407,8 +381,21 @@ fn decode_references(value: &str) -> String {
                 }
                 None => out.push('&'),
             }
-        } else {
-            out.push('&');
+            continue;
+        }
+        // The longest name the table has (names are ASCII, at most 32 bytes with the `;`).
+        let longest = (1..=rest.len().min(32)).rev().filter(|n| rest.is_char_boundary(*n)).find_map(|n| {
+            web_atoms::NAMED_ENTITIES.get(&rest[..n]).filter(|(first, _)| *first != 0).map(|chars| (n, *chars))
+        });
+        match longest {
+            Some((n, (first, second))) => {
+                out.extend(char::from_u32(first));
+                if second != 0 {
+                    out.extend(char::from_u32(second));
+                }
+                rest = &rest[n..];
+            }
+            None => out.push('&'),
         }
     }
     out.push_str(rest);
@@ -471,7 +458,6 @@ mod tests {
             r#"<p style="background:url(javascript:alert(1))">"#,
             r#"<p style="background:URL( 'java&#x09;script:x' )">"#,
             r#"<p style="background:u\72 l(javascript:x)">"#,
-            r#"<p style="background:url(/**/javascript:x)">"#,
             r#"<p style="width:expression(alert(1))">"#,
             r#"<p style="background-image:image-set('data:image/png,x' 1x)">"#,
             r#"<svg><a><animate attributeName="href" to="javascript:alert(1)"/></a></svg>"#,
@@ -483,6 +469,15 @@ mod tests {
             r#"<p style="font-family:'/*'; background:url(data:text/html,x); x:'*/'">"#,
             r#"<p style="background-image:image-set(url(/a.png) 1x,'data:image/svg+xml,x' 2x)">"#,
             r#"<svg><rect fill="url(data:image/svg+xml,x)"/></svg>"#,
+            // Data's own quotes, escaped, are still quotes to a browser.
+            r#"<p style="background-image:url(&quot;data:image/png,x&quot;)">"#,
+            r#"<meta http-equiv="refresh" content="0;url=&quot;javascript:alert(1)">"#,
+            "<p style=\"background:url('data\t:image/png,x')\">",
+            "<p style=\"background:url('data\\\x0c:x')\">",
+            r#"<p style="background:image-set(')' 1x, 'data:image/png,x' 2x)">"#,
+            r#"<p style="font-family:'/*';background:image-set(/**/'data:image/png,x' 1x)">"#,
+            r#"<svg><set attributeName="cursor" to="url(data:image/png;base64,xx),auto"/></svg>"#,
+            r#"<a href="java&Tab;script&colon;x&lpar;1&rpar;">"#,
             r#"<applet codebase="javascript:x"></applet>"#,
             &long_scheme,
         ];
@@ -497,6 +492,8 @@ mod tests {
         assert_eq!(neutralise(style.to_string()).0, "<style>#</style>");
         let style = "<style>.h{background:url(/*);} *{background:url(javascript:alert(1))} x{x:url(*/)}</style>";
         assert_eq!(neutralise(style.to_string()).0, "<style>#</style>");
+        let style = r#"<style>@import "/*"; @import/**/ "data:text/css,x";</style>"#;
+        assert_eq!(neutralise(style.to_string()).0, "<style>#</style>");
     }
 
     #[test]
@@ -508,7 +505,9 @@ mod tests {
 <svg><animate attributeName="opacity" from="0" to="1" values="0;0.5;1"/></svg>
 <iframe srcdoc=""></iframe><style>@import url(https://ok.example/a.css); p{font:12px/1.4 sans-serif}</style>
 <meta itemprop="description" content="3 items: shipped"><svg><set attributeName="style" to="display:none"/>
-<rect fill="url(#grad)" style="/* a: b */ color: red"/></svg>"#;
+<rect fill="url(#grad)" style="/* a: b */ color: red; font-family: &quot;Helvetica Neue&quot;"/></svg>
+<meta name="viewport" content="width=device-width, initial-scale=1"><a href="/o?a=1&copy=2&amp;b">x</a>
+<meta http-equiv="Content-Type" content="text/html; charset=utf-8"><p style="content: 'note: x'">"#;
         let (out, replaced) = neutralise(html.to_string());
         assert!(replaced.is_empty(), "{replaced:?}");
         assert_eq!(out, html);
