@@ -246,8 +246,9 @@ fn find_unsafe(html: &str) -> Vec<(usize, usize)> {
         if let Some(close) = close {
             let start = if b.get(i) == Some(&b'>') { i + 1 } else { i };
             let end = find_ignore_case(b, start, close).unwrap_or(b.len());
-            // A style sheet is raw text: no character references in it.
-            if tag.eq_ignore_ascii_case("style") && !css_is_safe(&html[start..end]) {
+            // Raw text in HTML; in SVG, references are decoded there: both readings must be safe.
+            let sheet = &html[start..end];
+            if tag.eq_ignore_ascii_case("style") && !(css_is_safe(sheet) && css_is_safe(&decode_references(sheet))) {
                 found.push((start, end));
             }
             i = end;
@@ -268,7 +269,7 @@ pub fn is_safe(value: &str) -> bool {
 /// newlines anywhere, and (as CSS and refresh values are read) a quote.
 fn url_is_safe(decoded: &str) -> bool {
     let trimmed = decoded.trim_start_matches(|c: char| c <= ' ');
-    let trimmed = trimmed.strip_prefix(['"', '\'']).unwrap_or(trimmed);
+    let trimmed = trimmed.strip_prefix(['"', '\'']).unwrap_or(trimmed).trim_start_matches(|c: char| c <= ' ');
     let url: String = trimmed.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect();
     let scheme_len = url.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')));
     match scheme_len {
@@ -336,10 +337,14 @@ fn css_tokens_safe(parser: &mut cssparser::Parser<'_>, strings_are_urls: bool) -
             }
             Token::Function(name) => {
                 let name = name.to_ascii_lowercase();
-                if name == "expression" {
+                // A substitution inside a URL's place could bring a string from elsewhere.
+                let substitutes = matches!(name.as_str(), "var" | "env" | "attr" | "if");
+                if name == "expression" || (strings_are_urls && substitutes) {
                     return false;
                 }
-                Some(name == "url" || name == "src" || name.contains("image") || name.contains("cross-fade"))
+                let takes_urls =
+                    name == "url" || name == "src" || name.contains("image") || name.contains("cross-fade");
+                Some(strings_are_urls || takes_urls)
             }
             Token::ParenthesisBlock | Token::SquareBracketBlock | Token::CurlyBracketBlock => Some(strings_are_urls),
             _ => None,
@@ -384,8 +389,15 @@ fn decode_references(value: &str) -> String {
             continue;
         }
         // The longest name the table has (names are ASCII, at most 32 bytes with the `;`).
+        // A name without its `;` before a letter, a digit or `=` is text in an attribute.
+        let ends_a_reference = |n: usize| {
+            rest[..n].ends_with(';') || !rest[n..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '=')
+        };
         let longest = (1..=rest.len().min(32)).rev().filter(|n| rest.is_char_boundary(*n)).find_map(|n| {
-            web_atoms::NAMED_ENTITIES.get(&rest[..n]).filter(|(first, _)| *first != 0).map(|chars| (n, *chars))
+            web_atoms::NAMED_ENTITIES
+                .get(&rest[..n])
+                .filter(|(first, _)| *first != 0 && ends_a_reference(n))
+                .map(|chars| (n, *chars))
         });
         match longest {
             Some((n, (first, second))) => {
@@ -478,6 +490,11 @@ mod tests {
             r#"<p style="font-family:'/*';background:image-set(/**/'data:image/png,x' 1x)">"#,
             r#"<svg><set attributeName="cursor" to="url(data:image/png;base64,xx),auto"/></svg>"#,
             r#"<a href="java&Tab;script&colon;x&lpar;1&rpar;">"#,
+            r#"<p style="background-image:image-set(var(--n,&quot;data:image/png;base64,AAAA&quot;) 1x)">"#,
+            r#"<p style="--x:&quot;data:image/png,x&quot;;background-image:image-set(var(--x) 1x)">"#,
+            r#"<svg><style>.a{background:url(&quot;data:image/png,x&quot;)}</style></svg>"#,
+            r#"<meta http-equiv="refresh" content="0;url=&#x27; javascript:alert(1)">"#,
+            r#"<p style="x:&quotA; background:url(data:image/png,x)">"#,
             r#"<applet codebase="javascript:x"></applet>"#,
             &long_scheme,
         ];

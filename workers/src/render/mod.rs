@@ -279,7 +279,7 @@ impl Renderer {
         replaced.append(&mut unsafe_links);
         // Mail clients drop `<style>`: its rules go onto the elements. Only
         // HTML that has one is parsed for it.
-        if !out.contains("<style") {
+        if !out.to_ascii_lowercase().contains("<style") {
             return Ok(out);
         }
         let inlined = css_inline::inline(&out)
