@@ -76,36 +76,33 @@ pub async fn consume(applier: Arc<Applier>, consumer: StreamConsumer<Watched>, s
         if groups.is_empty() {
             continue;
         }
-        let applied: Vec<Vec<Read>> = futures::stream::iter(groups)
-            .map(|reads| {
-                let applier = applier.clone();
-                async move {
-                for r in &reads {
-                    match &r.callback {
-                        Ok(callback) => {
-                            let by = format!("{CALLBACKS_TOPIC}/{}/{}", r.partition, r.offset);
-                            applier.apply(callback.clone(), &by).await;
-                        }
-                        Err(e) => {
-                            metrics::counter!("tidings_callbacks_applied_total", "provider" => "", "outcome" => "unreadable")
-                                .increment(1);
-                            tracing::error!(partition = r.partition, offset = r.offset, error = %printable(e), "a record of tidings.callbacks is not a callback: passed over");
-                        }
-                    }
-                }
-                reads
-            }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        // Every record of the batch is applied before any offset is stored,
-        // each partition's highest (keys end in any order).
+        // Each partition's highest offset read (the keys end in any order).
         let mut highest: HashMap<i32, i64> = HashMap::new();
-        for r in applied.iter().flatten() {
+        for r in groups.iter().flatten() {
             let offset = highest.entry(r.partition).or_insert(r.offset);
             *offset = (*offset).max(r.offset);
         }
+        futures::stream::iter(groups)
+            .for_each_concurrent(CONCURRENCY, |reads| {
+                let applier = applier.clone();
+                async move {
+                    for r in reads {
+                        match r.callback {
+                            Ok(callback) => {
+                                let by = format!("{CALLBACKS_TOPIC}/{}/{}", r.partition, r.offset);
+                                applier.apply(callback, &by).await;
+                            }
+                            Err(e) => {
+                                metrics::counter!("tidings_callbacks_applied_total", "provider" => "", "outcome" => "unreadable")
+                                    .increment(1);
+                                tracing::error!(partition = r.partition, offset = r.offset, error = %printable(&e), "a record of tidings.callbacks is not a callback: passed over");
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        // Every record of the batch is applied before any offset is stored.
         for (partition, offset) in highest {
             // A partition revoked meanwhile: its new owner applies it again, to no effect.
             if let Err(e) = consumer.store_offset(CALLBACKS_TOPIC, partition, offset) {
