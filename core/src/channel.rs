@@ -28,7 +28,7 @@ impl Channel {
 
     /// `tidings.<channel>.<priority>`: where intake routes this channel's notifications.
     pub fn topic(self, priority: Priority) -> String {
-        format!("tidings.{}.{}", self.as_str(), priority.as_str())
+        ["tidings.", self.as_str(), ".", priority.as_str()].concat()
     }
 
     /// `tidings.<channel>.dlq`: where this channel's workers dead-letter.

@@ -71,19 +71,23 @@ pub fn check_id(name: &str, value: &str, limits: &EventLimits) -> Result<(), Dec
 /// below `above` enclosing ones, in one pass over the text before anything
 /// is parsed: what builds or walks the data later never meets more depth.
 fn too_deep(json: &[u8], max: usize, above: usize) -> Result<(), DecodeError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in json {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    let mut at = 0;
+    while let Some(&b) = json.get(at) {
         match b {
-            b'"' => in_string = true,
+            // Most of an event is inside strings: jump to the closing quote,
+            // over escapes, without looking at each byte.
+            b'"' => loop {
+                at += 1;
+                match json.get(at..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                    None => return Ok(()),
+                    Some(found) if json[at + found] == b'\\' => at += found + 1,
+                    Some(found) => {
+                        at += found;
+                        break;
+                    }
+                }
+            },
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max + above {
@@ -95,6 +99,7 @@ fn too_deep(json: &[u8], max: usize, above: usize) -> Result<(), DecodeError> {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     Ok(())
 }
@@ -203,7 +208,10 @@ impl CloudEvent {
 fn lookup(raw: &RawValue, pointer: &str) -> Option<Value> {
     let mut here: &RawValue = raw;
     for token in pointer.strip_prefix('/')?.split('/') {
-        let token = token.replace("~1", "/").replace("~0", "~");
+        let token = match token.contains('~') {
+            true => std::borrow::Cow::Owned(token.replace("~1", "/").replace("~0", "~")),
+            false => std::borrow::Cow::Borrowed(token),
+        };
         let mut de = serde_json::Deserializer::from_str(here.get());
         here = serde::de::DeserializeSeed::deserialize(Step(&token), &mut de).ok()??;
     }
@@ -407,6 +415,28 @@ mod properties {
             if let Ok(e) = CloudEvent::decode(Some(data_text.as_bytes()), &headers, &limits) {
                 let _ = e.user_id(&format!("/data{pointer}"));
             }
+        }
+
+        /// The scan that jumps over strings finds what a byte-by-byte one does.
+        #[test]
+        fn depth_is_measured_outside_strings_only(parts in prop::collection::vec(prop::sample::select(vec!["{", "}", "[", "]", "\"", "\\", "\\\"", "a", ":", ","]), 0..200), max in 0..6usize) {
+            let json = parts.concat();
+            let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+            for b in json.bytes() {
+                match b {
+                    _ if in_string && escaped => escaped = false,
+                    b'\\' if in_string => escaped = true,
+                    b'"' => in_string = !in_string,
+                    _ if in_string => {}
+                    b'{' | b'[' => {
+                        depth += 1;
+                        deepest = deepest.max(depth);
+                    }
+                    b'}' | b']' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(too_deep(json.as_bytes(), max, 0).is_err(), deepest > max, "{}", json);
         }
 
         #[test]

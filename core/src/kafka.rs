@@ -268,13 +268,34 @@ pub async fn enqueue_json<T: serde::Serialize>(
     value: &T,
     headers: Option<OwnedHeaders>,
 ) -> KafkaResult<rdkafka::producer::DeliveryFuture> {
-    // Our records are plain structs and JSON values: serializing them cannot fail.
-    let payload = serde_json::to_vec(value).expect("records serialize to JSON");
-    let mut record = FutureRecord::to(topic).key(key).payload(payload.as_slice());
-    if let Some(h) = headers {
-        record = record.headers(h);
+    thread_local! {
+        static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    enqueue(producer, record).await
+    // librdkafka copies what it is given, so one buffer per thread serves
+    // every record; only a record met by a full queue needs one of its own.
+    let first = PAYLOAD.with_borrow_mut(|payload| {
+        payload.clear();
+        // Our records are plain structs and JSON values: serializing them cannot fail.
+        serde_json::to_writer(&mut *payload, value).expect("records serialize to JSON");
+        let mut record = FutureRecord::to(topic).key(key).payload(payload.as_slice());
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        let sent = producer.send_result(record).map_err(|(e, record)| (e, record.headers, payload.clone()));
+        if payload.capacity() > 64 * 1024 {
+            *payload = Vec::new();
+        }
+        sent
+    });
+    match first {
+        Ok(delivery) => Ok(delivery),
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), headers, payload)) => {
+            let mut record = FutureRecord::to(topic).key(key).payload(payload.as_slice());
+            record.headers = headers;
+            enqueue(producer, record).await
+        }
+        Err((e, _, _)) => Err(e),
+    }
 }
 
 /// Writes a dead-letter record and waits for it, as [`enqueue_dead_letter`];

@@ -22,6 +22,11 @@ pub fn enable_export() {
     EXPORTING.store(true, Ordering::Relaxed);
 }
 
+/// Whether spans are exported ([`enable_export`] was called).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// One hop's place in a trace (`traceparent`, version 00).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hop {
@@ -89,7 +94,7 @@ impl Hop {
 /// this span writes carry. Call before the span is first entered.
 pub fn hop(span: &tracing::Span, parent: Option<&str>) -> Hop {
     let parent = parent.and_then(Hop::parse).unwrap_or_else(Hop::root);
-    if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
+    if exporting() && !span.is_disabled() {
         let flags = if parent.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
         let remote = SpanContext::new(
             TraceId::from(parent.trace_id),

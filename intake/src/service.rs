@@ -84,9 +84,18 @@ struct Traced {
 
 impl Traced {
     /// The span of handling `event`, child of the event's `traceparent`.
+    ///
+    /// An info span only while spans are exported: the log formats a span's
+    /// fields when the span is made, which at intake's rates is a few percent
+    /// of its CPU for context that only the rare warning inside routing
+    /// would show. Otherwise it is a debug span (`TIDINGS_LOG=debug` shows it).
     fn event(event: &CloudEvent) -> (Self, tracing::Span) {
         let correlation_id = event.correlationid.clone().unwrap_or_else(|| event.id.clone());
-        let span = tracing::info_span!("intake.event", event_id = %event.id, event_type = %event.ty, %correlation_id);
+        let span = if trace::exporting() {
+            tracing::info_span!("intake.event", event_id = %event.id, event_type = %event.ty, %correlation_id)
+        } else {
+            tracing::debug_span!("intake.event", event_id = %event.id, event_type = %event.ty, %correlation_id)
+        };
         let hop = trace::hop(&span, event.traceparent.as_deref());
         (Traced { correlation_id, hop }, span)
     }
@@ -122,6 +131,32 @@ struct Pending {
     headers: Vec<(String, Vec<u8>)>,
     /// The record is dead-lettered already: a write of it refused later adds no second letter.
     lettered: bool,
+}
+
+/// What a routed batch's acknowledgements settled: the last offset of each
+/// partition whose records (and every one before them) are written, what
+/// they published, and the failure that stopped the rest.
+#[derive(Default)]
+struct Settled {
+    /// Records in the batch, settled or not.
+    records: usize,
+    offsets: Vec<(Arc<str>, i32, i64)>,
+    events: u64,
+    published: u64,
+    failed: Option<IntakeError>,
+}
+
+impl Settled {
+    fn add(&mut self, p: &Pending) {
+        self.events += 1;
+        self.published += p.published;
+        let same = |(topic, partition, _): &&mut (Arc<str>, i32, i64)| *partition == p.partition && *topic == p.topic;
+        match self.offsets.iter_mut().rev().find(same) {
+            // A partition's records come in offset order.
+            Some(last) => last.2 = p.offset,
+            None => self.offsets.push((p.topic.clone(), p.partition, p.offset)),
+        }
+    }
 }
 
 /// A record as the reader hands it over: where it came from, what it says,
@@ -260,7 +295,9 @@ pub async fn run(
     let routed = Arc::new(AtomicU64::new(0));
     let hydrator = tokio::spawn(hydrate(intake.clone(), decoded, prepared, routed.clone(), stop.clone()));
     let mut carried = Carried::default();
+    // Each routed batch's acknowledgements, awaited in order, and how many records they hold.
     let mut acks = FuturesOrdered::new();
+    let mut in_flight = 0;
     tokio::pin!(shutdown);
     tracing::info!(?topics, "intake started");
     let failed = loop {
@@ -268,16 +305,21 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break None,
             Some(done) = acks.next(), if !acks.is_empty() => {
+                let done: Settled = done;
+                in_flight -= done.records;
                 if let Err(e) = intake.stored(consumer.as_ref(), done) {
                     break Some(e);
                 }
             }
-            batch = ready.recv(), if acks.len() < max_in_flight => match batch {
+            batch = ready.recv(), if in_flight < max_in_flight => match batch {
                 Some(batch) => {
                     let batch = intake.refreshed(batch, &routed).await;
                     let number = routed.load(Ordering::Relaxed) + 1;
                     match intake.handle_batch(batch, number, &mut carried).await {
-                        Ok(handled) => acks.extend(handled.into_iter().map(|pending| intake.settle(pending))),
+                        Ok(handled) => {
+                            in_flight += handled.len();
+                            acks.push_back(intake.settle_batch(handled));
+                        }
                         Err(e) => break Some(e),
                     }
                     // Its deferrals are in Redis: a batch hydrated from now on reads them.
@@ -298,6 +340,7 @@ pub async fn run(
     }
     let drained = tokio::time::timeout(config_drain, async {
         while let Some(done) = acks.next().await {
+            in_flight -= done.records;
             intake.stored(consumer.as_ref(), done)?;
         }
         Ok::<(), IntakeError>(())
@@ -306,7 +349,7 @@ pub async fn run(
     match drained {
         Ok(result) => result?,
         Err(_) => {
-            tracing::warn!(unacknowledged = acks.len(), "drain timed out; those records are read again after a restart")
+            tracing::warn!(unacknowledged = in_flight, "drain timed out; those records are read again after a restart")
         }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -553,20 +596,39 @@ impl Intake {
         Ok(p)
     }
 
+    /// Waits for a routed batch's writes, record by record in order, up to
+    /// the first record whose writes failed. One future per batch, not per
+    /// record: the loop is woken about once a batch, not once an acknowledgement.
+    async fn settle_batch(&self, batch: Vec<Pending>) -> Settled {
+        let mut settled = Settled { records: batch.len(), ..Settled::default() };
+        for pending in batch {
+            match self.settle(pending).await {
+                Ok(p) => settled.add(&p),
+                Err(e) => {
+                    settled.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        settled
+    }
+
+    /// Stores the offsets of what a batch settled; its failure, if any, ends intake.
     fn stored<C: rdkafka::consumer::ConsumerContext>(
         &self,
         consumer: &impl Consumer<C>,
-        done: Result<Pending, IntakeError>,
+        done: Settled,
     ) -> Result<(), IntakeError> {
-        // A failed write leaves the offset unstored: the record is consumed again after restart.
-        let done = done?;
-        if let Err(e) = consumer.store_offset(&done.topic, done.partition, done.offset) {
-            // The partition was revoked meanwhile: its new owner reads the record again.
-            tracing::debug!(error = %e, "offset not stored");
+        for (topic, partition, offset) in &done.offsets {
+            if let Err(e) = consumer.store_offset(topic, *partition, *offset) {
+                // The partition was revoked meanwhile: its new owner reads the record again.
+                tracing::debug!(error = %e, "offset not stored");
+            }
         }
         Progress::add(&self.progress.published, done.published);
-        Progress::add(&self.progress.events, 1);
-        Ok(())
+        Progress::add(&self.progress.events, done.events);
+        // A failed write leaves its record's offset unstored: it is consumed again after restart.
+        done.failed.map_or(Ok(()), Err)
     }
 
     /// Reads what routing `batch` needs: the preferences the cache lacks, and
