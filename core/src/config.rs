@@ -185,7 +185,9 @@ pub struct IntakeConfig {
     /// What happens to an event whose type has no route: `dead_letter` or `suppress`.
     #[serde(default)]
     pub unknown_types: UnknownTypes,
-    /// Records whose writes may await acknowledgement at once.
+    /// Records whose writes may await acknowledgement at once, counted by
+    /// the batch: a routed batch's records leave the count together, once
+    /// every one of them is acknowledged.
     #[serde(default = "default_intake_in_flight")]
     pub max_in_flight: usize,
     /// Records read and hydrated together: one Redis round trip per batch.
@@ -198,8 +200,9 @@ pub struct IntakeConfig {
     #[serde(default = "default_cache_ttl", with = "humantime_serde")]
     pub prefs_cache_ttl: Duration,
     /// At shutdown, how long intake waits for the writes in flight (a broker
-    /// outage holds them for ever); records whose writes are not acknowledged
-    /// by then keep their offsets unstored and are read again after a restart.
+    /// outage holds them for ever); a batch whose writes are not all
+    /// acknowledged by then keeps its offsets unstored, and its records are
+    /// read again after a restart (the workers drop what was already sent).
     #[serde(default = "default_drain", with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// What an event may be at most; one beyond is dead-lettered with the reason.

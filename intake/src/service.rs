@@ -349,7 +349,10 @@ pub async fn run(
     match drained {
         Ok(result) => result?,
         Err(_) => {
-            tracing::warn!(unacknowledged = in_flight, "drain timed out; those records are read again after a restart")
+            tracing::warn!(
+                in_flight,
+                "drain timed out; the records of batches not wholly acknowledged are read again after a restart"
+            )
         }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -555,12 +558,14 @@ impl Intake {
         })
     }
 
-    /// Waits for a record's writes. One the cluster refused for good (too
-    /// large for the broker, a topic this client may not write or that does
-    /// not exist) dead-letters the record, once; any other failure is one no
-    /// retry fixes (writes never time out; the producer met a fatal error),
-    /// and ends intake, to start again with a new producer.
-    async fn settle(&self, mut p: Pending) -> Result<Pending, IntakeError> {
+    /// Waits for a record's writes; what a refused one needs is a dead
+    /// letter, whose reason is returned. One the cluster refused for good
+    /// (too large for the broker, a topic this client may not write or that
+    /// does not exist) dead-letters the record, once; any other failure is
+    /// one no retry fixes (writes never time out; the producer met a fatal
+    /// error), and ends intake, to start again with a new producer.
+    async fn acknowledged(&self, p: &mut Pending) -> Result<Vec<String>, IntakeError> {
+        let mut letters = Vec::new();
         for d in std::mem::take(&mut p.deliveries) {
             match d.await {
                 Ok(Ok(_)) => {}
@@ -574,7 +579,7 @@ impl Intake {
                     if kafka::refused_for_good(&e) && p.lettered && refused.topic() != INTAKE_DLQ_TOPIC => {}
                 Ok(Err((e, refused))) if kafka::refused_for_good(&e) && !kafka::fatal(&self.producer, &e) => {
                     p.lettered = true;
-                    let reason = if kafka::too_large(&e) {
+                    letters.push(if kafka::too_large(&e) {
                         format!(
                             "a record for {} of {} bytes was refused by the broker as too large",
                             refused.topic(),
@@ -582,33 +587,53 @@ impl Intake {
                         )
                     } else {
                         format!("the cluster refused a record for {} for good: {e}", refused.topic())
-                    };
-                    tracing::error!(topic = %p.topic, partition = p.partition, offset = p.offset, %reason, "input dead-lettered");
-                    let letter = DeadLetter::poison(&p.topic, p.partition, p.offset, reason, self.clock.now())
-                        .with_headers(&p.headers);
-                    let (key, value) = (p.key.as_deref(), p.value.as_deref());
-                    kafka::dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?;
+                    });
                 }
                 Ok(Err((e, _))) => return Err(e.into()),
                 Err(_) => return Err(KafkaError::Canceled.into()),
             }
         }
-        Ok(p)
+        Ok(letters)
+    }
+
+    /// Writes the dead letter of a record one of whose writes was refused for good.
+    async fn letter(&self, p: &Pending, reason: String) -> Result<(), IntakeError> {
+        tracing::error!(topic = %p.topic, partition = p.partition, offset = p.offset, %reason, "input dead-lettered");
+        let letter =
+            DeadLetter::poison(&p.topic, p.partition, p.offset, reason, self.clock.now()).with_headers(&p.headers);
+        let (key, value) = (p.key.as_deref(), p.value.as_deref());
+        Ok(kafka::dead_letter(&self.producer, INTAKE_DLQ_TOPIC, key, value, &letter).await?)
     }
 
     /// Waits for a routed batch's writes, record by record in order, up to
-    /// the first record whose writes failed. One future per batch, not per
-    /// record: the loop is woken about once a batch, not once an acknowledgement.
+    /// the first record whose writes failed, then writes the letters of the
+    /// records whose writes were refused, all at once. One future per batch,
+    /// not per record: the loop is woken about once a batch, not once an
+    /// acknowledgement. A record counts as settled once its letters are written.
     async fn settle_batch(&self, batch: Vec<Pending>) -> Settled {
         let mut settled = Settled { records: batch.len(), ..Settled::default() };
-        for pending in batch {
-            match self.settle(pending).await {
-                Ok(p) => settled.add(&p),
+        let mut acknowledged = Vec::with_capacity(batch.len());
+        for mut pending in batch {
+            match self.acknowledged(&mut pending).await {
+                Ok(letters) => acknowledged.push((pending, letters)),
                 Err(e) => {
                     settled.failed = Some(e);
                     break;
                 }
             }
+        }
+        let counts: Vec<usize> = acknowledged.iter().map(|(_, letters)| letters.len()).collect();
+        let letters: Vec<(usize, String)> = (acknowledged.iter_mut().enumerate())
+            .flat_map(|(i, (_, letters))| std::mem::take(letters).into_iter().map(move |reason| (i, reason)))
+            .collect();
+        let written = letters.into_iter().map(|(i, reason)| self.letter(&acknowledged[i].0, reason));
+        let mut written = futures::future::join_all(written).await.into_iter();
+        for ((pending, _), n) in acknowledged.iter().zip(counts) {
+            if let Some(e) = written.by_ref().take(n).find_map(Result::err) {
+                settled.failed = Some(e);
+                break;
+            }
+            settled.add(pending);
         }
         settled
     }
