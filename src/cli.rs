@@ -39,6 +39,9 @@ pub enum Command {
     /// Inspect or replay dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Reconcile the input events of a window with what became of each, from the topics: exit 1
+    /// when anything is missing or sent twice.
+    Audit(AuditArgs),
     /// Check or preview templates.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -212,6 +215,22 @@ pub enum DlqCommand {
         #[arg(long)]
         rate: Option<f64>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Events (and notifications) from this time on: an RFC 3339 time, or an age such as `24h`.
+    #[arg(long, value_parser = parse_instant)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events before this time: an RFC 3339 time, or an age such as `1h`.
+    #[arg(long, value_parser = parse_instant)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long an event or notification may be under way before what it lacks counts as missing.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub grace: std::time::Duration,
+    /// The report as JSON, with every id it names.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which dead letters a `dlq` command takes.

@@ -94,6 +94,7 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Dlq(c) => commands::dlq::run(c, load()?).await,
+        Command::Audit(args) => commands::audit::run(args, load()?).await,
         Command::Topics(c) => commands::topics::run(c, load()?).await,
         Command::Prefs(c) => commands::prefs::run(c, load()?).await,
         Command::Suppressions(c) => commands::suppressions::run(c, load()?).await,

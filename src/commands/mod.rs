@@ -1,5 +1,6 @@
 //! Subcommands that are more than running a role.
 
+pub mod audit;
 pub mod bench;
 pub mod bench_callbacks;
 pub mod bench_cluster;

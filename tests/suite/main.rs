@@ -4,6 +4,7 @@
 mod harness;
 
 mod ambiguity_pin;
+mod audit;
 mod bad_input;
 mod breaker_fleet;
 mod callbacks;

@@ -189,6 +189,14 @@ pub fn reader(config: &Config, topic: &str, start: &Start) -> anyhow::Result<Str
 /// Calls `each` with every record a [`reader`] reads, until every partition
 /// it reads reached its end or `each` says stop.
 pub async fn read_to_end(consumer: &StreamConsumer<Ends>, mut each: impl FnMut(Letter) -> bool) -> anyhow::Result<()> {
+    read_messages(consumer, |m| each(Letter::from_message(m))).await
+}
+
+/// [`read_to_end`] with each record as read.
+pub async fn read_messages(
+    consumer: &StreamConsumer<Ends>,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) -> anyhow::Result<()> {
     let assigned = consumer.assignment()?.count();
     let mut ended = HashSet::new();
     while ended.len() < assigned {
@@ -200,7 +208,7 @@ pub async fn read_to_end(consumer: &StreamConsumer<Ends>, mut each: impl FnMut(L
             Ok(Err(e)) => return Err(e.into()),
             Ok(Ok(m)) => {
                 ended.remove(&m.partition());
-                if !each(Letter::from_message(&m)) {
+                if !each(&m) {
                     return Ok(());
                 }
             }

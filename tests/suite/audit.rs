@@ -1,0 +1,78 @@
+//! `tidings audit` on a run of the whole fleet: it passes the run as it
+//! ended, and finds a loss and a repeat planted in the topics afterwards.
+
+use crate::harness::{order_event, order_notification, terminal_counts, user, Infra, StatusWatch};
+use rdkafka::producer::FutureRecord;
+use std::sync::Arc;
+use std::time::Duration;
+use tidings::cli::AuditArgs;
+use tidings::commands::audit::audit;
+use tidings::fleet::{self, Roles};
+use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::{kafka, Clock, State, StatusRecord};
+
+const USERS: usize = 20;
+const EVENTS: usize = 60;
+
+fn args() -> AuditArgs {
+    AuditArgs { since: None, until: None, grace: Duration::ZERO, json: false }
+}
+
+async fn write(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, value: &str) {
+    let record = FutureRecord::to(topic).key(key).payload(value.as_bytes());
+    kafka::delivered(kafka::enqueue(producer, record).await.unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
+    let infra = Infra::start();
+    let (_smtp, _twilio, config) = infra.email_and_sms().await;
+    let config = Arc::new(config);
+    let store = fleet::open_store(&config).await.unwrap();
+    let users: String = (0..USERS).map(|i| user(i) + "\n").collect();
+    tidings::commands::prefs::import(store.as_ref(), &users).await.unwrap();
+    let watch = StatusWatch::start(&config);
+    let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();
+    tidings::commands::dev::feed(&config, &events).await.unwrap();
+    // Email and SMS on for every user: two notifications an event.
+    let records = watch
+        .wait_until("every notification ended", Duration::from_secs(120), |rs| terminal_counts(rs).len() >= 2 * EVENTS)
+        .await;
+    fleet.shutdown().await.unwrap();
+
+    let clean = audit(&config, &args()).await.unwrap();
+    assert!(clean.passed(), "{clean:?}");
+    assert_eq!((clean.events, clean.notifications, clean.ended), (EVENTS, 2 * EVENTS, 2 * EVENTS));
+
+    // Planted: an event intake never read (it is stopped), a notification
+    // deferred until an hour ago that nothing released, and a second,
+    // different send of a notification that was sent.
+    let producer = kafka::command_producer(&config.kafka).unwrap();
+    let lost_event = order_event(EVENTS + 1, "u-1");
+    tidings::commands::dev::feed(&config, &(lost_event + "\n")).await.unwrap();
+    let now = chrono::Utc::now();
+    let lost = order_notification("planted-lost-notification", "evt-planted");
+    let mut deferred = StatusRecord::of(&lost, State::Deferred, now - chrono::Duration::hours(2));
+    deferred.not_before = Some(now - chrono::Duration::hours(1));
+    write(&producer, STATUS_TOPIC, &lost.user_id, &serde_json::to_string(&deferred).unwrap()).await;
+    let sent = records.iter().find(|r| r.state == State::Sent).unwrap().clone();
+    let mut again = sent.clone();
+    again.provider_message_id = Some("a-second-send".into());
+    again.at = now;
+    write(&producer, STATUS_TOPIC, &sent.user_id, &serde_json::to_string(&again).unwrap()).await;
+    // A status published again as it was is not a second send.
+    write(&producer, STATUS_TOPIC, &sent.user_id, &serde_json::to_string(&sent).unwrap()).await;
+
+    let found = audit(&config, &args()).await.unwrap();
+    assert!(!found.passed());
+    assert_eq!(found.missing_events.len(), 1, "{found:?}");
+    assert!(found.missing_events[0].starts_with(&format!("evt-{}", EVENTS + 1)), "{found:?}");
+    assert_eq!(found.missing_notifications.len(), 1, "{found:?}");
+    assert!(found.missing_notifications[0].starts_with("planted-lost-notification"), "{found:?}");
+    assert_eq!(found.repeated, vec![(sent.notification_id.clone(), 2)]);
+
+    // Within a grace period longer than their age, the event and the release are still under way.
+    let patient = audit(&config, &AuditArgs { grace: Duration::from_secs(3 * 3600), ..args() }).await.unwrap();
+    assert_eq!((patient.missing(), patient.repeated.len()), (0, 1), "{patient:?}");
+}
