@@ -38,8 +38,6 @@ pub async fn run(args: AuditArgs, config: Arc<Config>) -> anyhow::Result<ExitCod
     } else {
         report.print();
     }
-    metrics::gauge!("tidings_audit_missing").set(report.missing() as f64);
-    metrics::gauge!("tidings_audit_repeated").set(report.repeated.len() as f64);
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
