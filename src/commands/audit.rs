@@ -12,8 +12,10 @@
 //! whose ambiguous answers are retried (`at_least_once`) are counted apart,
 //! as declared.
 //!
-//! Only ids are kept, as 128-bit digests, so memory grows with the number of
-//! events and notifications in the window, not with their size.
+//! The topics are read outcomes first (statuses, channel topics, intake's
+//! letters), then inputs, each input judged as it is read: what is kept is a
+//! 128-bit digest per event with an outcome and a 32-byte entry per
+//! notification, and the ids of the few the report names.
 
 use super::dlq::letters::{read_messages, reader, Start};
 use crate::cli::AuditArgs;
@@ -43,19 +45,18 @@ pub async fn run(args: AuditArgs, config: Arc<Config>) -> anyhow::Result<ExitCod
 
 /// Reads the topics through to their ends and judges what they hold.
 pub async fn audit(config: &Config, args: &AuditArgs) -> anyhow::Result<Report> {
-    let now = Utc::now();
-    let mut ledger = Ledger::new(args.since, args.until);
+    let grace = chrono::Duration::from_std(args.grace)?;
+    let mut ledger = Ledger::new(args.since, args.until, Utc::now() - grace);
+    read(config, STATUS_TOPIC, |m| ledger.status(m)).await?;
     let channels: Vec<String> = Channel::ALL.iter().flat_map(|c| Priority::ALL.map(|p| c.topic(p))).collect();
     for topic in &channels {
         read(config, topic, |m| ledger.published(m)).await?;
     }
-    read(config, STATUS_TOPIC, |m| ledger.status(m)).await?;
     read(config, INTAKE_DLQ_TOPIC, |m| ledger.intake_letter(m)).await?;
     for topic in &config.intake.topics {
         read(config, topic, |m| ledger.input(m, config)).await?;
     }
-    let grace = chrono::Duration::from_std(args.grace)?;
-    Ok(ledger.report(now, grace, |p| config.worker.ambiguous.of(p) == Ambiguity::AtLeastOnce))
+    Ok(ledger.report(|p| config.worker.ambiguous.of(p) == Ambiguity::AtLeastOnce))
 }
 
 async fn read(config: &Config, topic: &str, each: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<()> {
@@ -72,44 +73,54 @@ async fn read(config: &Config, topic: &str, each: impl FnMut(&BorrowedMessage<'_
 type Id = u128;
 
 fn id(s: &str) -> Id {
-    let half = |salt: u8| {
-        let mut h = std::hash::DefaultHasher::new();
-        (salt, s).hash(&mut h);
-        h.finish() as u128
-    };
-    (half(0) << 64) | half(1)
+    (u128::from(half(0, s)) << 64) | u128::from(half(1, s))
 }
 
-/// One notification, as the topics tell of it.
+fn half(salt: u8, s: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (salt, s).hash(&mut h);
+    h.finish()
+}
+
+/// Seconds since the epoch, as a note keeps them (to 2106).
+fn secs(t: i64) -> u32 {
+    t.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// One notification, as the topics tell of it: 16 bytes.
 #[derive(Default)]
 struct Note {
-    /// Published to a channel topic or deferred within the window.
-    in_window: bool,
-    /// When it was first published or deferred (seconds).
-    seen: i64,
-    /// The latest release time of its `deferred` statuses (seconds).
-    deferred_until: Option<i64>,
-    terminal: u32,
-    /// Its distinct sends: a `sent` record published again is one send.
-    sends: HashSet<Id>,
-    /// Its event and notification id, kept only for what the report names.
-    named: Option<(String, String)>,
+    /// When it was first published or deferred within the window (0: not in it).
+    seen: u32,
+    /// The latest release time of its `deferred` statuses (0: never deferred).
+    deferred_until: u32,
+    /// A digest of its first send (provider and message id).
+    first_send: u32,
+    terminal: u8,
+    /// Distinct sends (a `sent` record published again is the same send).
+    sends: u8,
+    /// Its priority, plus one (0: not known).
+    priority: u8,
 }
 
-/// What the topics hold, reduced to ids.
+/// What the topics hold, reduced to digests.
 pub struct Ledger {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
+    /// What was under way after this is not missing yet.
+    settled: i64,
     notes: HashMap<Id, Note>,
-    /// Events read in the window: digest of the event id -> (when, the id, where).
-    events: HashMap<Id, (i64, String, String)>,
-    /// Input records intake cannot use, read in the window: where, and when.
-    unusable: Vec<(String, i64)>,
+    /// The ids the report may name: notifications not ended when last seen, and repeated ones.
+    names: HashMap<Id, (String, String)>,
+    /// The digests of the later sends of notifications sent more than once.
+    sends: HashMap<Id, Vec<u32>>,
     /// Event ids with some outcome.
     answered: HashSet<Id>,
     /// Places (`topic:partition:offset`) intake dead-lettered.
     lettered: HashSet<String>,
-    priorities: HashMap<Id, Priority>,
+    events: usize,
+    missing_events: Vec<String>,
+    missing_letters: Vec<String>,
 }
 
 /// What `tidings audit` reports.
@@ -171,16 +182,19 @@ fn seconds(m: &BorrowedMessage<'_>) -> Option<i64> {
 }
 
 impl Ledger {
-    pub fn new(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Self {
+    pub fn new(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>, settled: DateTime<Utc>) -> Self {
         Ledger {
             since,
             until,
+            settled: settled.timestamp(),
             notes: HashMap::new(),
-            events: HashMap::new(),
-            unusable: Vec::new(),
+            names: HashMap::new(),
+            sends: HashMap::new(),
             answered: HashSet::new(),
             lettered: HashSet::new(),
-            priorities: HashMap::new(),
+            events: 0,
+            missing_events: Vec::new(),
+            missing_letters: Vec::new(),
         }
     }
 
@@ -188,12 +202,57 @@ impl Ledger {
         self.since.is_none_or(|s| at >= s.timestamp()) && self.until.is_none_or(|u| at < u.timestamp())
     }
 
-    fn note(&mut self, notification_id: &str, event_id: &str) -> &mut Note {
-        let note = self.notes.entry(id(notification_id)).or_default();
-        if note.named.is_none() {
-            note.named = Some((notification_id.to_string(), event_id.to_string()));
+    fn name(&mut self, key: Id, notification_id: &str, event_id: &str) {
+        self.names.entry(key).or_insert_with(|| (notification_id.to_string(), event_id.to_string()));
+    }
+
+    /// A status record. One notification's statuses share a key (its user),
+    /// so they are read in the order they were written.
+    fn status(&mut self, m: &BorrowedMessage<'_>) {
+        let Some(s) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) else { return };
+        self.answered.insert(id(&s.event_id));
+        let at = s.at.timestamp();
+        let within = self.within(at);
+        let key = id(&s.notification_id);
+        let note = self.notes.entry(key).or_default();
+        if let Some(p) = s.priority {
+            note.priority = p as u8 + 1;
         }
-        note
+        match s.state {
+            State::Deferred => {
+                if within && note.seen == 0 {
+                    note.seen = secs(at).max(1);
+                }
+                let until = secs(s.not_before.map_or(at, |t| t.timestamp())).max(1);
+                note.deferred_until = note.deferred_until.max(until);
+                if note.terminal == 0 {
+                    self.name(key, &s.notification_id, &s.event_id);
+                }
+            }
+            state if state.is_terminal() => {
+                note.terminal = note.terminal.saturating_add(1);
+                if state == State::Sent {
+                    let provider = s.provider.as_deref().unwrap_or_default();
+                    let send = s.provider_message_id.clone().unwrap_or_else(|| s.at.to_rfc3339());
+                    let send = half(2, &format!("{provider}/{send}")) as u32;
+                    if note.sends == 0 {
+                        (note.sends, note.first_send) = (1, send);
+                    } else if send != note.first_send {
+                        let later = self.sends.entry(key).or_default();
+                        if !later.contains(&send) {
+                            later.push(send);
+                            note.sends = note.sends.saturating_add(1);
+                        }
+                    }
+                }
+                if note.sends > 1 {
+                    self.name(key, &s.notification_id, &s.event_id);
+                } else {
+                    self.names.remove(&key);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// A record of a channel topic: a notification published.
@@ -202,38 +261,13 @@ impl Ledger {
         let at = seconds(m).unwrap_or(n.created_at.timestamp());
         self.answered.insert(id(&n.event_id));
         let within = self.within(at);
-        let note = self.note(&n.notification_id, &n.event_id);
-        if within && !note.in_window {
-            (note.in_window, note.seen) = (true, at);
+        let key = id(&n.notification_id);
+        let note = self.notes.entry(key).or_default();
+        if within && note.seen == 0 {
+            note.seen = secs(at).max(1);
         }
-    }
-
-    /// A status record.
-    fn status(&mut self, m: &BorrowedMessage<'_>) {
-        let Some(s) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) else { return };
-        self.answered.insert(id(&s.event_id));
-        let at = s.at.timestamp();
-        let within = self.within(at);
-        if let Some(p) = s.priority {
-            self.priorities.insert(id(&s.notification_id), p);
-        }
-        let note = self.note(&s.notification_id, &s.event_id);
-        match s.state {
-            State::Deferred => {
-                if within && !note.in_window {
-                    (note.in_window, note.seen) = (true, at);
-                }
-                let until = s.not_before.map_or(at, |t| t.timestamp());
-                note.deferred_until = Some(note.deferred_until.map_or(until, |d| d.max(until)));
-            }
-            state if state.is_terminal() => {
-                note.terminal += 1;
-                if state == State::Sent {
-                    let send = s.provider_message_id.clone().unwrap_or_else(|| s.at.to_rfc3339());
-                    note.sends.insert(id(&format!("{}/{send}", s.provider.as_deref().unwrap_or_default())));
-                }
-            }
-            _ => {}
+        if note.terminal == 0 {
+            self.name(key, &n.notification_id, &n.event_id);
         }
     }
 
@@ -245,67 +279,65 @@ impl Ledger {
         }
     }
 
-    /// A record of an input topic.
+    /// A record of an input topic, judged as it is read (outcomes are read before).
     fn input(&mut self, m: &BorrowedMessage<'_>, config: &Config) {
         let Some(at) = seconds(m) else { return };
         if !self.within(at) {
             return;
         }
-        let place = format!("{}:{}:{}", m.topic(), m.partition(), m.offset());
+        self.events += 1;
+        let place = || format!("{}:{}:{}", m.topic(), m.partition(), m.offset());
         let headers = header_pairs(m);
         match CloudEvent::decode(m.payload(), &headers, &config.intake.limits) {
-            Ok(event) => {
-                self.events.insert(id(&event.id), (at, event.id, place));
+            // An event intake dead-lettered (an unknown type, say) has its letter for outcome.
+            Ok(event) if at <= self.settled && !self.answered.contains(&id(&event.id)) => {
+                let place = place();
+                if !self.lettered.contains(&place) {
+                    self.missing_events.push(format!("{} ({place})", event.id));
+                }
             }
-            Err(_) => self.unusable.push((place, at)),
+            Ok(_) => {}
+            Err(_) if at <= self.settled && !self.lettered.contains(&place()) => self.missing_letters.push(place()),
+            Err(_) => {}
         }
     }
 
-    /// The verdict at `now`: what has had `grace` to end and did not.
-    pub fn report(self, now: DateTime<Utc>, grace: chrono::Duration, declared: impl Fn(Priority) -> bool) -> Report {
-        let settled = (now - grace).timestamp();
+    /// The verdict: what had the grace period to end and did not.
+    pub fn report(mut self, declared: impl Fn(Priority) -> bool) -> Report {
         let mut report = Report {
-            events: self.events.len(),
+            events: self.events,
             notifications: 0,
             ended: 0,
             deferred: 0,
             pending: 0,
-            missing_events: Vec::new(),
-            missing_letters: Vec::new(),
+            missing_events: std::mem::take(&mut self.missing_events),
+            missing_letters: std::mem::take(&mut self.missing_letters),
             missing_notifications: Vec::new(),
             repeated: Vec::new(),
             declared_repeats: Vec::new(),
         };
-        for (key, (at, event_id, place)) in &self.events {
-            // An event intake dead-lettered (an unknown type, say) has its letter for outcome.
-            if *at < settled && !self.answered.contains(key) && !self.lettered.contains(place) {
-                report.missing_events.push(format!("{event_id} ({place})"));
-            }
-        }
-        for (place, at) in &self.unusable {
-            if *at < settled && !self.lettered.contains(place) {
-                report.missing_letters.push(place.clone());
-            }
-        }
+        let settled = secs(self.settled);
         for (key, note) in &self.notes {
-            if !note.in_window {
+            if note.seen == 0 {
                 continue;
             }
             report.notifications += 1;
-            let (nid, event_id) = note.named.clone().unwrap_or_default();
+            let named = || self.names.get(key).cloned().unwrap_or_default();
             if note.terminal > 0 {
                 report.ended += 1;
-            } else if note.deferred_until.is_some_and(|d| d >= settled) {
+            } else if note.deferred_until > settled {
                 report.deferred += 1;
-            } else if note.seen >= settled {
+            } else if note.seen > settled {
                 report.pending += 1;
             } else {
+                let (nid, event_id) = named();
                 report.missing_notifications.push(format!("{nid} (event {event_id})"));
             }
-            if note.sends.len() > 1 {
-                let at_least_once = self.priorities.get(key).is_some_and(|p| declared(*p));
-                let list = if at_least_once { &mut report.declared_repeats } else { &mut report.repeated };
-                list.push((nid, note.sends.len()));
+            if note.sends > 1 {
+                let priority = Priority::ALL.get(usize::from(note.priority).wrapping_sub(1)).copied();
+                let list =
+                    if priority.is_some_and(&declared) { &mut report.declared_repeats } else { &mut report.repeated };
+                list.push((named().0, usize::from(note.sends)));
             }
         }
         for list in [&mut report.missing_events, &mut report.missing_letters, &mut report.missing_notifications] {

@@ -1,14 +1,14 @@
 //! `tidings audit` on a run of the whole fleet: it passes the run as it
 //! ended, and finds a loss and a repeat planted in the topics afterwards.
 
-use crate::harness::{order_event, order_notification, terminal_counts, user, Infra, StatusWatch};
+use crate::harness::{order_event, order_notification, read_topic, terminal_counts, user, Infra, StatusWatch};
 use rdkafka::producer::FutureRecord;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::cli::AuditArgs;
 use tidings::commands::audit::audit;
 use tidings::fleet::{self, Roles};
-use tidings_core::channel::STATUS_TOPIC;
+use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::{kafka, Clock, State, StatusRecord};
 
 const USERS: usize = 20;
@@ -33,8 +33,16 @@ async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
     tidings::commands::prefs::import(store.as_ref(), &users).await.unwrap();
     let watch = StatusWatch::start(&config);
     let fleet = fleet::spawn_fleet(config.clone(), store, Clock::system(), Roles::all(&config)).unwrap();
+    let producer = kafka::command_producer(&config.kafka).unwrap();
     let events: String = (0..EVENTS).map(|seq| order_event(seq, &format!("u-{}", seq % USERS)) + "\n").collect();
     tidings::commands::dev::feed(&config, &events).await.unwrap();
+    // Unusable: intake dead-letters it, and that letter is its outcome.
+    write(&producer, &config.intake.topics[0], "k", "not an event").await;
+    let letters = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || read_topic(&config, INTAKE_DLQ_TOPIC, 1)
+    });
+    assert_eq!(letters.await.unwrap().len(), 1, "intake dead-letters the unusable record");
     // Email and SMS on for every user: two notifications an event.
     let records = watch
         .wait_until("every notification ended", Duration::from_secs(120), |rs| terminal_counts(rs).len() >= 2 * EVENTS)
@@ -43,14 +51,14 @@ async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
 
     let clean = audit(&config, &args()).await.unwrap();
     assert!(clean.passed(), "{clean:?}");
-    assert_eq!((clean.events, clean.notifications, clean.ended), (EVENTS, 2 * EVENTS, 2 * EVENTS));
+    assert_eq!((clean.events, clean.notifications, clean.ended), (EVENTS + 1, 2 * EVENTS, 2 * EVENTS));
 
-    // Planted: an event intake never read (it is stopped), a notification
+    // Planted: an event and an unusable record intake never read (it is stopped), a notification
     // deferred until an hour ago that nothing released, and a second,
     // different send of a notification that was sent.
-    let producer = kafka::command_producer(&config.kafka).unwrap();
     let lost_event = order_event(EVENTS + 1, "u-1");
     tidings::commands::dev::feed(&config, &(lost_event + "\n")).await.unwrap();
+    write(&producer, &config.intake.topics[0], "k", "not an event").await;
     let now = chrono::Utc::now();
     let lost = order_notification("planted-lost-notification", "evt-planted");
     let mut deferred = StatusRecord::of(&lost, State::Deferred, now - chrono::Duration::hours(2));
@@ -68,6 +76,7 @@ async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
     assert!(!found.passed());
     assert_eq!(found.missing_events.len(), 1, "{found:?}");
     assert!(found.missing_events[0].starts_with(&format!("evt-{}", EVENTS + 1)), "{found:?}");
+    assert_eq!(found.missing_letters.len(), 1, "an unusable record with no letter: {found:?}");
     assert_eq!(found.missing_notifications.len(), 1, "{found:?}");
     assert!(found.missing_notifications[0].starts_with("planted-lost-notification"), "{found:?}");
     assert_eq!(found.repeated, vec![(sent.notification_id.clone(), 2)]);
