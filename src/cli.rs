@@ -72,6 +72,27 @@ pub enum BenchCommand {
     /// The callbacks role as a process of its own under a slowloris and a body flood: its
     /// RSS before, during and after, and the genuine callbacks answered meanwhile.
     Callbacks(CallbacksBenchArgs),
+    /// `tidings audit` as a process of its own over a miniature of a fleet's topics with planted
+    /// losses and repeats: its time and peak RSS, and whether it found exactly what was planted.
+    Audit(AuditBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditBenchArgs {
+    /// Input events, each with one notification and its `sent` status.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Notifications left without a status, and as many sent twice.
+    #[arg(long, default_value_t = 10)]
+    pub planted: usize,
+    /// Distinct users the events are spread over.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: usize,
+    /// The audit's `--shards`.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    #[command(flatten)]
+    pub cluster: BenchClusterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +252,10 @@ pub struct AuditArgs {
     /// The report as JSON, with every id it names.
     #[arg(long)]
     pub json: bool,
+    /// Read the topics this many times, keeping a share of the ids each time: memory divided
+    /// by the shards, time multiplied (about 200 bytes an event in one pass).
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
 }
 
 /// Which dead letters a `dlq` command takes.

@@ -75,6 +75,7 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
         Command::Bench(tidings::cli::BenchCommand::Intake(args)) => commands::bench::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Worker(args)) => commands::bench_worker::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Callbacks(args)) => commands::bench_callbacks::run(args).await,
+        Command::Bench(tidings::cli::BenchCommand::Audit(args)) => commands::bench_audit::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()).await,
         Command::Intake | Command::Scheduler | Command::Worker { .. } | Command::Callbacks => {
             let config = load()?;

@@ -17,20 +17,23 @@
 //! 128-bit digest per event with an outcome and a 32-byte entry per
 //! notification, and the ids of the few the report names.
 
-use super::dlq::letters::{read_messages, reader, Start};
+use super::dlq::letters::Ends;
 use crate::cli::AuditArgs;
 use chrono::{DateTime, Utc};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::config::Ambiguity;
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::event::CloudEvent;
-use tidings_core::kafka::header_pairs;
+use tidings_core::kafka::{self, header_pairs};
 use tidings_core::{Channel, Config, Notification, Priority, State, StatusRecord};
 
 pub async fn run(args: AuditArgs, config: Arc<Config>) -> anyhow::Result<ExitCode> {
@@ -46,28 +49,90 @@ pub async fn run(args: AuditArgs, config: Arc<Config>) -> anyhow::Result<ExitCod
 /// Reads the topics through to their ends and judges what they hold.
 pub async fn audit(config: &Config, args: &AuditArgs) -> anyhow::Result<Report> {
     let grace = chrono::Duration::from_std(args.grace)?;
-    let mut ledger = Ledger::new(args.since, args.until, Utc::now() - grace);
-    read(config, STATUS_TOPIC, |m| ledger.status(m)).await?;
-    let channels: Vec<String> = Channel::ALL.iter().flat_map(|c| Priority::ALL.map(|p| c.topic(p))).collect();
-    for topic in &channels {
-        read(config, topic, |m| ledger.published(m)).await?;
+    let settled = Utc::now() - grace;
+    let shards = args.shards.max(1);
+    let mut report: Option<Report> = None;
+    for shard in 0..shards {
+        let mut ledger = Ledger::new(args.since, args.until, settled, (shard, shards));
+        // Outcomes first: statuses, so that what ended is known before the
+        // channel topics are read and only the ids of what did not are kept;
+        // then inputs, each judged as it is read.
+        read(config, &[STATUS_TOPIC.to_string()], |m| ledger.status(m)).await?;
+        let published: Vec<String> = Channel::ALL
+            .iter()
+            .flat_map(|c| Priority::ALL.map(|p| c.topic(p)))
+            .chain([INTAKE_DLQ_TOPIC.to_string()])
+            .collect();
+        read(config, &published, |m| match m.topic() {
+            INTAKE_DLQ_TOPIC => ledger.intake_letter(m),
+            _ => ledger.published(m),
+        })
+        .await?;
+        read(config, &config.intake.topics, |m| ledger.input(m, config)).await?;
+        let part = ledger.report(|p| config.worker.ambiguous.of(p) == Ambiguity::AtLeastOnce);
+        report = Some(match report {
+            None => part,
+            Some(so_far) => so_far.merge(part),
+        });
     }
-    read(config, INTAKE_DLQ_TOPIC, |m| ledger.intake_letter(m)).await?;
-    for topic in &config.intake.topics {
-        read(config, topic, |m| ledger.input(m, config)).await?;
-    }
-    Ok(ledger.report(|p| config.worker.ambiguous.of(p) == Ambiguity::AtLeastOnce))
+    Ok(report.expect("at least one shard"))
 }
 
-async fn read(config: &Config, topic: &str, each: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<()> {
-    let consumer = reader(config, topic, &Start::Beginning)?;
-    let mut each = each;
-    read_messages(&consumer, |m| {
-        each(m);
-        true
-    })
-    .await
+/// Reads `topics` from their beginnings to where they ended when reading
+/// began: one consumer for them all, outside any group, committing nothing,
+/// with a bounded read-ahead.
+async fn read(config: &Config, topics: &[String], mut each: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<()> {
+    let consumer: StreamConsumer<Ends> = kafka::client_config(&config.kafka)
+        .set("group.id", config.group("audit"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // Bounded read-ahead: the queue, and what one fetch may bring.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "8388608")
+        .set("max.partition.fetch.bytes", "262144")
+        .create_with_context(Ends)?;
+    let metadata = consumer.fetch_metadata(None, WAIT)?;
+    let mut partitions = TopicPartitionList::new();
+    // Per topic, the end of each partition still to reach (`None` once reached).
+    let mut ends: HashMap<String, Vec<Option<i64>>> = HashMap::new();
+    let mut left = 0;
+    for t in metadata.topics().iter().filter(|t| t.error().is_none() && topics.iter().any(|n| n == t.name())) {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(t.name(), p.id(), WAIT)?;
+            let slots = ends.entry(t.name().to_string()).or_default();
+            let at = usize::try_from(p.id())?;
+            slots.resize(slots.len().max(at + 1), None);
+            if high > low {
+                partitions.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+                slots[at] = Some(high);
+                left += 1;
+            }
+        }
+    }
+    if left == 0 {
+        return Ok(());
+    }
+    consumer.assign(&partitions)?;
+    while left > 0 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.map_err(|_| {
+            anyhow::anyhow!("no record for 30 s before the ends of the topics: is the cluster reachable?")
+        })??;
+        let slot = ends.get_mut(m.topic()).and_then(|s| s.get_mut(usize::try_from(m.partition()).ok()?));
+        let Some(slot) = slot else { continue };
+        let Some(end) = *slot else { continue };
+        if m.offset() >= end {
+            continue;
+        }
+        if m.offset() + 1 >= end {
+            *slot = None;
+            left -= 1;
+        }
+        each(&m);
+    }
+    Ok(())
 }
+
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A 128-bit digest of an id: what the ledger keeps instead of the id.
 type Id = u128;
@@ -109,6 +174,8 @@ pub struct Ledger {
     until: Option<DateTime<Utc>>,
     /// What was under way after this is not missing yet.
     settled: i64,
+    /// This ledger keeps the ids whose digest is `.0` modulo `.1`.
+    shard: (u128, u128),
     notes: HashMap<Id, Note>,
     /// The ids the report may name: notifications not ended when last seen, and repeated ones.
     names: HashMap<Id, (String, String)>,
@@ -124,7 +191,7 @@ pub struct Ledger {
 }
 
 /// What `tidings audit` reports.
-#[derive(Debug, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub events: usize,
     pub notifications: usize,
@@ -149,6 +216,25 @@ pub struct Report {
 impl Report {
     pub fn missing(&self) -> usize {
         self.missing_events.len() + self.missing_letters.len() + self.missing_notifications.len()
+    }
+
+    fn merge(mut self, other: Report) -> Report {
+        self.events += other.events;
+        self.notifications += other.notifications;
+        self.ended += other.ended;
+        self.deferred += other.deferred;
+        self.pending += other.pending;
+        self.missing_events.extend(other.missing_events);
+        self.missing_letters.extend(other.missing_letters);
+        self.missing_notifications.extend(other.missing_notifications);
+        self.repeated.extend(other.repeated);
+        self.declared_repeats.extend(other.declared_repeats);
+        for list in [&mut self.missing_events, &mut self.missing_letters, &mut self.missing_notifications] {
+            list.sort();
+        }
+        self.repeated.sort();
+        self.declared_repeats.sort();
+        self
     }
 
     pub fn passed(&self) -> bool {
@@ -182,10 +268,17 @@ fn seconds(m: &BorrowedMessage<'_>) -> Option<i64> {
 }
 
 impl Ledger {
-    pub fn new(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>, settled: DateTime<Utc>) -> Self {
+    /// A ledger of shard `shard` of `shards` (ids are spread over shards by digest).
+    pub fn new(
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        settled: DateTime<Utc>,
+        (shard, shards): (u32, u32),
+    ) -> Self {
         Ledger {
             since,
             until,
+            shard: (u128::from(shard), u128::from(shards.max(1))),
             settled: settled.timestamp(),
             notes: HashMap::new(),
             names: HashMap::new(),
@@ -198,8 +291,19 @@ impl Ledger {
         }
     }
 
+    fn mine(&self, key: Id) -> bool {
+        key % self.shard.1 == self.shard.0
+    }
+
     fn within(&self, at: i64) -> bool {
         self.since.is_none_or(|s| at >= s.timestamp()) && self.until.is_none_or(|u| at < u.timestamp())
+    }
+
+    fn answered(&mut self, event_id: &str) {
+        let key = id(event_id);
+        if self.mine(key) {
+            self.answered.insert(key);
+        }
     }
 
     fn name(&mut self, key: Id, notification_id: &str, event_id: &str) {
@@ -210,10 +314,13 @@ impl Ledger {
     /// so they are read in the order they were written.
     fn status(&mut self, m: &BorrowedMessage<'_>) {
         let Some(s) = m.payload().and_then(|v| serde_json::from_slice::<StatusRecord>(v).ok()) else { return };
-        self.answered.insert(id(&s.event_id));
+        self.answered(&s.event_id);
         let at = s.at.timestamp();
         let within = self.within(at);
         let key = id(&s.notification_id);
+        if !self.mine(key) {
+            return;
+        }
         let note = self.notes.entry(key).or_default();
         if let Some(p) = s.priority {
             note.priority = p as u8 + 1;
@@ -259,9 +366,12 @@ impl Ledger {
     fn published(&mut self, m: &BorrowedMessage<'_>) {
         let Some(n) = m.payload().and_then(|v| serde_json::from_slice::<Notification>(v).ok()) else { return };
         let at = seconds(m).unwrap_or(n.created_at.timestamp());
-        self.answered.insert(id(&n.event_id));
+        self.answered(&n.event_id);
         let within = self.within(at);
         let key = id(&n.notification_id);
+        if !self.mine(key) {
+            return;
+        }
         let note = self.notes.entry(key).or_default();
         if within && note.seen == 0 {
             note.seen = secs(at).max(1);
@@ -285,10 +395,15 @@ impl Ledger {
         if !self.within(at) {
             return;
         }
+        let headers = header_pairs(m);
+        let decoded = CloudEvent::decode(m.payload(), &headers, &config.intake.limits);
+        // An unusable record is the first shard's.
+        if !decoded.as_ref().map_or(self.shard.0 == 0, |event| self.mine(id(&event.id))) {
+            return;
+        }
         self.events += 1;
         let place = || format!("{}:{}:{}", m.topic(), m.partition(), m.offset());
-        let headers = header_pairs(m);
-        match CloudEvent::decode(m.payload(), &headers, &config.intake.limits) {
+        match decoded {
             // An event intake dead-lettered (an unknown type, say) has its letter for outcome.
             Ok(event) if at <= self.settled && !self.answered.contains(&id(&event.id)) => {
                 let place = place();

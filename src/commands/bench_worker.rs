@@ -353,7 +353,7 @@ fn worker_config(args: &WorkerBenchArgs, in_flight: usize) -> String {
 
 /// Queues notifications `n-<seq>` (or `c-<seq>`) for users round-robin,
 /// each stamped with the moment it is queued.
-async fn queue(
+pub(super) async fn queue(
     producer: &rdkafka::producer::FutureProducer,
     prefix: &str,
     seqs: std::ops::Range<usize>,
@@ -490,7 +490,7 @@ fn cpu_at(samples: &[(DateTime<Utc>, f64)], at: DateTime<Utc>) -> f64 {
     c0 + (c1 - c0) * (into / span).clamp(0.0, 1.0)
 }
 
-fn peak_rss_kb(pid: u32) -> Option<u64> {
+pub(super) fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

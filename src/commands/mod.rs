@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_audit;
 pub mod bench_callbacks;
 pub mod bench_cluster;
 pub mod bench_worker;

@@ -15,7 +15,7 @@ const USERS: usize = 20;
 const EVENTS: usize = 60;
 
 fn args() -> AuditArgs {
-    AuditArgs { since: None, until: None, grace: Duration::ZERO, json: false }
+    AuditArgs { since: None, until: None, grace: Duration::ZERO, json: false, shards: 1 }
 }
 
 async fn write(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, value: &str) {
@@ -80,6 +80,10 @@ async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
     assert_eq!(found.missing_notifications.len(), 1, "{found:?}");
     assert!(found.missing_notifications[0].starts_with("planted-lost-notification"), "{found:?}");
     assert_eq!(found.repeated, vec![(sent.notification_id.clone(), 2)]);
+
+    // In shards, each pass keeping a share of the ids: the same verdict.
+    let sharded = audit(&config, &AuditArgs { shards: 3, ..args() }).await.unwrap();
+    assert_eq!(sharded, found);
 
     // Within a grace period longer than their age, the event and the release are still under way.
     let patient = audit(&config, &AuditArgs { grace: Duration::from_secs(3 * 3600), ..args() }).await.unwrap();
