@@ -79,6 +79,19 @@ struct Rig {
     http: reqwest::Client,
 }
 
+/// The fleet stops before the cluster and Redis it uses go (fields drop in
+/// order, the infrastructure first): a consumer dropped after its cluster
+/// waits for ever to leave its group, and the test with it.
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let Some(fleet) = self.fleet.take() else { return };
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            let _ = tokio::task::block_in_place(|| handle.block_on(fleet.shutdown()));
+        }
+    }
+}
+
 impl Rig {
     async fn start(providers: &str, channels: &[(Channel, &[&str])], port: u16) -> Self {
         Self::start_with(providers, channels, port, |_| {}).await
