@@ -28,6 +28,48 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     Ok(Arc::new(store))
 }
 
+/// [`open_store`] for a role: one started while Redis is down waits for it
+/// (its probes served meanwhile: alive, not ready) instead of exiting into
+/// a crash loop whose back-off would outlast the outage. `None` when `stop`
+/// completes first.
+pub async fn open_store_waiting(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Option<SharedStore>> {
+    let error = match open_store(config).await {
+        Ok(store) => return Ok(Some(store)),
+        Err(e) => e,
+    };
+    tracing::warn!(error = format!("{error:#}"), "Redis is unreachable; waiting for it");
+    let health = Health::shared();
+    let _unready = health.check("redis answers", false);
+    let server = match config.metrics.listen {
+        Some(addr) => Some(crate::serve::start(addr, health.clone())?),
+        None => None,
+    };
+    tokio::pin!(stop);
+    let mut wait = Duration::from_millis(250);
+    let store = loop {
+        tokio::select! {
+            _ = &mut stop => break None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match open_store(config).await {
+            Ok(store) => break Some(store),
+            Err(e) => {
+                wait = (wait * 2).min(Duration::from_secs(5));
+                tracing::warn!(error = format!("{e:#}"), "Redis is still unreachable");
+            }
+        }
+    };
+    // The roles serve the endpoints from here on, on the same address.
+    if let Some(server) = server {
+        server.abort();
+        let _ = server.await;
+    }
+    Ok(store)
+}
+
 /// The providers of `channel`, in failover order. A provider that cannot
 /// deliver on the channel it is listed for is a configuration error.
 pub fn providers(config: &Config, channel: Channel) -> anyhow::Result<Vec<Arc<dyn Provider>>> {

@@ -80,7 +80,9 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
         Command::Intake | Command::Scheduler | Command::Worker { .. } | Command::Callbacks => {
             let config = load()?;
             fleet::install_metrics(&config)?;
-            let store = fleet::open_store(&config).await?;
+            let Some(store) = fleet::open_store_waiting(&config, commands::terminated()).await? else {
+                return Ok(std::process::ExitCode::SUCCESS);
+            };
             let roles = match cli.command {
                 Command::Intake => Roles { intake: true, scheduler: false, callbacks: false, channels: vec![] },
                 Command::Callbacks => Roles { intake: false, scheduler: false, callbacks: true, channels: vec![] },

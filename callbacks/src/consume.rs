@@ -114,7 +114,5 @@ pub async fn consume(applier: Arc<Applier>, consumer: StreamConsumer<Watched>, s
             tracing::debug!(error = %e, "offsets not committed yet");
         }
     }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "nothing to commit at shutdown");
-    }
+    tidings_core::kafka::close(consumer, tidings_core::kafka::CLOSE_WITHIN).await;
 }

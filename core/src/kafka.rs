@@ -2,7 +2,7 @@
 
 use crate::config::KafkaConfig;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -77,6 +77,40 @@ pub fn callbacks_producer(kafka: &KafkaConfig, timeout: Duration) -> KafkaResult
         &[("enable.idempotence", "true"), ("message.timeout.ms", &timeout)],
     )
     .create()
+}
+
+/// How long a role waits for its consumer to leave its group at the end.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+/// The end of a role's consumer: commits what it stored, leaves its group
+/// and closes, on a thread of its own. librdkafka's close waits for the
+/// group as long as that takes (a rejoin after a session timeout, a
+/// coordinator away), and on the async runtime it stalls every task of the
+/// process: a worker told to stop as the broker came back held both runtime
+/// threads there, its other consumers' drains and timers with them, until
+/// it was killed. Waits at most `within`; past it the role ends anyway: what
+/// was committed stays committed, and the group notices the member gone at
+/// session timeout, as after a crash.
+pub async fn close<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>, within: Duration) {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let closing = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "nothing to commit at shutdown");
+        }
+        consumer.unsubscribe();
+        drop(consumer);
+        let _ = done.send(());
+    });
+    if let Err(e) = closing {
+        tracing::warn!(error = %e, "no thread to close the consumer on");
+        return;
+    }
+    if tokio::time::timeout(within, closed).await.is_err() {
+        tracing::warn!(
+            ?within,
+            "the consumer did not leave its group in time; ending without it (the group notices at session timeout)"
+        );
+    }
 }
 
 /// The largest record the producers write (`message.max.bytes`).

@@ -355,8 +355,14 @@ pub async fn run(
             )
         }
     }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "nothing to commit at shutdown");
+    // The reader and hydrator are done: this is the consumer's last holder.
+    match Arc::try_unwrap(consumer) {
+        Ok(consumer) => kafka::close(consumer, kafka::CLOSE_WITHIN).await,
+        Err(consumer) => {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "nothing to commit at shutdown");
+            }
+        }
     }
     for (stage, ended) in stages {
         if let Err(e) = ended {

@@ -23,6 +23,7 @@ mod prefs;
 mod preview;
 mod quiet_at_delivery;
 mod quiet_hours_end_to_end;
+mod redis_down_at_start;
 mod refused_writes;
 mod repeated_statuses;
 mod revoked_claim;

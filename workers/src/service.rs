@@ -36,7 +36,7 @@ use crate::lanes::Lanes;
 use crate::offsets::Offsets;
 use crate::render::Renderer;
 use futures::FutureExt;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::ClientContext;
@@ -408,10 +408,7 @@ async fn consume(
         }
     }
     drain(&deliverer, &consumer, &mut turns, &mut done_rx, &mut tasks, &progress).await;
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(error = %e, "nothing to commit at shutdown");
-    }
-    consumer.unsubscribe();
+    kafka::close(consumer, kafka::CLOSE_WITHIN).await;
 }
 
 /// Lets in-flight records finish within the drain timeout, polling the
