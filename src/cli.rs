@@ -42,6 +42,9 @@ pub enum Command {
     /// Reconcile the input events of a window with what became of each, from the topics: exit 1
     /// when anything is missing or sent twice.
     Audit(AuditArgs),
+    /// Run the whole fleet as processes through a seeded schedule of faults, then judge every
+    /// notification: exit 1 when one was lost, sent twice, out of order or inside quiet hours.
+    Soak(SoakArgs),
     /// Check or preview templates.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -256,6 +259,56 @@ pub struct AuditArgs {
     /// by the shards, time multiplied (about 200 bytes an event in one pass).
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
+    /// Push the run's figures as gauges to this Prometheus Pushgateway (`http://pushgateway:9091`),
+    /// under job `tidings_audit`: what a scheduled audit leaves for alerts.
+    #[arg(long)]
+    pub pushgateway: Option<url::Url>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Draws the schedule of faults and the traffic: the same seed, the same faults at the same times.
+    #[arg(long)]
+    pub seed: u64,
+    /// How long traffic runs and faults come (the drain comes after).
+    #[arg(long, default_value_t = 5.0)]
+    pub minutes: f64,
+    /// Events a second.
+    #[arg(long, default_value_t = SoakArgs::RATE)]
+    pub rate: u32,
+    /// Users the events are for.
+    #[arg(long, default_value_t = SoakArgs::USERS)]
+    pub users: usize,
+    /// A fault begins this often on average.
+    #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+    pub mean_gap: std::time::Duration,
+    /// The Kafka broker: librdkafka's mock cluster in this process, or a tansu process.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub broker: SoakBroker,
+    /// How long the fleet may take to drain once the faults end, at most.
+    #[arg(long, default_value_t = 10)]
+    pub drain_minutes: u64,
+    /// The templates the workers render (and whose samples the events carry).
+    #[arg(long, default_value = "templates")]
+    pub templates: std::path::PathBuf,
+    /// The verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the configuration and the roles' logs even when the run passes.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl SoakArgs {
+    pub const RATE: u32 = 20;
+    pub const USERS: usize = 200;
+    pub const MEAN_GAP: std::time::Duration = std::time::Duration::from_secs(6);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SoakBroker {
+    Embedded,
+    Tansu,
 }
 
 /// Which dead letters a `dlq` command takes.

@@ -15,8 +15,9 @@ use tidings_core::{Clock, Config};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    // A drill's own lines say what happens; its log shows errors only, unless TIDINGS_LOG says more.
-    let drill = matches!(&cli.command, Command::Dev(a) if a.drill.is_some());
+    // A drill's (and a soak's) own lines say what happens; its log shows errors only, unless TIDINGS_LOG says more.
+    let drill =
+        matches!(&cli.command, Command::Dev(a) if a.drill.is_some()) || matches!(&cli.command, Command::Soak(_));
     let default = if drill { "error" } else { "info,librdkafka=warn,rdkafka=warn" };
     // A role's configuration is read first: it says whether its spans are exported.
     let role = match &cli.command {
@@ -76,6 +77,7 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
         Command::Bench(tidings::cli::BenchCommand::Worker(args)) => commands::bench_worker::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Callbacks(args)) => commands::bench_callbacks::run(args).await,
         Command::Bench(tidings::cli::BenchCommand::Audit(args)) => commands::bench_audit::run(args).await,
+        Command::Soak(args) => commands::soak::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()).await,
         Command::Intake | Command::Scheduler | Command::Worker { .. } | Command::Callbacks => {
             let config = load()?;

@@ -37,13 +37,54 @@ use tidings_core::kafka::{self, header_pairs};
 use tidings_core::{Channel, Config, Notification, Priority, State, StatusRecord};
 
 pub async fn run(args: AuditArgs, config: Arc<Config>) -> anyhow::Result<ExitCode> {
+    let began = std::time::Instant::now();
     let report = audit(&config, &args).await?;
+    if let Some(gateway) = &args.pushgateway {
+        push(gateway, &report, began.elapsed()).await?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report.print();
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Puts the report's figures on the Pushgateway at `gateway` as the
+/// `tidings_audit` job's gauges, replacing the last run's: a batch job is
+/// gone before any scrape, so it pushes (the Pushgateway's purpose).
+async fn push(gateway: &url::Url, report: &Report, took: Duration) -> anyhow::Result<()> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let figures = [
+            ("tidings_audit_events", report.events),
+            ("tidings_audit_notifications", report.notifications),
+            ("tidings_audit_ended", report.ended),
+            ("tidings_audit_deferred", report.deferred),
+            ("tidings_audit_pending", report.pending),
+            ("tidings_audit_missing", report.missing()),
+            ("tidings_audit_repeated", report.repeated.len()),
+            ("tidings_audit_declared_repeats", report.declared_repeats.len()),
+        ];
+        for (name, value) in figures {
+            metrics::gauge!(name).set(value as f64);
+        }
+        metrics::gauge!("tidings_audit_passed").set(if report.passed() { 1.0 } else { 0.0 });
+        metrics::gauge!("tidings_audit_duration_seconds").set(took.as_secs_f64());
+        metrics::gauge!("tidings_audit_last_run_timestamp_seconds").set(Utc::now().timestamp() as f64);
+    });
+    let url = gateway.join("metrics/job/tidings_audit")?;
+    let answer = reqwest::Client::new()
+        .put(url.clone())
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(handle.render())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("push to {url}: {e}"))?;
+    anyhow::ensure!(answer.status().is_success(), "push to {url}: HTTP {}", answer.status());
+    Ok(())
 }
 
 /// Reads the topics through to their ends and judges what they hold.
@@ -81,7 +122,11 @@ pub async fn audit(config: &Config, args: &AuditArgs) -> anyhow::Result<Report> 
 /// Reads `topics` from their beginnings to where they ended when reading
 /// began: one consumer for them all, outside any group, committing nothing,
 /// with a bounded read-ahead.
-async fn read(config: &Config, topics: &[String], mut each: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<()> {
+pub(super) async fn read(
+    config: &Config,
+    topics: &[String],
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
     let consumer: StreamConsumer<Ends> = kafka::client_config(&config.kafka)
         .set("group.id", config.group("audit"))
         .set("enable.auto.commit", "false")

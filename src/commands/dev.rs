@@ -293,7 +293,7 @@ pub async fn feed_with(
     Ok(fed)
 }
 
-fn input_topic(config: &Config, event_type: &str) -> String {
+pub(super) fn input_topic(config: &Config, event_type: &str) -> String {
     let domain = event_type.split('.').next().unwrap_or("");
     let topics = &config.intake.topics;
     topics

@@ -12,6 +12,7 @@ pub mod drill;
 pub mod live;
 pub mod prefs;
 pub mod preview;
+pub mod soak;
 pub mod suppressions;
 pub mod templates;
 pub mod topics;

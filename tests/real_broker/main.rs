@@ -5,8 +5,8 @@
 //! fetches, watermarks and latency; these drills run the delivery promise
 //! where those show: a backlog of 100,000 events through intake and an email
 //! worker, a broker outage longer than `max.poll.interval.ms`, a worker
-//! killed mid-send, a dead-letter replay, and a channel topic the cluster
-//! lacks.
+//! killed mid-send, a dead-letter replay, a channel topic the cluster
+//! lacks, and a short seeded soak of the whole fleet (`tidings soak`).
 
 #[allow(dead_code)]
 #[path = "../suite/harness/mod.rs"]
@@ -16,6 +16,7 @@ mod backlog;
 mod dlq;
 mod faults;
 mod refused;
+mod soak;
 
 use harness::Process;
 use std::collections::HashMap;

@@ -15,12 +15,39 @@ const USERS: usize = 20;
 const EVENTS: usize = 60;
 
 fn args() -> AuditArgs {
-    AuditArgs { since: None, until: None, grace: Duration::ZERO, json: false, shards: 1 }
+    AuditArgs { since: None, until: None, grace: Duration::ZERO, json: false, shards: 1, pushgateway: None }
 }
 
 async fn write(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, value: &str) {
     let record = FutureRecord::to(topic).key(key).payload(value.as_bytes());
     kafka::delivered(kafka::enqueue(producer, record).await.unwrap()).await.unwrap();
+}
+
+/// Runs `tidings audit --pushgateway` against `gateway` (a wiremock
+/// Pushgateway); returns what it put there.
+async fn push(gateway: &wiremock::MockServer, config: &Arc<tidings_core::Config>) -> String {
+    use wiremock::matchers::{method, path};
+    gateway.reset().await;
+    wiremock::Mock::given(method("PUT"))
+        .and(path("/metrics/job/tidings_audit"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(gateway)
+        .await;
+    let args = AuditArgs { pushgateway: Some(gateway.uri().parse().unwrap()), ..args() };
+    let code = tidings::commands::audit::run(args, config.clone()).await.unwrap();
+    let requests = gateway.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "one push a run");
+    let body = String::from_utf8(requests[0].body.clone()).unwrap();
+    let passed = gauge(&body, "tidings_audit_passed") == 1.0;
+    assert_eq!(code == std::process::ExitCode::SUCCESS, passed, "the exit code says what the gauge says");
+    body
+}
+
+/// The value of gauge `name` in a Prometheus text exposition.
+fn gauge(text: &str, name: &str) -> f64 {
+    let line =
+        text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -52,6 +79,10 @@ async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
     let clean = audit(&config, &args()).await.unwrap();
     assert!(clean.passed(), "{clean:?}");
     assert_eq!((clean.events, clean.notifications, clean.ended), (EVENTS + 1, 2 * EVENTS, 2 * EVENTS));
+    let gateway = wiremock::MockServer::start().await;
+    let pushed = push(&gateway, &config).await;
+    assert_eq!(gauge(&pushed, "tidings_audit_passed"), 1.0, "{pushed}");
+    assert_eq!(gauge(&pushed, "tidings_audit_notifications"), (2 * EVENTS) as f64, "{pushed}");
 
     // Planted: an event and an unusable record intake never read (it is stopped), a notification
     // deferred until an hour ago that nothing released, and a second,
@@ -80,6 +111,11 @@ async fn audit_passes_a_clean_run_and_finds_a_planted_loss_and_repeat() {
     assert_eq!(found.missing_notifications.len(), 1, "{found:?}");
     assert!(found.missing_notifications[0].starts_with("planted-lost-notification"), "{found:?}");
     assert_eq!(found.repeated, vec![(sent.notification_id.clone(), 2)]);
+    // The command exits 1, and its gauges on the Pushgateway say why.
+    let pushed = push(&gateway, &config).await;
+    assert_eq!(gauge(&pushed, "tidings_audit_passed"), 0.0, "{pushed}");
+    assert_eq!(gauge(&pushed, "tidings_audit_missing"), 3.0, "{pushed}");
+    assert_eq!(gauge(&pushed, "tidings_audit_repeated"), 1.0, "{pushed}");
 
     // In shards, each pass keeping a share of the ids: the same verdict.
     let sharded = audit(&config, &AuditArgs { shards: 3, ..args() }).await.unwrap();

@@ -30,6 +30,7 @@ mod revoked_claim;
 mod scheduler_crash;
 mod secrets;
 mod smtp_provider;
+mod soak;
 mod store;
 mod suppressed_routes;
 mod templates_check;

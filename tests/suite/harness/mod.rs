@@ -7,6 +7,7 @@
 
 pub mod fakes;
 pub mod smtp;
+pub mod soak;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
