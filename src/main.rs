@@ -15,6 +15,11 @@ use tidings_core::{Clock, Config};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A role takes SIGTERM from its first moment: it drains and exits 0, even
+    // while it starts (a handler installed later leaves the default action).
+    let is_role =
+        matches!(cli.command, Command::Intake | Command::Scheduler | Command::Worker { .. } | Command::Callbacks);
+    let stop = is_role.then(commands::terminated);
     // A drill's (and a soak's) own lines say what happens; its log shows errors only, unless TIDINGS_LOG says more.
     let drill =
         matches!(&cli.command, Command::Dev(a) if a.drill.is_some()) || matches!(&cli.command, Command::Soak(_));
@@ -40,7 +45,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let code = match run(cli, config).await {
+    let code = match run(cli, config, stop).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -65,7 +70,11 @@ fn load_from(path: Option<&std::path::Path>) -> anyhow::Result<Arc<Config>> {
     Ok(Arc::new(config))
 }
 
-async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::process::ExitCode> {
+async fn run(
+    cli: Cli,
+    role_config: Option<Arc<Config>>,
+    stop: Option<impl std::future::Future<Output = ()>>,
+) -> anyhow::Result<std::process::ExitCode> {
     let path = cli.config.clone();
     let load = || match &role_config {
         Some(config) => Ok(config.clone()),
@@ -80,9 +89,11 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
         Command::Soak(args) => commands::soak::run(args).await,
         Command::Templates(c) => commands::templates::run(c, cli.config.as_deref()).await,
         Command::Intake | Command::Scheduler | Command::Worker { .. } | Command::Callbacks => {
+            let stop = stop.expect("a role's signal handlers are installed in main");
+            tokio::pin!(stop);
             let config = load()?;
             fleet::install_metrics(&config)?;
-            let Some(store) = fleet::open_store_waiting(&config, commands::terminated()).await? else {
+            let Some(store) = fleet::open_store_waiting(&config, stop.as_mut()).await? else {
                 return Ok(std::process::ExitCode::SUCCESS);
             };
             let roles = match cli.command {
@@ -95,7 +106,7 @@ async fn run(cli: Cli, role_config: Option<Arc<Config>>) -> anyhow::Result<std::
                 _ => unreachable!("matched above"),
             };
             let fleet = fleet::spawn_fleet(config, store, Clock::system(), roles)?;
-            fleet.run_until(commands::terminated()).await?;
+            fleet.run_until(stop).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Dlq(c) => commands::dlq::run(c, load()?).await,

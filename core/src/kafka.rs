@@ -105,11 +105,13 @@ pub async fn close<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>, wi
         tracing::warn!(error = %e, "no thread to close the consumer on");
         return;
     }
-    if tokio::time::timeout(within, closed).await.is_err() {
-        tracing::warn!(
+    match tokio::time::timeout(within, closed).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => tracing::warn!("closing the consumer panicked; the group notices at session timeout"),
+        Err(_) => tracing::warn!(
             ?within,
             "the consumer did not leave its group in time; ending without it (the group notices at session timeout)"
-        );
+        ),
     }
 }
 

@@ -335,27 +335,28 @@ pub async fn run(
     stop.cancel();
     drop(ready);
     let stages = [("reader", reader.await), ("hydrator", hydrator.await)];
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let drained = tokio::time::timeout(config_drain, async {
-        while let Some(done) = acks.next().await {
-            in_flight -= done.records;
-            intake.stored(consumer.as_ref(), done)?;
+    let drained = match failed {
+        Some(e) => Err(e),
+        None => {
+            let drained = tokio::time::timeout(config_drain, async {
+                while let Some(done) = acks.next().await {
+                    in_flight -= done.records;
+                    intake.stored(consumer.as_ref(), done)?;
+                }
+                Ok::<(), IntakeError>(())
+            })
+            .await;
+            drained.unwrap_or_else(|_| {
+                tracing::warn!(
+                    in_flight,
+                    "drain timed out; the records of batches not wholly acknowledged are read again after a restart"
+                );
+                Ok(())
+            })
         }
-        Ok::<(), IntakeError>(())
-    })
-    .await;
-    match drained {
-        Ok(result) => result?,
-        Err(_) => {
-            tracing::warn!(
-                in_flight,
-                "drain timed out; the records of batches not wholly acknowledged are read again after a restart"
-            )
-        }
-    }
+    };
     // The reader and hydrator are done: this is the consumer's last holder.
+    // Closed on failure too, so that no error path drops it on the runtime.
     match Arc::try_unwrap(consumer) {
         Ok(consumer) => kafka::close(consumer, kafka::CLOSE_WITHIN).await,
         Err(consumer) => {
@@ -364,6 +365,7 @@ pub async fn run(
             }
         }
     }
+    drained?;
     for (stage, ended) in stages {
         if let Err(e) = ended {
             tracing::error!(stage, error = %e, "intake stage failed");

@@ -39,13 +39,14 @@ use tidings_core::{Channel, Config, Notification, Priority, State, StatusRecord}
 pub async fn run(args: AuditArgs, config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let began = std::time::Instant::now();
     let report = audit(&config, &args).await?;
-    if let Some(gateway) = &args.pushgateway {
-        push(gateway, &report, began.elapsed()).await?;
-    }
+    // The report first: a push that fails must not take the ids from the log.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report.print();
+    }
+    if let Some(gateway) = &args.pushgateway {
+        push(gateway, &report, began.elapsed()).await?;
     }
     Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -74,7 +75,12 @@ async fn push(gateway: &url::Url, report: &Report, took: Duration) -> anyhow::Re
         metrics::gauge!("tidings_audit_duration_seconds").set(took.as_secs_f64());
         metrics::gauge!("tidings_audit_last_run_timestamp_seconds").set(Utc::now().timestamp() as f64);
     });
-    let url = gateway.join("metrics/job/tidings_audit")?;
+    // Under the gateway's own path, if it has one (`http://host/pushgateway`).
+    let mut url = gateway.clone();
+    url.path_segments_mut()
+        .map_err(|_| anyhow::anyhow!("{gateway} cannot be a Pushgateway URL"))?
+        .pop_if_empty()
+        .extend(["metrics", "job", "tidings_audit"]);
     let answer = reqwest::Client::new()
         .put(url.clone())
         .header("content-type", "text/plain; version=0.0.4")

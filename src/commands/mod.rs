@@ -17,25 +17,33 @@ pub mod suppressions;
 pub mod templates;
 pub mod topics;
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn terminated() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Completes on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives in
+/// between is kept, not lost (nor left to its default action).
+#[cfg(unix)]
+pub fn terminated() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
+    let (term, int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+    async move {
+        tokio::select! {
+            _ = received(term) => {}
+            _ = received(int) => {}
+        }
+        tracing::info!("shutting down");
+    }
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+pub async fn terminated() {
+    let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
 }

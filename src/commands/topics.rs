@@ -111,7 +111,7 @@ pub async fn run(command: TopicsCommand, config: Arc<Config>) -> anyhow::Result<
             }
             Ok(ExitCode::SUCCESS)
         }
-        TopicsCommand::Create => create(&config).await,
+        TopicsCommand::Create => create(&config, true).await,
         TopicsCommand::Check => {
             let found = describe(&config).await?;
             let problems: Vec<String> = planned(&config).iter().flat_map(|p| drift(p, found.get(&p.name))).collect();
@@ -149,7 +149,8 @@ pub fn new_topics<'a>(planned: &'a [Planned], retention: &'a [String]) -> Vec<Ne
         .collect()
 }
 
-async fn create(config: &Config) -> anyhow::Result<ExitCode> {
+/// Creates what is missing; `report` prints each topic's fate (failures always go to stderr).
+pub(super) async fn create(config: &Config, report: bool) -> anyhow::Result<ExitCode> {
     let admin = admin(config)?;
     let planned = planned(config);
     let retention: Vec<String> = planned.iter().map(|p| p.retention_ms.to_string()).collect();
@@ -157,10 +158,11 @@ async fn create(config: &Config) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for result in admin.create_topics(&new, &options()).await? {
         match result {
-            Ok(t) => println!("created {t}"),
-            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+            Ok(t) if report => println!("created {t}"),
+            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) if report => {
                 println!("exists  {t} (left as it is; see `topics check`)")
             }
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => {
                 eprintln!("failed  {t}: {e}");
                 failed = true;

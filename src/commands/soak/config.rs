@@ -186,10 +186,17 @@ pub fn users(seed: u64, n: usize, fakes: u16, started: DateTime<Utc>, run: Durat
     Users { prefs }
 }
 
+/// An event the soak fed that intake can use.
+pub struct Fed {
+    pub id: String,
+    pub ty: String,
+    pub user: String,
+}
+
 /// Feeds `rate` events a second for `run`, of every type the
 /// configuration knows, to users drawn from `seed`, with one record in a
 /// hundred unusable (not JSON, or of an unknown type), which intake must
-/// dead-letter. Returns how many writes failed.
+/// dead-letter. Returns how many writes failed, and the usable events.
 pub async fn feed(
     config: Arc<Config>,
     seed: u64,
@@ -198,7 +205,7 @@ pub async fn feed(
     run: Duration,
     templates: std::path::PathBuf,
     fed: Arc<AtomicUsize>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, Vec<Fed>)> {
     // The roles' producer: its writes wait out a broker outage of any length.
     let producer = kafka::producer(&config.kafka)?;
     let mut types: Vec<(String, serde_json::Value)> = Vec::new();
@@ -214,6 +221,7 @@ pub async fn feed(
     let mut deliveries = futures::stream::FuturesUnordered::new();
     let failures = Arc::new(AtomicUsize::new(0));
     let mut seq = 0usize;
+    let mut usable = Vec::new();
     while tokio::time::Instant::now() < ends {
         ticker.tick().await;
         for _ in 0..per_tick {
@@ -225,6 +233,7 @@ pub async fn feed(
                 1 => (config.intake.topics[0].clone(), event(&id, "order.unheard_of", &user, serde_json::json!({}))),
                 _ => {
                     let (ty, data) = &types[rng.random_range(0..types.len())];
+                    usable.push(Fed { id: id.clone(), ty: ty.clone(), user: user.clone() });
                     (super::super::dev::input_topic(&config, ty), event(&id, ty, &user, data.clone()))
                 }
             };
@@ -240,7 +249,7 @@ pub async fn feed(
     while let Some(done) = futures::StreamExt::next(&mut deliveries).await {
         failed(done, &failures);
     }
-    Ok(failures.load(Ordering::Relaxed))
+    Ok((failures.load(Ordering::Relaxed), usable))
 }
 
 /// Counts a write that failed, and says why for the first few.
@@ -252,12 +261,15 @@ fn failed(done: rdkafka::error::KafkaResult<()>, failures: &AtomicUsize) {
     }
 }
 
+/// The `source` of the soak's events.
+pub const SOURCE: &str = "/soak";
+
 fn event(id: &str, ty: &str, user: &str, mut data: serde_json::Value) -> String {
     if let Some(map) = data.as_object_mut() {
         map.insert("user_id".into(), user.into());
     }
     serde_json::json!({
-        "specversion": "1.0", "id": id, "type": ty, "source": "/soak",
+        "specversion": "1.0", "id": id, "type": ty, "source": SOURCE,
         "time": Utc::now().to_rfc3339(), "data": data,
     })
     .to_string()

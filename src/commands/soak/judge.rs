@@ -7,7 +7,7 @@
 //! violation, and a non-critical message taken inside its user's quiet
 //! hours a quiet-hour violation.
 
-use super::config::Users;
+use super::config::{Fed, Users};
 use super::fakes::{Fakes, Taken};
 use super::procs::Procs;
 use crate::cli::{AuditArgs, SoakArgs};
@@ -17,8 +17,10 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tidings_core::channel::STATUS_TOPIC;
-use tidings_core::config::Ambiguity;
+use tidings_core::config::{Ambiguity, ChannelMode};
+use tidings_core::notification::notification_id;
 use tidings_core::quiet_hours::quiet_until;
+use tidings_core::status::ErrorClass;
 use tidings_core::{Channel, Config, Notification, Priority, State, StatusRecord};
 
 /// Waits until the audit finds nothing under way: every event with its
@@ -58,14 +60,21 @@ pub struct Verdict {
     /// Events whose write to Kafka failed (not the fleet's doing, but the run is void).
     pub feed_failures: usize,
     pub notifications: usize,
+    /// Terminal statuses by state (and error class).
+    pub outcomes: BTreeMap<String, usize>,
     /// Distinct notifications the providers took.
     pub delivered: usize,
     /// Messages each provider took (failover shows as the second ones taking some).
     pub taken_by: BTreeMap<String, usize>,
     /// Provider refusals the faults caused (down, rate-limited, invalid).
     pub refusals: usize,
-    /// The audit's missing, and `sent` statuses of messages no provider took.
+    /// The audit's missing, notifications of a fed event's route with no
+    /// terminal status, and `sent` statuses of messages no provider took.
     pub lost: usize,
+    /// Terminal outcomes no fault explains: a user without preferences or
+    /// an address (every soak user has both), an unreadable record or a
+    /// template that did not render.
+    pub unexplained: usize,
     /// Taken more than once, of priorities that promise at most once.
     pub sent_twice: usize,
     /// Taken more than once, of priorities declared `at_least_once`.
@@ -82,6 +91,7 @@ pub struct Verdict {
 impl Verdict {
     pub fn passed(&self) -> bool {
         self.lost == 0
+            && self.unexplained == 0
             && self.sent_twice == 0
             && self.order_violations == 0
             && self.quiet_hour_violations == 0
@@ -104,7 +114,11 @@ impl Verdict {
             line(&format!("    by {endpoint}"), *n);
         }
         line("  refusals the faults caused", self.refusals);
+        for (outcome, n) in &self.outcomes {
+            line(&format!("  ended {outcome}"), *n);
+        }
         line("lost", self.lost);
+        line("unexplained outcomes", self.unexplained);
         line("sent twice", self.sent_twice);
         line("  declared at_least_once repeats", self.declared_repeats);
         line("order violations", self.order_violations);
@@ -131,6 +145,16 @@ impl Verdict {
     }
 }
 
+/// Why a terminal status is one no fault of the soak explains, if it is.
+fn unexplained_outcome(r: &StatusRecord) -> Option<String> {
+    let error = r.error.as_deref().unwrap_or_default();
+    if matches!(r.error_class, Some(ErrorClass::Poison | ErrorClass::Render)) {
+        return Some(error.to_string());
+    }
+    let unknown_user = error.contains("no preferences") || (error.contains("has no") && error.contains("address"));
+    (r.state == State::Suppressed && unknown_user).then(|| error.to_string())
+}
+
 /// What one notification was, from the first copy on its channel topic.
 struct Published {
     user: String,
@@ -140,28 +164,61 @@ struct Published {
     rank: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the run did, for the verdict.
+pub struct Run {
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Records fed, usable or not.
+    pub events: usize,
+    pub feed_failures: usize,
+    /// The usable events fed.
+    pub usable: Vec<Fed>,
+}
+
 pub async fn judge(
     config: &Config,
     args: &SoakArgs,
     users: &Users,
     fakes: &Fakes,
     report: Report,
-    faults: BTreeMap<&'static str, usize>,
-    events: usize,
-    feed_failures: usize,
-    procs: &mut Procs,
+    run: Run,
+    crashes: &[String],
 ) -> anyhow::Result<Verdict> {
-    procs.watch()?;
     let mut sent_statuses: HashSet<String> = HashSet::new();
+    let mut ended: HashSet<String> = HashSet::new();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unexplained: Vec<String> = Vec::new();
     audit::read(config, &[STATUS_TOPIC.to_string()], |m| {
-        if let Some(r) = m.payload().and_then(|p| serde_json::from_slice::<StatusRecord>(p).ok()) {
-            if r.state == State::Sent {
-                sent_statuses.insert(r.notification_id);
-            }
+        let Some(r) = m.payload().and_then(|p| serde_json::from_slice::<StatusRecord>(p).ok()) else { return };
+        if !r.state.is_terminal() || !ended.insert(r.notification_id.clone()) {
+            return;
+        }
+        let class = r.error_class.map(|c| format!(" ({})", c.as_str())).unwrap_or_default();
+        *outcomes.entry(format!("{}{class}", r.state.as_str())).or_default() += 1;
+        if let Some(why) = unexplained_outcome(&r) {
+            unexplained.push(format!("{} {}: {why}", r.state.as_str(), r.notification_id));
+        }
+        if r.state == State::Sent {
+            sent_statuses.insert(r.notification_id);
         }
     })
     .await?;
+    // Every channel its route names (the first one, for `first` routes):
+    // each must have ended, whatever the audit saw of its siblings.
+    let mut unended = Vec::new();
+    for fed in &run.usable {
+        let Some(route) = config.events.get(&fed.ty) else { continue };
+        let channels = match route.mode {
+            ChannelMode::All => &route.channels[..],
+            ChannelMode::First => &route.channels[..route.channels.len().min(1)],
+        };
+        for &channel in channels {
+            let id = notification_id(super::config::SOURCE, &fed.id, channel, &fed.user);
+            if !ended.contains(&id) {
+                unended.push(format!("{id} ({} on {channel})", fed.id));
+            }
+        }
+    }
     let lanes: Vec<String> = Channel::ALL.iter().flat_map(|c| Priority::ALL.map(|p| c.topic(p))).collect();
     let mut published: HashMap<String, Published> = HashMap::new();
     let mut ranks: HashMap<(String, String), usize> = HashMap::new();
@@ -179,27 +236,35 @@ pub async fn judge(
 
     let taken = fakes.taken();
     let declared = |p: Priority| config.worker.ambiguous.of(p) == Ambiguity::AtLeastOnce;
-    let found = findings(&published, &taken, &sent_statuses, users, declared);
+    let mut found = findings(&published, &taken, &sent_statuses, users, declared);
+    for id in unended.iter().take(10) {
+        found.examples.push(format!("no terminal status: {id}"));
+    }
+    for what in unexplained.iter().take(10) {
+        found.examples.push(format!("unexplained: {what}"));
+    }
     Ok(Verdict {
         seed: args.seed,
         minutes: args.minutes,
         broker: format!("{:?}", args.broker).to_lowercase(),
-        faults,
-        events,
-        feed_failures,
+        faults: run.faults,
+        events: run.events,
+        feed_failures: run.feed_failures,
         notifications: report.notifications,
+        outcomes,
         delivered: found.delivered,
         taken_by: taken.iter().fold(BTreeMap::new(), |mut by, t| {
             *by.entry(format!("{:?}", t.endpoint)).or_default() += 1;
             by
         }),
         refusals: fakes.refused(),
-        lost: report.missing() + found.unsent,
+        lost: report.missing() + found.unsent + unended.len(),
+        unexplained: unexplained.len(),
         sent_twice: found.sent_twice,
         declared_repeats: found.declared_repeats,
         order_violations: found.order_violations,
         quiet_hour_violations: found.quiet_hour_violations,
-        crashes: procs.crashes.clone(),
+        crashes: crashes.to_vec(),
         examples: found.examples,
         audit: report,
     })

@@ -85,23 +85,14 @@ async fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
 
     let clock = Instant::now();
     let injected = inject(&steps, clock, &mut procs, &fakes, &mut redis, &mut broker, args.json).await?;
-    let feed_failures = feeder.await??;
-    // Every fault has ended with the run; the fleet drains.
+    let (feed_failures, usable) = feeder.await??;
+    // Every fault has ended with the run; the fleet drains, then stops as
+    // on a rollout (what hangs or fails on this SIGTERM is judged too).
     fakes.lift_all();
     let report = judge::drain(&config, &mut procs, Duration::from_secs(args.drain_minutes * 60)).await?;
-    let verdict = judge::judge(
-        &config,
-        &args,
-        &users,
-        &fakes,
-        report,
-        injected,
-        fed.load(Ordering::Relaxed),
-        feed_failures,
-        &mut procs,
-    )
-    .await?;
     procs.stop_all().await?;
+    let run = judge::Run { faults: injected, events: fed.load(Ordering::Relaxed), feed_failures, usable };
+    let verdict = judge::judge(&config, &args, &users, &fakes, report, run, &procs.crashes).await?;
     let json = serde_json::to_string_pretty(&verdict)?;
     std::fs::write(dir_path.join("verdict.json"), &json)?;
     if args.json {
@@ -280,7 +271,7 @@ impl Broker {
             }
         }
         if let Broker::Tansu(_) = self {
-            let code = super::topics::run(crate::cli::TopicsCommand::Create, Arc::new(config.clone())).await?;
+            let code = super::topics::create(config, false).await?;
             anyhow::ensure!(code == ExitCode::SUCCESS, "topics create failed on tansu");
         }
         Ok(())

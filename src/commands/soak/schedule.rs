@@ -85,7 +85,9 @@ impl Endpoint {
 pub enum Mode {
     /// 503 to everything.
     Down,
-    /// Every answer after this long (below the providers' timeout).
+    /// Every answer after this long: 1 to 3 s, near the providers' 3 s
+    /// timeout, so the slowest come too late (ambiguous, as a real slow
+    /// provider's do).
     Slow(Duration),
     /// Down and up by turns, this long each.
     Flapping(Duration),
