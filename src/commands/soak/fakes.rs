@@ -155,6 +155,33 @@ fn account(name: &str, a: Endpoint, b: Endpoint) -> Option<Endpoint> {
     }
 }
 
+/// A fake's answers in its provider's own shapes: to a message it took, to
+/// one while down, and to an invalid recipient.
+struct Answers {
+    taken: Response,
+    down: Response,
+    invalid: Response,
+}
+
+/// Takes, refuses or stalls message `id` to `user` at `endpoint`, as its faults say.
+async fn answer(fakes: &Fakes, endpoint: Endpoint, user: Option<usize>, id: String, answers: Answers) -> Response {
+    let verdict = fakes.verdict(endpoint, user);
+    if !matches!(verdict, Verdict::Take(_)) {
+        fakes.refuse();
+    }
+    match verdict {
+        Verdict::Take(after) => {
+            fakes.take(id, endpoint, after).await;
+            answers.taken
+        }
+        Verdict::Down => answers.down,
+        Verdict::Limited(wait) => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", wait.as_secs().max(1).to_string())]).into_response()
+        }
+        Verdict::Invalid => answers.invalid,
+    }
+}
+
 async fn sendgrid(State(fakes): State<Arc<Fakes>>, Path(name): Path<String>, body: Bytes) -> Response {
     let Some(endpoint) = account(&name, Endpoint::SendgridA, Endpoint::SendgridB) else {
         return StatusCode::NOT_FOUND.into_response();
@@ -163,25 +190,16 @@ async fn sendgrid(State(fakes): State<Arc<Fakes>>, Path(name): Path<String>, bod
     let id = mail["custom_args"]["notification_id"].as_str().unwrap_or_default().to_string();
     let to = mail["personalizations"][0]["to"][0]["email"].as_str().unwrap_or_default();
     let errors = |field: &str, message: &str| serde_json::json!({"errors": [{"field": field, "message": message}]});
-    match fakes.verdict(endpoint, user_of(to)) {
-        Verdict::Take(after) => {
-            fakes.take(id.clone(), endpoint, after).await;
-            (StatusCode::ACCEPTED, [("x-message-id", format!("sg-{id}"))]).into_response()
-        }
-        Verdict::Down => {
-            fakes.refuse();
-            (StatusCode::SERVICE_UNAVAILABLE, errors("", "unavailable").to_string()).into_response()
-        }
-        Verdict::Limited(wait) => {
-            fakes.refuse();
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", wait.as_secs().max(1).to_string())]).into_response()
-        }
-        Verdict::Invalid => {
-            fakes.refuse();
-            (StatusCode::BAD_REQUEST, errors("personalizations.0.to", "Does not contain a valid address.").to_string())
-                .into_response()
-        }
-    }
+    let answers = Answers {
+        taken: (StatusCode::ACCEPTED, [("x-message-id", format!("sg-{id}"))]).into_response(),
+        down: (StatusCode::SERVICE_UNAVAILABLE, errors("", "unavailable").to_string()).into_response(),
+        invalid: (
+            StatusCode::BAD_REQUEST,
+            errors("personalizations.0.to", "Does not contain a valid address.").to_string(),
+        )
+            .into_response(),
+    };
+    answer(&fakes, endpoint, user_of(to), id, answers).await
 }
 
 async fn vonage(State(fakes): State<Arc<Fakes>>, Path(name): Path<String>, body: Bytes) -> Response {
@@ -191,51 +209,27 @@ async fn vonage(State(fakes): State<Arc<Fakes>>, Path(name): Path<String>, body:
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let id = form.get("client-ref").cloned().unwrap_or_default();
     let to = form.get("to").map(String::as_str).unwrap_or_default();
-    let answer = |status: &str, id: &str| {
+    let body = |status: &str, id: &str| {
         serde_json::json!({"message-count": "1", "messages": [{"status": status, "message-id": id, "error-text": ""}]})
             .to_string()
     };
     // The numbers are +1555 followed by the user's index on seven digits.
     let user = to.strip_prefix("1555").and_then(|n| n.parse().ok());
-    match fakes.verdict(endpoint, user) {
-        Verdict::Take(after) => {
-            fakes.take(id.clone(), endpoint, after).await;
-            (StatusCode::OK, answer("0", &format!("v-{id}"))).into_response()
-        }
-        Verdict::Down => {
-            fakes.refuse();
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
-        Verdict::Limited(wait) => {
-            fakes.refuse();
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", wait.as_secs().max(1).to_string())]).into_response()
-        }
-        Verdict::Invalid => {
-            fakes.refuse();
-            // 29: a destination the account may not send to.
-            (StatusCode::OK, answer("29", "")).into_response()
-        }
-    }
+    let answers = Answers {
+        taken: (StatusCode::OK, body("0", &format!("v-{id}"))).into_response(),
+        down: StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        // 29: a destination the account may not send to.
+        invalid: (StatusCode::OK, body("29", "")).into_response(),
+    };
+    answer(&fakes, endpoint, user, id, answers).await
 }
 
 async fn hook(State(fakes): State<Arc<Fakes>>, Path(user): Path<String>, headers: HeaderMap) -> Response {
     let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    match fakes.verdict(Endpoint::Hooks, user_of(&user)) {
-        Verdict::Take(after) => {
-            fakes.take(id, Endpoint::Hooks, after).await;
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Verdict::Down => {
-            fakes.refuse();
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
-        Verdict::Limited(wait) => {
-            fakes.refuse();
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", wait.as_secs().max(1).to_string())]).into_response()
-        }
-        Verdict::Invalid => {
-            fakes.refuse();
-            StatusCode::GONE.into_response()
-        }
-    }
+    let answers = Answers {
+        taken: StatusCode::NO_CONTENT.into_response(),
+        down: StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        invalid: StatusCode::GONE.into_response(),
+    };
+    answer(&fakes, Endpoint::Hooks, user_of(&user), id, answers).await
 }
