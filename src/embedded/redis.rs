@@ -26,9 +26,38 @@ impl RedisServer {
         Self::start_with(Vec::new())
     }
 
+    /// On a free port. A port found free may be taken again before the
+    /// server binds it (by another process choosing ports the same way):
+    /// the server then exits, or another listener answers in its place, and
+    /// a new port is tried.
     fn start_with(args: Vec<String>) -> io::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Self::start_on(port, args)
+        let mut tries = 0;
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let started = Self::start_on(port, args.clone()).and_then(|mut server| server.answers().map(|()| server));
+            match started {
+                Ok(server) => return Ok(server),
+                Err(e) if tries >= 4 => return Err(e),
+                // Dropped: stopped, its folder removed.
+                Err(_) => tries += 1,
+            }
+        }
+    }
+
+    /// Whether the server on its port is this one, up, answering `PING`.
+    fn answers(&mut self) -> io::Result<()> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer)?;
+        let alive = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if &answer == b"+PONG\r\n" && alive {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("port {} is not our redis-server", self.port)))
+        }
     }
 
     fn start_on(port: u16, args: Vec<String>) -> io::Result<Self> {
