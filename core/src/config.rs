@@ -56,6 +56,81 @@ pub struct Config {
     /// Provider name -> how much it may be called.
     #[serde(default)]
     pub limits: BTreeMap<String, ProviderLimits>,
+    /// Cap name -> how many non-critical notifications of some categories a
+    /// user may get per channel in a sliding window (see [`Cap`]).
+    #[serde(default)]
+    pub caps: BTreeMap<String, Cap>,
+    /// Category -> when its messages may go and what happens over a cap.
+    #[serde(default)]
+    pub categories: BTreeMap<String, CategoryConfig>,
+}
+
+/// A frequency cap: at most `max` notifications per user and channel in any
+/// window of `per` (sliding), counting the non-critical notifications of
+/// `categories`. Critical ones are never capped and never count. A
+/// notification is counted once, by its id, at the instant it is admitted
+/// for (now, or the end of a deferral), however often its event is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    pub max: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// The categories it counts; `["*"]` for every category. Left out: the
+    /// category named as the cap is.
+    #[serde(default)]
+    pub categories: Option<Vec<String>>,
+}
+
+impl Cap {
+    /// Whether it counts notifications of `category`; `name` is the cap's.
+    pub fn covers(&self, name: &str, category: &str) -> bool {
+        match &self.categories {
+            Some(list) => list.iter().any(|c| c == "*" || c == category),
+            None => name == category,
+        }
+    }
+}
+
+/// What a category's messages do beyond what their route says.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// Non-critical messages of the category go only inside this local
+    /// window of the user's zone; outside it they are deferred to its next
+    /// opening. Quiet hours still apply inside it.
+    #[serde(default)]
+    pub send_window: Option<SendWindow>,
+    /// Over a cap: `defer` to the instant the window admits the message, or
+    /// `drop` it (a `suppressed` status, reason class `frequency_cap`).
+    #[serde(default)]
+    pub over_cap: OverCap,
+}
+
+/// A local time window, `from` inclusive to `to` exclusive; `to` before
+/// `from` crosses midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendWindow {
+    #[serde(deserialize_with = "crate::prefs::de_hhmm")]
+    pub from: chrono::NaiveTime,
+    #[serde(deserialize_with = "crate::prefs::de_hhmm")]
+    pub to: chrono::NaiveTime,
+}
+
+impl SendWindow {
+    /// The window's complement, as the quiet window it amounts to.
+    pub fn as_quiet(&self) -> crate::prefs::QuietHours {
+        crate::prefs::QuietHours::Daily(crate::prefs::Window { start: self.to, end: self.from })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverCap {
+    #[default]
+    Defer,
+    Drop,
 }
 
 /// How much one provider may be called. The rate holds across every worker
@@ -753,6 +828,7 @@ impl Config {
                 return bad(format!("events.\"{ty}\": fallback is for critical events only"));
             }
         }
+        self.validate_caps()?;
         if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
             return bad("traces.sample_ratio must be within 0.0..=1.0".into());
         }
@@ -808,6 +884,62 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Caps, categories and send windows.
+    fn validate_caps(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let used: std::collections::BTreeSet<&str> = self.events.values().map(|r| r.category.as_str()).collect();
+        for (name, cap) in &self.caps {
+            if name.is_empty() || name.contains([':', '{', '}']) {
+                return bad(format!("caps.\"{name}\": a name without `:`, `{{` or `}}`"));
+            }
+            if cap.max == 0 {
+                return bad(format!(
+                    "caps.{name}.max must be at least 1 (to send nothing of a category, opt users out)"
+                ));
+            }
+            if cap.per < Duration::from_secs(1) {
+                return bad(format!("caps.{name}.per must be at least 1s"));
+            }
+            match &cap.categories {
+                Some(list) if list.is_empty() => return bad(format!("caps.{name}.categories is empty")),
+                Some(list) => {
+                    if let Some(c) = list.iter().find(|c| *c != "*" && !used.contains(c.as_str())) {
+                        return bad(format!("caps.{name}.categories: no event type has category `{c}`"));
+                    }
+                }
+                None if !used.contains(name.as_str()) => {
+                    return bad(format!(
+                        "caps.{name}: no event type has category `{name}`; name what it counts with \
+                         `categories = [...]` (`[\"*\"]` for every category)"
+                    ))
+                }
+                None => {}
+            }
+        }
+        for (name, c) in &self.categories {
+            if !used.contains(name.as_str()) {
+                return bad(format!("categories.{name}: no event type has this category"));
+            }
+            if let Some(w) = c.send_window {
+                if w.from == w.to {
+                    return bad(format!("categories.{name}.send_window: `from` and `to` are equal (an empty window)"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The caps that count a notification of `category` at `priority`,
+    /// with their names: none for a critical one.
+    pub fn caps_of<'a>(
+        &'a self,
+        category: &'a str,
+        priority: Priority,
+    ) -> impl Iterator<Item = (&'a str, &'a Cap)> + 'a {
+        let counted = priority != Priority::Critical;
+        self.caps.iter().filter(move |(name, cap)| counted && cap.covers(name, category)).map(|(n, c)| (n.as_str(), c))
     }
 
     /// The consumer group of a role, e.g. `tidings-worker-email`.

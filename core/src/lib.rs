@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`caps`]: per-user frequency caps, counted once per notification.
 //! - [`backoff`]: the exponential backoff with full jitter every retry loop uses.
 //! - [`channel`]: delivery channels and priorities, and the topic names they map to.
 //! - [`event`]: CloudEvents 1.0 input, structured and binary mode.
@@ -23,6 +24,7 @@
 //! - [`testing`] (feature `testing`): strategies for property tests.
 
 pub mod backoff;
+pub mod caps;
 pub mod channel;
 pub mod clock;
 pub mod config;

@@ -113,6 +113,9 @@ impl std::str::FromStr for ErrorClass {
     }
 }
 
+/// How the reason of a notification dropped over a frequency cap starts.
+pub const FREQUENCY_CAP_PREFIX: &str = "frequency cap";
+
 /// The class of a status record's reason ([`StatusRecord::reason`]): a
 /// bounded label for metrics, where the reason itself is free text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,6 +132,8 @@ pub enum Reason {
     UnknownType,
     /// The address is on the suppression list.
     SuppressionList,
+    /// Over a frequency cap whose category drops.
+    FrequencyCap,
     Permanent,
     Exhausted,
     Poison,
@@ -137,13 +142,14 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::None,
         Reason::Preferences,
         Reason::NoAddress,
         Reason::NoPreferences,
         Reason::UnknownType,
         Reason::SuppressionList,
+        Reason::FrequencyCap,
         Reason::Permanent,
         Reason::Exhausted,
         Reason::Poison,
@@ -159,6 +165,7 @@ impl Reason {
             Reason::NoPreferences => "no_preferences",
             Reason::UnknownType => "unknown_type",
             Reason::SuppressionList => "suppression_list",
+            Reason::FrequencyCap => "frequency_cap",
             Reason::Permanent => "permanent",
             Reason::Exhausted => "exhausted",
             Reason::Poison => "poison",
@@ -279,6 +286,8 @@ impl StatusRecord {
                     Reason::NoPreferences
                 } else if said.starts_with("unknown event type") {
                     Reason::UnknownType
+                } else if said.starts_with(FREQUENCY_CAP_PREFIX) {
+                    Reason::FrequencyCap
                 } else if said.starts_with(crate::suppression::SUPPRESSED_PREFIX) {
                     Reason::SuppressionList
                 } else {

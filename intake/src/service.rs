@@ -34,8 +34,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tidings_core::caps::{Admission, CapAsk};
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
-use tidings_core::config::{ChannelMode, EventRoute, UnknownTypes};
+use tidings_core::config::{ChannelMode, EventRoute, OverCap, SendWindow, UnknownTypes};
 use tidings_core::dead_letter::DeadLetter;
 use tidings_core::event::{check_id, CloudEvent};
 use tidings_core::kafka::{self, enqueue_dead_letter, enqueue_json};
@@ -115,6 +116,48 @@ pub struct Intake {
     outcomes: Outcomes,
     /// `tidings_records_out_total` of intake, by priority.
     published: [metrics::Counter; 3],
+    /// Event type -> what its category adds to its route.
+    limits: HashMap<String, TypeLimits>,
+}
+
+/// What an event type's category adds to its route: the caps that count its
+/// non-critical notifications (by name), whether it drops over them rather
+/// than defer, and its send window.
+#[derive(Default)]
+struct TypeLimits {
+    caps: Vec<(String, u32, Duration)>,
+    drop: bool,
+    window: Option<SendWindow>,
+}
+
+impl TypeLimits {
+    fn of(config: &Config) -> HashMap<String, TypeLimits> {
+        let limits = config.events.iter().map(|(ty, route)| {
+            let category = config.categories.get(&route.category);
+            let caps = config.caps_of(&route.category, route.priority);
+            let limits = TypeLimits {
+                caps: caps.map(|(name, c)| (name.to_string(), c.max, c.per)).collect(),
+                drop: category.is_some_and(|c| c.over_cap == OverCap::Drop),
+                window: category.and_then(|c| c.send_window),
+            };
+            (ty.clone(), limits)
+        });
+        limits.collect()
+    }
+}
+
+/// Where a routed notification stands with its caps: the place of its
+/// record in the batch and of the notification among the record's outcomes.
+type CapPlace = (usize, usize);
+
+/// Why a notification over a cap was dropped, as its status says it.
+fn over_cap(by: Option<&str>, limits: &TypeLimits) -> String {
+    match by.and_then(|by| limits.caps.iter().find(|c| c.0 == by)) {
+        Some((name, max, per)) => {
+            format!("frequency cap `{name}` reached: {max} per {}", humantime::format_duration(*per))
+        }
+        None => "frequency cap reached (dropped when first routed)".to_string(),
+    }
 }
 
 /// One record's writes, and where its offset goes once they are
@@ -201,15 +244,30 @@ struct Prepared {
     read_at: Instant,
 }
 
-/// What routing one event reads: the event and its user, its route, the
-/// user's preferences, and the suppression list's entries for the batch
-/// ([`Prepared::listed`]).
+/// What routing one event reads: the event and its user, its route, and the
+/// user's preferences.
 struct Routing<'a> {
     event: &'a CloudEvent,
     user_id: &'a str,
     route: &'a EventRoute,
     prefs: &'a Result<Preferences, String>,
-    listed: &'a HashMap<String, String>,
+}
+
+/// The caps' answers for a batch, by [`CapPlace`], in batch order.
+struct Admitted {
+    answers: std::collections::VecDeque<(CapPlace, Admission)>,
+}
+
+impl Admitted {
+    /// The answers of record `i` (by the place of each notification among its outcomes).
+    fn take(all: &mut Admitted, i: usize) -> HashMap<usize, Admission> {
+        let mut mine = HashMap::new();
+        while all.answers.front().is_some_and(|((r, _), _)| *r == i) {
+            let ((_, j), a) = all.answers.pop_front().expect("a front");
+            mine.insert(j, a);
+        }
+        mine
+    }
 }
 
 /// A batch that waited longer than this for the router (its writes held up
@@ -555,6 +613,7 @@ impl Intake {
         let published = Priority::ALL
             .map(|p| metrics::counter!("tidings_records_out_total", "role" => "intake", "priority" => p.as_str()));
         Ok(Intake {
+            limits: TypeLimits::of(&config),
             producer: kafka::producer(&config.kafka)?,
             config,
             store,
@@ -766,8 +825,14 @@ impl Intake {
         let Prepared { batch, prefs, listed, holds, routed_before, .. } = prepared;
         let mut holds = carried.merge(holds, routed_before);
 
+        // Routed first, all of them, so that what the caps must admit goes
+        // to Redis in one round trip for the batch.
+        let mut routed: Vec<Option<Vec<Outcome>>> =
+            batch.iter().map(|read| self.routed(read, &prefs, &listed, now)).collect();
+        let mut admissions = self.admit(&batch, &routed, &holds, now).await;
+
         let mut out = Vec::with_capacity(batch.len());
-        for read in &batch {
+        for (i, read) in batch.iter().enumerate() {
             let mut pending = Pending {
                 topic: read.topic.clone(),
                 partition: read.partition,
@@ -802,8 +867,12 @@ impl Intake {
                         .unwrap_or_else(|| Arc::new(Err(format!("no preferences for user {user}"))));
                     let route_cfg = &events[&event.ty];
                     let (traced, span) = Traced::event(event);
-                    let routing = Routing { event, user_id: user, route: route_cfg, prefs: &hydrated, listed: &listed };
-                    self.route_event(routing, &mut holds, now, &traced, &mut pending).instrument(span).await
+                    let routing = Routing { event, user_id: user, route: route_cfg, prefs: &hydrated };
+                    let outcomes = routed[i].take().unwrap_or_default();
+                    let admitted = Admitted::take(&mut admissions, i);
+                    self.route_event(routing, outcomes, admitted, &mut holds, now, &traced, &mut pending)
+                        .instrument(span)
+                        .await
                 }
             };
             match handled {
@@ -823,15 +892,142 @@ impl Intake {
         Ok(out)
     }
 
+    /// Routes one record's event (its notifications, before the caps), or
+    /// `None` for a record that is not routed or whose user has no usable
+    /// preferences.
+    fn routed(
+        &self,
+        read: &Read,
+        prefs: &HashMap<String, Hydrated>,
+        listed: &HashMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<Outcome>> {
+        let Decoded::Routed(event, user) = &read.decoded else { return None };
+        let Some(Ok(p)) = prefs.get(user.as_str()).map(|p| p.as_ref().as_ref()) else { return None };
+        let window = self.limits.get(&event.ty).and_then(|l| l.window.as_ref());
+        Some(route(event, user, &self.config.events[&event.ty], p, listed, window, now))
+    }
+
+    /// Asks the caps, in one round trip (retried until Redis answers), to
+    /// admit each notification of `routed` that goes out and that a cap
+    /// counts, at the instant it would go: now, its deferral's end, or the
+    /// end of what its lane holds as far as the batch's hydration knew.
+    async fn admit(
+        &self,
+        batch: &[Read],
+        routed: &[Option<Vec<Outcome>>],
+        holds: &Holds,
+        now: DateTime<Utc>,
+    ) -> Admitted {
+        let mut places = Vec::new();
+        let mut asks = Vec::new();
+        for (i, (read, outcomes)) in batch.iter().zip(routed).enumerate() {
+            let (Decoded::Routed(event, _), Some(outcomes)) = (&read.decoded, outcomes) else { continue };
+            let Some(limits) = self.limits.get(&event.ty).filter(|l| !l.caps.is_empty()) else { continue };
+            for (j, outcome) in outcomes.iter().enumerate() {
+                let (Outcome::Publish(n) | Outcome::Defer(n)) = outcome else { continue };
+                let held = holds.get(&lane(&n.user_id, n.channel));
+                let at = n.not_before.unwrap_or(now).max(held.unwrap_or(now));
+                places.push((i, j));
+                asks.push(self.cap_ask(n, limits, at, now, false));
+            }
+        }
+        if asks.is_empty() {
+            return Admitted { answers: Default::default() };
+        }
+        let answers = until_ok("admit under the frequency caps", || self.store.admit(&asks)).await;
+        Admitted { answers: places.into_iter().zip(answers).collect() }
+    }
+
+    fn cap_ask(
+        &self,
+        n: &Notification,
+        limits: &TypeLimits,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        again: bool,
+    ) -> CapAsk {
+        CapAsk {
+            user: n.user_id.clone(),
+            channel: n.channel,
+            id: n.notification_id.clone(),
+            caps: limits.caps.clone(),
+            at,
+            now,
+            drop: limits.drop,
+            again,
+        }
+    }
+
+    /// When a notification the caps admitted goes, or why it is dropped.
+    /// What the caps answered is checked against what holds it: an instant
+    /// inside quiet hours or outside the send window, or before the end of
+    /// what its lane holds now (a deferral earlier in the batch), is moved
+    /// to the next instant all of them allow, and admitted again there.
+    async fn capped(
+        &self,
+        n: &Notification,
+        mut admission: Admission,
+        prefs: &Preferences,
+        holds: &Holds,
+        now: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, bool), String> {
+        let limits = &self.limits[&n.event_type];
+        let (quiet, zone) = (prefs.quiet_hours.as_ref(), crate::route::zone(prefs));
+        let held = holds.get(&lane(&n.user_id, n.channel));
+        let mut by = None;
+        // Each pass moves the instant later; a few cover any real mix of windows.
+        for _ in 0..8 {
+            let fresh = !matches!(admission, Admission::Before { .. });
+            let (at, floor) = match admission {
+                Admission::Dropped { by } => {
+                    let cap = by.clone().unwrap_or_default();
+                    metrics::counter!("tidings_capped_total", "cap" => cap, "outcome" => "dropped").increment(1);
+                    return Err(over_cap(by.as_deref(), limits));
+                }
+                // Decided by an earlier read: its lane holds what came after
+                // it, which must not move it. Only a first answer the
+                // windows had not yet moved (that read stopped in between) is moved.
+                Admission::Before { at } => (at, at),
+                Admission::Admitted { at, by: held_by } => {
+                    by = by.or(held_by);
+                    (at, held.map_or(at, |h| h.max(at)))
+                }
+            };
+            let want = tidings_core::quiet_hours::opening(quiet, limits.window.as_ref(), zone, floor);
+            if want <= at {
+                if let Some(cap) = by.filter(|_| at > now) {
+                    metrics::counter!("tidings_capped_total", "cap" => cap, "outcome" => "deferred").increment(1);
+                }
+                return Ok((at, fresh));
+            }
+            let ask = self.cap_ask(n, limits, want, now, true);
+            let asks = std::slice::from_ref(&ask);
+            admission = until_ok("admit under the frequency caps", || self.store.admit(asks))
+                .await
+                .pop()
+                .unwrap_or(Admission::Admitted { at: want, by: None });
+        }
+        // Not settled in as many passes: the instant last admitted stands.
+        match admission {
+            Admission::Admitted { at, .. } => Ok((at, true)),
+            Admission::Before { at } => Ok((at, false)),
+            Admission::Dropped { by } => Err(over_cap(by.as_deref(), limits)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn route_event(
         &self,
         routing: Routing<'_>,
+        outcomes: Vec<Outcome>,
+        mut admitted: HashMap<usize, Admission>,
         holds: &mut Holds,
         now: DateTime<Utc>,
         traced: &Traced,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
-        let Routing { event, user_id, route: route_cfg, prefs, listed } = routing;
+        let Routing { event, user_id, route: route_cfg, prefs } = routing;
         let prefs = match prefs {
             Ok(p) => p,
             Err(reason) => {
@@ -839,13 +1035,32 @@ impl Intake {
                 return self.status(status, traced, pending).await;
             }
         };
-        let outcomes = route(event, user_id, route_cfg, prefs, listed, now);
         if outcomes.is_empty() {
             let reason = "user has none of this event's channels enabled".to_string();
             let status = event_status(event, user_id, route_cfg.channels[0], reason, now);
             self.status(status, traced, pending).await?;
         }
-        for outcome in outcomes {
+        for (j, outcome) in outcomes.into_iter().enumerate() {
+            // What the caps say comes first: they may defer or drop it.
+            let outcome = match (outcome, admitted.remove(&j)) {
+                (Outcome::Publish(mut n) | Outcome::Defer(mut n), Some(admission)) => {
+                    match self.capped(&n, admission, prefs, holds, now).await {
+                        // Admitted now for a later instant, or behind its lane: held
+                        // where the lane truly places it, and counted there.
+                        Ok((at, true)) if at > now || holds.is_held(user_id, n.channel) => {
+                            self.defer_capped(n, at, prefs, holds, traced, now, pending).await?;
+                            continue;
+                        }
+                        Ok((at, _)) if at > now => {
+                            n.not_before = Some(at);
+                            Outcome::Defer(n)
+                        }
+                        Ok(_) => Outcome::Publish(n),
+                        Err(reason) => Outcome::Suppress(n, reason),
+                    }
+                }
+                (outcome, _) => outcome,
+            };
             match outcome {
                 Outcome::Publish(n) if n.priority != Priority::Critical && holds.is_held(user_id, n.channel) => {
                     // Behind a deferred message of the same user and channel.
@@ -884,11 +1099,24 @@ impl Intake {
         now: DateTime<Utc>,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
+        let (_, released) = self.hold(&mut n, until, holds, traced).await?;
+        self.deferred(&n, released, traced, now, pending).await
+    }
+
+    /// Puts `n` on the schedule at `until`, or behind what its lane holds:
+    /// answers the member and when it is released.
+    async fn hold(
+        &self,
+        n: &mut Notification,
+        until: DateTime<Utc>,
+        holds: &mut Holds,
+        traced: &Traced,
+    ) -> Result<(String, DateTime<Utc>), IntakeError> {
         let l = lane(&n.user_id, n.channel);
         let until = holds.get(&l).map_or(until, |held| until.max(held));
         n.not_before = Some(until);
         let held = Deferred {
-            notification: n,
+            notification: n.clone(),
             correlation_id: traced.correlation_id.clone(),
             traceparent: Some(traced.hop.header()),
         };
@@ -900,9 +1128,77 @@ impl Intake {
         }
         let released = until_ok("defer", || self.store.defer(&l, &member, until)).await;
         holds.hold(l, released);
-        let mut status = StatusRecord::of(&held.notification, State::Deferred, now);
+        Ok((member, released))
+    }
+
+    async fn deferred(
+        &self,
+        n: &Notification,
+        released: DateTime<Utc>,
+        traced: &Traced,
+        now: DateTime<Utc>,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
+        let mut status = StatusRecord::of(n, State::Deferred, now);
         status.not_before = Some(released);
         self.status(status, traced, pending).await
+    }
+
+    /// Holds `n`, which the caps admitted at `at`. Its lane may release it
+    /// later than that (what another intake process deferred meanwhile,
+    /// which this batch's hydration did not see): the caps then admit it
+    /// again where the lane releases it, and where they hold it later
+    /// still, it is taken off the schedule and held there. So a capped
+    /// message is counted at the instant it is released; one whose category
+    /// drops is dropped when the caps have no room where the lane puts it.
+    #[allow(clippy::too_many_arguments)]
+    async fn defer_capped(
+        &self,
+        mut n: Notification,
+        at: DateTime<Utc>,
+        prefs: &Preferences,
+        holds: &mut Holds,
+        traced: &Traced,
+        now: DateTime<Utc>,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
+        let limits = &self.limits[&n.event_type];
+        let (quiet, zone) = (prefs.quiet_hours.as_ref(), crate::route::zone(prefs));
+        let l = lane(&n.user_id, n.channel);
+        let mut until = at;
+        // Each pass places it later; the lane moves only as fast as other processes add to it.
+        for _ in 0..8 {
+            let (member, released) = self.hold(&mut n, until, holds, traced).await?;
+            if released < until {
+                // Another read of its event holds it earlier: taken back, and held here.
+                until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
+                continue;
+            }
+            let floor = tidings_core::quiet_hours::opening(quiet, limits.window.as_ref(), zone, released);
+            if released == until && floor <= released {
+                return self.deferred(&n, released, traced, now, pending).await;
+            }
+            let ask = self.cap_ask(&n, limits, floor, now, true);
+            let asks = std::slice::from_ref(&ask);
+            let admission = until_ok("admit under the frequency caps", || self.store.admit(asks)).await.pop();
+            match admission {
+                Some(Admission::Dropped { by }) => {
+                    until_ok("take a dropped message off the schedule", || self.store.undefer(&l, &member)).await;
+                    let status =
+                        StatusRecord::of(&n, State::Suppressed, now).with_error(None, over_cap(by.as_deref(), limits));
+                    return self.status(status, traced, pending).await;
+                }
+                Some(Admission::Admitted { at, .. } | Admission::Before { at }) if at > released => {
+                    until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
+                    until = at;
+                }
+                _ => return self.deferred(&n, released, traced, now, pending).await,
+            }
+        }
+        // Not settled in as many passes (other processes keep adding to
+        // its lane): held where the caps last admitted it, or behind.
+        let (_, released) = self.hold(&mut n, until, holds, traced).await?;
+        self.deferred(&n, released, traced, now, pending).await
     }
 
     async fn status(&self, status: StatusRecord, traced: &Traced, pending: &mut Pending) -> Result<(), IntakeError> {

@@ -11,6 +11,28 @@ use tidings_core::store::Store;
 use tidings_core::{Config, Preferences};
 use tidings_providers::webhook::keys::EndpointKeys;
 
+/// What the frequency caps hold for `user` at `now`, a line per cap and
+/// channel that counts anything: how many it admitted in the window that
+/// ends now, of how many it allows, and how many it holds for later.
+pub async fn limits(
+    config: &Config,
+    store: &dyn Store,
+    user: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let caps: Vec<(String, std::time::Duration)> = config.caps.iter().map(|(n, c)| (n.clone(), c.per)).collect();
+    let counts = store.cap_counts(user, &caps, &tidings_core::Channel::ALL, now).await?;
+    let lines = counts.into_iter().filter(|c| c.in_window + c.ahead > 0).map(|c| {
+        let cap = &config.caps[&c.cap];
+        let per = humantime::format_duration(cap.per);
+        format!(
+            "cap {} on {}: {} of {} in the last {per}, {} held for later",
+            c.cap, c.channel, c.in_window, cap.max, c.ahead
+        )
+    });
+    Ok(lines.collect())
+}
+
 pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<ExitCode> {
     let store = fleet::open_store(&config).await?;
     match command {
@@ -23,6 +45,10 @@ pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<E
             match store.prefs_many(std::slice::from_ref(&user_id)).await?.pop().flatten() {
                 Some(json) => println!("{json}"),
                 None => anyhow::bail!("no preferences for user {user_id}"),
+            }
+            // Beside the preferences (stdout stays the JSON alone): where the user stands.
+            for line in limits(&config, store.as_ref(), &user_id, chrono::Utc::now()).await? {
+                eprintln!("{line}");
             }
         }
         PrefsCommand::WebhookSecret { user_id, rotate, overlap } => {

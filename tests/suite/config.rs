@@ -111,3 +111,40 @@ fn every_routed_part_has_english_and_french_copy() {
         }
     });
 }
+
+/// Caps and send windows that cannot work are refused when the
+/// configuration loads (every role loads it first), naming the field.
+#[test]
+fn bad_caps_and_send_windows_are_refused_naming_the_field() {
+    let base = crate::harness::example_toml();
+    let refused = |extra: &str| Config::from_toml(&format!("{base}\n{extra}")).unwrap_err().to_string();
+    let cases = [
+        ("[caps.marketing]\nmax = 0\nper = \"1h\"", "caps.marketing.max must be at least 1"),
+        ("[caps.marketing]\nmax = 2\nper = \"0s\"", "caps.marketing.per must be at least 1s"),
+        ("[caps.marketing]\nmax = 2\nper = \"soon\"", "caps.marketing.per"),
+        ("[caps.daily]\nmax = 2\nper = \"1d\"", "caps.daily: no event type has category `daily`"),
+        (
+            "[caps.x]\nmax = 2\nper = \"1d\"\ncategories = [\"promos\"]",
+            "caps.x.categories: no event type has category `promos`",
+        ),
+        ("[caps.x]\nmax = 2\nper = \"1d\"\ncategories = []", "caps.x.categories is empty"),
+        (
+            "[categories.marketing]\nsend_window = { from = \"10:00\", to = \"10:00\" }",
+            "categories.marketing.send_window",
+        ),
+        ("[categories.marketing]\nsend_window = { from = \"25:00\", to = \"10:00\" }", "`25:00` is not a local time"),
+        ("[categories.promos]\nover_cap = \"drop\"", "categories.promos: no event type has this category"),
+        ("[categories.marketing]\nover_cap = \"queue\"", "over_cap"),
+    ];
+    for (extra, said) in cases {
+        let error = refused(extra);
+        assert!(error.contains(said), "{extra}: {error}");
+    }
+    // And what is right loads.
+    let good = "[caps.marketing]\nmax = 2\nper = \"24h\"\n[caps.all]\nmax = 10\nper = \"1h\"\ncategories = [\"*\"]\n\
+                [categories.marketing]\nover_cap = \"drop\"\nsend_window = { from = \"10:00\", to = \"18:00\" }";
+    let config = Config::from_toml(&format!("{base}\n{good}")).unwrap();
+    let names: Vec<&str> = config.caps_of("marketing", tidings_core::Priority::Bulk).map(|(n, _)| n).collect();
+    assert_eq!(names, ["all", "marketing"]);
+    assert_eq!(config.caps_of("security", tidings_core::Priority::Critical).count(), 0, "critical: never capped");
+}

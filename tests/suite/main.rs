@@ -9,6 +9,7 @@ mod bad_input;
 mod breaker_fleet;
 mod callbacks;
 mod callbacks_killed;
+mod caps;
 mod claim_given_up;
 mod config;
 mod dev_drills;

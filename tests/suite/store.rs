@@ -623,3 +623,127 @@ async fn a_deferral_counts_only_once_a_replica_holds_it() {
     let unreplicated = clustered.defer(&l, "m-1", due).await;
     assert!(matches!(unreplicated, Err(StoreError::NotReplicated { on: 0, wanted: 1 })), "{unreplicated:?}");
 }
+
+/// Frequency caps: the Redis script (one server and a cluster, users spread
+/// over its slots) answers exactly as the specification in
+/// `tidings_core::caps::admit` does, over a long random run of admissions:
+/// ids asked again (redelivery), drops, asks that move an admission later,
+/// several caps at once, several users in one call.
+#[tokio::test]
+async fn caps_admit_as_the_specification_says() {
+    use tidings_core::caps::{self, CapAsk};
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let caps_of = |i: u64| -> Vec<(String, u32, Duration)> {
+        let short = ("short".to_string(), 2, Duration::from_secs(60));
+        let long = ("long".to_string(), 5, Duration::from_secs(600));
+        match i {
+            0 => vec![short],
+            1 => vec![long],
+            _ => vec![long, short],
+        }
+    };
+    // Batches of asks, made once, so every store gets the same.
+    let start = at("2026-12-07T12:00:00Z");
+    let mut now = start;
+    let mut batches = Vec::new();
+    let mut asked: Vec<(String, String, u64)> = Vec::new();
+    for _ in 0..60 {
+        now += Span::seconds(next(40) as i64);
+        let mut batch = Vec::new();
+        for _ in 0..=next(6) {
+            let (user, id, kind) = if !asked.is_empty() && next(4) == 0 {
+                asked[next(asked.len() as u64) as usize].clone()
+            } else {
+                let made = (format!("u{}", next(3)), format!("n{}", asked.len()), next(3));
+                asked.push(made.clone());
+                made
+            };
+            let again = next(8) == 0;
+            let floor = if again { now + Span::seconds(next(300) as i64) } else { now };
+            batch.push(CapAsk {
+                user,
+                channel: if kind == 2 { Channel::Sms } else { Channel::Email },
+                id,
+                caps: caps_of(kind),
+                at: floor,
+                now,
+                drop: next(5) == 0,
+                again,
+            });
+        }
+        batches.push(batch);
+    }
+    // The specification's answers.
+    let mut windows: std::collections::HashMap<(String, String, Channel), Vec<(i64, String)>> = Default::default();
+    let mut dropped: std::collections::HashMap<String, Vec<(i64, String)>> = Default::default();
+    let mut expected = Vec::new();
+    for ask in batches.iter().flatten() {
+        let keys: Vec<_> = ask.caps.iter().map(|c| (ask.user.clone(), c.0.clone(), ask.channel)).collect();
+        let mut w: Vec<_> = keys.iter().map(|k| windows.remove(k).unwrap_or_default()).collect();
+        let d = dropped.entry(ask.user.clone()).or_default();
+        let (code, ms, by) = caps::admit(ask, &mut w, d);
+        windows.extend(keys.into_iter().zip(w));
+        expected.push(caps::answer(ask, code, ms, by));
+    }
+    let (held, drops) = (
+        expected.iter().filter(|a| matches!(a, caps::Admission::Admitted { by: Some(_), .. })).count(),
+        expected.iter().filter(|a| matches!(a, caps::Admission::Dropped { .. })).count(),
+    );
+    assert!(held > 10 && drops > 5, "the run exercises the caps: {held} held later, {drops} dropped");
+    with_each(async |store: &dyn Store| {
+        let mut answers = Vec::new();
+        for batch in &batches {
+            answers.extend(store.admit(batch).await.unwrap());
+        }
+        assert_eq!(answers, expected);
+        let counts = store.cap_counts("u0", &[("long".into(), Duration::from_secs(600))], &[Channel::Email], now).await;
+        let counts = counts.unwrap();
+        let spec = &windows[&("u0".to_string(), "long".to_string(), Channel::Email)];
+        let in_window = spec.iter().filter(|(s, _)| *s > (now - Span::seconds(600)).timestamp_millis()).count() as u64;
+        assert_eq!(counts[0].in_window + counts[0].ahead, in_window);
+    })
+    .await;
+}
+
+/// Two reads of one event make two members of one notification (they
+/// differ in when they were made): while the first waits, the second is
+/// not held, and gets the first's release time; intake taking the
+/// notification back removes whichever member holds it. Once the first is
+/// claimed (on its way out), a new member of it is held: the worker holds
+/// a message again when quiet hours begin at delivery, maybe before the
+/// scheduler removed the member it published.
+#[tokio::test]
+async fn a_notification_waits_on_the_schedule_once_whichever_read_held_it() {
+    let of = |id: &str, made: &str| {
+        format!(
+            r#"{{"notification":{{"notification_id":"{id}","user_id":"u","channel":"email","created_at":"{made}"}}}}"#
+        )
+    };
+    with_each(async |store: &dyn Store| {
+        let l = lane("u", Channel::Email);
+        let (morning, later) = (at("2026-11-27T06:00:00Z"), at("2026-11-27T09:00:00Z"));
+        assert_eq!(store.defer(&l, &of("n1", "1"), morning).await.unwrap(), morning);
+        assert_eq!(store.defer(&l, &of("n1", "2"), later).await.unwrap(), morning, "the second read");
+        assert_eq!(store.deferred_len().await.unwrap(), 1);
+        // Taken back through the second read's member: the first one goes.
+        store.undefer(&l, &of("n1", "2")).await.unwrap();
+        assert_eq!(store.deferred_len().await.unwrap(), 0);
+        assert_eq!(store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds, vec![None], "the lane is free");
+        assert_eq!(store.defer(&l, &of("n1", "2"), later).await.unwrap(), later, "held again where intake wants it");
+        // Claimed: a new member of it is held, and the published one's removal leaves it be.
+        assert_eq!(store.claim_due(later, 10, Duration::from_secs(60)).await.unwrap(), vec![of("n1", "2")]);
+        let evening = at("2026-11-27T20:00:00Z");
+        assert_eq!(store.defer(&l, &of("n1", "3"), evening).await.unwrap(), evening);
+        store.remove_deferred(&l, &of("n1", "2")).await.unwrap();
+        assert_eq!(store.defer(&l, &of("n1", "4"), evening).await.unwrap(), evening, "the third still waits");
+        assert_eq!(store.deferred_len().await.unwrap(), 1);
+        assert_eq!(store.claim_due(evening, 10, Duration::from_secs(60)).await.unwrap(), vec![of("n1", "3")]);
+    })
+    .await;
+}

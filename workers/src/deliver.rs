@@ -52,7 +52,7 @@ use tidings_core::dead_letter::DeadLetter;
 use tidings_core::kafka::{self, delivered, enqueue_json};
 use tidings_core::notification::{headers, notification_id, Deferred};
 use tidings_core::persist::until_ok;
-use tidings_core::quiet_hours::quiet_until;
+use tidings_core::quiet_hours::opening;
 use tidings_core::status::{cut_reason, ErrorClass};
 use tidings_core::store::{holder, lane, Claim, Claimed, SharedStore};
 use tidings_core::suppression::{address_of, Cause, Suppression};
@@ -609,9 +609,14 @@ impl Deliverer {
         }
         // A message that may be out already is not held: its claim carries what says so.
         let may_hold = n.priority != Priority::Critical && !prior.taken_over && pin.is_none();
-        if let (Some(quiet), true) = (&prefs.quiet_hours, may_hold) {
+        // Quiet hours, and its category's send window: a backlog held past
+        // the window's end waits for its next opening, as intake would have.
+        let window = self.config.categories.get(&n.category).and_then(|c| c.send_window.as_ref());
+        if may_hold && (prefs.quiet_hours.is_some() || window.is_some()) {
             let tz = prefs.timezone.parse().unwrap_or(chrono_tz::Tz::UTC);
-            let until = quiet_until(quiet, tz, self.clock.now());
+            let now = self.clock.now();
+            let open = opening(prefs.quiet_hours.as_ref(), window, tz, now);
+            let until = (open > now).then_some(open);
             // Held for this window already, and released at its end by a clock a little ahead.
             let released = |until| n.not_before.is_some_and(|held| until <= held + chrono::Duration::minutes(1));
             if let Some(until) = until.filter(|until| !released(*until)) {

@@ -31,6 +31,31 @@ pub fn quiet_until(quiet: &QuietHours, tz: Tz, now: DateTime<Utc>) -> Option<Dat
     until.map(|(_, end)| end)
 }
 
+/// The first instant at or after `at` that is outside the user's quiet
+/// hours and inside the category's send window (either may be absent): when
+/// a non-critical message may go.
+pub fn opening(
+    quiet: Option<&QuietHours>,
+    window: Option<&crate::config::SendWindow>,
+    tz: Tz,
+    at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let closed = window.map(|w| w.as_quiet());
+    let mut t = at;
+    // Each step moves past one window; a day has at most a few.
+    for _ in 0..16 {
+        let mut moved = t;
+        for q in [quiet, closed.as_ref()].into_iter().flatten() {
+            moved = quiet_until(q, tz, moved).unwrap_or(moved);
+        }
+        if moved == t {
+            break;
+        }
+        t = moved;
+    }
+    t
+}
+
 /// A window as it was written (local times) and when it ends (an instant).
 struct Span {
     local_start: NaiveDateTime,

@@ -3,10 +3,12 @@
 //! long as the process.
 
 use super::{
-    claim_value, entry, holder, is_taken_by, lane_of, millis, pinned_to, score, Claim, Hydrated, Store, StoreError,
-    CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, holder, id_of, is_taken_by, lane_of, millis, pinned_to, score, CapCount, Claim, Hydrated,
+    Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
+use crate::caps::{self, Admission, CapAsk};
 use crate::suppression::{Cause, Suppression};
+use crate::Channel;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -28,6 +30,8 @@ struct Inner {
     /// (lease end score, member).
     claimed: BTreeSet<(i64, String)>,
     lanes: HashMap<String, Lane>,
+    /// Notification id -> the member that holds it on the schedule.
+    held_ids: HashMap<String, String>,
     breakers: HashMap<String, Instant>,
     /// Per provider: theoretical arrival time of the next call, and until when its rate is halved.
     rates: HashMap<String, (Instant, Option<Instant>)>,
@@ -37,6 +41,10 @@ struct Inner {
     soft_bounces: HashMap<String, (std::collections::HashSet<String>, Instant)>,
     /// Sightings: who saw each first, and when it is forgotten.
     seen: HashMap<String, (String, Instant)>,
+    /// (user, cap, channel) -> (score ms, notification id), in score order.
+    caps: HashMap<(String, String, Channel), Vec<(i64, String)>>,
+    /// User -> (when ms, notification id) dropped over a cap.
+    cap_dropped: HashMap<String, Vec<(i64, String)>>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -45,6 +53,21 @@ struct Lane {
     due: i64,
     pending: i64,
     seq: i64,
+}
+
+impl Inner {
+    /// `member` left the schedule: its place on `lane` and in the index of notifications held go.
+    fn released(&mut self, lane: &str, member: &str) {
+        if let Some(id) = id_of(member).filter(|id| self.held_ids.get(id).map(String::as_str) == Some(member)) {
+            self.held_ids.remove(&id);
+        }
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.pending -= 1;
+            if l.pending <= 0 {
+                self.lanes.remove(lane);
+            }
+        }
+    }
 }
 
 impl MemoryStore {
@@ -149,6 +172,13 @@ impl Store for MemoryStore {
         if inner.claimed.iter().any(|(_, m)| m == member) {
             return Ok(due);
         }
+        // Another member of the same notification waits: its release time.
+        let id = id_of(member);
+        if let Some(other) = id.as_ref().and_then(|id| inner.held_ids.get(id)) {
+            if let Some((held, _)) = inner.deferred.iter().find(|(_, m)| m == other) {
+                return Ok(DateTime::from_timestamp_millis(held / 1000).unwrap_or(due));
+            }
+        }
         let l = inner.lanes.entry(lane.to_string()).or_default();
         let mut due_ms = millis(due);
         if l.pending > 0 {
@@ -161,6 +191,9 @@ impl Store for MemoryStore {
         l.pending += 1;
         let entry = (score(due_ms, l.seq), member.to_string());
         inner.deferred.insert(entry);
+        if let Some(id) = id {
+            inner.held_ids.insert(id, member.to_string());
+        }
         Ok(DateTime::from_timestamp_millis(due_ms).unwrap_or(due))
     }
 
@@ -196,17 +229,25 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn undefer(&self, lane: &str, member: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        // Whichever member holds its notification.
+        let id = id_of(member);
+        let member = id.as_ref().and_then(|id| inner.held_ids.get(id)).cloned().unwrap_or_else(|| member.to_string());
+        let before = inner.deferred.len();
+        inner.deferred.retain(|(_, m)| *m != member);
+        if inner.deferred.len() < before {
+            inner.released(lane, &member);
+        }
+        Ok(())
+    }
+
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let before = inner.claimed.len();
         inner.claimed.retain(|(_, m)| m != member);
         if inner.claimed.len() < before {
-            if let Some(l) = inner.lanes.get_mut(lane) {
-                l.pending -= 1;
-                if l.pending <= 0 {
-                    inner.lanes.remove(lane);
-                }
-            }
+            inner.released(lane, member);
         }
         Ok(())
     }
@@ -327,6 +368,44 @@ impl Store for MemoryStore {
             inner.suppressions.values().skip(cursor as usize).take(PAGE).filter_map(|j| entry(j)).collect();
         let next = cursor as usize + PAGE;
         Ok((if next < inner.suppressions.len() { next as u64 } else { 0 }, page))
+    }
+
+    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(asks.len());
+        for ask in asks {
+            let keys: Vec<_> = ask.caps.iter().map(|c| (ask.user.clone(), c.0.clone(), ask.channel)).collect();
+            let mut windows: Vec<_> = keys.iter().map(|k| inner.caps.remove(k).unwrap_or_default()).collect();
+            let mut dropped = inner.cap_dropped.remove(&ask.user).unwrap_or_default();
+            let (code, ms, by) = caps::admit(ask, &mut windows, &mut dropped);
+            inner.caps.extend(keys.into_iter().zip(windows));
+            inner.cap_dropped.insert(ask.user.clone(), dropped);
+            out.push(caps::answer(ask, code, ms, by));
+        }
+        Ok(out)
+    }
+
+    async fn cap_counts(
+        &self,
+        user: &str,
+        caps: &[(String, Duration)],
+        channels: &[Channel],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CapCount>, StoreError> {
+        let inner = self.lock();
+        let now = millis(now);
+        let mut out = Vec::new();
+        for (cap, per) in caps {
+            for &channel in channels {
+                let scores = inner.caps.get(&(user.to_string(), cap.clone(), channel));
+                let scores = scores.map(Vec::as_slice).unwrap_or_default();
+                let start = now - per.as_millis() as i64;
+                let in_window = scores.iter().filter(|(s, _)| *s > start && *s <= now).count() as u64;
+                let ahead = scores.iter().filter(|(s, _)| *s > now).count() as u64;
+                out.push(CapCount { cap: cap.clone(), channel, in_window, ahead });
+            }
+        }
+        Ok(out)
     }
 
     async fn soft_bounce(&self, address: &str, by: &str, window: Duration) -> Result<u64, StoreError> {

@@ -11,6 +11,7 @@ mod redis;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
+use crate::caps::{Admission, CapAsk};
 use crate::suppression::{Cause, Suppression};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,6 +43,17 @@ impl From<::redis::RedisError> for StoreError {
     }
 }
 
+/// One cap's count for one user and channel ([`Store::cap_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CapCount {
+    pub cap: String,
+    pub channel: crate::Channel,
+    /// Admitted for an instant inside the window that ends now.
+    pub in_window: u64,
+    /// Admitted for a later instant (held by the cap, or deferred).
+    pub ahead: u64,
+}
+
 /// What [`Store::hydrate`] read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hydrated {
@@ -68,6 +80,19 @@ fn score(due_ms: i64, seq: i64) -> i64 {
 /// The most members one [`Store::claim_due`] claims: a claim's members keep
 /// their order in the lease score's last three digits.
 pub const MAX_CLAIM: usize = 999;
+
+/// The notification id a deferred member holds, read from the member itself.
+fn id_of(member: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        notification: Id,
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        notification_id: String,
+    }
+    Some(serde_json::from_str::<Member>(member).ok()?.notification.notification_id)
+}
 
 /// The lane a deferred member is held on, read from the member itself; none
 /// for a member that does not read (it blocks nothing).
@@ -223,7 +248,9 @@ pub trait Store: Send + Sync {
     /// `due`, or later: never before a member already held on the same lane,
     /// so a user's messages leave in the order they were deferred. Returns
     /// when it will be released. Holding a member already held changes
-    /// nothing, so a retry after a timeout cannot count a lane twice.
+    /// nothing, so a retry after a timeout cannot count a lane twice; nor
+    /// does holding another member of a notification that waits already
+    /// (another read of its event): its release time is returned.
     async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
 
     /// Atomically claims up to `limit` (at most [`MAX_CLAIM`]) members due at
@@ -233,8 +260,29 @@ pub trait Store: Send + Sync {
     /// member of its lane is claimed.
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError>;
 
+    /// Takes the member that holds `member`'s notification (whichever read
+    /// of its event made it) off the schedule while it waits (not once
+    /// claimed), releasing its place on the lane: intake holding it again
+    /// elsewhere.
+    async fn undefer(&self, lane: &str, member: &str) -> Result<(), StoreError>;
+
     /// Removes a member once it is back on its channel topic, releasing its lane.
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError>;
+
+    /// Admits each of `asks` under its caps (see [`crate::caps`]), in order,
+    /// each atomically, in one round trip where the store allows.
+    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError>;
+
+    /// For `user`: per cap `(name, per)` and channel, the notifications the
+    /// cap admitted in the window ending at `now` and those admitted for
+    /// later (deferred), as `tidings prefs get` shows them.
+    async fn cap_counts(
+        &self,
+        user: &str,
+        caps: &[(String, Duration)],
+        channels: &[crate::Channel],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CapCount>, StoreError>;
 
     /// Marks `provider`'s breaker open for the fleet, for `open_for`.
     async fn open_breaker(&self, provider: &str, open_for: Duration) -> Result<(), StoreError>;
@@ -390,6 +438,10 @@ impl Keys {
     pub fn deferred_claimed(&self) -> String {
         self.tagged("deferred") + ":claimed"
     }
+    /// Notification id -> the member that holds it on the schedule.
+    pub fn deferred_ids(&self) -> String {
+        self.tagged("deferred") + ":ids"
+    }
     pub fn lanes(&self) -> String {
         // One Redis keeps the name the lanes always had.
         if self.cluster {
@@ -414,6 +466,16 @@ impl Keys {
     pub fn soft_bounces(&self, address: &str) -> String {
         // A set of the bounces counted (the counter of earlier versions was `softbounce:`).
         format!("{}:softbounces:{address}", self.prefix)
+    }
+    /// What cap `cap` admitted of `user` on `channel`: a sorted set of
+    /// notification ids scored by the instant (ms) each was admitted for.
+    /// Every key of a user's caps shares one hash tag (one slot on a cluster).
+    pub fn cap(&self, user: &str, cap: &str, channel: crate::Channel) -> String {
+        format!("{{{}:caps:{user}}}:{cap}:{}", self.prefix, channel.as_str())
+    }
+    /// The notifications of `user` dropped over a cap, scored by when.
+    pub fn cap_dropped(&self, user: &str) -> String {
+        format!("{{{}:caps:{user}}}:dropped", self.prefix)
     }
     /// A callback or other sighting, remembered a while.
     pub fn seen(&self, key: &str) -> String {

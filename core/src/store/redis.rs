@@ -1,10 +1,12 @@
 //! The Redis implementation of [`Store`].
 
 use super::{
-    claim_value, entry, millis, score, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY,
-    MAX_CLAIM,
+    claim_value, entry, millis, score, CapCount, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK,
+    CLAIM_MEMORY, MAX_CLAIM,
 };
+use crate::caps::{self, Admission, CapAsk};
 use crate::suppression::{Cause, Suppression};
+use crate::Channel;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join, try_join_all};
@@ -208,7 +210,9 @@ return 0
 /// member already held is not counted again (a retry after a timeout whose
 /// write had gone through): its release time is returned as it is; nor is
 /// one the scheduler claimed meanwhile (KEYS[3]), which is on its way out.
-/// ARGV: member, due (ms), lane.
+/// Nor is another member of the same notification while one waits (another
+/// read of its event, whose member differs in when it was made): KEYS[4]
+/// maps each notification id held to its member. ARGV: member, due (ms), lane.
 /// Every lane is a field of one hash (so a batch reads all its lanes with one
 /// HMGET) whose value is `due,pending,seq`: the release time of its last
 /// member, how many members are held, and a sequence that orders members due
@@ -217,6 +221,16 @@ const DEFER: &str = r#"
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if held then return math.floor(tonumber(held) / 1000) end
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return tonumber(ARGV[2]) end
+local ok, v = pcall(cjson.decode, ARGV[1])
+local id = ok and type(v) == 'table' and type(v.notification) == 'table' and v.notification.notification_id
+if type(id) ~= 'string' then id = nil end
+if id then
+  local other = redis.call('HGET', KEYS[4], id)
+  -- Only while it waits: one claimed is on its way out, and the worker may
+  -- hold it again (quiet hours at delivery) before the scheduler removes it.
+  local at = other and redis.call('ZSCORE', KEYS[1], other)
+  if at then return math.floor(tonumber(at) / 1000) end
+end
 local due = tonumber(ARGV[2])
 local pending, seq = 0, 0
 local v = redis.call('HGET', KEYS[2], ARGV[3])
@@ -231,6 +245,7 @@ end
 seq = seq + 1
 redis.call('HSET', KEYS[2], ARGV[3], string.format('%.0f,%d,%d', due, pending + 1, seq))
 redis.call('ZADD', KEYS[1], string.format('%.0f', due * 1000 + seq), ARGV[1])
+if id then redis.call('HSET', KEYS[4], id, ARGV[1]) end
 return due
 "#;
 
@@ -280,9 +295,67 @@ end
 return out
 "#;
 
-/// Removes a published member and releases its place on the lane.
+/// Admits a notification under its caps, as [`crate::caps::admit`] says.
+/// KEYS: each cap's window, then the user's dropped set. ARGV: the id, the
+/// instant asked for (ms), now (ms), `1` to move an earlier admission later,
+/// `1` to drop over the cap, the longest window (ms), then per cap its max
+/// and window (ms). Answers {1 admitted, 2 admitted before or -1 dropped,
+/// instant (ms), the cap (counted from 1) that held it, 0 for none}.
+const ADMIT: &str = r#"
+local n = #KEYS - 1
+local id, t0, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local again, drop, longest = ARGV[4] == '1', ARGV[5] == '1', tonumber(ARGV[6])
+local dropped = KEYS[n + 1]
+redis.call('ZREMRANGEBYSCORE', dropped, '-inf', string.format('%.0f', now - longest))
+if redis.call('ZSCORE', dropped, id) then return {-1, 0, 0} end
+local had = redis.call('ZSCORE', KEYS[1], id)
+if had then
+  had = tonumber(had)
+  if (not again) or had >= t0 then return {2, had, 0} end
+  for i = 1, n do redis.call('ZREM', KEYS[i], id) end
+end
+local t, by = t0, 0
+for i = 1, n do
+  local max, per = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - per))
+  local last = redis.call('ZRANGE', KEYS[i], -max, -1, 'WITHSCORES')
+  local k = #last / 2
+  if k > 0 then
+    local need = tonumber(last[#last])
+    if k >= max then
+      local free = tonumber(last[2]) + per
+      if free > need then need = free end
+    end
+    if need > t then t, by = need, i end
+  end
+end
+if drop and t > t0 then
+  redis.call('ZADD', dropped, string.format('%.0f', now), id)
+  redis.call('PEXPIRE', dropped, longest)
+  return {-1, t, by}
+end
+for i = 1, n do
+  local per = tonumber(ARGV[6 + 2 * i])
+  redis.call('ZADD', KEYS[i], string.format('%.0f', t), id)
+  redis.call('PEXPIRE', KEYS[i], string.format('%.0f', t - now + per))
+end
+return {1, t, by}
+"#;
+
+/// Removes a member (KEYS[1]: from the claimed set once published, or from
+/// the schedule when intake takes it back, ARGV[3] `1`: then the member that
+/// holds its notification, whichever read made it) and releases its place
+/// on the lane and in the index of notifications held (KEYS[3]).
 const REMOVE: &str = r#"
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+local member = ARGV[1]
+local ok, v = pcall(cjson.decode, member)
+local id = ok and type(v) == 'table' and type(v.notification) == 'table' and v.notification.notification_id
+if type(id) ~= 'string' then id = nil end
+local indexed = id and redis.call('HGET', KEYS[3], id)
+-- Taken back by intake: whichever member holds its notification.
+if ARGV[3] == '1' and indexed then member = indexed end
+if redis.call('ZREM', KEYS[1], member) == 1 then
+  if indexed == member then redis.call('HDEL', KEYS[3], id) end
   local v = redis.call('HGET', KEYS[2], ARGV[2])
   if v then
     local d, p, s = string.match(v, '^(%-?%d+),(%d+),(%d+)$')
@@ -441,6 +514,7 @@ pub struct RedisStore {
     get_or_set: Script,
     list: Script,
     lift: Script,
+    admit: Script,
     /// Where deferrals go when they must reach replicas before they count.
     replicated: Option<Replicated>,
 }
@@ -598,6 +672,45 @@ async fn swap_batch(mut conn: Conn, script: &Script, asks: Vec<SwapAsk>) -> Resu
 }
 
 impl RedisStore {
+    /// Removes a member from `set`: the claimed set (published), or the
+    /// schedule (taken back by intake: whichever member holds its notification).
+    async fn remove_from(&self, set: String, lane: &str, member: &str) -> Result<(), StoreError> {
+        let taken_back = set == self.keys.deferred();
+        let mut conn = self.conn.clone();
+        let mut call = self.remove.key(set);
+        call.key(self.keys.lanes()).key(self.keys.deferred_ids()).arg(member).arg(lane).arg(u8::from(taken_back));
+        let _: i64 = call.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Admits asks that share a slot, as one pipeline of script calls. A
+    /// server that lost the script (it restarted) refuses every call of the
+    /// pipeline alike: the script is loaded and the pipeline sent again.
+    async fn admit_group(&self, group: Vec<(String, &CapAsk)>) -> Result<Vec<Admission>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (dropped, ask) in &group {
+            let cmd = pipe.cmd("EVALSHA").arg(self.admit.get_hash()).arg(ask.caps.len() + 1);
+            for (cap, _, _) in &ask.caps {
+                cmd.arg(self.keys.cap(&ask.user, cap, ask.channel));
+            }
+            let longest = ask.caps.iter().map(|c| c.2.as_millis() as u64).max().unwrap_or(1);
+            cmd.arg(dropped).arg(&ask.id).arg(millis(ask.at)).arg(millis(ask.now));
+            cmd.arg(u8::from(ask.again)).arg(u8::from(ask.drop)).arg(longest);
+            for (_, max, per) in &ask.caps {
+                cmd.arg(*max).arg(per.as_millis() as u64);
+            }
+        }
+        let mut conn = self.conn.clone();
+        let answers: Vec<(i64, i64, usize)> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.admit.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            answer => answer?,
+        };
+        Ok(group.iter().zip(answers).map(|((_, ask), (code, ms, by))| caps::answer(ask, code, ms, by)).collect())
+    }
+
     /// Claims `id`, reading `user`'s preferences and the list entry of
     /// `address` in the same script when the claim is had.
     async fn claim_and_read(
@@ -662,6 +775,7 @@ impl RedisStore {
             get_or_set: Script::new(GET_OR_SET),
             list: Script::new(LIST),
             lift: Script::new(LIFT),
+            admit: Script::new(ADMIT),
             replicated: None,
         })
     }
@@ -693,8 +807,8 @@ impl RedisStore {
         due: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("EVAL").arg(DEFER).arg(3).arg(self.keys.deferred()).arg(self.keys.lanes());
-        pipe.arg(self.keys.deferred_claimed()).arg(member).arg(millis(due)).arg(lane);
+        pipe.cmd("EVAL").arg(DEFER).arg(4).arg(self.keys.deferred()).arg(self.keys.lanes());
+        pipe.arg(self.keys.deferred_claimed()).arg(self.keys.deferred_ids()).arg(member).arg(millis(due)).arg(lane);
         pipe.cmd("INCR").arg(self.keys.deferred() + ":replicated").ignore();
         pipe.cmd("WAIT").arg(r.replicas).arg(r.wait.as_millis().max(1) as u64);
         let (released, on): (i64, u32) = match r.conn.clone() {
@@ -799,6 +913,7 @@ impl Store for RedisStore {
             .key(self.keys.deferred())
             .key(self.keys.lanes())
             .key(self.keys.deferred_claimed())
+            .key(self.keys.deferred_ids())
             .arg(member)
             .arg(millis(due))
             .arg(lane)
@@ -822,17 +937,51 @@ impl Store for RedisStore {
             .await?)
     }
 
+    async fn undefer(&self, lane: &str, member: &str) -> Result<(), StoreError> {
+        self.remove_from(self.keys.deferred(), lane, member).await
+    }
+
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError> {
+        self.remove_from(self.keys.deferred_claimed(), lane, member).await
+    }
+
+    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One pipeline of script calls per slot (each user's keys share one).
+        let keyed: Vec<(String, &CapAsk)> = asks.iter().map(|a| (self.keys.cap_dropped(&a.user), a)).collect();
+        let answers = by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group)).await;
+        answers.into_iter().collect()
+    }
+
+    async fn cap_counts(
+        &self,
+        user: &str,
+        caps: &[(String, Duration)],
+        channels: &[Channel],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CapCount>, StoreError> {
+        let mut pipe = redis::pipe();
+        let mut out = Vec::new();
+        for (cap, per) in caps {
+            for &channel in channels {
+                let key = self.keys.cap(user, cap, channel);
+                let start = millis(now) - per.as_millis() as i64;
+                pipe.cmd("ZCOUNT").arg(&key).arg(format!("({start}")).arg(millis(now));
+                pipe.cmd("ZCOUNT").arg(&key).arg(format!("({}", millis(now))).arg("+inf");
+                out.push(CapCount { cap: cap.clone(), channel, in_window: 0, ahead: 0 });
+            }
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
         let mut conn = self.conn.clone();
-        let _: i64 = self
-            .remove
-            .key(self.keys.deferred_claimed())
-            .key(self.keys.lanes())
-            .arg(member)
-            .arg(lane)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        for (c, pair) in out.iter_mut().zip(counts.chunks(2)) {
+            (c.in_window, c.ahead) = (pair[0], pair[1]);
+        }
+        Ok(out)
     }
 
     async fn open_breaker(&self, provider: &str, open_for: Duration) -> Result<(), StoreError> {

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings::fleet;
+use tidings_core::caps::{Admission, CapAsk};
 use tidings_core::notification::notification_id;
 use tidings_core::progress::Progress;
-use tidings_core::store::{Claim, Hydrated, SharedStore, Store, StoreError};
+use tidings_core::store::{CapCount, Claim, Hydrated, SharedStore, Store, StoreError};
 use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::{Channel, Clock, State};
 use tidings_intake::service::IntakeError;
@@ -127,6 +128,21 @@ impl Store for PanicsOnHydrate {
     }
     async fn dedupe_value(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.inner.dedupe_value(id).await
+    }
+    async fn undefer(&self, lane: &str, member: &str) -> Result<(), StoreError> {
+        self.inner.undefer(lane, member).await
+    }
+    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
+        self.inner.admit(asks).await
+    }
+    async fn cap_counts(
+        &self,
+        user: &str,
+        caps: &[(String, Duration)],
+        channels: &[Channel],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CapCount>, StoreError> {
+        self.inner.cap_counts(user, caps, channels, now).await
     }
     async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         self.inner.defer(lane, member, due).await

@@ -1,0 +1,187 @@
+//! Frequency caps: how many notifications of some categories one user gets
+//! on one channel in any window of a given length.
+//!
+//! Each (user, cap, channel) keeps the ids of the notifications it admitted,
+//! each scored by the instant it was admitted for. Admitting is one atomic
+//! step over every cap a notification falls under ([`Store::admit`]):
+//!
+//! - A notification already admitted is answered with the instant it was
+//!   admitted for, and counted no further: a redelivered event, a replayed
+//!   letter, a second intake process reading the same record all get the
+//!   first answer. One dropped is remembered as dropped, as long as the
+//!   longest cap's window.
+//! - Otherwise it is admitted at the first instant `t`, at or after the one
+//!   asked for, where each cap's window `(t - per, t]` holds fewer than
+//!   `max`, and no earlier than the latest instant the cap already
+//!   admitted one for (a user's capped messages keep their order).
+//! - Over the cap, a category that drops does not wait: the notification is
+//!   dropped, counted nowhere.
+//!
+//! With `again` the instant asked for is a floor: one admitted earlier
+//! (intake learned since that quiet hours, a send window or a message
+//! ahead of it hold it later) is taken out and admitted again from there.
+//! Taking one out only frees room, so no other admission is undone by it.
+//!
+//! [`Store::admit`]: crate::store::Store::admit
+
+use crate::Channel;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// One notification to admit under the caps it falls under.
+#[derive(Debug, Clone)]
+pub struct CapAsk {
+    pub user: String,
+    pub channel: Channel,
+    /// The notification id: what is counted.
+    pub id: String,
+    /// `(name, max, per)` of each cap, in a fixed order (by name).
+    pub caps: Vec<(String, u32, Duration)>,
+    /// The earliest instant it may go.
+    pub at: DateTime<Utc>,
+    /// Now: what has left every window is forgotten.
+    pub now: DateTime<Utc>,
+    /// Over the cap it is dropped rather than deferred.
+    pub drop: bool,
+    /// An admission before `at` is moved to `at` or later (see the module).
+    pub again: bool,
+}
+
+/// What became of a [`CapAsk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// It goes at this instant (the one asked for, when no cap held it).
+    /// `by`: the cap that held it later, if one did.
+    Admitted { at: DateTime<Utc>, by: Option<String> },
+    /// Admitted before, for this instant (by an earlier read of its event):
+    /// the first answer stands, and counted once.
+    Before { at: DateTime<Utc> },
+    /// Over the cap `by` (`None`: dropped before, when first routed).
+    Dropped { by: Option<String> },
+}
+
+/// The admission step on one user's windows, as the Redis script does it
+/// (the memory store's implementation, and the script's specification).
+/// `windows[i]` holds the scores (ms) of cap `i`'s window in order; `dropped`
+/// the ids dropped and when.
+pub fn admit(ask: &CapAsk, windows: &mut [Vec<(i64, String)>], dropped: &mut Vec<(i64, String)>) -> (i64, i64, usize) {
+    let (t0, now) = (ask.at.timestamp_millis(), ask.now.timestamp_millis());
+    let longest = ask.caps.iter().map(|c| c.2.as_millis() as i64).max().unwrap_or(0);
+    dropped.retain(|(at, _)| *at > now - longest);
+    if dropped.iter().any(|(_, id)| *id == ask.id) {
+        return (-1, 0, 0);
+    }
+    if let Some(had) = windows.first().and_then(|w| w.iter().find(|(_, id)| *id == ask.id)).map(|(s, _)| *s) {
+        if !ask.again || had >= t0 {
+            return (2, had, 0);
+        }
+        for w in windows.iter_mut() {
+            w.retain(|(_, id)| *id != ask.id);
+        }
+    }
+    let (mut t, mut by) = (t0, 0);
+    for (i, (w, (_, max, per))) in windows.iter_mut().zip(&ask.caps).enumerate() {
+        let per = per.as_millis() as i64;
+        w.retain(|(s, _)| *s > now - per);
+        let Some(&(newest, _)) = w.last() else { continue };
+        let mut need = newest;
+        if w.len() >= *max as usize {
+            need = need.max(w[w.len() - *max as usize].0 + per);
+        }
+        if need > t {
+            (t, by) = (need, i + 1);
+        }
+    }
+    if ask.drop && t > t0 {
+        dropped.push((now, ask.id.clone()));
+        return (-1, t, by);
+    }
+    for w in windows.iter_mut() {
+        // Kept in score order: `t` is at least every score there.
+        w.push((t, ask.id.clone()));
+    }
+    (1, t, by)
+}
+
+/// The answer `(code, ms, binding cap)` of [`admit`] or the script, read.
+pub fn answer(ask: &CapAsk, code: i64, ms: i64, by: usize) -> Admission {
+    let by = by.checked_sub(1).and_then(|i| ask.caps.get(i)).map(|c| c.0.clone());
+    if code < 0 {
+        return Admission::Dropped { by };
+    }
+    let at = DateTime::from_timestamp_millis(ms).unwrap_or(ask.at);
+    if code == 2 {
+        return Admission::Before { at };
+    }
+    Admission::Admitted { at, by }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(id: &str, at: i64, now: i64, caps: &[(u32, u64)], drop: bool) -> CapAsk {
+        CapAsk {
+            user: "u1".into(),
+            channel: Channel::Email,
+            id: id.into(),
+            caps: caps.iter().enumerate().map(|(i, (m, p))| (format!("c{i}"), *m, Duration::from_secs(*p))).collect(),
+            at: DateTime::from_timestamp_millis(at * 1000).unwrap(),
+            now: DateTime::from_timestamp_millis(now * 1000).unwrap(),
+            drop,
+            again: false,
+        }
+    }
+
+    fn run(a: &CapAsk, w: &mut Vec<Vec<(i64, String)>>, d: &mut Vec<(i64, String)>) -> Admission {
+        w.resize(a.caps.len(), Vec::new());
+        let (code, ms, by) = admit(a, w, d);
+        answer(a, code, ms, by)
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(s * 1000).unwrap()
+    }
+
+    #[test]
+    fn a_sliding_window_defers_to_the_instant_the_oldest_leaves_and_counts_an_id_once() {
+        let (mut w, mut d) = (Vec::new(), Vec::new());
+        let cap = [(2, 3600)];
+        assert_eq!(run(&ask("a", 0, 0, &cap, false), &mut w, &mut d), Admission::Admitted { at: at(0), by: None });
+        assert_eq!(
+            run(&ask("b", 600, 600, &cap, false), &mut w, &mut d),
+            Admission::Admitted { at: at(600), by: None }
+        );
+        // The same id again: the first answer, nothing counted.
+        assert_eq!(run(&ask("b", 900, 900, &cap, false), &mut w, &mut d), Admission::Before { at: at(600) });
+        let by = Some("c0".to_string());
+        assert_eq!(run(&ask("c", 900, 900, &cap, false), &mut w, &mut d), Admission::Admitted { at: at(3600), by });
+        // Behind c, whatever the window says: d waits for b to leave after c.
+        let by = Some("c0".to_string());
+        assert_eq!(run(&ask("d", 1000, 1000, &cap, false), &mut w, &mut d), Admission::Admitted { at: at(4200), by });
+        // Dropping: not counted, and remembered.
+        let dropped = Admission::Dropped { by: Some("c0".into()) };
+        assert_eq!(run(&ask("e", 1000, 1000, &cap, true), &mut w, &mut d), dropped);
+        assert_eq!(run(&ask("e", 1500, 1500, &cap, true), &mut w, &mut d), Admission::Dropped { by: None });
+        // Forgotten once the longest window passed: decided afresh.
+        let later = run(&ask("e", 9000, 9000, &cap, true), &mut w, &mut d);
+        assert_eq!(later, Admission::Admitted { at: at(9000), by: None });
+        assert_eq!(w[0], [(9_000_000, "e".to_string())], "what left every window is forgotten");
+    }
+
+    #[test]
+    fn every_cap_must_admit_and_again_moves_an_admission_later() {
+        let (mut w, mut d) = (Vec::new(), Vec::new());
+        let caps = [(1, 60), (2, 3600)];
+        assert!(matches!(run(&ask("a", 0, 0, &caps, false), &mut w, &mut d), Admission::Admitted { .. }));
+        let second = run(&ask("b", 10, 10, &caps, false), &mut w, &mut d);
+        assert_eq!(second, Admission::Admitted { at: at(60), by: Some("c0".into()) });
+        let third = run(&ask("c", 70, 70, &caps, false), &mut w, &mut d);
+        assert_eq!(third, Admission::Admitted { at: at(3600), by: Some("c1".into()) });
+        // Moved later: taken out and admitted again from the floor.
+        let mut moved = ask("b", 7200, 100, &caps, false);
+        moved.again = true;
+        assert_eq!(run(&moved, &mut w, &mut d), Admission::Admitted { at: at(7200), by: None });
+        assert_eq!(w[1].iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0, 3_600_000, 7_200_000]);
+    }
+}
