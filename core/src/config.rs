@@ -610,6 +610,35 @@ pub struct EventRoute {
     /// For critical types: channels to fall back to, in order, when one fails for good.
     #[serde(default)]
     pub fallback: Vec<Channel>,
+    /// Collects the user's events of this type into one notification (see [`Digest`]).
+    #[serde(default)]
+    pub digest: Option<Digest>,
+}
+
+/// A digest: a user's events of one type (and one value of `key`) within a
+/// window become one notification, whose template sees `items` (each
+/// event's data, in the order read) and `count`. The window opens with its
+/// first event and closes `window` later, or at the next `at` in the
+/// user's zone (a daily digest), or as soon as it holds `max_items`. An
+/// event read after its window closed opens the next one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Digest {
+    #[serde(default, with = "humantime_serde::option")]
+    pub window: Option<Duration>,
+    /// A local time, e.g. `09:00`: daily at that time in the user's zone.
+    #[serde(default, deserialize_with = "crate::prefs::de_hhmm_opt")]
+    pub at: Option<chrono::NaiveTime>,
+    #[serde(default = "default_digest_items")]
+    pub max_items: u32,
+    /// A JSON pointer into the event (e.g. `/data/order_id`): one digest per
+    /// value. An event without it is dead-lettered. None: one per user.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+fn default_digest_items() -> u32 {
+    50
 }
 
 impl ChannelConfig {
@@ -918,6 +947,30 @@ impl Config {
                 None => {}
             }
         }
+        for (ty, route) in &self.events {
+            let Some(d) = &route.digest else { continue };
+            let at = format!("events.\"{ty}\".digest");
+            match (d.window, d.at) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return bad(format!("{at}: give either `window` or `at` (a daily digest), not both nor neither"))
+                }
+                (Some(w), None) if w < Duration::from_secs(1) => {
+                    return bad(format!("{at}.window must be at least 1s"))
+                }
+                _ => {}
+            }
+            if d.max_items == 0 || d.max_items > 10_000 {
+                return bad(format!("{at}.max_items must be within 1..=10000"));
+            }
+            if let Some(key) = &d.key {
+                if !key.starts_with('/') {
+                    return bad(format!("{at}.key `{key}` is not a JSON pointer (like `/data/order_id`)"));
+                }
+            }
+            if route.priority == Priority::Critical {
+                return bad(format!("{at}: a critical event goes at once, it cannot wait in a digest"));
+            }
+        }
         for (name, c) in &self.categories {
             if !used.contains(name.as_str()) {
                 return bad(format!("categories.{name}: no event type has this category"));
@@ -940,6 +993,16 @@ impl Config {
     ) -> impl Iterator<Item = (&'a str, &'a Cap)> + 'a {
         let counted = priority != Priority::Critical;
         self.caps.iter().filter(move |(name, cap)| counted && cap.covers(name, category)).map(|(n, c)| (n.as_str(), c))
+    }
+
+    /// The input topic events of type `ty` go to: the first of
+    /// `intake.topics` named after its domain (`orders.events` for
+    /// `order.confirmed`), else the first.
+    pub fn input_topic(&self, ty: &str) -> String {
+        let domain = ty.split('.').next().unwrap_or("");
+        let topics = &self.intake.topics;
+        let named = topics.iter().find(|t| !domain.is_empty() && t.starts_with(domain));
+        named.or_else(|| topics.first()).cloned().unwrap_or_default()
     }
 
     /// The consumer group of a role, e.g. `tidings-worker-email`.

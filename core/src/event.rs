@@ -188,6 +188,12 @@ impl CloudEvent {
     /// The user this event is about, found at a JSON pointer into the
     /// structured form (`/data/user_id` by default, `/subject` also works).
     pub fn user_id(&self, pointer: &str) -> Result<String, DecodeError> {
+        self.string_at(pointer).ok_or_else(|| DecodeError::NoUser(pointer.to_string()))
+    }
+
+    /// The string (or number, as written) at JSON `pointer` in the
+    /// structured event, if there is a non-empty one.
+    pub fn string_at(&self, pointer: &str) -> Option<String> {
         let found = match pointer {
             "/subject" => self.subject.clone().map(Value::String),
             "/source" => Some(Value::String(self.source.clone())),
@@ -196,9 +202,9 @@ impl CloudEvent {
             p => serde_json::to_value(self).ok().and_then(|j| j.pointer(p).cloned()),
         };
         match found {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s),
-            Some(Value::Number(n)) => Ok(n.to_string()),
-            _ => Err(DecodeError::NoUser(pointer.to_string())),
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`event`]: CloudEvents 1.0 input, structured and binary mode.
 //! - [`notification`]: the record intake writes to a channel topic, with its deterministic id.
 //! - [`status`]: the outcome record on `tidings.status`.
+//! - [`digest`]: a user's events of one type collected into one notification.
 //! - [`dead_letter`]: the headers a dead-lettered record carries.
 //! - [`persist`]: retrying Redis and Kafka calls until they succeed.
 //! - [`prefs`]: a user's preferences, validated when written.
@@ -29,6 +30,7 @@ pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod dead_letter;
+pub mod digest;
 pub mod event;
 pub mod kafka;
 pub mod notification;

@@ -89,6 +89,10 @@ pub(crate) fn de_hhmm<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::E
         .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a local time like 22:00")))
 }
 
+pub(crate) fn de_hhmm_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveTime>, D::Error> {
+    de_hhmm(d).map(Some)
+}
+
 pub const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl Preferences {

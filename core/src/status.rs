@@ -113,6 +113,9 @@ impl std::str::FromStr for ErrorClass {
     }
 }
 
+/// How the reason of an event collected into a digest starts.
+pub const DIGESTED_PREFIX: &str = "digested";
+
 /// How the reason of a notification dropped over a frequency cap starts.
 pub const FREQUENCY_CAP_PREFIX: &str = "frequency cap";
 
@@ -134,6 +137,8 @@ pub enum Reason {
     SuppressionList,
     /// Over a frequency cap whose category drops.
     FrequencyCap,
+    /// Collected into a digest, which is sent instead.
+    Digested,
     Permanent,
     Exhausted,
     Poison,
@@ -142,7 +147,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::None,
         Reason::Preferences,
         Reason::NoAddress,
@@ -150,6 +155,7 @@ impl Reason {
         Reason::UnknownType,
         Reason::SuppressionList,
         Reason::FrequencyCap,
+        Reason::Digested,
         Reason::Permanent,
         Reason::Exhausted,
         Reason::Poison,
@@ -166,6 +172,7 @@ impl Reason {
             Reason::UnknownType => "unknown_type",
             Reason::SuppressionList => "suppression_list",
             Reason::FrequencyCap => "frequency_cap",
+            Reason::Digested => "digested",
             Reason::Permanent => "permanent",
             Reason::Exhausted => "exhausted",
             Reason::Poison => "poison",
@@ -286,6 +293,8 @@ impl StatusRecord {
                     Reason::NoPreferences
                 } else if said.starts_with("unknown event type") {
                     Reason::UnknownType
+                } else if said.starts_with(DIGESTED_PREFIX) {
+                    Reason::Digested
                 } else if said.starts_with(FREQUENCY_CAP_PREFIX) {
                     Reason::FrequencyCap
                 } else if said.starts_with(crate::suppression::SUPPRESSED_PREFIX) {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::dead_letter::{self, DeadLetter};
+use tidings_core::digest::{self, Release};
 use tidings_core::kafka::{self, delivered, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, Deferred};
 use tidings_core::progress::Progress;
@@ -159,6 +160,13 @@ pub async fn release_due(
         }
         let mut pending = Vec::with_capacity(claimed.len());
         for member in &claimed {
+            if let Ok(release) = serde_json::from_str::<Release>(member) {
+                match release_digest(config, store, producer, &release, clock).await? {
+                    Some(delivery) => pending.push((Some(release.lane()), member, delivery, None)),
+                    None => store.remove_deferred(&release.lane(), member).await?,
+                }
+                continue;
+            }
             let held = match serde_json::from_str::<Deferred>(member) {
                 Ok(held) => held,
                 Err(e) => {
@@ -213,6 +221,68 @@ pub async fn release_due(
             return Ok(released);
         }
     }
+}
+
+/// Takes a digest's window (closed: an event read from now on opens the
+/// next) and writes it back to intake as one event of the digest's type,
+/// marked as a release ([`digest::RELEASE_HEADER`]), with its items: what
+/// intake then routes as any event. Its id is made from the window, so a
+/// release written twice (this scheduler died before removing the member)
+/// becomes the same notifications, which the workers' dedupe sends once.
+/// `None` when there is nothing to write: a window forgotten, or a digest
+/// too large for intake (dead-lettered with the reason).
+async fn release_digest(
+    config: &Config,
+    store: &SharedStore,
+    producer: &FutureProducer,
+    release: &Release,
+    clock: &Clock,
+) -> Result<Option<rdkafka::producer::DeliveryFuture>, SchedulerError> {
+    let d = &release.digest;
+    let Some(taken) = store.digest_take(&d.user_id, &d.name, d.window).await? else {
+        tracing::warn!(user = %d.user_id, digest = %d.name, window = d.window, "a digest's window is gone; nothing released");
+        return Ok(None);
+    };
+    let items: Vec<&serde_json::value::RawValue> =
+        taken.items.iter().filter_map(|i| serde_json::from_str(i).ok()).collect();
+    let mut event = serde_json::json!({
+        "specversion": "1.0",
+        "id": release.event_id(),
+        "type": d.event_type,
+        "source": digest::RELEASE_SOURCE,
+        "time": taken.closed,
+        "data": {
+            "items": items,
+            "count": items.len(),
+            "key": d.key,
+            "opened_at": taken.opened,
+            "closed_at": taken.closed,
+        },
+    });
+    digest::set_at(&mut event, &config.intake.user_pointer, &d.user_id);
+    let payload = serde_json::to_vec(&event).expect("an event serializes");
+    metrics::histogram!("tidings_digest_items", "type" => d.event_type.clone()).record(items.len() as f64);
+    if payload.len() > config.intake.limits.max_event_bytes {
+        let error = format!(
+            "digest of {} items is {} bytes, more than intake.limits.max_event_bytes ({}); lower its max_items",
+            items.len(),
+            payload.len(),
+            config.intake.limits.max_event_bytes
+        );
+        tracing::error!(%error, "digest dead-lettered");
+        let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error, clock.now());
+        let key = Some(d.user_id.as_bytes());
+        kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(&payload), &letter).await?;
+        return Ok(None);
+    }
+    let topic = config.input_topic(&d.event_type);
+    let window = d.window.to_string();
+    let headers = kafka::headers([(digest::RELEASE_HEADER, window.as_str())]);
+    let record = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&topic)
+        .key(d.user_id.as_bytes())
+        .payload(payload.as_slice())
+        .headers(headers);
+    Ok(Some(kafka::enqueue(producer, record).await?))
 }
 
 /// Dead-letters a member the cluster refused for good (`why`), so it

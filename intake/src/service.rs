@@ -38,11 +38,13 @@ use tidings_core::caps::{Admission, CapAsk};
 use tidings_core::channel::{INTAKE_DLQ_TOPIC, STATUS_TOPIC};
 use tidings_core::config::{ChannelMode, EventRoute, OverCap, SendWindow, UnknownTypes};
 use tidings_core::dead_letter::DeadLetter;
+use tidings_core::digest::{self, Added, DigestAdd};
 use tidings_core::event::{check_id, CloudEvent};
 use tidings_core::kafka::{self, enqueue_dead_letter, enqueue_json};
 use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
+use tidings_core::status::DIGESTED_PREFIX;
 use tidings_core::store::{lane, SharedStore};
 use tidings_core::suppression::address_of;
 use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
@@ -146,6 +148,13 @@ impl TypeLimits {
     }
 }
 
+/// What adding an event to its digest takes ([`Intake::digesting`]).
+enum Digesting {
+    Add(DigestAdd, Option<String>),
+    Letter(String),
+    Status(String),
+}
+
 /// Where a routed notification stands with its caps: the place of its
 /// record in the batch and of the notification among the record's outcomes.
 type CapPlace = (usize, usize);
@@ -218,6 +227,9 @@ struct Read {
 enum Decoded {
     /// An event with a route (`config.events[&event.ty]`) and its user.
     Routed(CloudEvent, String),
+    /// An event of a type whose route digests, for its user's digest (a
+    /// digest's release, marked so by the scheduler, is [`Decoded::Routed`]).
+    Digested(CloudEvent, String),
     /// Not usable as it is: why; the event, if it decoded, and its user.
     Rejected(Rejection),
 }
@@ -574,7 +586,11 @@ fn decode(config: &Config, m: &BorrowedMessage<'_>, topic: &mut Arc<str>) -> Rea
                 _ if !config.events.contains_key(&event.ty) => Rejection::Unknown(event, user.ok()),
                 Err(e) => Rejection::Poison(e.to_string()),
                 Ok(user) => {
-                    let decoded = Decoded::Routed(event, user);
+                    let released = headers.iter().any(|(k, _)| k == digest::RELEASE_HEADER);
+                    let decoded = match config.events[&event.ty].digest {
+                        Some(_) if !released => Decoded::Digested(event, user),
+                        _ => Decoded::Routed(event, user),
+                    };
                     return Read {
                         topic: topic.clone(),
                         partition: m.partition(),
@@ -736,7 +752,7 @@ impl Intake {
         let mut asked = HashSet::new();
         let mut lanes = Vec::new();
         for read in &batch {
-            let Decoded::Routed(event, user) = &read.decoded else { continue };
+            let (Decoded::Routed(event, user) | Decoded::Digested(event, user)) = &read.decoded else { continue };
             let route = &events[&event.ty];
             if asked.insert(user.as_str()) {
                 match self.cache.get(user) {
@@ -746,7 +762,7 @@ impl Intake {
                     None => missing.push(user.clone()),
                 }
             }
-            if route.priority == Priority::Critical {
+            if route.priority == Priority::Critical || matches!(read.decoded, Decoded::Digested(..)) {
                 continue;
             }
             let known = prefs.get(user.as_str()).map(|p| p.as_ref().as_ref().ok());
@@ -830,6 +846,21 @@ impl Intake {
         let mut routed: Vec<Option<Vec<Outcome>>> =
             batch.iter().map(|read| self.routed(read, &prefs, &listed, now)).collect();
         let mut admissions = self.admit(&batch, &routed, &holds, now).await;
+        // And what goes to digests, in one more.
+        let mut digesting: Vec<Option<Digesting>> = (batch.iter())
+            .map(|read| match &read.decoded {
+                Decoded::Digested(event, user) => Some(self.digesting(event, user, prefs.get(user.as_str()), now)),
+                _ => None,
+            })
+            .collect();
+        let adds: Vec<DigestAdd> = (digesting.iter().flatten())
+            .filter_map(|d| if let Digesting::Add(add, _) = d { Some(add.clone()) } else { None })
+            .collect();
+        let mut added = match adds.is_empty() {
+            true => Vec::new(),
+            false => until_ok("add to digests", || self.store.digest_add(&adds)).await,
+        }
+        .into_iter();
 
         let mut out = Vec::with_capacity(batch.len());
         for (i, read) in batch.iter().enumerate() {
@@ -859,6 +890,14 @@ impl Intake {
                             self.status(status, &traced, &mut pending).instrument(span).await
                         }
                     }
+                }
+                Decoded::Digested(event, user) => {
+                    let digesting = digesting[i].take().expect("a digested record's add");
+                    let added = matches!(digesting, Digesting::Add(..)).then(|| added.next()).flatten();
+                    let (traced, span) = Traced::event(event);
+                    self.digested(read, event, user, digesting, added, now, &traced, &mut pending)
+                        .instrument(span)
+                        .await
                 }
                 Decoded::Routed(event, user) => {
                     let hydrated = prefs
@@ -890,6 +929,109 @@ impl Intake {
             (pending.key, pending.value, pending.headers) = (read.key, read.value, read.headers);
         }
         Ok(out)
+    }
+
+    /// What adding a record's event to its user's digest takes: the add
+    /// (and the key's value), or why it cannot be added: a dead letter's
+    /// reason (its digest key is missing), or a `suppressed` status's (no
+    /// usable preferences).
+    fn digesting(&self, event: &CloudEvent, user: &str, hydrated: Option<&Hydrated>, now: DateTime<Utc>) -> Digesting {
+        let route = &self.config.events[&event.ty];
+        let d = route.digest.as_ref().expect("a route that digests");
+        let prefs = match hydrated.map(|h| h.as_ref()) {
+            Some(Ok(p)) => p,
+            Some(Err(reason)) => return Digesting::Status(reason.clone()),
+            None => return Digesting::Status(format!("no preferences for user {user}")),
+        };
+        let key = match &d.key {
+            None => None,
+            Some(pointer) => match event.string_at(pointer) {
+                Some(key) => Some(key),
+                None => {
+                    let ty = &event.ty;
+                    return Digesting::Letter(format!(
+                        "digest key {pointer} is missing from the event (events.\"{ty}\".digest.key)"
+                    ));
+                }
+            },
+        };
+        let closes = match (d.window, d.at) {
+            (Some(window), _) => now + window,
+            (None, Some(at)) => tidings_core::quiet_hours::next_local(at, crate::route::zone(prefs), now),
+            (None, None) => now,
+        };
+        let add = DigestAdd {
+            user: user.to_string(),
+            name: digest::name(&event.ty, key.as_deref()),
+            event: digest::event_ref(&event.source, &event.id),
+            item: event.data.get().to_string(),
+            now,
+            closes,
+            max_items: d.max_items,
+        };
+        Digesting::Add(add, key)
+    }
+
+    /// Ends a record's event that went to its user's digest (`added`), and
+    /// holds the digest's release on the schedule when the event opened its
+    /// window (or filled it: then released now). Every read of the event
+    /// does the same, and adds it once: the release's member is made from
+    /// the window alone, and holding it again changes nothing. The event
+    /// ends with a `suppressed` status (reason class `digested`) naming its
+    /// digest; one whose digest key is missing is dead-lettered.
+    #[allow(clippy::too_many_arguments)]
+    async fn digested(
+        &self,
+        read: &Read,
+        event: &CloudEvent,
+        user: &str,
+        digesting: Digesting,
+        added: Option<Added>,
+        now: DateTime<Utc>,
+        traced: &Traced,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
+        let route = &self.config.events[&event.ty];
+        let (add, key, added) = match (digesting, added) {
+            (Digesting::Add(add, key), Some(added)) => (add, key, added),
+            (Digesting::Letter(reason), _) => return self.dead_letter(read, reason, now, pending).await,
+            (Digesting::Status(reason), _) => {
+                let status = event_status(event, user, route.channels[0], reason, now);
+                return self.status(status, traced, pending).await;
+            }
+            (Digesting::Add(..), None) => unreachable!("every add of a batch is answered"),
+        };
+        let max_items = route.digest.as_ref().map_or(u32::MAX, |d| d.max_items);
+        let release = digest::Release {
+            digest: digest::ReleaseOf {
+                user_id: user.to_string(),
+                event_type: event.ty.clone(),
+                name: add.name,
+                key,
+                window: added.window,
+            },
+        };
+        if !added.taken {
+            let (lane, member) = (release.lane(), release.member());
+            // Full: held at the window's end until now; released at once instead.
+            if added.full || added.count >= max_items {
+                until_ok("take a digest's release back", || self.store.undefer(&lane, &member)).await;
+            }
+            until_ok("hold a digest's release", || self.store.defer(&lane, &member, added.closes)).await;
+            if added.opened {
+                metrics::counter!("tidings_digests_opened_total", "type" => event.ty.clone()).increment(1);
+            }
+        }
+        metrics::counter!("tidings_digested_total", "type" => event.ty.clone()).increment(1);
+        let reason = format!(
+            "{DIGESTED_PREFIX} into {} (window {} of digest `{}`, item {})",
+            release.event_id(),
+            added.window,
+            release.digest.name,
+            added.count
+        );
+        let status = event_status(event, user, route.channels[0], reason, now);
+        self.status(status, traced, pending).await
     }
 
     /// Routes one record's event (its notifications, before the caps), or

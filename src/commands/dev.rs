@@ -294,14 +294,7 @@ pub async fn feed_with(
 }
 
 pub(super) fn input_topic(config: &Config, event_type: &str) -> String {
-    let domain = event_type.split('.').next().unwrap_or("");
-    let topics = &config.intake.topics;
-    topics
-        .iter()
-        .find(|t| !domain.is_empty() && t.starts_with(domain))
-        .or_else(|| topics.first())
-        .cloned()
-        .unwrap_or_default()
+    config.input_topic(event_type)
 }
 
 fn progress_line(p: &Progress, fed: usize, statuses: usize) -> String {

@@ -13,7 +13,8 @@ use tidings_providers::webhook::keys::EndpointKeys;
 
 /// What the frequency caps hold for `user` at `now`, a line per cap and
 /// channel that counts anything: how many it admitted in the window that
-/// ends now, of how many it allows, and how many it holds for later.
+/// ends now, of how many it allows, and how many it holds for later; then
+/// a line per digest window open for the user.
 pub async fn limits(
     config: &Config,
     store: &dyn Store,
@@ -30,7 +31,12 @@ pub async fn limits(
             c.cap, c.channel, c.in_window, cap.max, c.ahead
         )
     });
-    Ok(lines.collect())
+    let mut lines: Vec<String> = lines.collect();
+    for d in store.open_digests(user).await? {
+        let closes = d.closes.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        lines.push(format!("digest {} window {}: {} items, released at {closes}", d.name, d.window, d.count));
+    }
+    Ok(lines)
 }
 
 pub async fn run(command: PrefsCommand, config: Arc<Config>) -> anyhow::Result<ExitCode> {

@@ -135,6 +135,34 @@ fn bad_caps_and_send_windows_are_refused_naming_the_field() {
         ("[categories.marketing]\nsend_window = { from = \"25:00\", to = \"10:00\" }", "`25:00` is not a local time"),
         ("[categories.promos]\nover_cap = \"drop\"", "categories.promos: no event type has this category"),
         ("[categories.marketing]\nover_cap = \"queue\"", "over_cap"),
+        (
+            r#"[events."order.confirmed".digest]
+window = "0s""#,
+            "events.\"order.confirmed\".digest.window must be at least 1s",
+        ),
+        (
+            r#"[events."order.confirmed".digest]
+window = "1h"
+max_items = 0"#,
+            "events.\"order.confirmed\".digest.max_items must be within 1..=10000",
+        ),
+        (
+            r#"[events."order.confirmed".digest]
+window = "1h"
+key = "data.order_id""#,
+            "events.\"order.confirmed\".digest.key `data.order_id` is not a JSON pointer",
+        ),
+        (
+            r#"[events."order.confirmed".digest]
+window = "1h"
+at = "09:00""#,
+            "events.\"order.confirmed\".digest: give either `window` or `at`",
+        ),
+        (
+            r#"[events."account.password_reset".digest]
+window = "1h""#,
+            "a critical event goes at once",
+        ),
     ];
     for (extra, said) in cases {
         let error = refused(extra);

@@ -13,6 +13,7 @@ mod caps;
 mod claim_given_up;
 mod config;
 mod dev_drills;
+mod digests;
 mod dlq;
 mod drills;
 mod failover;

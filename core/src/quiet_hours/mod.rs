@@ -56,6 +56,14 @@ pub fn opening(
     t
 }
 
+/// The first instant after `now` whose wall-clock time in `tz` is `at`
+/// (inside a DST gap, the first instant after it).
+pub fn next_local(at: chrono::NaiveTime, tz: Tz, now: DateTime<Utc>) -> DateTime<Utc> {
+    let today = now.with_timezone(&tz).date_naive();
+    let days = std::iter::successors(Some(today), |d| d.succ_opt()).take(3);
+    days.filter_map(|day| resolve(tz, day.and_time(at))).find(|t| *t > now).unwrap_or(now + Duration::days(1))
+}
+
 /// A window as it was written (local times) and when it ends (an instant).
 struct Span {
     local_start: NaiveDateTime,

@@ -220,3 +220,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_daily_time_lands_at_that_local_time_across_a_dst_change() {
+    use super::next_local;
+    let nine = chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap();
+    let paris: Tz = "Europe/Paris".parse().unwrap();
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    // Summer time ends in Paris on 2026-10-25: 09:00 is 07:00Z before, 08:00Z after.
+    assert_eq!(next_local(nine, paris, at("2026-10-24T06:00:00Z")), at("2026-10-24T07:00:00Z"));
+    assert_eq!(next_local(nine, paris, at("2026-10-24T07:00:00Z")), at("2026-10-25T08:00:00Z"));
+    // It begins on 2026-03-29: 08:00Z the day before, 07:00Z that day.
+    assert_eq!(next_local(nine, paris, at("2026-03-28T09:00:00Z")), at("2026-03-29T07:00:00Z"));
+    // 02:30 does not exist that night: the first instant after the gap.
+    let gap = chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap();
+    assert_eq!(next_local(gap, paris, at("2026-03-28T23:00:00Z")), at("2026-03-29T01:00:00Z"));
+}

@@ -7,6 +7,7 @@ use super::{
     Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
+use crate::digest::{Added, DigestAdd, OpenDigest, Taken};
 use crate::suppression::{Cause, Suppression};
 use crate::Channel;
 use async_trait::async_trait;
@@ -45,6 +46,19 @@ struct Inner {
     caps: HashMap<(String, String, Channel), Vec<(i64, String)>>,
     /// User -> (when ms, notification id) dropped over a cap.
     cap_dropped: HashMap<String, Vec<(i64, String)>>,
+    /// (user, digest name) -> its windows, by number.
+    digests: HashMap<(String, String), std::collections::BTreeMap<u64, DigestWindow>>,
+    /// (user, event) -> the window it was added to.
+    digest_events: HashMap<(String, String), u64>,
+}
+
+/// One window of a digest, as the Redis hash holds it.
+struct DigestWindow {
+    opened: i64,
+    closes: i64,
+    taken: bool,
+    full: bool,
+    items: Vec<String>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -56,6 +70,43 @@ struct Lane {
 }
 
 impl Inner {
+    /// One event added to its digest, as the Redis script does it.
+    fn digest_add(&mut self, add: &DigestAdd) -> Added {
+        let inner = self;
+        let now = millis(add.now);
+        let key = (add.user.clone(), add.name.clone());
+        if let Some(&w) = inner.digest_events.get(&(add.user.clone(), add.event.clone())) {
+            let window = inner.digests.get(&key).and_then(|d| d.get(&w));
+            let (closes, count, taken) = window.map_or((0, 0, true), |x| (x.closes, x.items.len() as u32, x.taken));
+            let closes = DateTime::from_timestamp_millis(closes).unwrap_or_default();
+            return Added { window: w, closes, opened: false, full: false, taken, count };
+        }
+        let windows = inner.digests.entry(key).or_default();
+        let last = windows.iter().next_back().map(|(n, w)| (*n, w));
+        let open = last.filter(|(_, w)| !w.taken && w.closes > now && (w.items.len() as u32) < add.max_items);
+        let (n, opened) = match open {
+            Some((n, _)) => (n, false),
+            None => {
+                let n = last.map_or(1, |(n, _)| n + 1);
+                // Taken windows before the one before are forgotten, as in Redis.
+                windows.retain(|m, w| !(w.taken && *m + 1 < n));
+                let w =
+                    DigestWindow { opened: now, closes: millis(add.closes), taken: false, full: false, items: vec![] };
+                windows.insert(n, w);
+                (n, true)
+            }
+        };
+        let w = windows.get_mut(&n).expect("the window is there");
+        w.items.push(add.item.clone());
+        let count = w.items.len() as u32;
+        if count >= add.max_items {
+            (w.full, w.closes) = (true, now);
+        }
+        let (closes, full) = (DateTime::from_timestamp_millis(w.closes).unwrap_or(add.closes), w.full);
+        inner.digest_events.insert((add.user.clone(), add.event.clone()), n);
+        Added { window: n, closes, opened, full, taken: false, count }
+    }
+
     /// `member` left the schedule: its place on `lane` and in the index of notifications held go.
     fn released(&mut self, lane: &str, member: &str) {
         if let Some(id) = id_of(member).filter(|id| self.held_ids.get(id).map(String::as_str) == Some(member)) {
@@ -383,6 +434,36 @@ impl Store for MemoryStore {
             out.push(caps::answer(ask, code, ms, by));
         }
         Ok(out)
+    }
+
+    async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {
+        let mut inner = self.lock();
+        Ok(adds.iter().map(|add| inner.digest_add(add)).collect())
+    }
+
+    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError> {
+        let mut inner = self.lock();
+        let Some(w) = inner.digests.get_mut(&(user.to_string(), name.to_string())).and_then(|d| d.get_mut(&window))
+        else {
+            return Ok(None);
+        };
+        w.taken = true;
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        Ok(Some(Taken { opened: at(w.opened), closed: at(w.closes), items: w.items.clone() }))
+    }
+
+    async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
+        let inner = self.lock();
+        let mut open = Vec::new();
+        for ((u, name), windows) in &inner.digests {
+            let Some((n, w)) = windows.iter().next_back().filter(|(_, w)| u == user && !w.taken && !w.full) else {
+                continue;
+            };
+            let closes = DateTime::from_timestamp_millis(w.closes).unwrap_or_default();
+            open.push(OpenDigest { name: name.clone(), window: *n, count: w.items.len() as u32, closes });
+        }
+        open.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(open)
     }
 
     async fn cap_counts(

@@ -12,6 +12,7 @@ pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
 use crate::caps::{Admission, CapAsk};
+use crate::digest::{Added, DigestAdd, OpenDigest, Taken};
 use crate::suppression::{Cause, Suppression};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -284,6 +285,19 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<CapCount>, StoreError>;
 
+    /// Adds each event to its digest (see [`crate::digest`]), in order, each
+    /// atomically, in one round trip where the store allows.
+    async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError>;
+
+    /// Takes `user`'s window `window` of digest `name` for release: closed
+    /// (an event added after goes in the next window), and its items.
+    /// Taking it again answers the same; `None` for a window not known (or
+    /// forgotten since).
+    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError>;
+
+    /// `user`'s digest windows open now.
+    async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError>;
+
     /// Marks `provider`'s breaker open for the fleet, for `open_for`.
     async fn open_breaker(&self, provider: &str, open_for: Duration) -> Result<(), StoreError>;
 
@@ -472,6 +486,18 @@ impl Keys {
     /// Every key of a user's caps shares one hash tag (one slot on a cluster).
     pub fn cap(&self, user: &str, cap: &str, channel: crate::Channel) -> String {
         format!("{{{}:caps:{user}}}:{cap}:{}", self.prefix, channel.as_str())
+    }
+    /// Digest `name` of `user`: its windows and their items, in one hash.
+    pub fn digest(&self, user: &str, name: &str) -> String {
+        format!("{{{}:digest:{user}}}:d:{name}", self.prefix)
+    }
+    /// The window an event of `user` was added to.
+    pub fn digest_event(&self, user: &str, event: &str) -> String {
+        format!("{{{}:digest:{user}}}:e:{event}", self.prefix)
+    }
+    /// `user`'s open windows: digest name -> `window,count,closes`.
+    pub fn digests_open(&self, user: &str) -> String {
+        format!("{{{}:digest:{user}}}:open", self.prefix)
     }
     /// The notifications of `user` dropped over a cap, scored by when.
     pub fn cap_dropped(&self, user: &str) -> String {

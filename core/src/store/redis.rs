@@ -5,6 +5,7 @@ use super::{
     CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
+use crate::digest::{self, Added, DigestAdd, OpenDigest, Taken};
 use crate::suppression::{Cause, Suppression};
 use crate::Channel;
 use async_trait::async_trait;
@@ -342,6 +343,79 @@ end
 return {1, t, by}
 "#;
 
+/// Adds an event to its digest. KEYS: the digest (a hash: `n` the latest
+/// window; per window `closes:`, `count:`, `opened:`, `taken:` and its items
+/// `i:<window>:<place>`), the event's mark (the window it went to), the
+/// user's open windows. ARGV: item, now (ms), when a window opened now
+/// closes (ms), max items, how long to remember (ms), the digest's name.
+/// Answers {window, closes (ms), opened, taken, count, full}. A window is
+/// open while it is not taken, not past its end and not full; opening one
+/// forgets the windows taken before the one before it.
+const DIGEST_ADD: &str = r#"
+local w = redis.call('GET', KEYS[2])
+if w then
+  local st = redis.call('HMGET', KEYS[1], 'closes:' .. w, 'count:' .. w, 'taken:' .. w)
+  local taken = 0
+  if st[3] or not st[2] then taken = 1 end
+  return {tonumber(w), tonumber(st[1]) or 0, 0, taken, tonumber(st[2]) or 0, 0}
+end
+local now, max, keep = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+local closes, count, opened = 0, 0, 0
+local open = false
+if n > 0 then
+  local st = redis.call('HMGET', KEYS[1], 'closes:' .. n, 'count:' .. n, 'taken:' .. n)
+  closes, count = tonumber(st[1]) or 0, tonumber(st[2]) or 0
+  open = (not st[3]) and closes > now and count < max
+end
+if not open then
+  local p = tonumber(redis.call('HGET', KEYS[1], 'pruned') or '0')
+  while p + 1 < n do
+    local m = p + 1
+    local st = redis.call('HMGET', KEYS[1], 'taken:' .. m, 'count:' .. m)
+    if not st[1] then break end
+    for i = 1, tonumber(st[2]) or 0 do redis.call('HDEL', KEYS[1], 'i:' .. m .. ':' .. i) end
+    redis.call('HDEL', KEYS[1], 'closes:' .. m, 'count:' .. m, 'taken:' .. m, 'opened:' .. m)
+    p = m
+  end
+  n, closes, count, opened = n + 1, tonumber(ARGV[3]), 0, 1
+  redis.call('HSET', KEYS[1], 'n', n, 'pruned', p, 'closes:' .. n, string.format('%.0f', closes), 'opened:' .. n, ARGV[2])
+end
+count = count + 1
+redis.call('HSET', KEYS[1], 'i:' .. n .. ':' .. count, ARGV[1], 'count:' .. n, count)
+local full = 0
+if count >= max then
+  full, closes = 1, now
+  redis.call('HSET', KEYS[1], 'closes:' .. n, ARGV[2])
+end
+local lives = string.format('%.0f', math.max(closes - now, 0) + keep)
+redis.call('SET', KEYS[2], n, 'PX', lives)
+redis.call('PEXPIRE', KEYS[1], lives)
+if full == 1 then
+  redis.call('HDEL', KEYS[3], ARGV[6])
+else
+  redis.call('HSET', KEYS[3], ARGV[6], n .. ',' .. count .. ',' .. string.format('%.0f', closes))
+  redis.call('PEXPIRE', KEYS[3], lives)
+end
+return {n, closes, opened, 0, count, full}
+"#;
+
+/// Takes a window for release. KEYS: the digest, the user's open windows.
+/// ARGV: the window, the digest's name. Answers {} for a window not known,
+/// else {opened (ms), closes (ms), item, ...}.
+const DIGEST_TAKE: &str = r#"
+local n = ARGV[1]
+local st = redis.call('HMGET', KEYS[1], 'count:' .. n, 'opened:' .. n, 'closes:' .. n)
+local count = tonumber(st[1]) or 0
+if count == 0 then return {} end
+redis.call('HSET', KEYS[1], 'taken:' .. n, 1)
+local cur = redis.call('HGET', KEYS[2], ARGV[2])
+if cur and string.match(cur, '^(%d+),') == n then redis.call('HDEL', KEYS[2], ARGV[2]) end
+local out = {st[2], st[3]}
+for i = 1, count do out[#out + 1] = redis.call('HGET', KEYS[1], 'i:' .. n .. ':' .. i) or 'null' end
+return out
+"#;
+
 /// Removes a member (KEYS[1]: from the claimed set once published, or from
 /// the schedule when intake takes it back, ARGV[3] `1`: then the member that
 /// holds its notification, whichever read made it) and releases its place
@@ -515,6 +589,8 @@ pub struct RedisStore {
     list: Script,
     lift: Script,
     admit: Script,
+    digest_add: Script,
+    digest_take: Script,
     /// Where deferrals go when they must reach replicas before they count.
     replicated: Option<Replicated>,
 }
@@ -672,6 +748,36 @@ async fn swap_batch(mut conn: Conn, script: &Script, asks: Vec<SwapAsk>) -> Resu
 }
 
 impl RedisStore {
+    /// Adds events that share a slot to their digests, as one pipeline of
+    /// script calls (loaded and sent again if the server lost the script).
+    async fn digest_group(&self, group: Vec<(String, &DigestAdd)>) -> Result<Vec<Added>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (open, add) in &group {
+            pipe.cmd("EVALSHA").arg(self.digest_add.get_hash()).arg(3);
+            pipe.arg(self.keys.digest(&add.user, &add.name)).arg(self.keys.digest_event(&add.user, &add.event));
+            pipe.arg(open).arg(&add.item).arg(millis(add.now)).arg(millis(add.closes)).arg(add.max_items);
+            pipe.arg(digest::REMEMBER.as_millis() as u64).arg(&add.name);
+        }
+        let mut conn = self.conn.clone();
+        type Answer = (u64, i64, u8, u8, u32, u8);
+        let answers: Vec<Answer> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.digest_add.prepare_invoke().load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            answer => answer?,
+        };
+        let added = group.iter().zip(answers).map(|((_, add), (n, closes, opened, taken, count, full))| Added {
+            window: n,
+            closes: DateTime::from_timestamp_millis(closes).unwrap_or(add.closes),
+            opened: opened == 1,
+            full: full == 1,
+            taken: taken == 1,
+            count,
+        });
+        Ok(added.collect())
+    }
+
     /// Removes a member from `set`: the claimed set (published), or the
     /// schedule (taken back by intake: whichever member holds its notification).
     async fn remove_from(&self, set: String, lane: &str, member: &str) -> Result<(), StoreError> {
@@ -776,6 +882,8 @@ impl RedisStore {
             list: Script::new(LIST),
             lift: Script::new(LIFT),
             admit: Script::new(ADMIT),
+            digest_add: Script::new(DIGEST_ADD),
+            digest_take: Script::new(DIGEST_TAKE),
             replicated: None,
         })
     }
@@ -953,6 +1061,39 @@ impl Store for RedisStore {
         let keyed: Vec<(String, &CapAsk)> = asks.iter().map(|a| (self.keys.cap_dropped(&a.user), a)).collect();
         let answers = by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group)).await;
         answers.into_iter().collect()
+    }
+
+    async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {
+        if adds.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One pipeline of script calls per slot (each user's keys share one).
+        let keyed: Vec<(String, &DigestAdd)> = adds.iter().map(|a| (self.keys.digests_open(&a.user), a)).collect();
+        let answers = by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.digest_group(group)).await;
+        answers.into_iter().collect()
+    }
+
+    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError> {
+        let mut conn = self.conn.clone();
+        let out: Vec<String> = self
+            .digest_take
+            .key(self.keys.digest(user, name))
+            .key(self.keys.digests_open(user))
+            .arg(window)
+            .arg(name)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut out = out.into_iter();
+        let (Some(opened), Some(closed)) = (out.next(), out.next()) else { return Ok(None) };
+        let at = |ms: String| ms.parse().ok().and_then(DateTime::from_timestamp_millis).unwrap_or_default();
+        Ok(Some(Taken { opened: at(opened), closed: at(closed), items: out.collect() }))
+    }
+
+    async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
+        let mut conn = self.conn.clone();
+        let open: Vec<(String, String)> =
+            redis::cmd("HGETALL").arg(self.keys.digests_open(user)).query_async(&mut conn).await?;
+        Ok(open.into_iter().filter_map(|(name, v)| digest::open_of(name, &v)).collect())
     }
 
     async fn cap_counts(

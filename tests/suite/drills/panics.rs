@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings::fleet;
 use tidings_core::caps::{Admission, CapAsk};
+use tidings_core::digest::{Added, DigestAdd, OpenDigest, Taken};
 use tidings_core::notification::notification_id;
 use tidings_core::progress::Progress;
 use tidings_core::store::{CapCount, Claim, Hydrated, SharedStore, Store, StoreError};
@@ -131,6 +132,15 @@ impl Store for PanicsOnHydrate {
     }
     async fn undefer(&self, lane: &str, member: &str) -> Result<(), StoreError> {
         self.inner.undefer(lane, member).await
+    }
+    async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {
+        self.inner.digest_add(adds).await
+    }
+    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError> {
+        self.inner.digest_take(user, name, window).await
+    }
+    async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
+        self.inner.open_digests(user).await
     }
     async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
         self.inner.admit(asks).await
