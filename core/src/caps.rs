@@ -66,10 +66,13 @@ pub enum Admission {
 /// the ids dropped and when.
 pub fn admit(ask: &CapAsk, windows: &mut [Vec<(i64, String)>], dropped: &mut Vec<(i64, String)>) -> (i64, i64, usize) {
     let (t0, now) = (ask.at.timestamp_millis(), ask.now.timestamp_millis());
-    let longest = ask.caps.iter().map(|c| c.2.as_millis() as i64).max().unwrap_or(0);
-    dropped.retain(|(at, _)| *at > now - longest);
-    if dropped.iter().any(|(_, id)| *id == ask.id) {
-        return (-1, 0, 0);
+    // Only a category that drops drops (and a notification's category never changes).
+    if ask.drop {
+        let longest = ask.caps.iter().map(|c| c.2.as_millis() as i64).max().unwrap_or(0);
+        dropped.retain(|(at, _)| *at > now - longest);
+        if dropped.iter().any(|(_, id)| *id == ask.id) {
+            return (-1, 0, 0);
+        }
     }
     if let Some(had) = windows.first().and_then(|w| w.iter().find(|(_, id)| *id == ask.id)).map(|(s, _)| *s) {
         if !ask.again || had >= t0 {

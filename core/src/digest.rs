@@ -64,6 +64,11 @@ pub struct Added {
     pub taken: bool,
     /// Items in the window so far.
     pub count: u32,
+    /// When the window opened: with its number, what makes its release's id
+    /// (numbers start again once a digest is forgotten).
+    pub opened_at: DateTime<Utc>,
+    /// Added by this call; false: added before (a second read).
+    pub fresh: bool,
 }
 
 /// A window taken for release.
@@ -124,6 +129,10 @@ pub fn event_ref(source: &str, id: &str) -> String {
     format!("{source}\u{1f}{id}")
 }
 
+/// How long a window taken for release is kept after it was first taken:
+/// its scheduler may die before publishing, and the next one takes it again.
+pub const KEEP_TAKEN: Duration = Duration::from_secs(24 * 3600);
+
 /// A window's release, as it waits on the deferral schedule: the same JSON
 /// for every read of the events in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +149,8 @@ pub struct ReleaseOf {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub window: u64,
+    /// When the window opened (ms).
+    pub opened: i64,
 }
 
 impl Release {
@@ -157,7 +168,8 @@ impl Release {
         use sha2::Digest as _;
         let d = &self.digest;
         let mut hash = sha2::Sha256::new();
-        for part in [d.user_id.as_bytes(), d.name.as_bytes(), d.window.to_string().as_bytes()] {
+        for part in [d.user_id.as_bytes(), d.name.as_bytes(), d.window.to_string().as_bytes(), &d.opened.to_be_bytes()]
+        {
             hash.update(part);
             hash.update([0]);
         }

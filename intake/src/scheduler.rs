@@ -161,10 +161,8 @@ pub async fn release_due(
         let mut pending = Vec::with_capacity(claimed.len());
         for member in &claimed {
             if let Ok(release) = serde_json::from_str::<Release>(member) {
-                match release_digest(config, store, producer, &release, clock).await? {
-                    Some(delivery) => pending.push((Some(release.lane()), member, delivery, None)),
-                    None => store.remove_deferred(&release.lane(), member).await?,
-                }
+                release_digest(config, store, producer, &release, clock).await?;
+                store.remove_deferred(&release.lane(), member).await?;
                 continue;
             }
             let held = match serde_json::from_str::<Deferred>(member) {
@@ -229,19 +227,21 @@ pub async fn release_due(
 /// intake then routes as any event. Its id is made from the window, so a
 /// release written twice (this scheduler died before removing the member)
 /// becomes the same notifications, which the workers' dedupe sends once.
-/// `None` when there is nothing to write: a window forgotten, or a digest
-/// too large for intake (dead-lettered with the reason).
+/// Returns once it is written, or dead-lettered with the reason: too large
+/// for intake, or refused by the cluster for good (a topic this scheduler
+/// may not write, say). A window forgotten (taken long ago, and released
+/// then) writes nothing. The caller removes the member after.
 async fn release_digest(
     config: &Config,
     store: &SharedStore,
     producer: &FutureProducer,
     release: &Release,
     clock: &Clock,
-) -> Result<Option<rdkafka::producer::DeliveryFuture>, SchedulerError> {
+) -> Result<(), SchedulerError> {
     let d = &release.digest;
-    let Some(taken) = store.digest_take(&d.user_id, &d.name, d.window).await? else {
+    let Some(taken) = store.digest_take(&d.user_id, &d.name, d.window, clock.now()).await? else {
         tracing::warn!(user = %d.user_id, digest = %d.name, window = d.window, "a digest's window is gone; nothing released");
-        return Ok(None);
+        return Ok(());
     };
     let items: Vec<&serde_json::value::RawValue> =
         taken.items.iter().filter_map(|i| serde_json::from_str(i).ok()).collect();
@@ -262,27 +262,41 @@ async fn release_digest(
     digest::set_at(&mut event, &config.intake.user_pointer, &d.user_id);
     let payload = serde_json::to_vec(&event).expect("an event serializes");
     metrics::histogram!("tidings_digest_items", "type" => d.event_type.clone()).record(items.len() as f64);
-    if payload.len() > config.intake.limits.max_event_bytes {
-        let error = format!(
-            "digest of {} items is {} bytes, more than intake.limits.max_event_bytes ({}); lower its max_items",
-            items.len(),
-            payload.len(),
-            config.intake.limits.max_event_bytes
-        );
+    let payload = payload.as_slice();
+    let letter = |error: String| async move {
         tracing::error!(%error, "digest dead-lettered");
         let letter = DeadLetter::poison(dead_letter::SCHEDULE, -1, -1, error, clock.now());
         let key = Some(d.user_id.as_bytes());
-        kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(&payload), &letter).await?;
-        return Ok(None);
+        kafka::dead_letter(producer, INTAKE_DLQ_TOPIC, key, Some(payload), &letter).await
+    };
+    let max = config.intake.limits.max_event_bytes.min(kafka::max_message_bytes(&config.kafka));
+    if payload.len() > max {
+        let error = format!(
+            "digest of {} items is {} bytes, more than intake and the producer take ({max}); lower its max_items",
+            items.len(),
+            payload.len(),
+        );
+        return Ok(letter(error).await?);
     }
     let topic = config.input_topic(&d.event_type);
     let window = d.window.to_string();
     let headers = kafka::headers([(digest::RELEASE_HEADER, window.as_str())]);
     let record = rdkafka::producer::FutureRecord::<[u8], [u8]>::to(&topic)
         .key(d.user_id.as_bytes())
-        .payload(payload.as_slice())
+        .payload(payload)
         .headers(headers);
-    Ok(Some(kafka::enqueue(producer, record).await?))
+    // Awaited here: releases are few, and a refusal must not stop the pass.
+    let written = match kafka::enqueue(producer, record).await {
+        Ok(delivery) => delivered(delivery).await,
+        Err(e) => Err(e),
+    };
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if kafka::refused_for_good(&e) && !kafka::fatal(producer, &e) => {
+            Ok(letter(format!("digest refused for good by the cluster for {topic}: {e}")).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Dead-letters a member the cluster refused for good (`why`), so it

@@ -1009,12 +1009,16 @@ impl Intake {
                 name: add.name,
                 key,
                 window: added.window,
+                opened: added.opened_at.timestamp_millis(),
             },
         };
-        if !added.taken {
+        let full = added.full || added.count >= max_items;
+        // Only the event that opened or filled the window holds its release;
+        // an event read again does too (its first read may have stopped before).
+        if !added.taken && (added.opened || full || !added.fresh) {
             let (lane, member) = (release.lane(), release.member());
             // Full: held at the window's end until now; released at once instead.
-            if added.full || added.count >= max_items {
+            if full {
                 until_ok("take a digest's release back", || self.store.undefer(&lane, &member)).await;
             }
             until_ok("hold a digest's release", || self.store.defer(&lane, &member, added.closes)).await;
@@ -1185,20 +1189,23 @@ impl Intake {
         for (j, outcome) in outcomes.into_iter().enumerate() {
             // What the caps say comes first: they may defer or drop it.
             let outcome = match (outcome, admitted.remove(&j)) {
-                (Outcome::Publish(mut n) | Outcome::Defer(mut n), Some(admission)) => {
+                (Outcome::Publish(n) | Outcome::Defer(n), Some(admission)) => {
                     match self.capped(&n, admission, prefs, holds, now).await {
-                        // Admitted now for a later instant, or behind its lane: held
-                        // where the lane truly places it, and counted there.
-                        Ok((at, true)) if at > now || holds.is_held(user_id, n.channel) => {
+                        // Counted for a later instant, or admitted now behind its
+                        // lane: held where the lane truly places it, and counted there.
+                        Ok((at, fresh)) if at > now || (fresh && holds.is_held(user_id, n.channel)) => {
                             self.defer_capped(n, at, prefs, holds, traced, now, pending).await?;
                             continue;
                         }
-                        Ok((at, _)) if at > now => {
-                            n.not_before = Some(at);
-                            Outcome::Defer(n)
-                        }
                         Ok(_) => Outcome::Publish(n),
-                        Err(reason) => Outcome::Suppress(n, reason),
+                        Err(reason) => {
+                            // A read before this one (stopped, or before a change of
+                            // preferences) may have held it: taken back, or it would go.
+                            let (l, member) = (lane(&n.user_id, n.channel), self.member(&n, traced));
+                            until_ok("take a dropped message off the schedule", || self.store.undefer(&l, &member))
+                                .await;
+                            Outcome::Suppress(n, reason)
+                        }
                     }
                 }
                 (outcome, _) => outcome,
@@ -1257,20 +1264,25 @@ impl Intake {
         let l = lane(&n.user_id, n.channel);
         let until = holds.get(&l).map_or(until, |held| until.max(held));
         n.not_before = Some(until);
-        let held = Deferred {
-            notification: n.clone(),
-            correlation_id: traced.correlation_id.clone(),
-            traceparent: Some(traced.hop.header()),
-        };
-        let member = serde_json::to_string(&held).expect("records serialize to JSON");
+        let member = self.member(n, traced);
         let max = kafka::max_message_bytes(&self.config.kafka);
         if member.len() > max {
-            let topic = held.notification.channel.topic(held.notification.priority);
+            let topic = n.channel.topic(n.priority);
             return Err(IntakeError::TooLarge { topic, bytes: member.len(), max });
         }
         let released = until_ok("defer", || self.store.defer(&l, &member, until)).await;
         holds.hold(l, released);
         Ok((member, released))
+    }
+
+    /// `n` as the schedule holds it.
+    fn member(&self, n: &Notification, traced: &Traced) -> String {
+        let held = Deferred {
+            notification: n.clone(),
+            correlation_id: traced.correlation_id.clone(),
+            traceparent: Some(traced.hop.header()),
+        };
+        serde_json::to_string(&held).expect("records serialize to JSON")
     }
 
     async fn deferred(

@@ -6,13 +6,15 @@
 //! where those show: a backlog of 100,000 events through intake and an email
 //! worker, a broker outage longer than `max.poll.interval.ms`, a worker
 //! killed mid-send, a dead-letter replay, a channel topic the cluster
-//! lacks, and a short seeded soak of the whole fleet (`tidings soak`).
+//! lacks, digests whose intake and scheduler are killed mid-window, and a
+//! short seeded soak of the whole fleet (`tidings soak`).
 
 #[allow(dead_code)]
 #[path = "../suite/harness/mod.rs"]
 mod harness;
 
 mod backlog;
+mod digests;
 mod dlq;
 mod faults;
 mod refused;

@@ -160,16 +160,22 @@ async fn caps_hold_across_two_intake_processes_and_redelivery() {
     for u in &users {
         let all = admitted(u.clone(), "all_non_critical").await;
         let campaigns = admitted(u.clone(), "marketing").await;
-        // Room never left unused nor overfilled: the first three at once,
-        // and never a fourth in any hour. (Each after goes when the third
-        // before it leaves the window, or later when its lane holds an
-        // earlier message of the user that the caps placed later still:
-        // read from other partitions, the user's events have no order.)
+        // Never a fourth in any hour; the first at once. A message waits
+        // either for the third before it to leave the window, or behind
+        // what its lane already holds (a user's messages never overtake one
+        // another on a channel, and read from other partitions by another
+        // process, the user's events have no order): never for an instant
+        // that neither the caps nor another message of the lane ask for.
         let times: Vec<i64> = all.iter().map(|(_, t)| *t).collect();
-        assert!(times.len() >= 3 && times[2] - times[0] < 60_000, "{u}: {times:?}");
-        assert!(times.len() < 4 || times[3] - times[0] == hour, "{u}: the fourth waits for the first: {times:?}");
+        let first = times[0];
+        assert!(times.len() >= 3, "{u}: {times:?}");
         for i in 3..times.len() {
             assert!(times[i] >= times[i - 3] + hour, "{u}: four in an hour: {times:?}");
+        }
+        for (i, t) in times.iter().enumerate().filter(|(_, t)| **t - first >= 60_000) {
+            let capped = i >= 3 && *t == times[i - 3] + hour;
+            let laned = times.iter().filter(|x| *x == t).count() > 1;
+            assert!(capped || laned, "{u}: held to {t} for nothing: {times:?}");
         }
         assert!(campaigns.len() <= 2, "{u}: {campaigns:?}");
         let at: HashMap<&str, i64> = all.iter().map(|(id, t)| (id.as_str(), *t)).collect();
@@ -207,8 +213,10 @@ async fn caps_hold_across_two_intake_processes_and_redelivery() {
         let all = format!("cap all_non_critical on email: 3 of 3 in the last 1h, {} held for later", times.len() - 3);
         let mut expected = vec![all];
         if !campaigns.is_empty() {
-            expected
-                .push(format!("cap marketing on email: {} of 2 in the last 1day, 0 held for later", campaigns.len()));
+            // A campaign admitted behind what the user's lane held is counted later.
+            let held = campaigns.iter().filter(|(_, t)| *t > times[2]).count();
+            let now = campaigns.len() - held;
+            expected.push(format!("cap marketing on email: {now} of 2 in the last 1day, {held} held for later"));
         }
         assert_eq!(shown, expected, "{u}");
     }

@@ -33,7 +33,9 @@ pub fn quiet_until(quiet: &QuietHours, tz: Tz, now: DateTime<Utc>) -> Option<Dat
 
 /// The first instant at or after `at` that is outside the user's quiet
 /// hours and inside the category's send window (either may be absent): when
-/// a non-critical message may go.
+/// a non-critical message may go. Where the quiet hours cover the whole
+/// send window (no such instant in the days ahead), the send window gives
+/// way: the end of the quiet hours.
 pub fn opening(
     quiet: Option<&QuietHours>,
     window: Option<&crate::config::SendWindow>,
@@ -49,11 +51,11 @@ pub fn opening(
             moved = quiet_until(q, tz, moved).unwrap_or(moved);
         }
         if moved == t {
-            break;
+            return t;
         }
         t = moved;
     }
-    t
+    quiet.and_then(|q| quiet_until(q, tz, at)).unwrap_or(at)
 }
 
 /// The first instant after `now` whose wall-clock time in `tz` is `at`

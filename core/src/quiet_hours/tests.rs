@@ -236,3 +236,15 @@ fn a_daily_time_lands_at_that_local_time_across_a_dst_change() {
     let gap = chrono::NaiveTime::from_hms_opt(2, 30, 0).unwrap();
     assert_eq!(next_local(gap, paris, at("2026-03-28T23:00:00Z")), at("2026-03-29T01:00:00Z"));
 }
+
+#[test]
+fn a_send_window_inside_quiet_hours_gives_way_to_them() {
+    let quiet = QuietHours::Daily(Window { start: hm("09:00"), end: hm("19:00") });
+    let window = crate::config::SendWindow { from: hm("10:00"), to: hm("18:00") };
+    let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+    // No instant is both outside the quiet hours and inside the window: the quiet hours' end.
+    assert_eq!(opening(Some(&quiet), Some(&window), Tz::UTC, at("2026-12-07T12:00:00Z")), at("2026-12-07T19:00:00Z"));
+    // Where they leave room, both hold: quiet until 11:00, inside the window from then.
+    let early = QuietHours::Daily(Window { start: hm("22:00"), end: hm("11:00") });
+    assert_eq!(opening(Some(&early), Some(&window), Tz::UTC, at("2026-12-07T08:00:00Z")), at("2026-12-07T11:00:00Z"));
+}

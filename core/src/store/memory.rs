@@ -7,7 +7,12 @@ use super::{
     Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
-use crate::digest::{Added, DigestAdd, OpenDigest, Taken};
+use crate::digest::{self, Added, DigestAdd, OpenDigest, Taken};
+
+/// An instant in ms, read back.
+fn ms(at: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at).unwrap_or_default()
+}
 use crate::suppression::{Cause, Suppression};
 use crate::Channel;
 use async_trait::async_trait;
@@ -56,7 +61,8 @@ struct Inner {
 struct DigestWindow {
     opened: i64,
     closes: i64,
-    taken: bool,
+    /// When it was first taken for release (ms).
+    taken: Option<i64>,
     full: bool,
     items: Vec<String>,
 }
@@ -77,21 +83,23 @@ impl Inner {
         let key = (add.user.clone(), add.name.clone());
         if let Some(&w) = inner.digest_events.get(&(add.user.clone(), add.event.clone())) {
             let window = inner.digests.get(&key).and_then(|d| d.get(&w));
-            let (closes, count, taken) = window.map_or((0, 0, true), |x| (x.closes, x.items.len() as u32, x.taken));
-            let closes = DateTime::from_timestamp_millis(closes).unwrap_or_default();
-            return Added { window: w, closes, opened: false, full: false, taken, count };
+            let (closes, count, taken, at) =
+                window.map_or((0, 0, true, 0), |x| (x.closes, x.items.len() as u32, x.taken.is_some(), x.opened));
+            let (closes, opened_at) = (ms(closes), ms(at));
+            return Added { window: w, closes, opened: false, full: false, taken, count, opened_at, fresh: false };
         }
         let windows = inner.digests.entry(key).or_default();
         let last = windows.iter().next_back().map(|(n, w)| (*n, w));
-        let open = last.filter(|(_, w)| !w.taken && w.closes > now && (w.items.len() as u32) < add.max_items);
+        let open = last.filter(|(_, w)| w.taken.is_none() && w.closes > now && (w.items.len() as u32) < add.max_items);
         let (n, opened) = match open {
             Some((n, _)) => (n, false),
             None => {
                 let n = last.map_or(1, |(n, _)| n + 1);
-                // Taken windows before the one before are forgotten, as in Redis.
-                windows.retain(|m, w| !(w.taken && *m + 1 < n));
+                // Windows taken long enough ago are forgotten, as in Redis.
+                let keep = digest::KEEP_TAKEN.as_millis() as i64;
+                windows.retain(|_, w| w.taken.is_none_or(|at| now - at < keep));
                 let w =
-                    DigestWindow { opened: now, closes: millis(add.closes), taken: false, full: false, items: vec![] };
+                    DigestWindow { opened: now, closes: millis(add.closes), taken: None, full: false, items: vec![] };
                 windows.insert(n, w);
                 (n, true)
             }
@@ -102,9 +110,9 @@ impl Inner {
         if count >= add.max_items {
             (w.full, w.closes) = (true, now);
         }
-        let (closes, full) = (DateTime::from_timestamp_millis(w.closes).unwrap_or(add.closes), w.full);
+        let (closes, full, opened_at) = (ms(w.closes), w.full, ms(w.opened));
         inner.digest_events.insert((add.user.clone(), add.event.clone()), n);
-        Added { window: n, closes, opened, full, taken: false, count }
+        Added { window: n, closes, opened, full, taken: false, count, opened_at, fresh: true }
     }
 
     /// `member` left the schedule: its place on `lane` and in the index of notifications held go.
@@ -441,13 +449,19 @@ impl Store for MemoryStore {
         Ok(adds.iter().map(|add| inner.digest_add(add)).collect())
     }
 
-    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError> {
+    async fn digest_take(
+        &self,
+        user: &str,
+        name: &str,
+        window: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Taken>, StoreError> {
         let mut inner = self.lock();
         let Some(w) = inner.digests.get_mut(&(user.to_string(), name.to_string())).and_then(|d| d.get_mut(&window))
         else {
             return Ok(None);
         };
-        w.taken = true;
+        w.taken = w.taken.or(Some(millis(now)));
         let at = |ms| DateTime::from_timestamp_millis(ms).unwrap_or_default();
         Ok(Some(Taken { opened: at(w.opened), closed: at(w.closes), items: w.items.clone() }))
     }
@@ -456,7 +470,8 @@ impl Store for MemoryStore {
         let inner = self.lock();
         let mut open = Vec::new();
         for ((u, name), windows) in &inner.digests {
-            let Some((n, w)) = windows.iter().next_back().filter(|(_, w)| u == user && !w.taken && !w.full) else {
+            let Some((n, w)) = windows.iter().next_back().filter(|(_, w)| u == user && w.taken.is_none() && !w.full)
+            else {
                 continue;
             };
             let closes = DateTime::from_timestamp_millis(w.closes).unwrap_or_default();

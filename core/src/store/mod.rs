@@ -293,7 +293,13 @@ pub trait Store: Send + Sync {
     /// (an event added after goes in the next window), and its items.
     /// Taking it again answers the same; `None` for a window not known (or
     /// forgotten since).
-    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError>;
+    async fn digest_take(
+        &self,
+        user: &str,
+        name: &str,
+        window: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Taken>, StoreError>;
 
     /// `user`'s digest windows open now.
     async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError>;

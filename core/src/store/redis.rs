@@ -296,51 +296,71 @@ end
 return out
 "#;
 
-/// Admits a notification under its caps, as [`crate::caps::admit`] says.
-/// KEYS: each cap's window, then the user's dropped set. ARGV: the id, the
-/// instant asked for (ms), now (ms), `1` to move an earlier admission later,
-/// `1` to drop over the cap, the longest window (ms), then per cap its max
-/// and window (ms). Answers {1 admitted, 2 admitted before or -1 dropped,
-/// instant (ms), the cap (counted from 1) that held it, 0 for none}.
+/// Admits notifications under their caps, each as [`crate::caps::admit`]
+/// says, in order. ARGV[1]: how many. Per notification, KEYS: each cap's
+/// window, then the user's dropped set; ARGV: the id, the instant asked for
+/// (ms), now (ms), `1` to move an earlier admission later, `1` to drop over
+/// the cap, the longest window (ms), how many caps, then per cap its max and
+/// window (ms). Answers per notification {1 admitted, 2 admitted before or
+/// -1 dropped, instant (ms), the cap (counted from 1) that held it, 0 for
+/// none}. What a window holds is read by rank (its size, its newest, and
+/// its `max`-th newest), never listed.
 const ADMIT: &str = r#"
-local n = #KEYS - 1
-local id, t0, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local again, drop, longest = ARGV[4] == '1', ARGV[5] == '1', tonumber(ARGV[6])
-local dropped = KEYS[n + 1]
-redis.call('ZREMRANGEBYSCORE', dropped, '-inf', string.format('%.0f', now - longest))
-if redis.call('ZSCORE', dropped, id) then return {-1, 0, 0} end
-local had = redis.call('ZSCORE', KEYS[1], id)
-if had then
-  had = tonumber(had)
-  if (not again) or had >= t0 then return {2, had, 0} end
-  for i = 1, n do redis.call('ZREM', KEYS[i], id) end
-end
-local t, by = t0, 0
-for i = 1, n do
-  local max, per = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - per))
-  local last = redis.call('ZRANGE', KEYS[i], -max, -1, 'WITHSCORES')
-  local k = #last / 2
-  if k > 0 then
-    local need = tonumber(last[#last])
-    if k >= max then
-      local free = tonumber(last[2]) + per
-      if free > need then need = free end
+local function admit(k, a, out)
+  local id, t0, now = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local again, drop, longest = ARGV[a + 3] == '1', ARGV[a + 4] == '1', tonumber(ARGV[a + 5])
+  local n = tonumber(ARGV[a + 6])
+  local dropped = KEYS[k + n]
+  if drop then
+    redis.call('ZREMRANGEBYSCORE', dropped, '-inf', string.format('%.0f', now - longest))
+    if redis.call('ZSCORE', dropped, id) then
+      out[#out + 1], out[#out + 2], out[#out + 3] = -1, 0, 0
+      return
     end
-    if need > t then t, by = need, i end
   end
+  local had = redis.call('ZSCORE', KEYS[k], id)
+  if had then
+    had = tonumber(had)
+    if (not again) or had >= t0 then
+      out[#out + 1], out[#out + 2], out[#out + 3] = 2, had, 0
+      return
+    end
+    for i = 0, n - 1 do redis.call('ZREM', KEYS[k + i], id) end
+  end
+  local t, by = t0, 0
+  for i = 1, n do
+    local key, max, per = KEYS[k + i - 1], tonumber(ARGV[a + 5 + 2 * i]), tonumber(ARGV[a + 6 + 2 * i])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now - per))
+    local size = redis.call('ZCARD', key)
+    if size > 0 then
+      local need = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+      if size >= max then
+        local free = tonumber(redis.call('ZRANGE', key, -max, -max, 'WITHSCORES')[2]) + per
+        if free > need then need = free end
+      end
+      if need > t then t, by = need, i end
+    end
+  end
+  if drop and t > t0 then
+    redis.call('ZADD', dropped, string.format('%.0f', now), id)
+    redis.call('PEXPIRE', dropped, longest)
+    out[#out + 1], out[#out + 2], out[#out + 3] = -1, t, by
+    return
+  end
+  for i = 1, n do
+    local per = tonumber(ARGV[a + 6 + 2 * i])
+    redis.call('ZADD', KEYS[k + i - 1], string.format('%.0f', t), id)
+    redis.call('PEXPIRE', KEYS[k + i - 1], string.format('%.0f', t - now + per))
+  end
+  out[#out + 1], out[#out + 2], out[#out + 3] = 1, t, by
 end
-if drop and t > t0 then
-  redis.call('ZADD', dropped, string.format('%.0f', now), id)
-  redis.call('PEXPIRE', dropped, longest)
-  return {-1, t, by}
+local out, k, a = {}, 1, 2
+for _ = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a + 6])
+  admit(k, a, out)
+  k, a = k + n + 1, a + 7 + 2 * n
 end
-for i = 1, n do
-  local per = tonumber(ARGV[6 + 2 * i])
-  redis.call('ZADD', KEYS[i], string.format('%.0f', t), id)
-  redis.call('PEXPIRE', KEYS[i], string.format('%.0f', t - now + per))
-end
-return {1, t, by}
+return out
 "#;
 
 /// Adds an event to its digest. KEYS: the digest (a hash: `n` the latest
@@ -348,37 +368,41 @@ return {1, t, by}
 /// `i:<window>:<place>`), the event's mark (the window it went to), the
 /// user's open windows. ARGV: item, now (ms), when a window opened now
 /// closes (ms), max items, how long to remember (ms), the digest's name.
-/// Answers {window, closes (ms), opened, taken, count, full}. A window is
-/// open while it is not taken, not past its end and not full; opening one
-/// forgets the windows taken before the one before it.
+/// ARGV[7]: how long a taken window is kept (ms). Answers {window, closes
+/// (ms), opened, taken, count, full, when the window opened (ms), fresh (1:
+/// added now; 0: added before)}. A window is open while it is not taken,
+/// not past its end and not full; opening one forgets the windows taken
+/// long enough ago (their release was published, or is being published
+/// again after its scheduler died).
 const DIGEST_ADD: &str = r#"
 local w = redis.call('GET', KEYS[2])
 if w then
-  local st = redis.call('HMGET', KEYS[1], 'closes:' .. w, 'count:' .. w, 'taken:' .. w)
+  local st = redis.call('HMGET', KEYS[1], 'closes:' .. w, 'count:' .. w, 'taken:' .. w, 'opened:' .. w)
   local taken = 0
   if st[3] or not st[2] then taken = 1 end
-  return {tonumber(w), tonumber(st[1]) or 0, 0, taken, tonumber(st[2]) or 0, 0}
+  return {tonumber(w), tonumber(st[1]) or 0, 0, taken, tonumber(st[2]) or 0, 0, tonumber(st[4]) or 0, 0}
 end
 local now, max, keep = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
-local closes, count, opened = 0, 0, 0
+local closes, count, opened, opened_at = 0, 0, 0, 0
 local open = false
 if n > 0 then
   local st = redis.call('HMGET', KEYS[1], 'closes:' .. n, 'count:' .. n, 'taken:' .. n)
   closes, count = tonumber(st[1]) or 0, tonumber(st[2]) or 0
   open = (not st[3]) and closes > now and count < max
+  opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened:' .. n) or '0')
 end
 if not open then
   local p = tonumber(redis.call('HGET', KEYS[1], 'pruned') or '0')
   while p + 1 < n do
     local m = p + 1
     local st = redis.call('HMGET', KEYS[1], 'taken:' .. m, 'count:' .. m)
-    if not st[1] then break end
+    if not st[1] or now - tonumber(st[1]) < tonumber(ARGV[7]) then break end
     for i = 1, tonumber(st[2]) or 0 do redis.call('HDEL', KEYS[1], 'i:' .. m .. ':' .. i) end
     redis.call('HDEL', KEYS[1], 'closes:' .. m, 'count:' .. m, 'taken:' .. m, 'opened:' .. m)
     p = m
   end
-  n, closes, count, opened = n + 1, tonumber(ARGV[3]), 0, 1
+  n, closes, count, opened, opened_at = n + 1, tonumber(ARGV[3]), 0, 1, now
   redis.call('HSET', KEYS[1], 'n', n, 'pruned', p, 'closes:' .. n, string.format('%.0f', closes), 'opened:' .. n, ARGV[2])
 end
 count = count + 1
@@ -397,18 +421,19 @@ else
   redis.call('HSET', KEYS[3], ARGV[6], n .. ',' .. count .. ',' .. string.format('%.0f', closes))
   redis.call('PEXPIRE', KEYS[3], lives)
 end
-return {n, closes, opened, 0, count, full}
+return {n, closes, opened, 0, count, full, opened_at, 1}
 "#;
 
 /// Takes a window for release. KEYS: the digest, the user's open windows.
-/// ARGV: the window, the digest's name. Answers {} for a window not known,
-/// else {opened (ms), closes (ms), item, ...}.
+/// ARGV: the window, the digest's name, now (ms: when it was first taken is
+/// kept). Answers {} for a window not known, else {opened (ms), closes (ms),
+/// item, ...}.
 const DIGEST_TAKE: &str = r#"
 local n = ARGV[1]
 local st = redis.call('HMGET', KEYS[1], 'count:' .. n, 'opened:' .. n, 'closes:' .. n)
 local count = tonumber(st[1]) or 0
 if count == 0 then return {} end
-redis.call('HSET', KEYS[1], 'taken:' .. n, 1)
+redis.call('HSETNX', KEYS[1], 'taken:' .. n, ARGV[3])
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur and string.match(cur, '^(%d+),') == n then redis.call('HDEL', KEYS[2], ARGV[2]) end
 local out = {st[2], st[3]}
@@ -756,10 +781,10 @@ impl RedisStore {
             pipe.cmd("EVALSHA").arg(self.digest_add.get_hash()).arg(3);
             pipe.arg(self.keys.digest(&add.user, &add.name)).arg(self.keys.digest_event(&add.user, &add.event));
             pipe.arg(open).arg(&add.item).arg(millis(add.now)).arg(millis(add.closes)).arg(add.max_items);
-            pipe.arg(digest::REMEMBER.as_millis() as u64).arg(&add.name);
+            pipe.arg(digest::REMEMBER.as_millis() as u64).arg(&add.name).arg(digest::KEEP_TAKEN.as_millis() as u64);
         }
         let mut conn = self.conn.clone();
-        type Answer = (u64, i64, u8, u8, u32, u8);
+        type Answer = (u64, i64, u8, u8, u32, u8, i64, u8);
         let answers: Vec<Answer> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.digest_add.prepare_invoke().load_async(&mut conn).await?;
@@ -767,14 +792,17 @@ impl RedisStore {
             }
             answer => answer?,
         };
-        let added = group.iter().zip(answers).map(|((_, add), (n, closes, opened, taken, count, full))| Added {
-            window: n,
-            closes: DateTime::from_timestamp_millis(closes).unwrap_or(add.closes),
-            opened: opened == 1,
-            full: full == 1,
-            taken: taken == 1,
-            count,
-        });
+        let added =
+            group.iter().zip(answers).map(|((_, add), (n, closes, opened, taken, count, full, at, fresh))| Added {
+                window: n,
+                closes: DateTime::from_timestamp_millis(closes).unwrap_or(add.closes),
+                opened: opened == 1,
+                full: full == 1,
+                taken: taken == 1,
+                count,
+                opened_at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+                fresh: fresh == 1,
+            });
         Ok(added.collect())
     }
 
@@ -789,32 +817,29 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Admits asks that share a slot, as one pipeline of script calls. A
-    /// server that lost the script (it restarted) refuses every call of the
-    /// pipeline alike: the script is loaded and the pipeline sent again.
+    /// Admits asks that share a slot, as one script call.
     async fn admit_group(&self, group: Vec<(String, &CapAsk)>) -> Result<Vec<Admission>, StoreError> {
-        let mut pipe = redis::pipe();
+        let keys: usize = group.iter().map(|(_, ask)| ask.caps.len() + 1).sum();
+        let mut cmd = evalsha(&self.admit, keys);
         for (dropped, ask) in &group {
-            let cmd = pipe.cmd("EVALSHA").arg(self.admit.get_hash()).arg(ask.caps.len() + 1);
             for (cap, _, _) in &ask.caps {
                 cmd.arg(self.keys.cap(&ask.user, cap, ask.channel));
             }
+            cmd.arg(dropped);
+        }
+        cmd.arg(group.len());
+        for (_, ask) in &group {
             let longest = ask.caps.iter().map(|c| c.2.as_millis() as u64).max().unwrap_or(1);
-            cmd.arg(dropped).arg(&ask.id).arg(millis(ask.at)).arg(millis(ask.now));
-            cmd.arg(u8::from(ask.again)).arg(u8::from(ask.drop)).arg(longest);
+            cmd.arg(&ask.id).arg(millis(ask.at)).arg(millis(ask.now));
+            cmd.arg(u8::from(ask.again)).arg(u8::from(ask.drop)).arg(longest).arg(ask.caps.len());
             for (_, max, per) in &ask.caps {
                 cmd.arg(*max).arg(per.as_millis() as u64);
             }
         }
         let mut conn = self.conn.clone();
-        let answers: Vec<(i64, i64, usize)> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.admit.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
-            }
-            answer => answer?,
-        };
-        Ok(group.iter().zip(answers).map(|((_, ask), (code, ms, by))| caps::answer(ask, code, ms, by)).collect())
+        let answers: Vec<i64> = run(&mut conn, &self.admit, &cmd).await?;
+        let answers = answers.chunks(3).zip(&group);
+        Ok(answers.map(|(a, (_, ask))| caps::answer(ask, a[0], a[1], a[2] as usize)).collect())
     }
 
     /// Claims `id`, reading `user`'s preferences and the list entry of
@@ -1073,7 +1098,13 @@ impl Store for RedisStore {
         answers.into_iter().collect()
     }
 
-    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError> {
+    async fn digest_take(
+        &self,
+        user: &str,
+        name: &str,
+        window: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Taken>, StoreError> {
         let mut conn = self.conn.clone();
         let out: Vec<String> = self
             .digest_take
@@ -1081,6 +1112,7 @@ impl Store for RedisStore {
             .key(self.keys.digests_open(user))
             .arg(window)
             .arg(name)
+            .arg(millis(now))
             .invoke_async(&mut conn)
             .await?;
         let mut out = out.into_iter();

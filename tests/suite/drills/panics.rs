@@ -136,8 +136,14 @@ impl Store for PanicsOnHydrate {
     async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {
         self.inner.digest_add(adds).await
     }
-    async fn digest_take(&self, user: &str, name: &str, window: u64) -> Result<Option<Taken>, StoreError> {
-        self.inner.digest_take(user, name, window).await
+    async fn digest_take(
+        &self,
+        user: &str,
+        name: &str,
+        window: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Taken>, StoreError> {
+        self.inner.digest_take(user, name, window, now).await
     }
     async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
         self.inner.open_digests(user).await
