@@ -44,6 +44,9 @@ async fn digests_are_exact_on_tansu_when_intake_and_scheduler_are_killed_mid_win
     let producer = tidings_core::kafka::command_producer(&real.config.kafka).unwrap();
     let kills = [(40, "intake"), (66, "scheduler"), (125, "scheduler"), (155, "intake")];
     let started = std::time::Instant::now();
+    // The feed's pace: an update every 100 ms.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for seq in 0..EVENTS {
         tidings::commands::dev::feed_with(&producer, &real.config, &update(seq)).await.unwrap();
         if let Some((_, role)) = kills.iter().find(|(at, _)| *at == seq) {
@@ -53,7 +56,7 @@ async fn digests_are_exact_on_tansu_when_intake_and_scheduler_are_killed_mid_win
             println!("SIGKILL {role} after update {seq}, {:.1} s into the feed", started.elapsed().as_secs_f64());
             *process = real.spawn(&[role]);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pace.tick().await;
     }
 
     let records = watch

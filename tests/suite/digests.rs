@@ -179,6 +179,9 @@ async fn digests_are_exact_when_intake_and_scheduler_are_killed_mid_window() {
     // at fixed points of the feed (the windows close about 6 s after they open).
     let producer = tidings_core::kafka::command_producer(&config.kafka).unwrap();
     let started = std::time::Instant::now();
+    // The feed's pace: an update every 100 ms.
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let kills = [(40, "intake"), (66, "scheduler"), (125, "scheduler"), (155, "intake"), (190, "intake")];
     for seq in 0..EVENTS {
         let (user, order) = (format!("k{}", seq % USERS), format!("O{}", (seq / USERS) % 2));
@@ -191,7 +194,7 @@ async fn digests_are_exact_when_intake_and_scheduler_are_killed_mid_window() {
             println!("SIGKILL {role} after update {seq}, {:.1} s into the feed", started.elapsed().as_secs_f64());
             *process = infra.spawn(&file, &[role]);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        pace.tick().await;
     }
 
     // Every update digested (once per read), and every digest sent.
