@@ -2,8 +2,11 @@
 //! on one channel in any window of a given length.
 //!
 //! Each (user, cap, channel) keeps the ids of the notifications it admitted,
-//! each scored by the instant it was admitted for. Admitting is one atomic
-//! step over every cap a notification falls under ([`Store::admit`]):
+//! each scored by the instant it was admitted for; a user's windows and
+//! drops are one [`State`], which both stores keep whole (Redis as one value,
+//! replaced only if no other process replaced it since it was read).
+//! Admitting is one atomic step over every cap a notification falls under
+//! ([`Store::admit`]):
 //!
 //! - A notification already admitted is answered with the instant it was
 //!   admitted for, and counted no further: a redelivered event, a replayed
@@ -26,6 +29,8 @@
 
 use crate::Channel;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One notification to admit under the caps it falls under.
@@ -106,7 +111,83 @@ pub fn admit(ask: &CapAsk, windows: &mut [Vec<(i64, String)>], dropped: &mut Vec
     (1, t, by)
 }
 
-/// The answer `(code, ms, binding cap)` of [`admit`] or the script, read.
+/// One user's caps: each (cap, channel)'s window and the notifications
+/// dropped, as stored (JSON, short field names: one is read and written
+/// per user and batch).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// `<cap>:<channel>` -> the window.
+    #[serde(default, rename = "w", skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, Window>,
+    /// (when ms, notification id) of each drop, oldest first.
+    #[serde(default, rename = "d", skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<(i64, String)>,
+    /// How long a drop is remembered (ms): the longest window it was decided under.
+    #[serde(default, rename = "k", skip_serializing_if = "is_zero")]
+    pub keep_dropped: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// What one cap admitted on one channel.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// The cap's window (ms), so a window outlives no longer than it must.
+    #[serde(rename = "p")]
+    pub per: i64,
+    /// (instant ms, notification id), in order of instant.
+    #[serde(rename = "a")]
+    pub admitted: Vec<(i64, String)>,
+}
+
+impl State {
+    pub fn window_key(cap: &str, channel: Channel) -> String {
+        format!("{cap}:{}", channel.as_str())
+    }
+
+    /// Admits `ask` (a notification of this state's user), as [`admit`] says.
+    pub fn admit(&mut self, ask: &CapAsk) -> Admission {
+        let keys: Vec<String> = ask.caps.iter().map(|c| Self::window_key(&c.0, ask.channel)).collect();
+        let mut windows: Vec<Vec<(i64, String)>> =
+            keys.iter().map(|k| self.windows.remove(k).map(|w| w.admitted).unwrap_or_default()).collect();
+        let (code, ms, by) = admit(ask, &mut windows, &mut self.dropped);
+        if ask.drop {
+            let longest = ask.caps.iter().map(|c| c.2.as_millis() as i64).max().unwrap_or(0);
+            self.keep_dropped = self.keep_dropped.max(longest);
+        }
+        for ((key, admitted), cap) in keys.into_iter().zip(windows).zip(&ask.caps) {
+            if !admitted.is_empty() {
+                self.windows.insert(key, Window { per: cap.2.as_millis() as i64, admitted });
+            }
+        }
+        answer(ask, code, ms, by)
+    }
+
+    /// How long after `now` the state still matters (ms): none of it once
+    /// every window's newest admission left it and every drop is forgotten.
+    /// (What left a window is forgotten as [`admit`] says, when the window
+    /// is next used; the state as a whole expires here.)
+    pub fn lasts(&self, now: DateTime<Utc>) -> Option<i64> {
+        let now = now.timestamp_millis();
+        let windows = self.windows.values().filter_map(|w| w.admitted.last().map(|(s, _)| s + w.per));
+        let dropped = self.dropped.last().map(|(at, _)| at + self.keep_dropped);
+        windows.chain(dropped).max().map(|end| end - now).filter(|ms| *ms > 0)
+    }
+
+    /// What cap `cap` counted on `channel`: in the window of length `per`
+    /// ending at `now`, and admitted for after it.
+    pub fn count(&self, cap: &str, per: Duration, channel: Channel, now: DateTime<Utc>) -> (u64, u64) {
+        let Some(w) = self.windows.get(&Self::window_key(cap, channel)) else { return (0, 0) };
+        let (now, start) = (now.timestamp_millis(), now.timestamp_millis() - per.as_millis() as i64);
+        let in_window = w.admitted.iter().filter(|(s, _)| *s > start && *s <= now).count() as u64;
+        let ahead = w.admitted.iter().filter(|(s, _)| *s > now).count() as u64;
+        (in_window, ahead)
+    }
+}
+
+/// The answer `(code, ms, binding cap)` of [`admit`], read.
 pub fn answer(ask: &CapAsk, code: i64, ms: i64, by: usize) -> Admission {
     let by = by.checked_sub(1).and_then(|i| ask.caps.get(i)).map(|c| c.0.clone());
     if code < 0 {

@@ -134,11 +134,14 @@ async fn caps_hold_across_two_intake_processes_and_redelivery() {
     let redis =
         redis::Client::open(config.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let admitted = |user: String, cap: &'static str| {
-        let (key, mut conn) = (format!("{{tidings:caps:{user}}}:{cap}:email"), redis.clone());
+        let (key, mut conn) = (format!("{{tidings:caps:{user}}}"), redis.clone());
         async move {
-            let pairs: Vec<(String, i64)> =
-                redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut conn).await.unwrap();
-            pairs
+            // A version (16 hex digits), then the user's caps.
+            let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
+            let state: tidings_core::caps::State =
+                value.map(|v| serde_json::from_str(&v[16..]).unwrap()).unwrap_or_default();
+            let window = state.windows.get(&format!("{cap}:email")).cloned().unwrap_or_default();
+            window.admitted.into_iter().map(|(score, id)| (id, score)).collect::<Vec<(String, i64)>>()
         }
     };
     // The schedule: the notification id and release instant (ms) of each member.

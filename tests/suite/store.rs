@@ -711,6 +711,71 @@ async fn caps_admit_as_the_specification_says() {
     .await;
 }
 
+/// Caps written by two processes at once: each store admits the same asks
+/// for the same users, one in order and one in reverse, many times over, so
+/// each keeps replacing users' caps the other has just replaced. Both give
+/// every notification the same answer, and no user gets more than the cap
+/// in any window: a write that lost the race is read and admitted again.
+#[tokio::test]
+async fn caps_written_by_two_processes_at_once_count_each_notification_once() {
+    use tidings_core::caps::{Admission, CapAsk};
+    let server = RedisServer::start().unwrap();
+    let (one, two) = (
+        RedisStore::connect(&server.url(), "t").await.unwrap(),
+        RedisStore::connect(&server.url(), "t").await.unwrap(),
+    );
+    let now = at("2026-12-07T12:00:00Z");
+    let cap = vec![("hourly".to_string(), 3, Duration::from_secs(3600))];
+    let batches: Vec<Vec<CapAsk>> = (0..40)
+        .map(|b| {
+            (0..5)
+                .map(|i| CapAsk {
+                    user: format!("u{}", i % 3),
+                    channel: Channel::Email,
+                    id: format!("n{b}-{i}"),
+                    caps: cap.clone(),
+                    at: now,
+                    now,
+                    drop: false,
+                    again: false,
+                })
+                .collect()
+        })
+        .collect();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let ask_all = async |store: &RedisStore, order: Vec<&Vec<CapAsk>>, out: &mut Vec<(String, Admission)>| {
+        for batch in order {
+            let answers = store.admit(batch).await.unwrap();
+            out.extend(batch.iter().map(|a| a.id.clone()).zip(answers));
+        }
+    };
+    tokio::join!(
+        ask_all(&one, batches.iter().collect(), &mut a),
+        ask_all(&two, batches.iter().rev().collect(), &mut b),
+    );
+    let instant = |answer: &Admission| match answer {
+        Admission::Admitted { at, .. } | Admission::Before { at } => *at,
+        Admission::Dropped { .. } => panic!("nothing drops here"),
+    };
+    let first: std::collections::HashMap<String, DateTime<Utc>> =
+        a.iter().map(|(id, answer)| (id.clone(), instant(answer))).collect();
+    let mut admitted_by_both = 0;
+    for (id, answer) in &b {
+        assert_eq!(instant(answer), first[id], "{id}: the two processes disagree");
+        admitted_by_both += usize::from(matches!(answer, Admission::Admitted { .. }));
+    }
+    let admitted_by_one = a.iter().filter(|(_, answer)| matches!(answer, Admission::Admitted { .. })).count();
+    assert_eq!(admitted_by_one + admitted_by_both, 200, "each notification admitted once, by one or the other");
+    for u in 0..3 {
+        let mut instants: Vec<DateTime<Utc>> =
+            (batches.iter().flatten()).filter(|ask| ask.user == format!("u{u}")).map(|ask| first[&ask.id]).collect();
+        instants.sort();
+        for w in instants.windows(4) {
+            assert!(w[3] - w[0] >= Span::hours(1), "u{u}: four in an hour: {w:?}");
+        }
+    }
+}
+
 /// Two reads of one event make two members of one notification (they
 /// differ in when they were made): while the first waits, the second is
 /// not held, and gets the first's release time; intake taking the

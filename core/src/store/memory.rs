@@ -47,10 +47,8 @@ struct Inner {
     soft_bounces: HashMap<String, (std::collections::HashSet<String>, Instant)>,
     /// Sightings: who saw each first, and when it is forgotten.
     seen: HashMap<String, (String, Instant)>,
-    /// (user, cap, channel) -> (score ms, notification id), in score order.
-    caps: HashMap<(String, String, Channel), Vec<(i64, String)>>,
-    /// User -> (when ms, notification id) dropped over a cap.
-    cap_dropped: HashMap<String, Vec<(i64, String)>>,
+    /// User -> what every cap admitted and dropped.
+    caps: HashMap<String, caps::State>,
     /// (user, digest name) -> its windows, by number.
     digests: HashMap<(String, String), std::collections::BTreeMap<u64, DigestWindow>>,
     /// (user, event) -> the window it was added to.
@@ -433,13 +431,8 @@ impl Store for MemoryStore {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(asks.len());
         for ask in asks {
-            let keys: Vec<_> = ask.caps.iter().map(|c| (ask.user.clone(), c.0.clone(), ask.channel)).collect();
-            let mut windows: Vec<_> = keys.iter().map(|k| inner.caps.remove(k).unwrap_or_default()).collect();
-            let mut dropped = inner.cap_dropped.remove(&ask.user).unwrap_or_default();
-            let (code, ms, by) = caps::admit(ask, &mut windows, &mut dropped);
-            inner.caps.extend(keys.into_iter().zip(windows));
-            inner.cap_dropped.insert(ask.user.clone(), dropped);
-            out.push(caps::answer(ask, code, ms, by));
+            let state = inner.caps.entry(ask.user.clone()).or_default();
+            out.push(state.admit(ask));
         }
         Ok(out)
     }
@@ -489,15 +482,11 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<CapCount>, StoreError> {
         let inner = self.lock();
-        let now = millis(now);
         let mut out = Vec::new();
         for (cap, per) in caps {
             for &channel in channels {
-                let scores = inner.caps.get(&(user.to_string(), cap.clone(), channel));
-                let scores = scores.map(Vec::as_slice).unwrap_or_default();
-                let start = now - per.as_millis() as i64;
-                let in_window = scores.iter().filter(|(s, _)| *s > start && *s <= now).count() as u64;
-                let ahead = scores.iter().filter(|(s, _)| *s > now).count() as u64;
+                let (in_window, ahead) =
+                    inner.caps.get(user).map_or((0, 0), |state| state.count(cap, *per, channel, now));
                 out.push(CapCount { cap: cap.clone(), channel, in_window, ahead });
             }
         }

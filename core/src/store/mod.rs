@@ -487,11 +487,10 @@ impl Keys {
         // A set of the bounces counted (the counter of earlier versions was `softbounce:`).
         format!("{}:softbounces:{address}", self.prefix)
     }
-    /// What cap `cap` admitted of `user` on `channel`: a sorted set of
-    /// notification ids scored by the instant (ms) each was admitted for.
-    /// Every key of a user's caps shares one hash tag (one slot on a cluster).
-    pub fn cap(&self, user: &str, cap: &str, channel: crate::Channel) -> String {
-        format!("{{{}:caps:{user}}}:{cap}:{}", self.prefix, channel.as_str())
+    /// What every cap admitted and dropped of `user`: a version and a
+    /// [`crate::caps::State`] (JSON), replaced whole.
+    pub fn caps(&self, user: &str) -> String {
+        format!("{{{}:caps:{user}}}", self.prefix)
     }
     /// Digest `name` of `user`: its windows and their items, in one hash.
     pub fn digest(&self, user: &str, name: &str) -> String {
@@ -504,10 +503,6 @@ impl Keys {
     /// `user`'s open windows: digest name -> `window,count,closes`.
     pub fn digests_open(&self, user: &str) -> String {
         format!("{{{}:digest:{user}}}:open", self.prefix)
-    }
-    /// The notifications of `user` dropped over a cap, scored by when.
-    pub fn cap_dropped(&self, user: &str) -> String {
-        format!("{{{}:caps:{user}}}:dropped", self.prefix)
     }
     /// A callback or other sighting, remembered a while.
     pub fn seen(&self, key: &str) -> String {

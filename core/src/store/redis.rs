@@ -296,72 +296,46 @@ end
 return out
 "#;
 
-/// Admits notifications under their caps, each as [`crate::caps::admit`]
-/// says, in order. ARGV[1]: how many. Per notification, KEYS: each cap's
-/// window, then the user's dropped set; ARGV: the id, the instant asked for
-/// (ms), now (ms), `1` to move an earlier admission later, `1` to drop over
-/// the cap, the longest window (ms), how many caps, then per cap its max and
-/// window (ms). Answers per notification {1 admitted, 2 admitted before or
-/// -1 dropped, instant (ms), the cap (counted from 1) that held it, 0 for
-/// none}. What a window holds is read by rank (its size, its newest, and
-/// its `max`-th newest), never listed.
+/// Replaces users' caps ([`crate::caps::State`]) that no other process
+/// replaced since they were read. KEYS: one user's caps each. ARGV, per
+/// key: the version read (`''`: there was none), the value to write
+/// (`''`: delete), its lifetime (ms). A value starts with its version (16
+/// hex digits). Answers per key 1 written, 0 replaced since (read again).
 const ADMIT: &str = r#"
-local function admit(k, a, out)
-  local id, t0, now = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local again, drop, longest = ARGV[a + 3] == '1', ARGV[a + 4] == '1', tonumber(ARGV[a + 5])
-  local n = tonumber(ARGV[a + 6])
-  local dropped = KEYS[k + n]
-  if drop then
-    redis.call('ZREMRANGEBYSCORE', dropped, '-inf', string.format('%.0f', now - longest))
-    if redis.call('ZSCORE', dropped, id) then
-      out[#out + 1], out[#out + 2], out[#out + 3] = -1, 0, 0
-      return
+local out = {}
+for i = 1, #KEYS do
+  local had, v = redis.call('GET', KEYS[i]), ''
+  if had then v = string.sub(had, 1, 16) end
+  if v == ARGV[3 * i - 2] then
+    if ARGV[3 * i - 1] == '' then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], ARGV[3 * i - 1], 'PX', ARGV[3 * i])
     end
+    out[i] = 1
+  else
+    out[i] = 0
   end
-  local had = redis.call('ZSCORE', KEYS[k], id)
-  if had then
-    had = tonumber(had)
-    if (not again) or had >= t0 then
-      out[#out + 1], out[#out + 2], out[#out + 3] = 2, had, 0
-      return
-    end
-    for i = 0, n - 1 do redis.call('ZREM', KEYS[k + i], id) end
-  end
-  local t, by = t0, 0
-  for i = 1, n do
-    local key, max, per = KEYS[k + i - 1], tonumber(ARGV[a + 5 + 2 * i]), tonumber(ARGV[a + 6 + 2 * i])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now - per))
-    local size = redis.call('ZCARD', key)
-    if size > 0 then
-      local need = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
-      if size >= max then
-        local free = tonumber(redis.call('ZRANGE', key, -max, -max, 'WITHSCORES')[2]) + per
-        if free > need then need = free end
-      end
-      if need > t then t, by = need, i end
-    end
-  end
-  if drop and t > t0 then
-    redis.call('ZADD', dropped, string.format('%.0f', now), id)
-    redis.call('PEXPIRE', dropped, longest)
-    out[#out + 1], out[#out + 2], out[#out + 3] = -1, t, by
-    return
-  end
-  for i = 1, n do
-    local per = tonumber(ARGV[a + 6 + 2 * i])
-    redis.call('ZADD', KEYS[k + i - 1], string.format('%.0f', t), id)
-    redis.call('PEXPIRE', KEYS[k + i - 1], string.format('%.0f', t - now + per))
-  end
-  out[#out + 1], out[#out + 2], out[#out + 3] = 1, t, by
-end
-local out, k, a = {}, 1, 2
-for _ = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a + 6])
-  admit(k, a, out)
-  k, a = k + n + 1, a + 7 + 2 * n
 end
 return out
 "#;
+
+/// How many times in a row admitting reads users' caps again after another
+/// process replaced them, before it gives up (and intake retries the batch).
+const ADMIT_PASSES: usize = 20;
+
+/// A user's caps as stored: the version and the state (none stored: `""`
+/// and an empty state). A value that does not read is replaced by an empty
+/// state: caps limit sends, they hold nothing that must be delivered.
+fn caps_state(key: &str, value: Option<&str>) -> (String, caps::State) {
+    let Some(value) = value else { return (String::new(), caps::State::default()) };
+    let (version, body) = value.split_at(value.len().min(16));
+    let state = serde_json::from_str(body).unwrap_or_else(|e| {
+        tracing::error!(key, error = %e, "frequency caps unreadable: counting afresh");
+        caps::State::default()
+    });
+    (version.to_string(), state)
+}
 
 /// Adds an event to its digest. KEYS: the digest (a hash: `n` the latest
 /// window; per window `closes:`, `count:`, `opened:`, `taken:` and its items
@@ -817,29 +791,63 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Admits asks that share a slot, as one script call.
+    /// Admits asks whose users share a slot: reads their caps, admits each
+    /// ask in order as [`caps::State::admit`] says, and writes every
+    /// changed state back in one script call, which replaces only what no
+    /// other process replaced since; those are read and admitted again.
     async fn admit_group(&self, group: Vec<(String, &CapAsk)>) -> Result<Vec<Admission>, StoreError> {
-        let keys: usize = group.iter().map(|(_, ask)| ask.caps.len() + 1).sum();
-        let mut cmd = evalsha(&self.admit, keys);
-        for (dropped, ask) in &group {
-            for (cap, _, _) in &ask.caps {
-                cmd.arg(self.keys.cap(&ask.user, cap, ask.channel));
-            }
-            cmd.arg(dropped);
+        // Each user's key and its asks' places, in order.
+        let mut users: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut place_of: HashMap<&str, usize> = HashMap::new();
+        for (i, (key, _)) in group.iter().enumerate() {
+            let u = *place_of.entry(key.as_str()).or_insert_with(|| {
+                users.push((key.as_str(), Vec::new()));
+                users.len() - 1
+            });
+            users[u].1.push(i);
         }
-        cmd.arg(group.len());
-        for (_, ask) in &group {
-            let longest = ask.caps.iter().map(|c| c.2.as_millis() as u64).max().unwrap_or(1);
-            cmd.arg(&ask.id).arg(millis(ask.at)).arg(millis(ask.now));
-            cmd.arg(u8::from(ask.again)).arg(u8::from(ask.drop)).arg(longest).arg(ask.caps.len());
-            for (_, max, per) in &ask.caps {
-                cmd.arg(*max).arg(per.as_millis() as u64);
-            }
-        }
+        let mut answers: Vec<Option<Admission>> = vec![None; group.len()];
+        let mut todo: Vec<usize> = (0..users.len()).collect();
         let mut conn = self.conn.clone();
-        let answers: Vec<i64> = run(&mut conn, &self.admit, &cmd).await?;
-        let answers = answers.chunks(3).zip(&group);
-        Ok(answers.map(|(a, (_, ask))| caps::answer(ask, a[0], a[1], a[2] as usize)).collect())
+        for pass in 0..ADMIT_PASSES {
+            let mut read = redis::pipe();
+            for &u in &todo {
+                read.cmd("GET").arg(users[u].0);
+            }
+            let values: Vec<Option<String>> = read.query_async(&mut conn).await?;
+            let mut write = evalsha(&self.admit, todo.len());
+            let mut args = Vec::with_capacity(todo.len() * 3);
+            for (&u, value) in todo.iter().zip(&values) {
+                let (key, places) = &users[u];
+                let (version, mut state) = caps_state(key, value.as_deref());
+                let now = group[places[0]].1.now;
+                for &i in places {
+                    answers[i] = Some(state.admit(group[i].1));
+                }
+                write.arg(*key);
+                args.push(version);
+                match state.lasts(now) {
+                    Some(ms) => {
+                        let body = serde_json::to_string(&state).map_err(|e| StoreError::Batch(e.to_string()))?;
+                        args.push(format!("{:016x}{body}", rand::random::<u64>()));
+                        args.push(ms.to_string());
+                    }
+                    None => args.extend([String::new(), "1".into()]),
+                }
+            }
+            write.arg(args);
+            let written: Vec<i64> = run(&mut conn, &self.admit, &write).await?;
+            todo = todo.into_iter().zip(written).filter(|(_, w)| *w == 0).map(|(u, _)| u).collect();
+            if todo.is_empty() {
+                return Ok(answers.into_iter().map(|a| a.expect("every ask answered")).collect());
+            }
+            // Two processes that keep replacing the same users' caps fall out of step.
+            tokio::time::sleep(Duration::from_micros(rand::random_range(100..2_000) << pass.min(5))).await;
+        }
+        Err(StoreError::Batch(format!(
+            "frequency caps of {} users replaced by another process {ADMIT_PASSES} times in a row",
+            todo.len()
+        )))
     }
 
     /// Claims `id`, reading `user`'s preferences and the list entry of
@@ -1082,8 +1090,8 @@ impl Store for RedisStore {
         if asks.is_empty() {
             return Ok(Vec::new());
         }
-        // One pipeline of script calls per slot (each user's keys share one).
-        let keyed: Vec<(String, &CapAsk)> = asks.iter().map(|a| (self.keys.cap_dropped(&a.user), a)).collect();
+        // One read and one script call per slot (a user's caps are one key).
+        let keyed: Vec<(String, &CapAsk)> = asks.iter().map(|a| (self.keys.caps(&a.user), a)).collect();
         let answers = by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group)).await;
         answers.into_iter().collect()
     }
@@ -1135,24 +1143,16 @@ impl Store for RedisStore {
         channels: &[Channel],
         now: DateTime<Utc>,
     ) -> Result<Vec<CapCount>, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut conn = self.conn.clone();
+        let key = self.keys.caps(user);
+        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        let (_, state) = caps_state(&key, value.as_deref());
         let mut out = Vec::new();
         for (cap, per) in caps {
             for &channel in channels {
-                let key = self.keys.cap(user, cap, channel);
-                let start = millis(now) - per.as_millis() as i64;
-                pipe.cmd("ZCOUNT").arg(&key).arg(format!("({start}")).arg(millis(now));
-                pipe.cmd("ZCOUNT").arg(&key).arg(format!("({}", millis(now))).arg("+inf");
-                out.push(CapCount { cap: cap.clone(), channel, in_window: 0, ahead: 0 });
+                let (in_window, ahead) = state.count(cap, *per, channel, now);
+                out.push(CapCount { cap: cap.clone(), channel, in_window, ahead });
             }
-        }
-        if out.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.conn.clone();
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-        for (c, pair) in out.iter_mut().zip(counts.chunks(2)) {
-            (c.in_window, c.ahead) = (pair[0], pair[1]);
         }
         Ok(out)
     }
