@@ -856,11 +856,12 @@ impl Intake {
         let adds: Vec<DigestAdd> = (digesting.iter().flatten())
             .filter_map(|d| if let Digesting::Add(add, _) = d { Some(add.clone()) } else { None })
             .collect();
-        let mut added = match adds.is_empty() {
+        let added = match adds.is_empty() {
             true => Vec::new(),
             false => until_ok("add to digests", || self.store.digest_add(&adds)).await,
-        }
-        .into_iter();
+        };
+        // Each add's release, held before any of the batch's records is settled.
+        let mut releases = self.hold_releases(&batch, &digesting, added).await.into_iter();
 
         let mut out = Vec::with_capacity(batch.len());
         for (i, read) in batch.iter().enumerate() {
@@ -893,9 +894,9 @@ impl Intake {
                 }
                 Decoded::Digested(event, user) => {
                     let digesting = digesting[i].take().expect("a digested record's add");
-                    let added = matches!(digesting, Digesting::Add(..)).then(|| added.next()).flatten();
+                    let release = matches!(digesting, Digesting::Add(..)).then(|| releases.next()).flatten();
                     let (traced, span) = Traced::event(event);
-                    self.digested(read, event, user, digesting, added, now, &traced, &mut pending)
+                    self.digested(read, event, user, digesting, release, now, &traced, &mut pending)
                         .instrument(span)
                         .await
                 }
@@ -972,13 +973,67 @@ impl Intake {
         Digesting::Add(add, key)
     }
 
-    /// Ends a record's event that went to its user's digest (`added`), and
-    /// holds the digest's release on the schedule when the event opened its
-    /// window (or filled it: then released now). Every read of the event
-    /// does the same, and adds it once: the release's member is made from
-    /// the window alone, and holding it again changes nothing. The event
-    /// ends with a `suppressed` status (reason class `digested`) naming its
-    /// digest; one whose digest key is missing is dead-lettered.
+    /// The release of each add of the batch (`added`, in the order of
+    /// `digesting`), each held on the schedule where it must be: by the
+    /// event that opened or filled its window (full: released at once), or
+    /// read again (its first read may have stopped before). Every read of
+    /// an event does the same, and adds it once: the release's member is
+    /// made from the window alone, and holding it again changes nothing.
+    /// Holds of different windows go to Redis together; one window's in
+    /// the batch's order.
+    async fn hold_releases(
+        &self,
+        batch: &[Read],
+        digesting: &[Option<Digesting>],
+        added: Vec<Added>,
+    ) -> Vec<(digest::Release, Added)> {
+        let adds = batch.iter().zip(digesting).filter_map(|(read, d)| match (&read.decoded, d) {
+            (Decoded::Digested(event, user), Some(Digesting::Add(add, key))) => Some((event, user, add, key)),
+            _ => None,
+        });
+        let mut releases = Vec::with_capacity(added.len());
+        // Per window (its member): its lane, and each hold (take back first, until).
+        type Steps = Vec<(bool, DateTime<Utc>)>;
+        let mut holds: HashMap<String, (String, Steps)> = HashMap::new();
+        for ((event, user, add, key), added) in adds.zip(added) {
+            let route = &self.config.events[&event.ty];
+            let max_items = route.digest.as_ref().map_or(u32::MAX, |d| d.max_items);
+            let release = digest::Release {
+                digest: digest::ReleaseOf {
+                    user_id: user.to_string(),
+                    event_type: event.ty.clone(),
+                    name: add.name.clone(),
+                    key: key.clone(),
+                    window: added.window,
+                    opened: added.opened_at.timestamp_millis(),
+                },
+            };
+            let full = added.full || added.count >= max_items;
+            if !added.taken && (added.opened || full || !added.fresh) {
+                // Full: held at the window's end until now; released at once instead.
+                let hold = holds.entry(release.member()).or_insert_with(|| (release.lane(), Vec::new()));
+                hold.1.push((full, added.closes));
+                if added.opened {
+                    metrics::counter!("tidings_digests_opened_total", "type" => event.ty.clone()).increment(1);
+                }
+            }
+            releases.push((release, added));
+        }
+        let held = holds.iter().map(|(member, (lane, steps))| async move {
+            for (full, until) in steps {
+                if *full {
+                    until_ok("take a digest's release back", || self.store.undefer(lane, member)).await;
+                }
+                until_ok("hold a digest's release", || self.store.defer(lane, member, *until)).await;
+            }
+        });
+        futures::future::join_all(held).await;
+        releases
+    }
+
+    /// Ends a record's event that went to its user's digest (its release
+    /// held already) with a `suppressed` status (reason class `digested`)
+    /// naming its digest; one whose digest key is missing is dead-lettered.
     #[allow(clippy::too_many_arguments)]
     async fn digested(
         &self,
@@ -986,14 +1041,14 @@ impl Intake {
         event: &CloudEvent,
         user: &str,
         digesting: Digesting,
-        added: Option<Added>,
+        release: Option<(digest::Release, Added)>,
         now: DateTime<Utc>,
         traced: &Traced,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         let route = &self.config.events[&event.ty];
-        let (add, key, added) = match (digesting, added) {
-            (Digesting::Add(add, key), Some(added)) => (add, key, added),
+        let (release, added) = match (digesting, release) {
+            (Digesting::Add(..), Some(release)) => release,
             (Digesting::Letter(reason), _) => return self.dead_letter(read, reason, now, pending).await,
             (Digesting::Status(reason), _) => {
                 let status = event_status(event, user, route.channels[0], reason, now);
@@ -1001,31 +1056,6 @@ impl Intake {
             }
             (Digesting::Add(..), None) => unreachable!("every add of a batch is answered"),
         };
-        let max_items = route.digest.as_ref().map_or(u32::MAX, |d| d.max_items);
-        let release = digest::Release {
-            digest: digest::ReleaseOf {
-                user_id: user.to_string(),
-                event_type: event.ty.clone(),
-                name: add.name,
-                key,
-                window: added.window,
-                opened: added.opened_at.timestamp_millis(),
-            },
-        };
-        let full = added.full || added.count >= max_items;
-        // Only the event that opened or filled the window holds its release;
-        // an event read again does too (its first read may have stopped before).
-        if !added.taken && (added.opened || full || !added.fresh) {
-            let (lane, member) = (release.lane(), release.member());
-            // Full: held at the window's end until now; released at once instead.
-            if full {
-                until_ok("take a digest's release back", || self.store.undefer(&lane, &member)).await;
-            }
-            until_ok("hold a digest's release", || self.store.defer(&lane, &member, added.closes)).await;
-            if added.opened {
-                metrics::counter!("tidings_digests_opened_total", "type" => event.ty.clone()).increment(1);
-            }
-        }
         metrics::counter!("tidings_digested_total", "type" => event.ty.clone()).increment(1);
         let reason = format!(
             "{DIGESTED_PREFIX} into {} (window {} of digest `{}`, item {})",
