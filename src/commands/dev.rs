@@ -145,12 +145,12 @@ async fn run_drill(
         "drill {}: {}; {} users, events for {} s",
         drill.name(),
         drill.describe(),
-        drill::USERS,
+        drill.users(),
         drill::FEED.as_secs()
     );
     let feeding = tokio::spawn({
         let config = config.clone();
-        async move { drill::feed(&config).await }
+        async move { drill::feed(drill, &config).await }
     });
     let started = tokio::time::Instant::now();
     let deadline = started + drill::FEED + Duration::from_secs(90);
@@ -163,22 +163,64 @@ async fn run_drill(
         if feeding.as_ref().is_some_and(|f| f.is_finished()) {
             fed = Some(feeding.take().expect("checked").await??);
         }
-        live.show(&drill_line(started, progress, statuses));
+        let records = statuses.records();
+        let windows = drill.digest().map(|_| Windows::of(&records));
+        live.show(&match &windows {
+            Some(w) => digest_line(started, w, &records),
+            None => drill_line(started, progress, statuses),
+        });
         let Some(fed) = fed else { continue };
-        let settled = Progress::get(&progress.events) >= fed as u64
+        // Every event read; for digests, every update digested and each window's digest routed.
+        let settled = Progress::get(&progress.events) >= (fed + windows.as_ref().map_or(0, |w| w.windows)) as u64
+            && windows.as_ref().is_none_or(|w| w.updates == fed)
             && Progress::get(&progress.finished)
                 >= Progress::get(&progress.published) + Progress::get(&progress.released);
         if settled || tokio::time::Instant::now() >= deadline {
             let queued = drill::queued(config).await?;
             if drill::all_ended(&queued, &statuses.records()) || tokio::time::Instant::now() >= deadline {
-                break queued;
+                break (queued, fed);
             }
         }
     };
+    let (queued, fed) = queued;
     live.finish();
-    let report = drill::Report::new(&queued, &statuses.records(), outbox);
+    let mut report = drill::Report::new(&queued, &statuses.records(), outbox);
+    if let Some(digest) = drill.digest() {
+        report = report.with_digests(outbox, fed, digest.max_items);
+    }
     println!("{}", report.render());
     Ok(if report.held() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The updates digested so far, and into how many windows (each digested
+/// status names its window).
+struct Windows {
+    updates: usize,
+    windows: usize,
+}
+
+impl Windows {
+    fn of(records: &[StatusRecord]) -> Self {
+        let digested = records.iter().filter(|r| r.reason() == tidings_core::status::Reason::Digested);
+        let (mut updates, mut windows) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+        for r in digested {
+            updates.insert(r.event_id.as_str());
+            windows.insert(r.error.as_deref().unwrap_or_default().split(" (").next().unwrap_or_default());
+        }
+        Windows { updates: updates.len(), windows: windows.len() }
+    }
+}
+
+/// Time, updates digested, windows opened and digests sent so far.
+fn digest_line(started: tokio::time::Instant, w: &Windows, records: &[StatusRecord]) -> String {
+    let sent = records.iter().filter(|r| r.state == tidings_core::State::Sent).count();
+    format!(
+        "{:>3} s · updates digested {} · digest windows opened {} · digests sent {sent} · open {}   ",
+        started.elapsed().as_secs(),
+        w.updates,
+        w.windows,
+        w.windows.saturating_sub(sent),
+    )
 }
 
 /// Time, breakers, held messages and outcomes so far.

@@ -5,16 +5,21 @@
 //! every tenth. Breakers react within seconds (a 10 s window, 5 calls, 5 s
 //! reset) so a drill ends in about half a minute.
 //!
+//! `chatty-shipments` drills digests instead of a fault: the same 25 s feed
+//! is tracking updates of twenty orders, each order's collected into digests
+//! ([`Drill::digest`]).
+//!
 //! The closing summary comes from what the fleet wrote, not from its own
 //! counters: every notification on a channel topic, its terminal status,
-//! and the outbox files (a second send of a notification is a second file).
+//! and the outbox files (a second send of a notification is a second file;
+//! for digests, which updates each email lists).
 
 use crate::commands::dlq::letters::{self, Start};
 use clap::ValueEnum;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
-use tidings_core::config::{ChannelConfig, ProviderLimits, ProviderSection};
+use tidings_core::config::{ChannelConfig, Digest, EventRoute, ProviderLimits, ProviderSection};
 use tidings_core::{Channel, Config, Priority, State, StatusRecord};
 use tidings_providers::sandbox::config::SandboxConfig;
 
@@ -30,7 +35,15 @@ pub enum Drill {
     Slow,
     /// The first email provider answers 429 with `Retry-After: 2s` for 10 s.
     RateLimited,
+    /// Tracking updates of twenty orders, collected per order into digests.
+    ChattyShipments,
 }
+
+/// The tracking updates' type in `chatty-shipments`.
+pub const UPDATE: &str = "shipment.tracking_update";
+/// Orders in `chatty-shipments`: the first [`BUSY`] get half the updates.
+const ORDERS: usize = 20;
+const BUSY: usize = 4;
 
 /// How long traffic is fed.
 pub const FEED: Duration = Duration::from_secs(25);
@@ -50,7 +63,30 @@ impl Drill {
             Drill::Flapping => "primary (email) down 5-10 s, 15-20 s and 25-30 s",
             Drill::Slow => "primary (email) answers in 1.5 s; slow calls are those over 1 s",
             Drill::RateLimited => "primary (email) answers 429, Retry-After 2 s, from 2 s to 12 s",
+            Drill::ChattyShipments => {
+                "tracking updates of 20 orders (4 busy ones get half), each order's in digests of 8 updates or 5 s"
+            }
         }
+    }
+
+    /// The users the drill's events are for.
+    pub fn users(self) -> usize {
+        match self {
+            Drill::ChattyShipments => ORDERS / 2,
+            _ => USERS,
+        }
+    }
+
+    /// `chatty-shipments`' digest: per order, closed at 8 updates or 5 s
+    /// after it opened. The four busy orders (2.5 updates a second) fill
+    /// theirs; the sixteen quiet ones (one every 1.6 s) reach the end.
+    pub fn digest(self) -> Option<Digest> {
+        (self == Drill::ChattyShipments).then(|| Digest {
+            window: Some(Duration::from_secs(5)),
+            at: None,
+            max_items: 8,
+            key: Some("/data/order_id".into()),
+        })
     }
 
     /// The drill's providers, channels and breaker settings on `config`.
@@ -75,6 +111,7 @@ impl Drill {
             Drill::Flapping => c.outages = windows(&["5s..10s", "15s..20s", "25s..30s"]),
             Drill::Slow => c.latency = Duration::from_millis(1500),
             Drill::RateLimited => c.rate_limited = windows(&["2s..12s"]),
+            Drill::ChattyShipments => {}
         });
         let secondary = sandbox(&|c| {
             if self == Drill::AllDown {
@@ -97,6 +134,18 @@ impl Drill {
                 "primary".into(),
                 ProviderLimits { per_second: Some(100.0), burst: Some(20), max_concurrent: None },
             );
+        }
+        if let Some(digest) = self.digest() {
+            let route = EventRoute {
+                template: None,
+                category: "transactional".into(),
+                priority: Priority::Normal,
+                channels: vec![Channel::Email],
+                mode: Default::default(),
+                fallback: vec![],
+                digest: Some(digest),
+            };
+            config.events.insert(UPDATE.into(), route);
         }
         let breaker = &mut config.worker.breaker;
         breaker.window = Duration::from_secs(10);
@@ -121,8 +170,12 @@ pub fn users() -> String {
         .collect()
 }
 
-/// Event `seq`: a password reset every tenth, an order confirmation otherwise.
-fn event(seq: usize) -> String {
+/// Event `seq`: a password reset every tenth, an order confirmation
+/// otherwise; in `chatty-shipments`, a tracking update.
+fn event(drill: Drill, seq: usize) -> String {
+    if drill == Drill::ChattyShipments {
+        return update(seq);
+    }
     let user = format!("d-{}", seq % USERS);
     let (ty, data) = if seq % 10 == 9 {
         (
@@ -146,14 +199,33 @@ fn event(seq: usize) -> String {
         .to_string()
 }
 
+/// Update `seq`: every other one to a busy order, the rest round the quiet
+/// ones; its status names it (`update <seq>`), so the emails show where it went.
+fn update(seq: usize) -> String {
+    const STEPS: [(&str, &str); 4] = [
+        ("Left the sorting centre", "Leipzig"),
+        ("Arrived at the depot", "Lyon"),
+        ("Out with the courier", "Lyon"),
+        ("Back at the depot", "Lyon"),
+    ];
+    let order = if seq % 2 == 0 { (seq / 2) % BUSY } else { BUSY + (seq / 2) % (ORDERS - BUSY) };
+    let (status, location) = STEPS[seq % STEPS.len()];
+    let data = serde_json::json!({
+        "user_id": format!("d-{}", order / 2), "order_id": format!("o-{order:02}"),
+        "status": format!("{status} (update {seq})"), "location": location, "at": chrono::Utc::now().to_rfc3339()
+    });
+    serde_json::json!({"specversion": "1.0", "id": format!("drill-{seq}"), "type": UPDATE, "source": "/drill", "data": data})
+        .to_string()
+}
+
 /// Feeds the drill's events for [`FEED`], a batch every 50 ms; how many.
-pub async fn feed(config: &Config) -> anyhow::Result<usize> {
+pub async fn feed(drill: Drill, config: &Config) -> anyhow::Result<usize> {
     let producer = tidings_core::kafka::command_producer(&config.kafka)?;
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / u64::from(RATE)));
     let total = (FEED.as_secs() as usize) * RATE as usize;
     for seq in 0..total {
         tick.tick().await;
-        super::dev::feed_with(&producer, config, &event(seq)).await?;
+        super::dev::feed_with(&producer, config, &event(drill, seq)).await?;
     }
     Ok(total)
 }
@@ -173,6 +245,69 @@ pub struct Report {
     pub lost: usize,
     /// With more than one outbox file.
     pub sent_twice: usize,
+    /// For a digest drill: where the updates went.
+    pub digests: Option<Digests>,
+}
+
+/// Which digest emails list each update of a digest drill (read from the
+/// outbox: each email's text part, first copies only).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub updates: usize,
+    pub emails: usize,
+    /// Emails that list `max_items` updates: closed full, not by time.
+    pub full: usize,
+    /// Updates listed in exactly one email, in more than one, in none.
+    pub in_one: usize,
+    pub in_several: usize,
+    pub in_none: usize,
+}
+
+impl Digests {
+    /// What the email outbox says of updates `0..updates`.
+    pub fn read(outbox: &Path, updates: usize, max_items: u32) -> Self {
+        let mut emails_of = vec![0usize; updates];
+        let mut report = Digests { updates, ..Digests::default() };
+        for file in std::fs::read_dir(outbox.join(Channel::Email.as_str())).into_iter().flatten().flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            // `<id>.eml`: a second copy (`<id>.2.eml`) is counted as sent twice already.
+            if name.matches('.').count() != 1 {
+                continue;
+            }
+            let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+            let Some(plain) = text.split("text/plain; charset=utf-8\r\n\r\n").nth(1) else { continue };
+            let plain = plain.split("\r\n--tidings").next().unwrap_or_default();
+            let listed: HashSet<usize> =
+                plain.split("(update ").skip(1).filter_map(|s| s.split(')').next()?.parse().ok()).collect();
+            report.emails += 1;
+            report.full += usize::from(listed.len() == max_items as usize);
+            for seq in listed.into_iter().filter(|s| *s < updates) {
+                emails_of[seq] += 1;
+            }
+        }
+        for n in emails_of {
+            match n {
+                0 => report.in_none += 1,
+                1 => report.in_one += 1,
+                _ => report.in_several += 1,
+            }
+        }
+        report
+    }
+
+    pub fn render(&self) -> String {
+        format!(
+            "{} tracking updates in {} digest emails ({} closed full, {} at the end of their window)\n\
+             in exactly one digest {}, in several {} (must be 0), in none {} (must be 0)",
+            self.updates,
+            self.emails,
+            self.full,
+            self.emails - self.full,
+            self.in_one,
+            self.in_several,
+            self.in_none
+        )
+    }
 }
 
 /// Whether a status ends its notification.
@@ -233,6 +368,12 @@ impl Report {
         report
     }
 
+    /// The report of a digest drill that fed `updates`.
+    pub fn with_digests(mut self, outbox: &Path, updates: usize, max_items: u32) -> Self {
+        self.digests = Some(Digests::read(outbox, updates, max_items));
+        self
+    }
+
     pub fn render(&self) -> String {
         let mut out = format!(
             "{} notifications: sent {} ({} through the secondary provider), failed over to SMS {}, dead-lettered {}",
@@ -242,11 +383,16 @@ impl Report {
             out.push_str(&format!(", {state} {n}"));
         }
         out.push_str(&format!("\nlost {} (must be 0), sent twice {} (must be 0)", self.lost, self.sent_twice));
+        if let Some(d) = &self.digests {
+            out.push('\n');
+            out.push_str(&d.render());
+        }
         out
     }
 
     pub fn held(&self) -> bool {
-        self.lost == 0 && self.sent_twice == 0
+        let digests = self.digests.as_ref().is_none_or(|d| d.in_several == 0 && d.in_none == 0 && d.emails > 0);
+        self.lost == 0 && self.sent_twice == 0 && digests
     }
 }
 

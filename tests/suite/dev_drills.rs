@@ -27,10 +27,6 @@ fn drill(name: &str) -> Summary {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
     assert!(out.status.success(), "drill {name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let number_after = |text: &str, words: &str| -> usize {
-        let at = text.find(words).unwrap_or_else(|| panic!("`{words}` in:\n{text}")) + words.len();
-        text[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
-    };
     let closing: Vec<&str> =
         stdout.lines().filter(|l| l.contains(" notifications: sent ") || l.starts_with("lost ")).collect();
     let closing = closing.join(" ");
@@ -42,6 +38,12 @@ fn drill(name: &str) -> Summary {
         twice: number_after(&closing, "sent twice"),
         progress: stdout.clone(),
     }
+}
+
+/// The number after the first `words` in `text`.
+fn number_after(text: &str, words: &str) -> usize {
+    let at = text.find(words).unwrap_or_else(|| panic!("`{words}` in:\n{text}")) + words.len();
+    text[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
 
 impl Summary {
@@ -84,4 +86,25 @@ fn rate_limited_answers_slow_the_fleet_and_lose_nothing() {
     let s = drill("rate-limited");
     s.held();
     assert!(s.secondary > 0, "{}", s.progress);
+}
+
+/// The digest drill: 500 tracking updates of 20 orders collapse into far
+/// fewer emails, the busy orders' closed full at 8 and the quiet ones' at
+/// the end of their 5 s window, every update listed in exactly one email.
+#[test]
+fn chatty_shipments_collapse_into_digests_each_update_in_exactly_one() {
+    let s = drill("chatty-shipments");
+    assert_eq!((s.lost, s.twice), (0, 0), "lost, sent twice: {}", s.progress);
+    let closing: Vec<&str> = s.progress.lines().skip_while(|l| !l.contains(" tracking updates in ")).collect();
+    let closing = &closing.join(" ");
+    let updates = number_after(closing, "");
+    let emails = number_after(closing, "tracking updates in");
+    let full = number_after(closing, "digest emails (");
+    assert_eq!(updates, 500, "{}", s.progress);
+    assert_eq!(number_after(closing, "in exactly one digest"), updates, "{}", s.progress);
+    assert_eq!((number_after(closing, "in several"), number_after(closing, "in none")), (0, 0), "{}", s.progress);
+    // One email per digest notification, both ways of closing seen, and far fewer emails than updates.
+    assert_eq!(s.notifications, emails, "{}", s.progress);
+    assert!(full > 0 && emails > full && emails < updates / 2, "{}", s.progress);
+    assert!(s.progress.contains("digest windows opened"), "{}", s.progress);
 }
