@@ -320,21 +320,17 @@ end
 return out
 "#;
 
-/// How many times in a row admitting reads users' caps again after another
-/// process replaced them, before it gives up (and intake retries the batch).
-const ADMIT_PASSES: usize = 20;
-
 /// A user's caps as stored: the version and the state (none stored: `""`
 /// and an empty state). A value that does not read is replaced by an empty
 /// state: caps limit sends, they hold nothing that must be delivered.
-fn caps_state(key: &str, value: Option<&str>) -> (String, caps::State) {
-    let Some(value) = value else { return (String::new(), caps::State::default()) };
-    let (version, body) = value.split_at(value.len().min(16));
+fn caps_state<'v>(key: &str, value: Option<&'v str>) -> (&'v str, &'v str, caps::State) {
+    let Some(value) = value else { return ("", "", caps::State::default()) };
+    let (version, body) = value.split_at_checked(16).unwrap_or((value, ""));
     let state = serde_json::from_str(body).unwrap_or_else(|e| {
         tracing::error!(key, error = %e, "frequency caps unreadable: counting afresh");
         caps::State::default()
     });
-    (version.to_string(), state)
+    (version, body, state)
 }
 
 /// Adds an event to its digest. KEYS: the digest (a hash: `n` the latest
@@ -809,45 +805,50 @@ impl RedisStore {
         let mut answers: Vec<Option<Admission>> = vec![None; group.len()];
         let mut todo: Vec<usize> = (0..users.len()).collect();
         let mut conn = self.conn.clone();
-        for pass in 0..ADMIT_PASSES {
+        for pass in 0u32.. {
             let mut read = redis::pipe();
             for &u in &todo {
                 read.cmd("GET").arg(users[u].0);
             }
             let values: Vec<Option<String>> = read.query_async(&mut conn).await?;
-            let mut write = evalsha(&self.admit, todo.len());
+            // Only what changed is written: answers from a state no ask
+            // changed (every one admitted before) stand as read.
+            let mut changed = Vec::with_capacity(todo.len());
             let mut args = Vec::with_capacity(todo.len() * 3);
             for (&u, value) in todo.iter().zip(&values) {
                 let (key, places) = &users[u];
-                let (version, mut state) = caps_state(key, value.as_deref());
-                let now = group[places[0]].1.now;
+                let (version, read, mut state) = caps_state(key, value.as_deref());
                 for &i in places {
                     answers[i] = Some(state.admit(group[i].1));
                 }
-                write.arg(*key);
-                args.push(version);
-                match state.lasts(now) {
-                    Some(ms) => {
-                        let body = serde_json::to_string(&state).map_err(|e| StoreError::Batch(e.to_string()))?;
-                        args.push(format!("{:016x}{body}", rand::random::<u64>()));
-                        args.push(ms.to_string());
-                    }
+                let body = serde_json::to_string(&state).map_err(|e| StoreError::Batch(e.to_string()))?;
+                if body == read {
+                    continue;
+                }
+                changed.push(u);
+                args.push(version.to_string());
+                match state.lasts(group[places[0]].1.now) {
+                    Some(ms) => args.extend([format!("{:016x}{body}", rand::random::<u64>()), ms.to_string()]),
                     None => args.extend([String::new(), "1".into()]),
                 }
             }
-            write.arg(args);
-            let written: Vec<i64> = run(&mut conn, &self.admit, &write).await?;
-            todo = todo.into_iter().zip(written).filter(|(_, w)| *w == 0).map(|(u, _)| u).collect();
+            todo = match changed.is_empty() {
+                true => changed,
+                false => {
+                    let mut write = evalsha(&self.admit, changed.len());
+                    write.arg(changed.iter().map(|&u| users[u].0).collect::<Vec<_>>()).arg(args);
+                    let written: Vec<i64> = run(&mut conn, &self.admit, &write).await?;
+                    changed.into_iter().zip(written).filter(|(_, w)| *w == 0).map(|(u, _)| u).collect()
+                }
+            };
             if todo.is_empty() {
-                return Ok(answers.into_iter().map(|a| a.expect("every ask answered")).collect());
+                break;
             }
-            // Two processes that keep replacing the same users' caps fall out of step.
+            // Replaced by another process since read: read again, and two
+            // processes that keep replacing the same users fall out of step.
             tokio::time::sleep(Duration::from_micros(rand::random_range(100..2_000) << pass.min(5))).await;
         }
-        Err(StoreError::Batch(format!(
-            "frequency caps of {} users replaced by another process {ADMIT_PASSES} times in a row",
-            todo.len()
-        )))
+        Ok(answers.into_iter().map(|a| a.expect("every ask answered")).collect())
     }
 
     /// Claims `id`, reading `user`'s preferences and the list entry of
@@ -1146,7 +1147,7 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let key = self.keys.caps(user);
         let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-        let (_, state) = caps_state(&key, value.as_deref());
+        let (_, _, state) = caps_state(&key, value.as_deref());
         let mut out = Vec::new();
         for (cap, per) in caps {
             for &channel in channels {
