@@ -979,8 +979,9 @@ impl Intake {
     /// read again (its first read may have stopped before). Every read of
     /// an event does the same, and adds it once: the release's member is
     /// made from the window alone, and holding it again changes nothing.
-    /// Holds of different windows go to Redis together; one window's in
-    /// the batch's order.
+    /// Holds of different digests go to Redis together; one digest's in
+    /// the batch's order (its windows share a lane, and a window held
+    /// after the next one would wait behind it).
     async fn hold_releases(
         &self,
         batch: &[Read],
@@ -992,9 +993,8 @@ impl Intake {
             _ => None,
         });
         let mut releases = Vec::with_capacity(added.len());
-        // Per window (its member): its lane, and each hold (take back first, until).
-        type Steps = Vec<(bool, DateTime<Utc>)>;
-        let mut holds: HashMap<String, (String, Steps)> = HashMap::new();
+        // Per lane (one per digest): each hold (its member, take back first, until).
+        let mut holds: HashMap<String, Vec<(String, bool, DateTime<Utc>)>> = HashMap::new();
         for ((event, user, add, key), added) in adds.zip(added) {
             let route = &self.config.events[&event.ty];
             let max_items = route.digest.as_ref().map_or(u32::MAX, |d| d.max_items);
@@ -1011,16 +1011,15 @@ impl Intake {
             let full = added.full || added.count >= max_items;
             if !added.taken && (added.opened || full || !added.fresh) {
                 // Full: held at the window's end until now; released at once instead.
-                let hold = holds.entry(release.member()).or_insert_with(|| (release.lane(), Vec::new()));
-                hold.1.push((full, added.closes));
+                holds.entry(release.lane()).or_default().push((release.member(), full, added.closes));
                 if added.opened {
                     metrics::counter!("tidings_digests_opened_total", "type" => event.ty.clone()).increment(1);
                 }
             }
             releases.push((release, added));
         }
-        let held = holds.iter().map(|(member, (lane, steps))| async move {
-            for (full, until) in steps {
+        let held = holds.iter().map(|(lane, steps)| async move {
+            for (member, full, until) in steps {
                 if *full {
                     until_ok("take a digest's release back", || self.store.undefer(lane, member)).await;
                 }
