@@ -65,8 +65,8 @@ pub enum Admission {
     Dropped { by: Option<String> },
 }
 
-/// The admission step on one user's windows, as the Redis script does it
-/// (the memory store's implementation, and the script's specification).
+/// The admission step on one user's windows, as both stores run it
+/// (through [`State::admit`]).
 /// `windows[i]` holds the scores (ms) of cap `i`'s window in order; `dropped`
 /// the ids dropped and when.
 pub fn admit(ask: &CapAsk, windows: &mut [Vec<(i64, String)>], dropped: &mut Vec<(i64, String)>) -> (i64, i64, usize) {

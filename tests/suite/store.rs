@@ -624,7 +624,7 @@ async fn a_deferral_counts_only_once_a_replica_holds_it() {
     assert!(matches!(unreplicated, Err(StoreError::NotReplicated { on: 0, wanted: 1 })), "{unreplicated:?}");
 }
 
-/// Frequency caps: the Redis script (one server and a cluster, users spread
+/// Frequency caps: the Redis store (one server and a cluster, users spread
 /// over its slots) answers exactly as the specification in
 /// `tidings_core::caps::admit` does, over a long random run of admissions:
 /// ids asked again (redelivery), drops, asks that move an admission later,

@@ -271,7 +271,7 @@ pub trait Store: Send + Sync {
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError>;
 
     /// Admits each of `asks` under its caps (see [`crate::caps`]), in order,
-    /// each atomically, in one round trip where the store allows.
+    /// each atomically (in Redis, a read and a conditional write per batch).
     async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError>;
 
     /// For `user`: per cap `(name, per)` and channel, the notifications the
