@@ -1222,8 +1222,18 @@ impl Intake {
                     match self.capped(&n, admission, prefs, holds, now).await {
                         // Counted for a later instant, or admitted now behind its
                         // lane: held where the lane truly places it, and counted there.
-                        Ok((at, fresh)) if at > now || (fresh && holds.is_held(user_id, n.channel)) => {
+                        Ok((at, true)) if at > now || holds.is_held(user_id, n.channel) => {
                             self.defer_capped(n, at, prefs, holds, traced, now, pending).await?;
+                            continue;
+                        }
+                        // Counted by another read of its event for an instant
+                        // after this batch's now (its own now, a moment later,
+                        // or a deferral): that read placed it, and its count
+                        // is never moved by a copy (the copy waits on the
+                        // schedule, one member per notification, and one sent
+                        // already is a duplicate the worker drops).
+                        Ok((at, false)) if at > now => {
+                            self.defer(n, at, holds, traced, now, pending).await?;
                             continue;
                         }
                         Ok(_) => Outcome::Publish(n),
