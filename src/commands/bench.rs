@@ -11,8 +11,9 @@
 //! no quiet hours), so the three figures compare like with like. Beside each
 //! figure, the CPU time of this process per event over the same half: the
 //! role or the passthrough with its librdkafka clients, and on the mock
-//! cluster the broker too (Redis and an external broker are processes of
-//! their own).
+//! cluster the broker too (an external broker is a process of its own),
+//! and the benchmark's Redis's CPU time per event apart: the caps and
+//! digests cost there too, on the same cores.
 
 use super::bench_cluster::BenchCluster;
 use super::live::LiveLine;
@@ -39,6 +40,7 @@ const PARTITIONS: i32 = 32;
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(RedisServer::available(), "the benchmark needs redis-server");
     let redis = RedisServer::start()?;
+    let _ = REDIS_PID.set(redis.pid().unwrap_or_default());
     let mut config = Config::from_toml(include_str!("../../tidings.example.toml"))?;
     config.kafka.options.clear();
     config.redis.url = redis.url();
@@ -53,7 +55,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let [bare, cold, warm, capped, digested] = measured?;
     println!("median of {} runs:", args.runs.max(1));
-    println!("  passthrough (consume -> produce): {:>9.0} events/s  {:>5.1} µs CPU/event", bare.rate, bare.cpu_us);
+    println!(
+        "  passthrough (consume -> produce): {:>9.0} events/s  {:>5.1} µs CPU/event  Redis {:>4.1} µs",
+        bare.rate, bare.cpu_us, bare.redis_us
+    );
     let runs = [
         ("intake, cold cache (no cache):", cold),
         ("intake, warm cache:", warm),
@@ -62,9 +67,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     ];
     for (name, run) in runs {
         println!(
-            "  {name:<33}{:>9.0} events/s  {:>5.1} µs CPU/event  ({:.0} % of passthrough)",
+            "  {name:<33}{:>9.0} events/s  {:>5.1} µs CPU/event  Redis {:>4.1} µs  ({:.0} % of passthrough)",
             run.rate,
             run.cpu_us,
+            run.redis_us,
             100.0 * run.rate / bare.rate
         );
     }
@@ -86,7 +92,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 struct Measured {
     rate: f64,
     cpu_us: f64,
+    /// The benchmark's Redis's CPU time per event.
+    redis_us: f64,
 }
+
+/// The benchmark's Redis (its CPU time is measured apart).
+static REDIS_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// Prepares the users and events, then measures every run; the medians
 /// (by rate) of passthrough, cold, warm, warm with frequency caps, and warm
@@ -240,7 +251,10 @@ async fn measure(
     token: CancellationToken,
     run: impl Future<Output = anyhow::Result<()>> + Send + 'static,
 ) -> anyhow::Result<Measured> {
-    let cpu = || super::bench_worker::cpu_seconds(std::process::id()).unwrap_or_default();
+    let cpu = || {
+        let of = |pid| super::bench_worker::cpu_seconds(pid).unwrap_or_default();
+        (of(std::process::id()), REDIS_PID.get().map_or(0.0, |pid| of(*pid)))
+    };
     let task = tokio::spawn(run);
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut start = None;
@@ -262,11 +276,20 @@ async fn measure(
         anyhow::ensure!(!task.is_finished(), "benchmark run stopped early ({done} done)");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let (elapsed, used) = start.map(|(at, cpu_then)| (at.elapsed(), cpu() - cpu_then)).unwrap_or_default();
+    let (elapsed, (used, redis)) = start
+        .map(|(at, (then, redis_then))| {
+            let (now, redis_now) = cpu();
+            (at.elapsed(), (now - then, redis_now - redis_then))
+        })
+        .unwrap_or_default();
     live.finish();
     token.cancel();
     task.await??;
-    Ok(Measured { rate: events as f64 / elapsed.as_secs_f64(), cpu_us: used * 1e6 / events as f64 })
+    Ok(Measured {
+        rate: events as f64 / elapsed.as_secs_f64(),
+        cpu_us: used * 1e6 / events as f64,
+        redis_us: redis * 1e6 / events as f64,
+    })
 }
 
 /// The baseline: the same consumer and producer settings as intake, each
