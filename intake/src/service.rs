@@ -4,8 +4,9 @@
 //! round trip: a reader task takes records in batches (what is already
 //! fetched, up to `batch_size`) and decodes them; a hydrator task reads what
 //! each batch needs from Redis, one round trip per batch (the preferences
-//! the bounded in-process cache lacks, and the deferral lanes of the batch's
-//! users), while the router routes and writes the batch before it, in
+//! the bounded in-process cache lacks, the deferral lanes of the batch's
+//! users, and the frequency caps of those the caps count), while the router
+//! routes and writes the batch before it, in
 //! partition order. Every write a record causes (notifications, statuses,
 //! dead letters, deferrals) is enqueued before the next record is handled,
 //! so per-user order holds, and its offset is stored only once all of them
@@ -18,7 +19,9 @@
 //! quiet hours never reorder a user's messages. Critical ones go at once.
 //! A batch's lanes are read while the batch before it is routed, so they may
 //! lack what that routing deferred: the router carries the holds it made
-//! itself until a batch hydrated after them comes (see [`Carried`]).
+//! itself until a batch hydrated after them comes (see [`Carried`]), and
+//! the caps it wrote (caps another process wrote meanwhile are read again:
+//! they are only ever written over the value read).
 
 use crate::route::{route, Outcome};
 use chrono::{DateTime, Utc};
@@ -45,7 +48,7 @@ use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
 use tidings_core::status::DIGESTED_PREFIX;
-use tidings_core::store::{lane, SharedStore};
+use tidings_core::store::{lane, CapsRead, Placed, SharedStore};
 use tidings_core::suppression::address_of;
 use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
 use tidings_core::trace::{self, Hop};
@@ -246,6 +249,8 @@ struct Prepared {
     prefs: HashMap<String, Hydrated>,
     /// Lane -> when the last member held on it is released.
     holds: HashMap<String, DateTime<Utc>>,
+    /// The stored caps of the users whose notifications the caps may count.
+    caps: CapsRead,
     /// Why each listed address of the batch's `first` routes is on the
     /// suppression list: such a route passes over its channel.
     listed: HashMap<String, String>,
@@ -293,6 +298,10 @@ const HYDRATED_FOR: Duration = Duration::from_secs(1);
 struct Holds {
     lanes: HashMap<String, DateTime<Utc>>,
     made: Vec<(String, DateTime<Utc>)>,
+    /// The users' caps as read with the batch, or as written since.
+    caps: CapsRead,
+    /// The caps written while routing the batch.
+    caps_made: Vec<(String, Option<String>)>,
 }
 
 impl Holds {
@@ -305,6 +314,14 @@ impl Holds {
         !self.lanes.is_empty() && self.lanes.contains_key(&lane(user, channel))
     }
 
+    /// What the caps were written with: read so by what comes next.
+    fn admitted(&mut self, written: CapsRead) {
+        for (user, value) in written {
+            self.caps.insert(user.clone(), value.clone());
+            self.caps_made.push((user, value));
+        }
+    }
+
     /// `lane` is held until `until` (or later, if it already was).
     fn hold(&mut self, lane: String, until: DateTime<Utc>) {
         let until = self.lanes.get(&lane).map_or(until, |held| until.max(*held));
@@ -313,28 +330,38 @@ impl Holds {
     }
 }
 
-/// The holds the router made, by the batch (counted from 1) that made them,
-/// kept until every batch that may have been hydrated before they were
-/// written to Redis is routed.
+/// The holds the router made, and the caps it wrote, by the batch (counted
+/// from 1) that made them, kept until every batch that may have been
+/// hydrated before they were written to Redis is routed.
 #[derive(Default)]
 struct Carried {
     holds: Vec<(u64, String, DateTime<Utc>)>,
+    caps: Vec<(u64, String, Option<String>)>,
 }
 
 impl Carried {
-    /// The lanes of a batch hydrated when `routed_before` batches were routed,
-    /// with the holds made by the batches routed after that.
-    fn merge(&mut self, mut lanes: HashMap<String, DateTime<Utc>>, routed_before: u64) -> Holds {
+    /// The lanes and caps of a batch hydrated when `routed_before` batches
+    /// were routed, with the holds made and caps written by the batches
+    /// routed after that. (Caps another process wrote since are read again
+    /// when admitting: they are written only over the value read.)
+    fn merge(&mut self, mut lanes: HashMap<String, DateTime<Utc>>, mut caps: CapsRead, routed_before: u64) -> Holds {
         self.holds.retain(|(batch, _, _)| *batch > routed_before);
         for (_, lane, until) in &self.holds {
             let held = lanes.entry(lane.clone()).or_insert(*until);
             *held = (*held).max(*until);
         }
-        Holds { lanes, made: Vec::new() }
+        self.caps.retain(|(batch, _, _)| *batch > routed_before);
+        for (_, user, value) in &self.caps {
+            if let Some(read) = caps.get_mut(user) {
+                read.clone_from(value);
+            }
+        }
+        Holds { lanes, made: Vec::new(), caps, caps_made: Vec::new() }
     }
 
     fn keep(&mut self, batch: u64, holds: Holds) {
         self.holds.extend(holds.made.into_iter().map(|(lane, until)| (batch, lane, until)));
+        self.caps.extend(holds.caps_made.into_iter().map(|(user, value)| (batch, user, value)));
     }
 }
 
@@ -751,9 +778,15 @@ impl Intake {
         let mut missing = Vec::new();
         let mut asked = HashSet::new();
         let mut lanes = Vec::new();
+        let mut capped = Vec::new();
         for read in &batch {
             let (Decoded::Routed(event, user) | Decoded::Digested(event, user)) = &read.decoded else { continue };
             let route = &events[&event.ty];
+            if matches!(read.decoded, Decoded::Routed(..))
+                && self.limits.get(&event.ty).is_some_and(|l| !l.caps.is_empty())
+            {
+                capped.push(user.clone());
+            }
             if asked.insert(user.as_str()) {
                 match self.cache.get(user) {
                     Some(p) => {
@@ -779,9 +812,16 @@ impl Intake {
         }
         lanes.sort_unstable();
         lanes.dedup();
+        capped.sort_unstable();
+        capped.dedup();
         let routed_before = routed.load(Ordering::Acquire);
         let read_at = Instant::now();
-        let fetched = until_ok("read preferences and lanes", || self.store.hydrate(&missing, &lanes)).await;
+        // At once (on one connection, one round trip).
+        let (fetched, caps) = futures::join!(
+            until_ok("read preferences and lanes", || self.store.hydrate(&missing, &lanes)),
+            until_ok("read the frequency caps", || self.store.caps_values(&capped))
+        );
+        let caps = capped.into_iter().zip(caps).collect();
         for (user, raw) in missing.into_iter().zip(fetched.prefs) {
             let parsed: Hydrated = Arc::new(match raw {
                 None => Err(format!("no preferences for user {user}")),
@@ -792,7 +832,7 @@ impl Intake {
         }
         let holds = lanes.into_iter().zip(fetched.holds).filter_map(|(l, h)| h.map(|h| (l, h))).collect();
         let listed = self.listed(&batch, &prefs).await;
-        Prepared { batch, prefs, listed, holds, routed_before, read_at }
+        Prepared { batch, prefs, listed, holds, caps, routed_before, read_at }
     }
 
     /// The suppression-list entries of the addresses a `first` route of
@@ -838,14 +878,14 @@ impl Intake {
     ) -> Result<Vec<Pending>, IntakeError> {
         let now = self.clock.now();
         let events = &self.config.events;
-        let Prepared { batch, prefs, listed, holds, routed_before, .. } = prepared;
-        let mut holds = carried.merge(holds, routed_before);
+        let Prepared { batch, prefs, listed, holds, caps, routed_before, .. } = prepared;
+        let mut holds = carried.merge(holds, caps, routed_before);
 
         // Routed first, all of them, so that what the caps must admit goes
         // to Redis in one round trip for the batch.
         let mut routed: Vec<Option<Vec<Outcome>>> =
             batch.iter().map(|read| self.routed(read, &prefs, &listed, now)).collect();
-        let mut admissions = self.admit(&batch, &routed, &holds, now).await;
+        let mut admissions = self.admit(&batch, &routed, &mut holds, now).await;
         // And what goes to digests, in one more.
         let mut digesting: Vec<Option<Digesting>> = (batch.iter())
             .map(|read| match &read.decoded {
@@ -1091,7 +1131,7 @@ impl Intake {
         &self,
         batch: &[Read],
         routed: &[Option<Vec<Outcome>>],
-        holds: &Holds,
+        holds: &mut Holds,
         now: DateTime<Utc>,
     ) -> Admitted {
         let mut places = Vec::new();
@@ -1110,8 +1150,17 @@ impl Intake {
         if asks.is_empty() {
             return Admitted { answers: Default::default() };
         }
-        let answers = until_ok("admit under the frequency caps", || self.store.admit(&asks)).await;
+        let answers = self.admit_caps(&asks, holds).await;
         Admitted { answers: places.into_iter().zip(answers).collect() }
+    }
+
+    /// Admits `asks` from the caps as `holds` has them, retried until Redis
+    /// answers; what is written is read so from then on.
+    async fn admit_caps(&self, asks: &[CapAsk], holds: &mut Holds) -> Vec<Admission> {
+        let (answers, written) =
+            until_ok("admit under the frequency caps", || self.store.admit_from(asks, &holds.caps)).await;
+        holds.admitted(written);
+        answers
     }
 
     fn cap_ask(
@@ -1144,7 +1193,7 @@ impl Intake {
         n: &Notification,
         mut admission: Admission,
         prefs: &Preferences,
-        holds: &Holds,
+        holds: &mut Holds,
         now: DateTime<Utc>,
     ) -> Result<(DateTime<Utc>, bool), String> {
         let limits = &self.limits[&n.event_type];
@@ -1178,10 +1227,7 @@ impl Intake {
             }
             let ask = self.cap_ask(n, limits, want, now, true);
             let asks = std::slice::from_ref(&ask);
-            admission = until_ok("admit under the frequency caps", || self.store.admit(asks))
-                .await
-                .pop()
-                .unwrap_or(Admission::Admitted { at: want, by: None });
+            admission = self.admit_caps(asks, holds).await.pop().unwrap_or(Admission::Admitted { at: want, by: None });
         }
         // Not settled in as many passes: the instant last admitted stands.
         match admission {
@@ -1226,14 +1272,10 @@ impl Intake {
                             self.defer_capped(n, at, prefs, holds, traced, now, pending).await?;
                             continue;
                         }
-                        // Counted by another read of its event for an instant
-                        // after this batch's now (its own now, a moment later,
-                        // or a deferral): that read placed it, and its count
-                        // is never moved by a copy (the copy waits on the
-                        // schedule, one member per notification, and one sent
-                        // already is a duplicate the worker drops).
-                        Ok((at, false)) if at > now => {
-                            self.defer(n, at, holds, traced, now, pending).await?;
+                        // Counted so by another read of its event (for its own
+                        // now, a moment later, or a deferral): held where it counted.
+                        Ok((at, false)) if at > now || holds.is_held(user_id, n.channel) => {
+                            self.defer_copy(n, at, holds, traced, now, pending).await?;
                             continue;
                         }
                         Ok(_) => Outcome::Publish(n),
@@ -1287,21 +1329,25 @@ impl Intake {
         now: DateTime<Utc>,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
-        let (_, released) = self.hold(&mut n, until, holds, traced).await?;
-        self.deferred(&n, released, traced, now, pending).await
+        let (_, placed) = self.hold(&mut n, until, holds, traced, false).await?;
+        self.deferred(&n, placed.at, traced, now, pending).await
     }
 
-    /// Puts `n` on the schedule at `until`, or behind what its lane holds:
-    /// answers the member and when it is released.
+    /// Puts `n` on the schedule at `until`, or behind what its lane holds
+    /// unless `exact`: answers the member and where it was placed.
     async fn hold(
         &self,
         n: &mut Notification,
         until: DateTime<Utc>,
         holds: &mut Holds,
         traced: &Traced,
-    ) -> Result<(String, DateTime<Utc>), IntakeError> {
+        exact: bool,
+    ) -> Result<(String, Placed), IntakeError> {
         let l = lane(&n.user_id, n.channel);
-        let until = holds.get(&l).map_or(until, |held| until.max(held));
+        let until = match holds.get(&l) {
+            Some(held) if !exact => until.max(held),
+            _ => until,
+        };
         n.not_before = Some(until);
         let member = self.member(n, traced);
         let max = kafka::max_message_bytes(&self.config.kafka);
@@ -1309,9 +1355,9 @@ impl Intake {
             let topic = n.channel.topic(n.priority);
             return Err(IntakeError::TooLarge { topic, bytes: member.len(), max });
         }
-        let released = until_ok("defer", || self.store.defer(&l, &member, until)).await;
-        holds.hold(l, released);
-        Ok((member, released))
+        let placed = until_ok("defer", || self.store.place(&l, &member, until, exact)).await;
+        holds.hold(l, placed.at);
+        Ok((member, placed))
     }
 
     /// `n` as the schedule holds it.
@@ -1361,7 +1407,8 @@ impl Intake {
         let mut until = at;
         // Each pass places it later; the lane moves only as fast as other processes add to it.
         for _ in 0..8 {
-            let (member, released) = self.hold(&mut n, until, holds, traced).await?;
+            let (member, placed) = self.hold(&mut n, until, holds, traced, false).await?;
+            let released = placed.at;
             if released < until {
                 // Another read of its event holds it earlier: taken back, and held here.
                 until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
@@ -1373,7 +1420,7 @@ impl Intake {
             }
             let ask = self.cap_ask(&n, limits, floor, now, true);
             let asks = std::slice::from_ref(&ask);
-            let admission = until_ok("admit under the frequency caps", || self.store.admit(asks)).await.pop();
+            let admission = self.admit_caps(asks, holds).await.pop();
             match admission {
                 Some(Admission::Dropped { by }) => {
                     until_ok("take a dropped message off the schedule", || self.store.undefer(&l, &member)).await;
@@ -1390,8 +1437,54 @@ impl Intake {
         }
         // Not settled in as many passes (other processes keep adding to
         // its lane): held where the caps last admitted it, or behind.
-        let (_, released) = self.hold(&mut n, until, holds, traced).await?;
-        self.deferred(&n, released, traced, now, pending).await
+        let (_, placed) = self.hold(&mut n, until, holds, traced, false).await?;
+        self.deferred(&n, placed.at, traced, now, pending).await
+    }
+
+    /// Holds `n`, a copy: the caps counted it at `at` for another read of
+    /// its event, whose placing stands (a copy never moves a count another
+    /// read made). The member that read holds is joined. Where none waits
+    /// (that read published it, or stopped before holding it), `n` is held
+    /// at `at` itself, before what its lane gained since, so it goes where
+    /// it was counted and in the order it was admitted; and the caps are
+    /// asked again: one that another read dropped meanwhile is taken back
+    /// and suppressed, one another read moved is held where it moved to.
+    async fn defer_copy(
+        &self,
+        mut n: Notification,
+        at: DateTime<Utc>,
+        holds: &mut Holds,
+        traced: &Traced,
+        now: DateTime<Utc>,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
+        let limits = &self.limits[&n.event_type];
+        let l = lane(&n.user_id, n.channel);
+        let mut until = at;
+        for _ in 0..8 {
+            let (member, placed) = self.hold(&mut n, until, holds, traced, true).await?;
+            if placed.joined {
+                return self.deferred(&n, placed.at, traced, now, pending).await;
+            }
+            let ask = self.cap_ask(&n, limits, until, now, false);
+            let asks = std::slice::from_ref(&ask);
+            match self.admit_caps(asks, holds).await.pop() {
+                Some(Admission::Dropped { by }) => {
+                    until_ok("take a dropped message off the schedule", || self.store.undefer(&l, &member)).await;
+                    let status =
+                        StatusRecord::of(&n, State::Suppressed, now).with_error(None, over_cap(by.as_deref(), limits));
+                    return self.status(status, traced, pending).await;
+                }
+                Some(Admission::Admitted { at, .. } | Admission::Before { at }) if at != placed.at => {
+                    until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
+                    until = at;
+                }
+                _ => return self.deferred(&n, placed.at, traced, now, pending).await,
+            }
+        }
+        // Not settled in as many passes: held where the caps last counted it.
+        let (_, placed) = self.hold(&mut n, until, holds, traced, true).await?;
+        self.deferred(&n, placed.at, traced, now, pending).await
     }
 
     async fn status(&self, status: StatusRecord, traced: &Traced, pending: &mut Pending) -> Result<(), IntakeError> {
@@ -1491,19 +1584,19 @@ mod tests {
     #[test]
     fn carried_holds_reach_only_batches_hydrated_before_they_were_written() {
         let mut carried = Carried::default();
-        let mut first = carried.merge(HashMap::new(), 0);
+        let mut first = carried.merge(HashMap::new(), CapsRead::new(), 0);
         first.hold("u1:email".into(), at("2026-12-06T07:00:00Z"));
         carried.keep(1, first);
         // Hydrated before batch 1 was routed: its lanes lack the hold.
-        let second = carried.merge(HashMap::new(), 0);
+        let second = carried.merge(HashMap::new(), CapsRead::new(), 0);
         assert_eq!(second.get("u1:email"), Some(at("2026-12-06T07:00:00Z")));
         // A later release read from Redis wins; an earlier one is raised.
         let read = HashMap::from([("u1:email".to_string(), at("2026-12-06T06:00:00Z"))]);
-        assert_eq!(carried.merge(read, 0).get("u1:email"), Some(at("2026-12-06T07:00:00Z")));
+        assert_eq!(carried.merge(read, CapsRead::new(), 0).get("u1:email"), Some(at("2026-12-06T07:00:00Z")));
         let read = HashMap::from([("u1:email".to_string(), at("2026-12-06T08:00:00Z"))]);
-        assert_eq!(carried.merge(read, 0).get("u1:email"), Some(at("2026-12-06T08:00:00Z")));
+        assert_eq!(carried.merge(read, CapsRead::new(), 0).get("u1:email"), Some(at("2026-12-06T08:00:00Z")));
         // Hydrated once batch 1 was routed: Redis has it, and nothing is carried any more.
-        assert!(!carried.merge(HashMap::new(), 1).is_held("u1", Channel::Email));
+        assert!(!carried.merge(HashMap::new(), CapsRead::new(), 1).is_held("u1", Channel::Email));
         assert!(carried.holds.is_empty());
     }
 
@@ -1550,6 +1643,132 @@ mod tests {
         let out = intake.handle_batch(second, 2, &mut carried).await.unwrap();
         assert_eq!(out[0].published, 0, "the second waits behind the first, not past it");
         assert_eq!(store.deferred_len().await.unwrap(), 2);
+    }
+
+    /// A read of an event that stopped between the caps counting its
+    /// message for later and holding it: the copy read again finds it
+    /// counted (for 11:00) and nothing of it on the schedule, while the
+    /// lane has grown since (a message counted for noon, behind it). The
+    /// copy goes where it was counted, before that one: held behind the
+    /// lane, two would go at noon under a cap of one an hour.
+    #[tokio::test]
+    async fn a_copy_whose_first_read_stopped_before_holding_it_goes_where_it_was_counted() {
+        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
+        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        config.caps = serde_json::from_value(serde_json::json!({"transactional": {"max": 1, "per": "1h"}})).unwrap();
+        config.validate().unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
+            "channels": {"email": true}});
+        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
+        let ten = at("2026-12-06T10:00:00Z");
+        let clock = Clock::starting_at(ten);
+        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        let (routed, mut carried) = (AtomicU64::new(0), Carried::default());
+        let mut batches = 0;
+        let mut route = async |seq| {
+            batches += 1;
+            let batch = intake.prepare(vec![read(seq)], &routed).await;
+            let out = intake.handle_batch(batch, batches, &mut carried).await.unwrap();
+            routed.store(batches, Ordering::Release);
+            out[0].published
+        };
+        assert_eq!(route(1).await, 1, "the first goes at once");
+        // The second's first read: counted for 11:00, and stopped there.
+        let id = notification_id("/shop", "e2", Channel::Email, "u1");
+        let caps = intake.limits["order.confirmed"].caps.clone();
+        let ask = CapAsk {
+            user: "u1".into(),
+            channel: Channel::Email,
+            id,
+            caps,
+            at: ten,
+            now: ten,
+            drop: false,
+            again: false,
+        };
+        let eleven = at("2026-12-06T11:00:00Z");
+        assert!(matches!(&store.admit(&[ask]).await.unwrap()[..], [Admission::Admitted { at, .. }] if *at == eleven));
+        assert_eq!(route(3).await, 0, "the third is counted for noon");
+        assert_eq!(route(2).await, 0, "the copy of the second waits");
+        assert_eq!(store.deferred_len().await.unwrap(), 2);
+        let lease = Duration::from_secs(60);
+        let events = |members: &[String]| -> Vec<String> {
+            members.iter().map(|m| serde_json::from_str::<Deferred>(m).unwrap().notification.event_id).collect()
+        };
+        let due = store.claim_due(eleven, 10, lease).await.unwrap();
+        assert_eq!(events(&due), ["e2"], "the copy at 11:00, before the third");
+        store.remove_deferred("u1:email", &due[0]).await.unwrap();
+        let noon = at("2026-12-06T12:00:00Z");
+        assert_eq!(events(&store.claim_due(noon, 10, lease).await.unwrap()), ["e3"]);
+    }
+
+    /// A copy counted for another read that has since dropped its
+    /// notification (the lane moved it to where the cap of its category,
+    /// which drops, had no room) and taken it off the schedule: the copy
+    /// is held first (nothing of it waits), then finds it dropped, and is
+    /// taken back and suppressed instead of sent.
+    #[tokio::test]
+    async fn a_copy_of_a_notification_another_read_dropped_is_suppressed_not_held() {
+        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
+        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        let limits = serde_json::json!({"caps": {"marketing": {"max": 1, "per": "24h"}},
+            "categories": {"marketing": {"over_cap": "drop"}}});
+        config.caps = serde_json::from_value(limits["caps"].clone()).unwrap();
+        config.categories = serde_json::from_value(limits["categories"].clone()).unwrap();
+        config.validate().unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
+            "channels": {"email": true}});
+        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
+        let ten = at("2026-12-06T10:00:00Z");
+        let intake = Intake::new(Arc::new(config), store.clone(), Clock::starting_at(ten), Progress::shared()).unwrap();
+        let mut read = read(1);
+        let Decoded::Routed(event, _) = &mut read.decoded else { unreachable!() };
+        event.ty = "marketing.campaign".into();
+        let caps = intake.limits["marketing.campaign"].caps.clone();
+        let ask = |id: &str, at: DateTime<Utc>, again| CapAsk {
+            user: "u1".into(),
+            channel: Channel::Email,
+            id: id.into(),
+            caps: caps.clone(),
+            at,
+            now: ten,
+            drop: true,
+            again,
+        };
+        // The other read: counted at 10:00, then (a day later, behind its
+        // lane) admitted again where another campaign fills the window: dropped.
+        let x = notification_id("/shop", "e1", Channel::Email, "u1");
+        let day = chrono::Duration::hours(24);
+        assert!(matches!(&store.admit(&[ask(&x, ten, false)]).await.unwrap()[..], [Admission::Admitted { .. }]));
+        assert!(matches!(&store.admit(&[ask("y", ten + day, false)]).await.unwrap()[..], [Admission::Admitted { .. }]));
+        let again = ask(&x, ten + day + chrono::Duration::hours(1), true);
+        assert!(matches!(&store.admit(&[again]).await.unwrap()[..], [Admission::Dropped { .. }]));
+
+        // The copy, answered before the drop as counted at 10:00.
+        let routed = AtomicU64::new(0);
+        let prepared = intake.prepare(vec![read], &routed).await;
+        let outcomes = intake.routed(&prepared.batch[0], &prepared.prefs, &prepared.listed, ten).unwrap();
+        let [Outcome::Publish(n)] = &outcomes[..] else { panic!("{outcomes:?}") };
+        let mut holds = Carried::default().merge(prepared.holds, prepared.caps, 0);
+        let Decoded::Routed(event, _) = &prepared.batch[0].decoded else { unreachable!() };
+        let (traced, _) = Traced::event(event);
+        let mut pending = Pending {
+            topic: Arc::from("marketing.events"),
+            partition: 0,
+            offset: 1,
+            published: 0,
+            deliveries: Vec::new(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            lettered: false,
+        };
+        intake.defer_copy(n.clone(), ten, &mut holds, &traced, ten, &mut pending).await.unwrap();
+        assert_eq!(store.deferred_len().await.unwrap(), 0, "taken back: nothing of it waits to be sent");
+        assert_eq!(pending.deliveries.len(), 1, "its one status");
+        assert_eq!(pending.published, 0);
     }
 
     /// A batch hydrated before a broker outage held the router up is routed

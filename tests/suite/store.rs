@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tidings::embedded::{RedisCluster, RedisServer};
 use tidings_core::store::{
-    holder, lane, pinned_to, Claim, Claimed, MemoryStore, RedisStore, Store, StoreError, CLAIM_MARK,
+    holder, lane, pinned_to, Claim, Claimed, MemoryStore, Placed, RedisStore, Store, StoreError, CLAIM_MARK,
 };
 use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::Channel;
@@ -716,6 +716,9 @@ async fn caps_admit_as_the_specification_says() {
 /// each keeps replacing users' caps the other has just replaced. Both give
 /// every notification the same answer, and no user gets more than the cap
 /// in any window: a write that lost the race is read and admitted again.
+/// Each starts from values it holds already, as intake does: one from what
+/// it wrote itself last (stale once the other writes), the other from a
+/// read made before the batch (stale once either writes).
 #[tokio::test]
 async fn caps_written_by_two_processes_at_once_count_each_notification_once() {
     use tidings_core::caps::{Admission, CapAsk};
@@ -743,15 +746,23 @@ async fn caps_written_by_two_processes_at_once_count_each_notification_once() {
         })
         .collect();
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    let ask_all = async |store: &RedisStore, order: Vec<&Vec<CapAsk>>, out: &mut Vec<(String, Admission)>| {
-        for batch in order {
-            let answers = store.admit(batch).await.unwrap();
-            out.extend(batch.iter().map(|a| a.id.clone()).zip(answers));
-        }
-    };
+    let ask_all =
+        async |store: &RedisStore, order: Vec<&Vec<CapAsk>>, read_ahead: bool, out: &mut Vec<(String, Admission)>| {
+            let mut known = tidings_core::store::CapsRead::new();
+            let users: Vec<String> = (0..3).map(|u| format!("u{u}")).collect();
+            for batch in order {
+                if read_ahead {
+                    known = users.iter().cloned().zip(store.caps_values(&users).await.unwrap()).collect();
+                    tokio::task::yield_now().await;
+                }
+                let (answers, written) = store.admit_from(batch, &known).await.unwrap();
+                known.extend(written);
+                out.extend(batch.iter().map(|a| a.id.clone()).zip(answers));
+            }
+        };
     tokio::join!(
-        ask_all(&one, batches.iter().collect(), &mut a),
-        ask_all(&two, batches.iter().rev().collect(), &mut b),
+        ask_all(&one, batches.iter().collect(), false, &mut a),
+        ask_all(&two, batches.iter().rev().collect(), true, &mut b),
     );
     let instant = |answer: &Admission| match answer {
         Admission::Admitted { at, .. } | Admission::Before { at } => *at,
@@ -809,6 +820,36 @@ async fn a_notification_waits_on_the_schedule_once_whichever_read_held_it() {
         assert_eq!(store.defer(&l, &of("n1", "4"), evening).await.unwrap(), evening, "the third still waits");
         assert_eq!(store.deferred_len().await.unwrap(), 1);
         assert_eq!(store.claim_due(evening, 10, Duration::from_secs(60)).await.unwrap(), vec![of("n1", "3")]);
+    })
+    .await;
+}
+
+/// Placing says whether a member joined another read's member of its
+/// notification (and its own member held again is not joined: a retry);
+/// an exact placing goes at its instant, before what its lane holds for
+/// later, and the lane still ends where it did.
+#[tokio::test]
+async fn a_placing_says_whether_it_joined_another_read_and_an_exact_one_goes_before_the_lane() {
+    let of = |id: &str, made: &str| {
+        format!(
+            r#"{{"notification":{{"notification_id":"{id}","user_id":"u","channel":"email","created_at":"{made}"}}}}"#
+        )
+    };
+    with_each(async |store: &dyn Store| {
+        let l = lane("u", Channel::Email);
+        let (ten, eleven, noon) = (at("2026-11-27T10:00:00Z"), at("2026-11-27T11:00:00Z"), at("2026-11-27T12:00:00Z"));
+        let placed = |at, joined| Placed { at, joined };
+        assert_eq!(store.place(&l, &of("z", "1"), noon, false).await.unwrap(), placed(noon, false));
+        assert_eq!(store.place(&l, &of("z", "1"), noon, false).await.unwrap(), placed(noon, false), "a retry");
+        assert_eq!(store.place(&l, &of("z", "2"), ten, true).await.unwrap(), placed(noon, true), "another read");
+        // Behind the lane, unless exact.
+        assert_eq!(store.place(&l, &of("y", "1"), ten, false).await.unwrap(), placed(noon, false));
+        assert_eq!(store.place(&l, &of("x", "1"), eleven, true).await.unwrap(), placed(eleven, false));
+        assert_eq!(store.hydrate(&[], std::slice::from_ref(&l)).await.unwrap().holds, vec![Some(noon)]);
+        let lease = Duration::from_secs(60);
+        assert_eq!(store.claim_due(eleven, 10, lease).await.unwrap(), vec![of("x", "1")], "before the lane");
+        store.remove_deferred(&l, &of("x", "1")).await.unwrap();
+        assert_eq!(store.claim_due(noon, 10, lease).await.unwrap(), vec![of("z", "1"), of("y", "1")]);
     })
     .await;
 }

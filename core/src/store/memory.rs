@@ -3,8 +3,8 @@
 //! long as the process.
 
 use super::{
-    claim_value, entry, holder, id_of, is_taken_by, lane_of, millis, pinned_to, score, CapCount, Claim, Hydrated,
-    Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, holder, id_of, is_taken_by, lane_of, millis, pinned_to, score, CapCount, CapsRead, Claim,
+    Hydrated, Placed, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
 use crate::digest::{self, Added, DigestAdd, OpenDigest, Taken};
@@ -219,39 +219,40 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    async fn place(&self, lane: &str, member: &str, due: DateTime<Utc>, exact: bool) -> Result<Placed, StoreError> {
         let mut inner = self.lock();
+        let at = |held: i64| DateTime::from_timestamp_millis(held / 1000).unwrap_or(due);
         // Held already: not counted twice (a scan, fine for the sizes `tidings dev` holds).
         if let Some((held, _)) = inner.deferred.iter().find(|(_, m)| m == member) {
-            return Ok(DateTime::from_timestamp_millis(held / 1000).unwrap_or(due));
+            return Ok(Placed { at: at(*held), joined: false });
         }
         // Claimed by the scheduler meanwhile: on its way out, not held again.
         if inner.claimed.iter().any(|(_, m)| m == member) {
-            return Ok(due);
+            return Ok(Placed { at: due, joined: false });
         }
         // Another member of the same notification waits: its release time.
         let id = id_of(member);
         if let Some(other) = id.as_ref().and_then(|id| inner.held_ids.get(id)) {
             if let Some((held, _)) = inner.deferred.iter().find(|(_, m)| m == other) {
-                return Ok(DateTime::from_timestamp_millis(held / 1000).unwrap_or(due));
+                return Ok(Placed { at: at(*held), joined: true });
             }
         }
         let l = inner.lanes.entry(lane.to_string()).or_default();
         let mut due_ms = millis(due);
-        if l.pending > 0 {
+        if l.pending == 0 {
+            (l.seq, l.due) = (0, due_ms);
+        } else if !exact {
             due_ms = due_ms.max(l.due);
-        } else {
-            l.seq = 0;
         }
         l.seq += 1;
-        l.due = due_ms;
+        l.due = l.due.max(due_ms);
         l.pending += 1;
         let entry = (score(due_ms, l.seq), member.to_string());
         inner.deferred.insert(entry);
         if let Some(id) = id {
             inner.held_ids.insert(id, member.to_string());
         }
-        Ok(DateTime::from_timestamp_millis(due_ms).unwrap_or(due))
+        Ok(Placed { at: DateTime::from_timestamp_millis(due_ms).unwrap_or(due), joined: false })
     }
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
@@ -427,14 +428,14 @@ impl Store for MemoryStore {
         Ok((if next < inner.suppressions.len() { next as u64 } else { 0 }, page))
     }
 
-    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
+    async fn admit_from(&self, asks: &[CapAsk], _: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError> {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(asks.len());
         for ask in asks {
             let state = inner.caps.entry(ask.user.clone()).or_default();
             out.push(state.admit(ask));
         }
-        Ok(out)
+        Ok((out, CapsRead::new()))
     }
 
     async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {

@@ -16,6 +16,7 @@ use crate::digest::{Added, DigestAdd, OpenDigest, Taken};
 use crate::suppression::{Cause, Suppression};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,21 @@ pub struct Hydrated {
     /// Per lane, in the order asked: when the last member held on it is
     /// released, if any member is held.
     pub holds: Vec<Option<DateTime<Utc>>>,
+}
+
+/// Users' caps as read or written (user -> the stored value, `None`: none).
+pub type CapsRead = HashMap<String, Option<String>>;
+
+/// Where [`Store::place`] put a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// When it is released.
+    pub at: DateTime<Utc>,
+    /// Another member of the same notification was waiting (held by another
+    /// read of its event): that one stands, released at `at`, and nothing
+    /// was added. A member held or claimed already is this read's own (a
+    /// retry), not joined.
+    pub joined: bool,
 }
 
 /// The lane of a user's notifications on one channel: deferred members of a
@@ -247,12 +263,20 @@ pub trait Store: Send + Sync {
 
     /// Holds `member` (a notification JSON) on `lane` (user and channel) until
     /// `due`, or later: never before a member already held on the same lane,
-    /// so a user's messages leave in the order they were deferred. Returns
+    /// so a user's messages leave in the order they were deferred. Answers
     /// when it will be released. Holding a member already held changes
     /// nothing, so a retry after a timeout cannot count a lane twice; nor
     /// does holding another member of a notification that waits already
-    /// (another read of its event): its release time is returned.
-    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError>;
+    /// (another read of its event): its release time is answered, and
+    /// [`Placed::joined`] says so. `exact` holds it at `due` itself, before
+    /// members of the lane due later (a copy of a notification another read
+    /// counted at `due`, and placed there before the lane grew).
+    async fn place(&self, lane: &str, member: &str, due: DateTime<Utc>, exact: bool) -> Result<Placed, StoreError>;
+
+    /// [`Self::place`] behind the lane, answering only when `member` is released.
+    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.place(lane, member, due, false).await?.at)
+    }
 
     /// Atomically claims up to `limit` (at most [`MAX_CLAIM`]) members due at
     /// `now` (and claims whose lease ran out), in release order, for `lease`.
@@ -272,7 +296,22 @@ pub trait Store: Send + Sync {
 
     /// Admits each of `asks` under its caps (see [`crate::caps`]), in order,
     /// each atomically (in Redis, a read and a conditional write per batch).
-    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError>;
+    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
+        Ok(self.admit_from(asks, &CapsRead::new()).await?.0)
+    }
+
+    /// [`Self::admit`], starting from the users' caps as `read` has them
+    /// (user -> the value [`Self::caps_values`] read, or the one an earlier
+    /// call answered), so that a batch read ahead costs no read here. A
+    /// value replaced since is read again, as with none. Answers the
+    /// admissions and the value each user's caps were written with.
+    async fn admit_from(&self, asks: &[CapAsk], read: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError>;
+
+    /// The stored caps of `users` (raw, for [`Self::admit_from`]; a store
+    /// that admits without reading answers none).
+    async fn caps_values(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        Ok(vec![None; users.len()])
+    }
 
     /// For `user`: per cap `(name, per)` and channel, the notifications the
     /// cap admitted in the window ending at `now` and those admitted for

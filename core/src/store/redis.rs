@@ -1,8 +1,8 @@
 //! The Redis implementation of [`Store`].
 
 use super::{
-    claim_value, entry, millis, score, CapCount, Claim, Claimed, Hydrated, Keys, Store, StoreError, CLAIM_MARK,
-    CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, millis, score, CapCount, CapsRead, Claim, Claimed, Hydrated, Keys, Placed, Store, StoreError,
+    CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
 use crate::digest::{self, Added, DigestAdd, OpenDigest, Taken};
@@ -213,15 +213,17 @@ return 0
 /// one the scheduler claimed meanwhile (KEYS[3]), which is on its way out.
 /// Nor is another member of the same notification while one waits (another
 /// read of its event, whose member differs in when it was made): KEYS[4]
-/// maps each notification id held to its member. ARGV: member, due (ms), lane.
+/// maps each notification id held to its member. ARGV: member, due (ms),
+/// lane, and `1` to hold it at due itself, before members due later.
 /// Every lane is a field of one hash (so a batch reads all its lanes with one
 /// HMGET) whose value is `due,pending,seq`: the release time of its last
 /// member, how many members are held, and a sequence that orders members due
-/// in the same millisecond (restarting when the lane empties).
+/// in the same millisecond (restarting when the lane empties). Answers
+/// {release time, 1 when it joined another member of its notification}.
 const DEFER: &str = r#"
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if held then return math.floor(tonumber(held) / 1000) end
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return tonumber(ARGV[2]) end
+if held then return {math.floor(tonumber(held) / 1000), 0} end
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return {tonumber(ARGV[2]), 0} end
 local ok, v = pcall(cjson.decode, ARGV[1])
 local id = ok and type(v) == 'table' and type(v.notification) == 'table' and v.notification.notification_id
 if type(id) ~= 'string' then id = nil end
@@ -230,24 +232,27 @@ if id then
   -- Only while it waits: one claimed is on its way out, and the worker may
   -- hold it again (quiet hours at delivery) before the scheduler removes it.
   local at = other and redis.call('ZSCORE', KEYS[1], other)
-  if at then return math.floor(tonumber(at) / 1000) end
+  if at then return {math.floor(tonumber(at) / 1000), 1} end
 end
 local due = tonumber(ARGV[2])
-local pending, seq = 0, 0
+local last, pending, seq = due, 0, 0
 local v = redis.call('HGET', KEYS[2], ARGV[3])
 if v then
   local d, p, s = string.match(v, '^(%-?%d+),(%d+),(%d+)$')
   pending = tonumber(p)
   if pending > 0 then
     seq = tonumber(s)
-    if tonumber(d) > due then due = tonumber(d) end
+    if tonumber(d) > due then
+      last = tonumber(d)
+      if ARGV[4] ~= '1' then due = last end
+    end
   end
 end
 seq = seq + 1
-redis.call('HSET', KEYS[2], ARGV[3], string.format('%.0f,%d,%d', due, pending + 1, seq))
+redis.call('HSET', KEYS[2], ARGV[3], string.format('%.0f,%d,%d', last, pending + 1, seq))
 redis.call('ZADD', KEYS[1], string.format('%.0f', due * 1000 + seq), ARGV[1])
 if id then redis.call('HSET', KEYS[4], id, ARGV[1]) end
-return due
+return {due, 0}
 "#;
 
 /// Moves due members into the claimed set with a new lease, in release
@@ -787,11 +792,17 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Admits asks whose users share a slot: reads their caps, admits each
-    /// ask in order as [`caps::State::admit`] says, and writes every
-    /// changed state back in one script call, which replaces only what no
-    /// other process replaced since; those are read and admitted again.
-    async fn admit_group(&self, group: Vec<(String, &CapAsk)>) -> Result<Vec<Admission>, StoreError> {
+    /// Admits asks whose users share a slot: reads their caps (those `read`
+    /// lacks), admits each ask in order as [`caps::State::admit`] says, and
+    /// writes every changed state back in one script call, which replaces
+    /// only what no other process replaced since; those are read and
+    /// admitted again. What was written is added to `written`.
+    async fn admit_group(
+        &self,
+        group: Vec<(String, &CapAsk)>,
+        read: &CapsRead,
+        written: &std::sync::Mutex<CapsRead>,
+    ) -> Result<Vec<Admission>, StoreError> {
         // Each user's key and its asks' places, in order.
         let mut users: Vec<(&str, Vec<usize>)> = Vec::new();
         let mut place_of: HashMap<&str, usize> = HashMap::new();
@@ -805,12 +816,21 @@ impl RedisStore {
         let mut answers: Vec<Option<Admission>> = vec![None; group.len()];
         let mut todo: Vec<usize> = (0..users.len()).collect();
         let mut conn = self.conn.clone();
+        // Those read ahead are used as read on the first pass.
+        let mut known: Vec<Option<&Option<String>>> =
+            users.iter().map(|(_, places)| read.get(&group[places[0]].1.user)).collect();
         for pass in 0u32.. {
-            let mut read = redis::pipe();
-            for &u in &todo {
-                read.cmd("GET").arg(users[u].0);
+            let mut get = redis::pipe();
+            let unknown: Vec<usize> = todo.iter().copied().filter(|&u| known[u].is_none()).collect();
+            for &u in &unknown {
+                get.cmd("GET").arg(users[u].0);
             }
-            let values: Vec<Option<String>> = read.query_async(&mut conn).await?;
+            let mut fetched: HashMap<usize, Option<String>> = match unknown.is_empty() {
+                true => HashMap::new(),
+                false => unknown.into_iter().zip(get.query_async::<Vec<Option<String>>>(&mut conn).await?).collect(),
+            };
+            let values: Vec<Option<String>> =
+                todo.iter().map(|u| fetched.remove(u).unwrap_or_else(|| known[*u].cloned().flatten())).collect();
             // Only what changed is written: answers from a state no ask
             // changed (every one admitted before) stand as read.
             let mut changed = Vec::with_capacity(todo.len());
@@ -836,9 +856,22 @@ impl RedisStore {
                 true => changed,
                 false => {
                     let mut write = evalsha(&self.admit, changed.len());
-                    write.arg(changed.iter().map(|&u| users[u].0).collect::<Vec<_>>()).arg(args);
-                    let written: Vec<i64> = run(&mut conn, &self.admit, &write).await?;
-                    changed.into_iter().zip(written).filter(|(_, w)| *w == 0).map(|(u, _)| u).collect()
+                    write.arg(changed.iter().map(|&u| users[u].0).collect::<Vec<_>>()).arg(&args);
+                    let done: Vec<i64> = run(&mut conn, &self.admit, &write).await?;
+                    let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut again = Vec::new();
+                    for (k, (u, done)) in changed.into_iter().zip(done).enumerate() {
+                        let user = group[users[u].1[0]].1.user.clone();
+                        if done == 0 {
+                            // Replaced since: read on the next pass.
+                            (known[u], _) = (None, written.remove(&user));
+                            again.push(u);
+                        } else {
+                            let value = Some(args[3 * k + 1].clone()).filter(|v| !v.is_empty());
+                            written.insert(user, value);
+                        }
+                    }
+                    again
                 }
             };
             if todo.is_empty() {
@@ -947,13 +980,15 @@ impl RedisStore {
         lane: &str,
         member: &str,
         due: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
+        exact: bool,
+    ) -> Result<(i64, u8), StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL").arg(DEFER).arg(4).arg(self.keys.deferred()).arg(self.keys.lanes());
         pipe.arg(self.keys.deferred_claimed()).arg(self.keys.deferred_ids()).arg(member).arg(millis(due)).arg(lane);
+        pipe.arg(u8::from(exact));
         pipe.cmd("INCR").arg(self.keys.deferred() + ":replicated").ignore();
         pipe.cmd("WAIT").arg(r.replicas).arg(r.wait.as_millis().max(1) as u64);
-        let (released, on): (i64, u32) = match r.conn.clone() {
+        let (released, on): ((i64, u8), u32) = match r.conn.clone() {
             Conn::Single(mut c) => pipe.query_async(&mut c).await?,
             Conn::Cluster(mut c) => {
                 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
@@ -1044,13 +1079,16 @@ impl Store for RedisStore {
         Ok(Hydrated { prefs, holds })
     }
 
-    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
+    async fn place(&self, lane: &str, member: &str, due: DateTime<Utc>, exact: bool) -> Result<Placed, StoreError> {
+        let placed = |(at, joined): (i64, u8)| Placed {
+            at: DateTime::from_timestamp_millis(at).unwrap_or(due),
+            joined: joined == 1,
+        };
         if let Some(r) = &self.replicated {
-            let released = self.defer_replicated(r, lane, member, due).await?;
-            return Ok(DateTime::from_timestamp_millis(released).unwrap_or(due));
+            return Ok(placed(self.defer_replicated(r, lane, member, due, exact).await?));
         }
         let mut conn = self.conn.clone();
-        let released: i64 = self
+        let released: (i64, u8) = self
             .defer
             .key(self.keys.deferred())
             .key(self.keys.lanes())
@@ -1059,9 +1097,10 @@ impl Store for RedisStore {
             .arg(member)
             .arg(millis(due))
             .arg(lane)
+            .arg(u8::from(exact))
             .invoke_async(&mut conn)
             .await?;
-        Ok(DateTime::from_timestamp_millis(released).unwrap_or(due))
+        Ok(placed(released))
     }
 
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
@@ -1087,14 +1126,23 @@ impl Store for RedisStore {
         self.remove_from(self.keys.deferred_claimed(), lane, member).await
     }
 
-    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
+    async fn admit_from(&self, asks: &[CapAsk], read: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError> {
         if asks.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), CapsRead::new()));
         }
         // One read and one script call per slot (a user's caps are one key).
         let keyed: Vec<(String, &CapAsk)> = asks.iter().map(|a| (self.keys.caps(&a.user), a)).collect();
-        let answers = by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group)).await;
-        answers.into_iter().collect()
+        let written = std::sync::Mutex::new(CapsRead::new());
+        let answers =
+            by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group, read, &written))
+                .await;
+        let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok((answers, written.into_inner().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    async fn caps_values(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let keys: Vec<String> = users.iter().map(|u| self.keys.caps(u)).collect();
+        self.mget(&keys).await
     }
 
     async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {

@@ -15,7 +15,7 @@ use tidings_core::caps::{Admission, CapAsk};
 use tidings_core::digest::{Added, DigestAdd, OpenDigest, Taken};
 use tidings_core::notification::notification_id;
 use tidings_core::progress::Progress;
-use tidings_core::store::{CapCount, Claim, Hydrated, SharedStore, Store, StoreError};
+use tidings_core::store::{CapCount, CapsRead, Claim, Hydrated, Placed, SharedStore, Store, StoreError};
 use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::{Channel, Clock, State};
 use tidings_intake::service::IntakeError;
@@ -148,8 +148,11 @@ impl Store for PanicsOnHydrate {
     async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
         self.inner.open_digests(user).await
     }
-    async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
-        self.inner.admit(asks).await
+    async fn admit_from(&self, asks: &[CapAsk], read: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError> {
+        self.inner.admit_from(asks, read).await
+    }
+    async fn caps_values(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.inner.caps_values(users).await
     }
     async fn cap_counts(
         &self,
@@ -160,8 +163,8 @@ impl Store for PanicsOnHydrate {
     ) -> Result<Vec<CapCount>, StoreError> {
         self.inner.cap_counts(user, caps, channels, now).await
     }
-    async fn defer(&self, lane: &str, member: &str, due: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
-        self.inner.defer(lane, member, due).await
+    async fn place(&self, lane: &str, member: &str, due: DateTime<Utc>, exact: bool) -> Result<Placed, StoreError> {
+        self.inner.place(lane, member, due, exact).await
     }
     async fn claim_due(&self, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<String>, StoreError> {
         self.inner.claim_due(now, limit, lease).await
