@@ -6,7 +6,8 @@
 //! drops are one [`State`], which both stores keep whole (Redis as one value,
 //! replaced only if no other process replaced it since it was read).
 //! Admitting is one atomic step over every cap a notification falls under
-//! ([`Store::admit`]):
+//! ([`Store::admit`], and [`Store::admit_from`] from values read ahead,
+//! each checked to be still the one stored):
 //!
 //! - A notification already admitted is answered with the instant it was
 //!   admitted for, and counted no further: a redelivered event, a replayed
@@ -26,6 +27,7 @@
 //! Taking one out only frees room, so no other admission is undone by it.
 //!
 //! [`Store::admit`]: crate::store::Store::admit
+//! [`Store::admit_from`]: crate::store::Store::admit_from
 
 use crate::Channel;
 use chrono::{DateTime, Utc};

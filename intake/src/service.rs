@@ -20,8 +20,8 @@
 //! A batch's lanes are read while the batch before it is routed, so they may
 //! lack what that routing deferred: the router carries the holds it made
 //! itself until a batch hydrated after them comes (see [`Carried`]), and
-//! the caps it wrote (caps another process wrote meanwhile are read again:
-//! they are only ever written over the value read).
+//! the caps it wrote (admitting checks every value it answers from against
+//! the one stored, and reads again what another process replaced).
 
 use crate::route::{route, Outcome};
 use chrono::{DateTime, Utc};
@@ -48,7 +48,7 @@ use tidings_core::notification::{headers as h, notification_id, Deferred};
 use tidings_core::persist::until_ok;
 use tidings_core::progress::Progress;
 use tidings_core::status::DIGESTED_PREFIX;
-use tidings_core::store::{lane, CapsRead, Placed, SharedStore};
+use tidings_core::store::{caps_version, lane, CapsRead, CapsSeen, Placed, SharedStore};
 use tidings_core::suppression::address_of;
 use tidings_core::telemetry::{Beat, Health, Outcomes, Watched};
 use tidings_core::trace::{self, Hop};
@@ -300,8 +300,9 @@ struct Holds {
     made: Vec<(String, DateTime<Utc>)>,
     /// The users' caps as read with the batch, or as written since.
     caps: CapsRead,
-    /// The caps written while routing the batch.
-    caps_made: Vec<(String, Option<String>)>,
+    /// The caps written while routing the batch: the user, the version
+    /// the write replaced, and the value written.
+    caps_made: Vec<(String, String, Option<String>)>,
 }
 
 impl Holds {
@@ -314,11 +315,13 @@ impl Holds {
         !self.lanes.is_empty() && self.lanes.contains_key(&lane(user, channel))
     }
 
-    /// What the caps were written with: read so by what comes next.
-    fn admitted(&mut self, written: CapsRead) {
-        for (user, value) in written {
+    /// What admitting read and wrote of the caps: read so by what comes next.
+    fn admitted(&mut self, seen: HashMap<String, CapsSeen>) {
+        for (user, CapsSeen { value, replaced }) in seen {
             self.caps.insert(user.clone(), value.clone());
-            self.caps_made.push((user, value));
+            if let Some(replaced) = replaced {
+                self.caps_made.push((user, replaced, value));
+            }
         }
     }
 
@@ -336,23 +339,25 @@ impl Holds {
 #[derive(Default)]
 struct Carried {
     holds: Vec<(u64, String, DateTime<Utc>)>,
-    caps: Vec<(u64, String, Option<String>)>,
+    caps: Vec<(u64, String, String, Option<String>)>,
 }
 
 impl Carried {
     /// The lanes and caps of a batch hydrated when `routed_before` batches
     /// were routed, with the holds made and caps written by the batches
-    /// routed after that. (Caps another process wrote since are read again
-    /// when admitting: they are written only over the value read.)
+    /// routed after that: a write replaces the value read only where that
+    /// is the value it replaced (the read came before it). Caps another
+    /// process wrote meanwhile fail the check of the value read when
+    /// admitting, and are read again.
     fn merge(&mut self, mut lanes: HashMap<String, DateTime<Utc>>, mut caps: CapsRead, routed_before: u64) -> Holds {
         self.holds.retain(|(batch, _, _)| *batch > routed_before);
         for (_, lane, until) in &self.holds {
             let held = lanes.entry(lane.clone()).or_insert(*until);
             *held = (*held).max(*until);
         }
-        self.caps.retain(|(batch, _, _)| *batch > routed_before);
-        for (_, user, value) in &self.caps {
-            if let Some(read) = caps.get_mut(user) {
+        self.caps.retain(|(batch, _, _, _)| *batch > routed_before);
+        for (_, user, replaced, value) in &self.caps {
+            if let Some(read) = caps.get_mut(user).filter(|read| caps_version(read.as_deref()) == replaced) {
                 read.clone_from(value);
             }
         }
@@ -361,7 +366,7 @@ impl Carried {
 
     fn keep(&mut self, batch: u64, holds: Holds) {
         self.holds.extend(holds.made.into_iter().map(|(lane, until)| (batch, lane, until)));
-        self.caps.extend(holds.caps_made.into_iter().map(|(user, value)| (batch, user, value)));
+        self.caps.extend(holds.caps_made.into_iter().map(|(user, replaced, value)| (batch, user, replaced, value)));
     }
 }
 
@@ -816,7 +821,7 @@ impl Intake {
         capped.dedup();
         let routed_before = routed.load(Ordering::Acquire);
         let read_at = Instant::now();
-        // At once (on one connection, one round trip).
+        // At once: two commands pipelined on one connection (on a cluster, per node).
         let (fetched, caps) = futures::join!(
             until_ok("read preferences and lanes", || self.store.hydrate(&missing, &lanes)),
             until_ok("read the frequency caps", || self.store.caps_values(&capped))
@@ -1155,11 +1160,11 @@ impl Intake {
     }
 
     /// Admits `asks` from the caps as `holds` has them, retried until Redis
-    /// answers; what is written is read so from then on.
+    /// answers; what is read and written is read so from then on.
     async fn admit_caps(&self, asks: &[CapAsk], holds: &mut Holds) -> Vec<Admission> {
-        let (answers, written) =
+        let (answers, seen) =
             until_ok("admit under the frequency caps", || self.store.admit_from(asks, &holds.caps)).await;
-        holds.admitted(written);
+        holds.admitted(seen);
         answers
     }
 
@@ -1446,9 +1451,10 @@ impl Intake {
     /// read made). The member that read holds is joined. Where none waits
     /// (that read published it, or stopped before holding it), `n` is held
     /// at `at` itself, before what its lane gained since, so it goes where
-    /// it was counted and in the order it was admitted; and the caps are
-    /// asked again: one that another read dropped meanwhile is taken back
-    /// and suppressed, one another read moved is held where it moved to.
+    /// it was counted and in the order it was admitted. Then the caps are
+    /// asked again: one another read dropped meanwhile is taken back
+    /// (whichever read's member holds it) and suppressed; one another read
+    /// moved, and this read holds, is held where it moved to.
     async fn defer_copy(
         &self,
         mut n: Notification,
@@ -1463,9 +1469,6 @@ impl Intake {
         let mut until = at;
         for _ in 0..8 {
             let (member, placed) = self.hold(&mut n, until, holds, traced, true).await?;
-            if placed.joined {
-                return self.deferred(&n, placed.at, traced, now, pending).await;
-            }
             let ask = self.cap_ask(&n, limits, until, now, false);
             let asks = std::slice::from_ref(&ask);
             match self.admit_caps(asks, holds).await.pop() {
@@ -1475,7 +1478,9 @@ impl Intake {
                         StatusRecord::of(&n, State::Suppressed, now).with_error(None, over_cap(by.as_deref(), limits));
                     return self.status(status, traced, pending).await;
                 }
-                Some(Admission::Admitted { at, .. } | Admission::Before { at }) if at != placed.at => {
+                Some(Admission::Admitted { at, .. } | Admission::Before { at })
+                    if at != placed.at && !placed.joined =>
+                {
                     until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
                     until = at;
                 }

@@ -755,8 +755,8 @@ async fn caps_written_by_two_processes_at_once_count_each_notification_once() {
                     known = users.iter().cloned().zip(store.caps_values(&users).await.unwrap()).collect();
                     tokio::task::yield_now().await;
                 }
-                let (answers, written) = store.admit_from(batch, &known).await.unwrap();
-                known.extend(written);
+                let (answers, seen) = store.admit_from(batch, &known).await.unwrap();
+                known.extend(seen.into_iter().map(|(user, seen)| (user, seen.value)));
                 out.extend(batch.iter().map(|a| a.id.clone()).zip(answers));
             }
         };
@@ -820,6 +820,42 @@ async fn a_notification_waits_on_the_schedule_once_whichever_read_held_it() {
         assert_eq!(store.defer(&l, &of("n1", "4"), evening).await.unwrap(), evening, "the third still waits");
         assert_eq!(store.deferred_len().await.unwrap(), 1);
         assert_eq!(store.claim_due(evening, 10, Duration::from_secs(60)).await.unwrap(), vec![of("n1", "3")]);
+    })
+    .await;
+}
+
+/// An answer from caps read ahead stands only if they are still what is
+/// stored when it is given, changed or not: a notification counted when
+/// they were read and dropped by another process since is answered
+/// dropped, not as counted.
+#[tokio::test]
+async fn caps_read_ahead_are_checked_even_where_nothing_changes() {
+    use tidings_core::caps::{Admission, CapAsk};
+    with_each(async |store: &dyn Store| {
+        let t0 = at("2026-12-07T12:00:00Z");
+        let ask = |id: &str, at: DateTime<Utc>, again: bool| CapAsk {
+            user: "u".into(),
+            channel: Channel::Email,
+            id: id.into(),
+            caps: vec![("daily".to_string(), 1, Duration::from_secs(24 * 3600))],
+            at,
+            now: t0,
+            drop: true,
+            again,
+        };
+        let day = chrono::Duration::hours(24);
+        assert!(matches!(store.admit(&[ask("x", t0, false)]).await.unwrap()[..], [Admission::Admitted { .. }]));
+        assert!(matches!(store.admit(&[ask("y", t0 + day, false)]).await.unwrap()[..], [Admission::Admitted { .. }]));
+        let users = ["u".to_string()];
+        let read: tidings_core::store::CapsRead =
+            users.iter().cloned().zip(store.caps_values(&users).await.unwrap()).collect();
+        let (before, _) = store.admit_from(&[ask("x", t0, false)], &read).await.unwrap();
+        assert_eq!(before, [Admission::Before { at: t0 }], "as read");
+        // Another process moves x behind y, where the window has no room: dropped.
+        let moved = ask("x", t0 + day + chrono::Duration::hours(1), true);
+        assert!(matches!(store.admit(&[moved]).await.unwrap()[..], [Admission::Dropped { .. }]));
+        let (after, _) = store.admit_from(&[ask("x", t0, false)], &read).await.unwrap();
+        assert_eq!(after, [Admission::Dropped { by: None }], "dropped since it was read");
     })
     .await;
 }

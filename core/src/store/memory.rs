@@ -3,8 +3,8 @@
 //! long as the process.
 
 use super::{
-    claim_value, entry, holder, id_of, is_taken_by, lane_of, millis, pinned_to, score, CapCount, CapsRead, Claim,
-    Hydrated, Placed, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, holder, id_of, is_taken_by, lane_of, millis, pinned_to, score, CapCount, CapsRead, CapsSeen,
+    Claim, Hydrated, Placed, Store, StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
 use crate::digest::{self, Added, DigestAdd, OpenDigest, Taken};
@@ -428,14 +428,18 @@ impl Store for MemoryStore {
         Ok((if next < inner.suppressions.len() { next as u64 } else { 0 }, page))
     }
 
-    async fn admit_from(&self, asks: &[CapAsk], _: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError> {
+    async fn admit_from(
+        &self,
+        asks: &[CapAsk],
+        _: &CapsRead,
+    ) -> Result<(Vec<Admission>, HashMap<String, CapsSeen>), StoreError> {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(asks.len());
         for ask in asks {
             let state = inner.caps.entry(ask.user.clone()).or_default();
             out.push(state.admit(ask));
         }
-        Ok((out, CapsRead::new()))
+        Ok((out, HashMap::new()))
     }
 
     async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError> {

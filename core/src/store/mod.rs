@@ -69,6 +69,21 @@ pub struct Hydrated {
 /// Users' caps as read or written (user -> the stored value, `None`: none).
 pub type CapsRead = HashMap<String, Option<String>>;
 
+/// A user's caps as [`Store::admit_from`] left them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapsSeen {
+    /// The value stored (`None`: none).
+    pub value: Option<String>,
+    /// Written by the call: the version of the value it replaced (see
+    /// [`caps_version`]). `None`: only read.
+    pub replaced: Option<String>,
+}
+
+/// The version at the head of a stored caps value (`""`: none stored).
+pub fn caps_version(value: Option<&str>) -> &str {
+    value.map_or("", |v| v.get(..16).unwrap_or(v))
+}
+
 /// Where [`Store::place`] put a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
@@ -295,17 +310,25 @@ pub trait Store: Send + Sync {
     async fn remove_deferred(&self, lane: &str, member: &str) -> Result<(), StoreError>;
 
     /// Admits each of `asks` under its caps (see [`crate::caps`]), in order,
-    /// each atomically (in Redis, a read and a conditional write per batch).
+    /// each atomically (in Redis: the users' values read, admitted in the
+    /// process, and written back, or checked when unchanged, by one script
+    /// that fails a value replaced since it was read; that one is read and
+    /// admitted again).
     async fn admit(&self, asks: &[CapAsk]) -> Result<Vec<Admission>, StoreError> {
         Ok(self.admit_from(asks, &CapsRead::new()).await?.0)
     }
 
     /// [`Self::admit`], starting from the users' caps as `read` has them
     /// (user -> the value [`Self::caps_values`] read, or the one an earlier
-    /// call answered), so that a batch read ahead costs no read here. A
-    /// value replaced since is read again, as with none. Answers the
-    /// admissions and the value each user's caps were written with.
-    async fn admit_from(&self, asks: &[CapAsk], read: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError>;
+    /// call saw), so that a batch read ahead costs no read here. Every
+    /// answer from a value read ahead is checked against the value stored
+    /// when the script runs, changed or not. Answers the admissions and,
+    /// per user, what the call read or wrote.
+    async fn admit_from(
+        &self,
+        asks: &[CapAsk],
+        read: &CapsRead,
+    ) -> Result<(Vec<Admission>, HashMap<String, CapsSeen>), StoreError>;
 
     /// The stored caps of `users` (raw, for [`Self::admit_from`]; a store
     /// that admits without reading answers none).

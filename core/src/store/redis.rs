@@ -1,8 +1,8 @@
 //! The Redis implementation of [`Store`].
 
 use super::{
-    claim_value, entry, millis, score, CapCount, CapsRead, Claim, Claimed, Hydrated, Keys, Placed, Store, StoreError,
-    CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
+    claim_value, entry, millis, score, CapCount, CapsRead, CapsSeen, Claim, Claimed, Hydrated, Keys, Placed, Store,
+    StoreError, CLAIM_MARK, CLAIM_MEMORY, MAX_CLAIM,
 };
 use crate::caps::{self, Admission, CapAsk};
 use crate::digest::{self, Added, DigestAdd, OpenDigest, Taken};
@@ -15,7 +15,7 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -304,8 +304,9 @@ return out
 /// Replaces users' caps ([`crate::caps::State`]) that no other process
 /// replaced since they were read. KEYS: one user's caps each. ARGV, per
 /// key: the version read (`''`: there was none), the value to write
-/// (`''`: delete), its lifetime (ms). A value starts with its version (16
-/// hex digits). Answers per key 1 written, 0 replaced since (read again).
+/// (`''`: delete; `=`: none, only check the version), its lifetime (ms).
+/// A value starts with its version (16 hex digits). Answers per key 1
+/// written (or still the version read), 0 replaced since (read again).
 const ADMIT: &str = r#"
 local out = {}
 for i = 1, #KEYS do
@@ -314,7 +315,7 @@ for i = 1, #KEYS do
   if v == ARGV[3 * i - 2] then
     if ARGV[3 * i - 1] == '' then
       redis.call('DEL', KEYS[i])
-    else
+    elseif ARGV[3 * i - 1] ~= '=' then
       redis.call('SET', KEYS[i], ARGV[3 * i - 1], 'PX', ARGV[3 * i])
     end
     out[i] = 1
@@ -796,12 +797,14 @@ impl RedisStore {
     /// lacks), admits each ask in order as [`caps::State::admit`] says, and
     /// writes every changed state back in one script call, which replaces
     /// only what no other process replaced since; those are read and
-    /// admitted again. What was written is added to `written`.
+    /// admitted again. A state no ask changed, as `read` had it, is checked
+    /// in the same call (still that version), so that no answer stands on a
+    /// value read long before. What was read and written is added to `seen`.
     async fn admit_group(
         &self,
         group: Vec<(String, &CapAsk)>,
         read: &CapsRead,
-        written: &std::sync::Mutex<CapsRead>,
+        seen: &std::sync::Mutex<HashMap<String, CapsSeen>>,
     ) -> Result<Vec<Admission>, StoreError> {
         // Each user's key and its asks' places, in order.
         let mut users: Vec<(&str, Vec<usize>)> = Vec::new();
@@ -829,46 +832,59 @@ impl RedisStore {
                 true => HashMap::new(),
                 false => unknown.into_iter().zip(get.query_async::<Vec<Option<String>>>(&mut conn).await?).collect(),
             };
+            let read_now: HashSet<usize> = fetched.keys().copied().collect();
             let values: Vec<Option<String>> =
                 todo.iter().map(|u| fetched.remove(u).unwrap_or_else(|| known[*u].cloned().flatten())).collect();
-            // Only what changed is written: answers from a state no ask
-            // changed (every one admitted before) stand as read.
-            let mut changed = Vec::with_capacity(todo.len());
+            // What changed is written. Answers from a state no ask changed
+            // (every one admitted or dropped before) stand as read when it
+            // was read just now; one read ahead is checked first.
+            let mut sent = Vec::with_capacity(todo.len());
             let mut args = Vec::with_capacity(todo.len() * 3);
-            for (&u, value) in todo.iter().zip(&values) {
-                let (key, places) = &users[u];
-                let (version, read, mut state) = caps_state(key, value.as_deref());
-                for &i in places {
-                    answers[i] = Some(state.admit(group[i].1));
-                }
-                let body = serde_json::to_string(&state).map_err(|e| StoreError::Batch(e.to_string()))?;
-                if body == read {
-                    continue;
-                }
-                changed.push(u);
-                args.push(version.to_string());
-                match state.lasts(group[places[0]].1.now) {
-                    Some(ms) => args.extend([format!("{:016x}{body}", rand::random::<u64>()), ms.to_string()]),
-                    None => args.extend([String::new(), "1".into()]),
+            {
+                let mut seen_now = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for (&u, value) in todo.iter().zip(&values) {
+                    let (key, places) = &users[u];
+                    let (version, read, mut state) = caps_state(key, value.as_deref());
+                    for &i in places {
+                        answers[i] = Some(state.admit(group[i].1));
+                    }
+                    let body = serde_json::to_string(&state).map_err(|e| StoreError::Batch(e.to_string()))?;
+                    if body == read {
+                        if read_now.contains(&u) {
+                            let user = group[places[0]].1.user.clone();
+                            seen_now.insert(user, CapsSeen { value: value.clone(), replaced: None });
+                        } else {
+                            sent.push(u);
+                            args.extend([version.to_string(), "=".into(), "0".into()]);
+                        }
+                        continue;
+                    }
+                    sent.push(u);
+                    args.push(version.to_string());
+                    match state.lasts(group[places[0]].1.now) {
+                        Some(ms) => args.extend([format!("{:016x}{body}", rand::random::<u64>()), ms.to_string()]),
+                        None => args.extend([String::new(), "1".into()]),
+                    }
                 }
             }
-            todo = match changed.is_empty() {
-                true => changed,
+            todo = match sent.is_empty() {
+                true => sent,
                 false => {
-                    let mut write = evalsha(&self.admit, changed.len());
-                    write.arg(changed.iter().map(|&u| users[u].0).collect::<Vec<_>>()).arg(&args);
+                    let mut write = evalsha(&self.admit, sent.len());
+                    write.arg(sent.iter().map(|&u| users[u].0).collect::<Vec<_>>()).arg(&args);
                     let done: Vec<i64> = run(&mut conn, &self.admit, &write).await?;
-                    let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                     let mut again = Vec::new();
-                    for (k, (u, done)) in changed.into_iter().zip(done).enumerate() {
+                    for (k, (u, done)) in sent.into_iter().zip(done).enumerate() {
                         let user = group[users[u].1[0]].1.user.clone();
+                        let (replaced, value) = (&args[3 * k], &args[3 * k + 1]);
                         if done == 0 {
                             // Replaced since: read on the next pass.
-                            (known[u], _) = (None, written.remove(&user));
+                            (known[u], _) = (None, seen.remove(&user));
                             again.push(u);
-                        } else {
-                            let value = Some(args[3 * k + 1].clone()).filter(|v| !v.is_empty());
-                            written.insert(user, value);
+                        } else if value != "=" {
+                            let value = Some(value.clone()).filter(|v| !v.is_empty());
+                            seen.insert(user, CapsSeen { value, replaced: Some(replaced.clone()) });
                         }
                     }
                     again
@@ -1126,18 +1142,21 @@ impl Store for RedisStore {
         self.remove_from(self.keys.deferred_claimed(), lane, member).await
     }
 
-    async fn admit_from(&self, asks: &[CapAsk], read: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError> {
+    async fn admit_from(
+        &self,
+        asks: &[CapAsk],
+        read: &CapsRead,
+    ) -> Result<(Vec<Admission>, HashMap<String, CapsSeen>), StoreError> {
         if asks.is_empty() {
-            return Ok((Vec::new(), CapsRead::new()));
+            return Ok((Vec::new(), HashMap::new()));
         }
         // One read and one script call per slot (a user's caps are one key).
         let keyed: Vec<(String, &CapAsk)> = asks.iter().map(|a| (self.keys.caps(&a.user), a)).collect();
-        let written = std::sync::Mutex::new(CapsRead::new());
+        let seen = std::sync::Mutex::new(HashMap::new());
         let answers =
-            by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group, read, &written))
-                .await;
+            by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.admit_group(group, read, &seen)).await;
         let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok((answers, written.into_inner().unwrap_or_else(|e| e.into_inner())))
+        Ok((answers, seen.into_inner().unwrap_or_else(|e| e.into_inner())))
     }
 
     async fn caps_values(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError> {

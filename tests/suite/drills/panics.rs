@@ -15,7 +15,7 @@ use tidings_core::caps::{Admission, CapAsk};
 use tidings_core::digest::{Added, DigestAdd, OpenDigest, Taken};
 use tidings_core::notification::notification_id;
 use tidings_core::progress::Progress;
-use tidings_core::store::{CapCount, CapsRead, Claim, Hydrated, Placed, SharedStore, Store, StoreError};
+use tidings_core::store::{CapCount, CapsRead, CapsSeen, Claim, Hydrated, Placed, SharedStore, Store, StoreError};
 use tidings_core::suppression::{Cause, Suppression};
 use tidings_core::{Channel, Clock, State};
 use tidings_intake::service::IntakeError;
@@ -148,7 +148,11 @@ impl Store for PanicsOnHydrate {
     async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
         self.inner.open_digests(user).await
     }
-    async fn admit_from(&self, asks: &[CapAsk], read: &CapsRead) -> Result<(Vec<Admission>, CapsRead), StoreError> {
+    async fn admit_from(
+        &self,
+        asks: &[CapAsk],
+        read: &CapsRead,
+    ) -> Result<(Vec<Admission>, std::collections::HashMap<String, CapsSeen>), StoreError> {
         self.inner.admit_from(asks, read).await
     }
     async fn caps_values(&self, users: &[String]) -> Result<Vec<Option<String>>, StoreError> {
