@@ -1428,10 +1428,8 @@ impl Intake {
             let admission = self.admit_caps(asks, holds).await.pop();
             match admission {
                 Some(Admission::Dropped { by }) => {
-                    until_ok("take a dropped message off the schedule", || self.store.undefer(&l, &member)).await;
-                    let status =
-                        StatusRecord::of(&n, State::Suppressed, now).with_error(None, over_cap(by.as_deref(), limits));
-                    return self.status(status, traced, pending).await;
+                    let reason = over_cap(by.as_deref(), limits);
+                    return self.dropped(&n, &member, reason, traced, now, pending).await;
                 }
                 Some(Admission::Admitted { at, .. } | Admission::Before { at }) if at > released => {
                     until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
@@ -1473,10 +1471,8 @@ impl Intake {
             let asks = std::slice::from_ref(&ask);
             match self.admit_caps(asks, holds).await.pop() {
                 Some(Admission::Dropped { by }) => {
-                    until_ok("take a dropped message off the schedule", || self.store.undefer(&l, &member)).await;
-                    let status =
-                        StatusRecord::of(&n, State::Suppressed, now).with_error(None, over_cap(by.as_deref(), limits));
-                    return self.status(status, traced, pending).await;
+                    let reason = over_cap(by.as_deref(), limits);
+                    return self.dropped(&n, &member, reason, traced, now, pending).await;
                 }
                 Some(Admission::Admitted { at, .. } | Admission::Before { at })
                     if at != placed.at && !placed.joined =>
@@ -1490,6 +1486,23 @@ impl Intake {
         // Not settled in as many passes: held where the caps last counted it.
         let (_, placed) = self.hold(&mut n, until, holds, traced, true).await?;
         self.deferred(&n, placed.at, traced, now, pending).await
+    }
+
+    /// Takes `n`, held as `member`, off the schedule (whichever read's member
+    /// holds it) and ends it `suppressed`: over a cap of a category that drops.
+    async fn dropped(
+        &self,
+        n: &Notification,
+        member: &str,
+        reason: String,
+        traced: &Traced,
+        now: DateTime<Utc>,
+        pending: &mut Pending,
+    ) -> Result<(), IntakeError> {
+        let l = lane(&n.user_id, n.channel);
+        until_ok("take a dropped message off the schedule", || self.store.undefer(&l, member)).await;
+        let status = StatusRecord::of(n, State::Suppressed, now).with_error(None, reason);
+        self.status(status, traced, pending).await
     }
 
     async fn status(&self, status: StatusRecord, traced: &Traced, pending: &mut Pending) -> Result<(), IntakeError> {

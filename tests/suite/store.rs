@@ -787,6 +787,12 @@ async fn caps_written_by_two_processes_at_once_count_each_notification_once() {
     }
 }
 
+/// A schedule member of notification `id` for user `u` by email, as a
+/// read made at `made` holds it.
+fn member_of(id: &str, made: &str) -> String {
+    format!(r#"{{"notification":{{"notification_id":"{id}","user_id":"u","channel":"email","created_at":"{made}"}}}}"#)
+}
+
 /// Two reads of one event make two members of one notification (they
 /// differ in when they were made): while the first waits, the second is
 /// not held, and gets the first's release time; intake taking the
@@ -796,11 +802,7 @@ async fn caps_written_by_two_processes_at_once_count_each_notification_once() {
 /// scheduler removed the member it published.
 #[tokio::test]
 async fn a_notification_waits_on_the_schedule_once_whichever_read_held_it() {
-    let of = |id: &str, made: &str| {
-        format!(
-            r#"{{"notification":{{"notification_id":"{id}","user_id":"u","channel":"email","created_at":"{made}"}}}}"#
-        )
-    };
+    let of = member_of;
     with_each(async |store: &dyn Store| {
         let l = lane("u", Channel::Email);
         let (morning, later) = (at("2026-11-27T06:00:00Z"), at("2026-11-27T09:00:00Z"));
@@ -866,11 +868,7 @@ async fn caps_read_ahead_are_checked_even_where_nothing_changes() {
 /// later, and the lane still ends where it did.
 #[tokio::test]
 async fn a_placing_says_whether_it_joined_another_read_and_an_exact_one_goes_before_the_lane() {
-    let of = |id: &str, made: &str| {
-        format!(
-            r#"{{"notification":{{"notification_id":"{id}","user_id":"u","channel":"email","created_at":"{made}"}}}}"#
-        )
-    };
+    let of = member_of;
     with_each(async |store: &dyn Store| {
         let l = lane("u", Channel::Email);
         let (ten, eleven, noon) = (at("2026-11-27T10:00:00Z"), at("2026-11-27T11:00:00Z"), at("2026-11-27T12:00:00Z"));
