@@ -298,7 +298,7 @@ const HYDRATED_FOR: Duration = Duration::from_secs(1);
 struct Holds {
     lanes: HashMap<String, DateTime<Utc>>,
     made: Vec<(String, DateTime<Utc>)>,
-    /// The users' caps as read with the batch, or as written since.
+    /// The users' caps as read with the batch, or as written or read again since.
     caps: CapsRead,
     /// The caps written while routing the batch: the user, the version
     /// the write replaced, and the value written.
@@ -865,9 +865,15 @@ impl Intake {
     }
 
     /// `prepared`, or read again if it waited longer than [`HYDRATED_FOR`].
+    /// Read again, it still counts as hydrated when first read: the batch
+    /// hydrated behind it, earlier than this read, needs what the router
+    /// carries from then on (see [`Carried::merge`]).
     async fn refreshed(&self, prepared: Prepared, routed: &AtomicU64) -> Prepared {
         if prepared.read_at.elapsed() > HYDRATED_FOR {
-            self.prepare(prepared.batch, routed).await
+            let first = prepared.routed_before;
+            let mut again = self.prepare(prepared.batch, routed).await;
+            again.routed_before = again.routed_before.min(first);
+            again
         } else {
             prepared
         }
@@ -1470,7 +1476,9 @@ impl Intake {
             let ask = self.cap_ask(&n, limits, until, now, false);
             let asks = std::slice::from_ref(&ask);
             match self.admit_caps(asks, holds).await.pop() {
-                Some(Admission::Dropped { by }) => {
+                // Joined, only a drop remembered is another read's: one
+                // decided now means the count was forgotten (clocks apart).
+                Some(Admission::Dropped { by }) if !placed.joined || by.is_none() => {
                     let reason = over_cap(by.as_deref(), limits);
                     return self.dropped(&n, &member, reason, traced, now, pending).await;
                 }
@@ -1618,10 +1626,37 @@ mod tests {
         assert!(carried.holds.is_empty());
     }
 
+    /// A write carried to a batch read before it replaces what that batch
+    /// read only where the read is the value the write replaced: a read
+    /// that already has it, or another process's later value, stands.
+    #[test]
+    fn carried_caps_replace_only_the_value_they_were_written_over() {
+        let (v1, v2, theirs) = ("1111111111111111{}", "2222222222222222{}", "3333333333333333{}");
+        let mut carried = Carried::default();
+        let mut holds = carried.merge(HashMap::new(), CapsRead::new(), 0);
+        let write =
+            |replaced: &str, value: &str| CapsSeen { value: Some(value.into()), replaced: Some(replaced.into()) };
+        holds.admitted(HashMap::from([("u".to_string(), write("", v1))]));
+        holds.admitted(HashMap::from([("u".to_string(), write(&v1[..16], v2))]));
+        carried.keep(1, holds);
+        let read = |value: Option<&str>| CapsRead::from([("u".to_string(), value.map(str::to_string))]);
+        for (was, now) in [(None, v2), (Some(v1), v2), (Some(v2), v2), (Some(theirs), theirs)] {
+            let holds = carried.merge(HashMap::new(), read(was), 0);
+            assert_eq!(holds.caps["u"].as_deref(), Some(now), "read {was:?}");
+        }
+        // Users the batch does not read are not added; once routed, nothing is carried.
+        assert!(carried.merge(HashMap::new(), CapsRead::new(), 0).caps.is_empty());
+        assert_eq!(carried.merge(HashMap::new(), read(Some(v1)), 1).caps["u"].as_deref(), Some(v1));
+    }
+
     fn read(seq: u64) -> Read {
+        read_for(seq, "u1")
+    }
+
+    fn read_for(seq: u64, user: &str) -> Read {
         let event: CloudEvent = serde_json::from_value(serde_json::json!({
             "specversion": "1.0", "id": format!("e{seq}"), "type": "order.confirmed", "source": "/shop",
-            "data": {"user_id": "u1"}
+            "data": {"user_id": user}
         }))
         .unwrap();
         Read {
@@ -1631,7 +1666,7 @@ mod tests {
             key: Some(b"u1".to_vec()),
             value: None,
             headers: Vec::new(),
-            decoded: Decoded::Routed(event, "u1".into()),
+            decoded: Decoded::Routed(event, user.into()),
         }
     }
 
@@ -1692,21 +1727,18 @@ mod tests {
             out[0].published
         };
         assert_eq!(route(1).await, 1, "the first goes at once");
-        // The second's first read: counted for 11:00, and stopped there.
+        // The second's first read: counted for 11:00 (an hour after the
+        // first, which went a moment after ten), and stopped there.
         let id = notification_id("/shop", "e2", Channel::Email, "u1");
         let caps = intake.limits["order.confirmed"].caps.clone();
-        let ask = CapAsk {
-            user: "u1".into(),
-            channel: Channel::Email,
-            id,
-            caps,
-            at: ten,
-            now: ten,
-            drop: false,
-            again: false,
+        let now = clock.now();
+        let ask =
+            CapAsk { user: "u1".into(), channel: Channel::Email, id, caps, at: now, now, drop: false, again: false };
+        let eleven = match &store.admit(&[ask]).await.unwrap()[..] {
+            [Admission::Admitted { at, by: Some(_) }] => *at,
+            other => panic!("{other:?}"),
         };
-        let eleven = at("2026-12-06T11:00:00Z");
-        assert!(matches!(&store.admit(&[ask]).await.unwrap()[..], [Admission::Admitted { at, .. }] if *at == eleven));
+        assert!(eleven >= ten + chrono::Duration::hours(1), "{eleven}");
         assert_eq!(route(3).await, 0, "the third is counted for noon");
         assert_eq!(route(2).await, 0, "the copy of the second waits");
         assert_eq!(store.deferred_len().await.unwrap(), 2);
@@ -1717,7 +1749,7 @@ mod tests {
         let due = store.claim_due(eleven, 10, lease).await.unwrap();
         assert_eq!(events(&due), ["e2"], "the copy at 11:00, before the third");
         store.remove_deferred("u1:email", &due[0]).await.unwrap();
-        let noon = at("2026-12-06T12:00:00Z");
+        let noon = eleven + chrono::Duration::hours(1);
         assert_eq!(events(&store.claim_due(noon, 10, lease).await.unwrap()), ["e3"]);
     }
 
@@ -1787,6 +1819,45 @@ mod tests {
         assert_eq!(store.deferred_len().await.unwrap(), 0, "taken back: nothing of it waits to be sent");
         assert_eq!(pending.deliveries.len(), 1, "its one status");
         assert_eq!(pending.published, 0);
+    }
+
+    /// A batch read again after waiting still counts as hydrated when it
+    /// was first read: the batch behind it, hydrated before the deferral
+    /// routed just before, keeps the hold the router carries for it (the
+    /// batch read again, another user's, holds nothing of its own there).
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_read_again_leaves_the_holds_the_batch_behind_it_needs() {
+        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
+        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        let store = Arc::new(MemoryStore::new());
+        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
+            "channels": {"email": true}, "quiet_hours": {"start": "22:00", "end": "07:00"}});
+        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
+        let clock = Clock::starting_at(at("2026-12-06T06:59:59Z"));
+        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        let routed = AtomicU64::new(0);
+        let other = serde_json::json!({"user_id": "u2", "timezone": "UTC", "email": "u2@example.com",
+            "channels": {"email": true}});
+        store.set_prefs("u2", &other.to_string()).await.unwrap();
+        let first = intake.prepare(vec![read(1)], &routed).await;
+        let (second, third) =
+            (intake.prepare(vec![read_for(2, "u2")], &routed).await, intake.prepare(vec![read(3)], &routed).await);
+        let mut carried = Carried::default();
+        let out = intake.handle_batch(first, 1, &mut carried).await.unwrap();
+        routed.store(1, Ordering::Release);
+        assert_eq!(out[0].published, 0, "quiet hours defer the first");
+        // The second waited: read again, after the first was routed.
+        tokio::time::advance(HYDRATED_FOR * 2).await;
+        clock.advance(Duration::from_secs(2));
+        let second = intake.refreshed(second, &routed).await;
+        let out = intake.handle_batch(second, 2, &mut carried).await.unwrap();
+        routed.store(2, Ordering::Release);
+        assert_eq!(out[0].published, 1, "another user's goes at once");
+        // The third was read before the first was routed, and not again.
+        let third = Prepared { read_at: Instant::now(), ..third };
+        let out = intake.handle_batch(third, 3, &mut carried).await.unwrap();
+        assert_eq!(out[0].published, 0, "the third waits behind the first, not past it");
+        assert_eq!(store.deferred_len().await.unwrap(), 2);
     }
 
     /// A batch hydrated before a broker outage held the router up is routed

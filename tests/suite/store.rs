@@ -851,13 +851,19 @@ async fn caps_read_ahead_are_checked_even_where_nothing_changes() {
         let users = ["u".to_string()];
         let read: tidings_core::store::CapsRead =
             users.iter().cloned().zip(store.caps_values(&users).await.unwrap()).collect();
-        let (before, _) = store.admit_from(&[ask("x", t0, false)], &read).await.unwrap();
+        let (before, seen) = store.admit_from(&[ask("x", t0, false)], &read).await.unwrap();
         assert_eq!(before, [Admission::Before { at: t0 }], "as read");
+        assert!(seen.is_empty(), "checked, and still what was read: {seen:?}");
         // Another process moves x behind y, where the window has no room: dropped.
         let moved = ask("x", t0 + day + chrono::Duration::hours(1), true);
         assert!(matches!(store.admit(&[moved]).await.unwrap()[..], [Admission::Dropped { .. }]));
-        let (after, _) = store.admit_from(&[ask("x", t0, false)], &read).await.unwrap();
+        let (after, seen) = store.admit_from(&[ask("x", t0, false)], &read).await.unwrap();
         assert_eq!(after, [Admission::Dropped { by: None }], "dropped since it was read");
+        // Read again (a store that admits without reading answers none).
+        if let [Some(stored)] = &store.caps_values(&users).await.unwrap()[..] {
+            let again = tidings_core::store::CapsSeen { value: Some(stored.clone()), replaced: None };
+            assert_eq!(seen.get("u"), Some(&again), "what was read again is answered");
+        }
     })
     .await;
 }

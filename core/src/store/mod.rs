@@ -322,8 +322,10 @@ pub trait Store: Send + Sync {
     /// (user -> the value [`Self::caps_values`] read, or the one an earlier
     /// call saw), so that a batch read ahead costs no read here. Every
     /// answer from a value read ahead is checked against the value stored
-    /// when the script runs, changed or not. Answers the admissions and,
-    /// per user, what the call read or wrote.
+    /// when the script runs, changed or not (one the call reads itself is
+    /// as current as a read can be). Answers the admissions and, per user,
+    /// what the call read itself or wrote (a value read ahead and found
+    /// current is not repeated).
     async fn admit_from(
         &self,
         asks: &[CapAsk],

@@ -799,7 +799,8 @@ impl RedisStore {
     /// only what no other process replaced since; those are read and
     /// admitted again. A state no ask changed, as `read` had it, is checked
     /// in the same call (still that version), so that no answer stands on a
-    /// value read long before. What was read and written is added to `seen`.
+    /// value read long before. What was read (by GET here) and written is
+    /// added to `seen`.
     async fn admit_group(
         &self,
         group: Vec<(String, &CapAsk)>,
@@ -880,7 +881,7 @@ impl RedisStore {
                         let (replaced, value) = (&args[3 * k], &args[3 * k + 1]);
                         if done == 0 {
                             // Replaced since: read on the next pass.
-                            (known[u], _) = (None, seen.remove(&user));
+                            known[u] = None;
                             again.push(u);
                         } else if value != "=" {
                             let value = Some(value.clone()).filter(|v| !v.is_empty());
