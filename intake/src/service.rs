@@ -1607,6 +1607,33 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The example configuration, its writes only enqueued: nothing listens.
+    fn example() -> Config {
+        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
+        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        config
+    }
+
+    /// `user`'s preferences: email on, in UTC, with quiet hours 22:00–07:00 if `quiet`.
+    fn prefs(user: &str, quiet: bool) -> String {
+        let mut p = serde_json::json!({"user_id": user, "timezone": "UTC", "email": format!("{user}@example.com"),
+            "channels": {"email": true}});
+        if quiet {
+            p["quiet_hours"] = serde_json::json!({"start": "22:00", "end": "07:00"});
+        }
+        p.to_string()
+    }
+
+    /// Intake on `config` and a memory store holding `u1`'s preferences,
+    /// its clock starting at `start`.
+    async fn set_up(config: Config, start: &str, quiet: bool) -> (Arc<MemoryStore>, Intake, Clock) {
+        let store = Arc::new(MemoryStore::new());
+        store.set_prefs("u1", &prefs("u1", quiet)).await.unwrap();
+        let clock = Clock::starting_at(at(start));
+        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        (store, intake, clock)
+    }
+
     #[test]
     fn carried_holds_reach_only_batches_hydrated_before_they_were_written() {
         let mut carried = Carried::default();
@@ -1675,15 +1702,7 @@ mod tests {
     /// back, even once quiet hours are over when the next one is routed.
     #[tokio::test]
     async fn a_batch_hydrated_during_the_routing_of_the_one_before_waits_behind_its_deferral() {
-        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
-        // Writes are only enqueued here, never acknowledged: nothing listens.
-        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
-        let store = Arc::new(MemoryStore::new());
-        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
-            "channels": {"email": true}, "quiet_hours": {"start": "22:00", "end": "07:00"}});
-        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
-        let clock = Clock::starting_at(at("2026-12-06T06:59:59Z"));
-        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        let (store, intake, clock) = set_up(example(), "2026-12-06T06:59:59Z", true).await;
         let routed = AtomicU64::new(0);
         let first = intake.prepare(vec![read(1)], &routed).await;
         let second = intake.prepare(vec![read(2)], &routed).await;
@@ -1706,17 +1725,11 @@ mod tests {
     /// lane, two would go at noon under a cap of one an hour.
     #[tokio::test]
     async fn a_copy_whose_first_read_stopped_before_holding_it_goes_where_it_was_counted() {
-        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
-        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        let mut config = example();
         config.caps = serde_json::from_value(serde_json::json!({"transactional": {"max": 1, "per": "1h"}})).unwrap();
         config.validate().unwrap();
-        let store = Arc::new(MemoryStore::new());
-        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
-            "channels": {"email": true}});
-        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
         let ten = at("2026-12-06T10:00:00Z");
-        let clock = Clock::starting_at(ten);
-        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        let (store, intake, clock) = set_up(config, "2026-12-06T10:00:00Z", false).await;
         let (routed, mut carried) = (AtomicU64::new(0), Carried::default());
         let mut batches = 0;
         let mut route = async |seq| {
@@ -1760,19 +1773,14 @@ mod tests {
     /// taken back and suppressed instead of sent.
     #[tokio::test]
     async fn a_copy_of_a_notification_another_read_dropped_is_suppressed_not_held() {
-        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
-        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        let mut config = example();
         let limits = serde_json::json!({"caps": {"marketing": {"max": 1, "per": "24h"}},
             "categories": {"marketing": {"over_cap": "drop"}}});
         config.caps = serde_json::from_value(limits["caps"].clone()).unwrap();
         config.categories = serde_json::from_value(limits["categories"].clone()).unwrap();
         config.validate().unwrap();
-        let store = Arc::new(MemoryStore::new());
-        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
-            "channels": {"email": true}});
-        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
         let ten = at("2026-12-06T10:00:00Z");
-        let intake = Intake::new(Arc::new(config), store.clone(), Clock::starting_at(ten), Progress::shared()).unwrap();
+        let (store, intake, _) = set_up(config, "2026-12-06T10:00:00Z", false).await;
         let mut read = read(1);
         let Decoded::Routed(event, _) = &mut read.decoded else { unreachable!() };
         event.ty = "marketing.campaign".into();
@@ -1827,18 +1835,9 @@ mod tests {
     /// batch read again, another user's, holds nothing of its own there).
     #[tokio::test(start_paused = true)]
     async fn a_batch_read_again_leaves_the_holds_the_batch_behind_it_needs() {
-        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
-        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
-        let store = Arc::new(MemoryStore::new());
-        let prefs = serde_json::json!({"user_id": "u1", "timezone": "UTC", "email": "u1@example.com",
-            "channels": {"email": true}, "quiet_hours": {"start": "22:00", "end": "07:00"}});
-        store.set_prefs("u1", &prefs.to_string()).await.unwrap();
-        let clock = Clock::starting_at(at("2026-12-06T06:59:59Z"));
-        let intake = Intake::new(Arc::new(config), store.clone(), clock.clone(), Progress::shared()).unwrap();
+        let (store, intake, clock) = set_up(example(), "2026-12-06T06:59:59Z", true).await;
         let routed = AtomicU64::new(0);
-        let other = serde_json::json!({"user_id": "u2", "timezone": "UTC", "email": "u2@example.com",
-            "channels": {"email": true}});
-        store.set_prefs("u2", &other.to_string()).await.unwrap();
+        store.set_prefs("u2", &prefs("u2", false)).await.unwrap();
         let first = intake.prepare(vec![read(1)], &routed).await;
         let (second, third) =
             (intake.prepare(vec![read_for(2, "u2")], &routed).await, intake.prepare(vec![read(3)], &routed).await);
@@ -1864,8 +1863,7 @@ mod tests {
     /// with the preferences of when it is routed: an opt-out made meanwhile holds.
     #[tokio::test(start_paused = true)]
     async fn a_batch_that_waited_reads_preferences_again() {
-        let mut config = Config::from_toml(include_str!("../../tidings.example.toml")).unwrap();
-        config.kafka.bootstrap_servers = "127.0.0.1:9".into();
+        let mut config = example();
         config.intake.prefs_cache_size = 0;
         let store = Arc::new(MemoryStore::new());
         let prefs = |on: bool| {
