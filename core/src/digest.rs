@@ -29,7 +29,7 @@ pub const RELEASE_HEADER: &str = "tidings-digest";
 /// The `source` of the events digests are released as.
 pub const RELEASE_SOURCE: &str = "tidings/digest";
 
-/// How long after its window closed an event's digest is remembered (an
+/// How long after its window was taken an event's digest is remembered (an
 /// event read again that late is known, not added to a new window).
 pub const REMEMBER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -89,13 +89,15 @@ pub struct OpenDigest {
     pub closes: DateTime<Utc>,
 }
 
-/// An open window as the store lists it (`window,count,closes`).
+/// A digest's latest window as the store holds it
+/// (`window,closes,count,opened,taken`), if it is not taken.
 pub fn open_of(name: String, value: &str) -> Option<OpenDigest> {
     let mut parts = value.split(',');
     let window = parts.next()?.parse().ok()?;
-    let count = parts.next()?.parse().ok()?;
     let closes = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
-    Some(OpenDigest { name, window, count, closes })
+    let count = parts.next()?.parse().ok()?;
+    let taken = parts.nth(1)?;
+    taken.is_empty().then_some(OpenDigest { name, window, count, closes })
 }
 
 /// Sets the string at JSON `pointer` in `value` to `to`, making the objects

@@ -893,3 +893,96 @@ async fn a_placing_says_whether_it_joined_another_read_and_an_exact_one_goes_bef
     })
     .await;
 }
+
+/// The digest add and take, as `tidings_core::digest` specifies them: a
+/// window opens with its first event and closes at its end, when full or when
+/// taken; an event read again is answered with its window, however long ago
+/// it was taken, up to a week; a taken window's items are forgotten a day
+/// after.
+#[tokio::test]
+async fn digests_add_take_and_remember_as_the_specification_says() {
+    use tidings_core::digest::{event_ref, DigestAdd, KEEP_TAKEN, REMEMBER};
+    with_each(async |store: &dyn Store| {
+        let t0 = at("2026-12-07T10:00:00Z");
+        let add = |user: &str, id: &str, now: DateTime<Utc>| DigestAdd {
+            user: user.to_string(),
+            name: "shipment:A".to_string(),
+            event: event_ref("shop", id),
+            item: format!("{{\"id\":\"{id}\"}}"),
+            now,
+            closes: now + Span::hours(1),
+            max_items: 3,
+        };
+        // Two events in one call, and another user's: one window each.
+        let added = store.digest_add(&[add("ana", "a1", t0), add("ana", "a2", t0), add("bo", "b1", t0)]).await.unwrap();
+        let seen: Vec<_> = added.iter().map(|a| (a.window, a.opened, a.count, a.fresh, a.full, a.taken)).collect();
+        assert_eq!(
+            seen,
+            [(1, true, 1, true, false, false), (1, false, 2, true, false, false), (1, true, 1, true, false, false)]
+        );
+        assert_eq!((added[1].closes, added[1].opened_at), (t0 + Span::hours(1), t0));
+        let open = store.open_digests("ana").await.unwrap();
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(
+            (open[0].name.as_str(), open[0].window, open[0].count, open[0].closes),
+            ("shipment:A", 1, 2, t0 + Span::hours(1))
+        );
+        // Read again (a redelivery, later): its window, added nowhere.
+        let again = store.digest_add(&[add("ana", "a1", t0 + Span::minutes(5))]).await.unwrap();
+        assert_eq!((again[0].window, again[0].fresh, again[0].count, again[0].taken), (1, false, 2, false));
+        assert_eq!(again[0].opened_at, t0);
+        // The third fills it: released now, and the next event opens window 2.
+        let t1 = t0 + Span::minutes(10);
+        let added = store.digest_add(&[add("ana", "a3", t1), add("ana", "a4", t1)]).await.unwrap();
+        assert_eq!((added[0].window, added[0].count, added[0].full, added[0].closes), (1, 3, true, t1));
+        assert_eq!((added[1].window, added[1].opened, added[1].count, added[1].opened_at), (2, true, 1, t1));
+        let open = store.open_digests("ana").await.unwrap();
+        assert_eq!(open.iter().map(|o| (o.window, o.count)).collect::<Vec<_>>(), [(2, 1)]);
+        // Taken: its items in order, the same when taken again; a read of its
+        // events says it is taken.
+        let taken = store.digest_take("ana", "shipment:A", 1, t1).await.unwrap().unwrap();
+        assert_eq!(taken.items, ["{\"id\":\"a1\"}", "{\"id\":\"a2\"}", "{\"id\":\"a3\"}"]);
+        assert_eq!((taken.opened, taken.closed), (t0, t1));
+        let t2 = t1 + Span::minutes(1);
+        assert_eq!(store.digest_take("ana", "shipment:A", 1, t2).await.unwrap().unwrap(), taken);
+        let again = store.digest_add(&[add("ana", "a2", t2)]).await.unwrap();
+        assert_eq!((again[0].window, again[0].fresh, again[0].taken), (1, false, true));
+        assert_eq!(store.digest_take("ana", "shipment:A", 7, t2).await.unwrap(), None, "a window never opened");
+        // Window 2 taken before its end: the next event opens window 3.
+        store.digest_take("ana", "shipment:A", 2, t2).await.unwrap().unwrap();
+        assert!(store.open_digests("ana").await.unwrap().is_empty());
+        let added = store.digest_add(&[add("ana", "a5", t2)]).await.unwrap();
+        assert_eq!((added[0].window, added[0].opened), (3, true));
+        // Past its end, window 3 is closed: the next event opens window 4,
+        // a day and more after windows 1 and 2 were taken. Their items are
+        // forgotten then; their events are still known.
+        let t3 = t2 + Span::from_std(KEEP_TAKEN).unwrap() + Span::hours(2);
+        let added = store.digest_add(&[add("ana", "a6", t3)]).await.unwrap();
+        assert_eq!((added[0].window, added[0].opened), (4, true));
+        assert_eq!(store.digest_take("ana", "shipment:A", 1, t3).await.unwrap(), None, "forgotten a day after");
+        let taken = store.digest_take("ana", "shipment:A", 3, t3).await.unwrap().unwrap();
+        assert_eq!(taken.items, ["{\"id\":\"a5\"}"], "window 3 was never taken: kept");
+        let again = store.digest_add(&[add("ana", "a1", t3), add("ana", "a4", t3)]).await.unwrap();
+        let seen: Vec<_> = again.iter().map(|a| (a.window, a.fresh, a.taken)).collect();
+        assert_eq!(seen, [(1, false, true), (2, false, true)]);
+        // Other users' digests are their own.
+        let added = store.digest_add(&[add("bo", "b2", t3)]).await.unwrap();
+        assert_eq!((added[0].window, added[0].opened), (2, true), "bo's window 1 closed an hour after t0");
+        // A week after windows 1 and 2 were taken, their events are forgotten
+        // when the next window opens (window 4, never taken, keeps its items;
+        // window 3's events are remembered a while yet).
+        let t4 = t2 + Span::from_std(REMEMBER).unwrap() + Span::hours(1);
+        let added =
+            store.digest_add(&[add("ana", "a7", t4), add("ana", "a1", t4), add("ana", "a5", t4)]).await.unwrap();
+        let seen: Vec<_> = added.iter().map(|a| (a.window, a.opened, a.fresh, a.taken)).collect();
+        assert_eq!(seen, [(5, true, true, false), (5, false, true, false), (3, false, false, true)]);
+        assert_eq!(
+            store.digest_take("ana", "shipment:A", 3, t4).await.unwrap(),
+            None,
+            "window 3's items are forgotten"
+        );
+        let taken = store.digest_take("ana", "shipment:A", 4, t4).await.unwrap().unwrap();
+        assert_eq!(taken.items, ["{\"id\":\"a6\"}"]);
+    })
+    .await;
+}

@@ -56,13 +56,18 @@ struct Inner {
 }
 
 /// One window of a digest, as the Redis hash holds it.
+#[derive(Default)]
 struct DigestWindow {
     opened: i64,
     closes: i64,
     /// When it was first taken for release (ms).
     taken: Option<i64>,
     full: bool,
+    /// Its items, forgotten a while after it was taken.
     items: Vec<String>,
+    count: u32,
+    /// Its events, forgotten a while later.
+    events: Vec<String>,
 }
 
 /// As the Redis lane hash: release time of the last member, members held, sequence.
@@ -82,33 +87,51 @@ impl Inner {
         if let Some(&w) = inner.digest_events.get(&(add.user.clone(), add.event.clone())) {
             let window = inner.digests.get(&key).and_then(|d| d.get(&w));
             let (closes, count, taken, at) =
-                window.map_or((0, 0, true, 0), |x| (x.closes, x.items.len() as u32, x.taken.is_some(), x.opened));
+                window.map_or((0, 0, true, 0), |x| (x.closes, x.count, x.taken.is_some(), x.opened));
             let (closes, opened_at) = (ms(closes), ms(at));
             return Added { window: w, closes, opened: false, full: false, taken, count, opened_at, fresh: false };
         }
         let windows = inner.digests.entry(key).or_default();
         let last = windows.iter().next_back().map(|(n, w)| (*n, w));
-        let open = last.filter(|(_, w)| w.taken.is_none() && w.closes > now && (w.items.len() as u32) < add.max_items);
+        let open = last.filter(|(_, w)| w.taken.is_none() && w.closes > now && w.count < add.max_items);
         let (n, opened) = match open {
             Some((n, _)) => (n, false),
             None => {
                 let n = last.map_or(1, |(n, _)| n + 1);
-                // Windows taken long enough ago are forgotten, as in Redis.
-                let keep = digest::KEEP_TAKEN.as_millis() as i64;
-                windows.retain(|_, w| w.taken.is_none_or(|at| now - at < keep));
-                let w =
-                    DigestWindow { opened: now, closes: millis(add.closes), taken: None, full: false, items: vec![] };
+                // Windows taken long enough ago: their items, then their
+                // events, forgotten, in order, as in Redis.
+                let (keep, remember) = (digest::KEEP_TAKEN.as_millis() as i64, digest::REMEMBER.as_millis() as i64);
+                for w in windows.values_mut() {
+                    match w.taken {
+                        _ if w.items.is_empty() => continue,
+                        Some(at) if now - at >= keep => w.items.clear(),
+                        _ => break,
+                    }
+                }
+                while let Some(first) = windows.first_entry() {
+                    let forgotten =
+                        first.get().items.is_empty() && first.get().taken.is_some_and(|at| now - at >= remember);
+                    if !forgotten {
+                        break;
+                    }
+                    for event in first.remove().events {
+                        inner.digest_events.remove(&(add.user.clone(), event));
+                    }
+                }
+                let closes = millis(add.closes);
+                let w = DigestWindow { opened: now, closes, taken: None, full: false, ..DigestWindow::default() };
                 windows.insert(n, w);
                 (n, true)
             }
         };
         let w = windows.get_mut(&n).expect("the window is there");
         w.items.push(add.item.clone());
-        let count = w.items.len() as u32;
-        if count >= add.max_items {
+        w.events.push(add.event.clone());
+        w.count += 1;
+        if w.count >= add.max_items {
             (w.full, w.closes) = (true, now);
         }
-        let (closes, full, opened_at) = (ms(w.closes), w.full, ms(w.opened));
+        let (closes, full, opened_at, count) = (ms(w.closes), w.full, ms(w.opened), w.count);
         inner.digest_events.insert((add.user.clone(), add.event.clone()), n);
         Added { window: n, closes, opened, full, taken: false, count, opened_at, fresh: true }
     }
@@ -461,6 +484,10 @@ impl Store for MemoryStore {
         };
         w.taken = w.taken.or(Some(millis(now)));
         let at = |ms| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        if w.items.is_empty() {
+            // Its items are forgotten.
+            return Ok(None);
+        }
         Ok(Some(Taken { opened: at(w.opened), closed: at(w.closes), items: w.items.clone() }))
     }
 
@@ -473,7 +500,7 @@ impl Store for MemoryStore {
                 continue;
             };
             let closes = DateTime::from_timestamp_millis(w.closes).unwrap_or_default();
-            open.push(OpenDigest { name: name.clone(), window: *n, count: w.items.len() as u32, closes });
+            open.push(OpenDigest { name: name.clone(), window: *n, count: w.count, closes });
         }
         open.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(open)

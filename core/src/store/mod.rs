@@ -560,11 +560,7 @@ impl Keys {
     pub fn digest(&self, user: &str, name: &str) -> String {
         format!("{{{}:digest:{user}}}:d:{name}", self.prefix)
     }
-    /// The window an event of `user` was added to.
-    pub fn digest_event(&self, user: &str, event: &str) -> String {
-        format!("{{{}:digest:{user}}}:e:{event}", self.prefix)
-    }
-    /// `user`'s open windows: digest name -> `window,count,closes`.
+    /// `user`'s open windows: digest name -> window.
     pub fn digests_open(&self, user: &str) -> String {
         format!("{{{}:digest:{user}}}:open", self.prefix)
     }

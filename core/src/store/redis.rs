@@ -339,81 +339,105 @@ fn caps_state<'v>(key: &str, value: Option<&'v str>) -> (&'v str, &'v str, caps:
     (version, body, state)
 }
 
-/// Adds an event to its digest. KEYS: the digest (a hash: `n` the latest
-/// window; per window `closes:`, `count:`, `opened:`, `taken:` and its items
-/// `i:<window>:<place>`), the event's mark (the window it went to), the
-/// user's open windows. ARGV: item, now (ms), when a window opened now
-/// closes (ms), max items, how long to remember (ms), the digest's name.
-/// ARGV[7]: how long a taken window is kept (ms). Answers {window, closes
-/// (ms), opened, taken, count, full, when the window opened (ms), fresh (1:
-/// added now; 0: added before)}. A window is open while it is not taken,
-/// not past its end and not full; opening one forgets the windows taken
-/// long enough ago (their release was published, or is being published
-/// again after its scheduler died).
+/// Adds an event to its digest. KEYS: the digest, one hash: `w` the latest
+/// window's state (`window,closes,count,opened,taken`, times in ms, `taken`
+/// empty until it is), `s:<window>` an earlier window's, `i:<window>:<place>`
+/// its items and `r:<window>:<place>` their events, `e:<event>` the window
+/// an event went to, `pruned` and `forgot` the windows whose items and whose
+/// events are forgotten; and the user's open windows (digest name ->
+/// window). ARGV: item, now (ms), when a window opened now closes (ms), max
+/// items, how long to remember an event after its window was taken (ms),
+/// the digest's name, how long a taken window's items are kept (ms), the
+/// event. Answers {window, closes (ms), opened, taken, count, full, when the
+/// window opened (ms), fresh (1: added now; 0: added before)}. A window is
+/// open while it is not taken, not past its end and not full. An event of an
+/// open window costs one read and one write; the rest happens when a window
+/// opens.
 const DIGEST_ADD: &str = r#"
-local w = redis.call('GET', KEYS[2])
-if w then
-  local st = redis.call('HMGET', KEYS[1], 'closes:' .. w, 'count:' .. w, 'taken:' .. w, 'opened:' .. w)
-  local taken = 0
-  if st[3] or not st[2] then taken = 1 end
-  return {tonumber(w), tonumber(st[1]) or 0, 0, taken, tonumber(st[2]) or 0, 0, tonumber(st[4]) or 0, 0}
+local function state(v)
+  if not v then return nil end
+  local n, closes, count, opened, taken = string.match(v, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d*)$')
+  if not n then return nil end
+  return {n = tonumber(n), closes = tonumber(closes), count = tonumber(count), opened = tonumber(opened), taken = taken}
 end
-local now, max, keep = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
-local closes, count, opened, opened_at = 0, 0, 0, 0
-local open = false
-if n > 0 then
-  local st = redis.call('HMGET', KEYS[1], 'closes:' .. n, 'count:' .. n, 'taken:' .. n)
-  closes, count = tonumber(st[1]) or 0, tonumber(st[2]) or 0
-  open = (not st[3]) and closes > now and count < max
-  opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened:' .. n) or '0')
-end
-if not open then
-  local p = tonumber(redis.call('HGET', KEYS[1], 'pruned') or '0')
-  while p + 1 < n do
-    local m = p + 1
-    local st = redis.call('HMGET', KEYS[1], 'taken:' .. m, 'count:' .. m)
-    if not st[1] or now - tonumber(st[1]) < tonumber(ARGV[7]) then break end
-    for i = 1, tonumber(st[2]) or 0 do redis.call('HDEL', KEYS[1], 'i:' .. m .. ':' .. i) end
-    redis.call('HDEL', KEYS[1], 'closes:' .. m, 'count:' .. m, 'taken:' .. m, 'opened:' .. m)
-    p = m
+local function ms(x) return string.format('%.0f', x) end
+local function show(s) return s.n .. ',' .. ms(s.closes) .. ',' .. s.count .. ',' .. ms(s.opened) .. ',' .. s.taken end
+local read = redis.call('HMGET', KEYS[1], 'e:' .. ARGV[8], 'w')
+local cur = state(read[2]) or {n = 0, closes = 0, count = 0, opened = 0, taken = ''}
+if read[1] then
+  local s = cur
+  if tonumber(read[1]) ~= cur.n then
+    s = state(redis.call('HGET', KEYS[1], 's:' .. read[1])) or {n = tonumber(read[1]), closes = 0, count = 0, opened = 0, taken = '0'}
   end
-  n, closes, count, opened, opened_at = n + 1, tonumber(ARGV[3]), 0, 1, now
-  redis.call('HSET', KEYS[1], 'n', n, 'pruned', p, 'closes:' .. n, string.format('%.0f', closes), 'opened:' .. n, ARGV[2])
+  local taken = 0
+  if s.taken ~= '' then taken = 1 end
+  return {s.n, s.closes, 0, taken, s.count, 0, s.opened, 0}
 end
-count = count + 1
-redis.call('HSET', KEYS[1], 'i:' .. n .. ':' .. count, ARGV[1], 'count:' .. n, count)
+local now, max = tonumber(ARGV[2]), tonumber(ARGV[4])
+local opened, lives = 0, 0
+if not (cur.n > 0 and cur.taken == '' and cur.closes > now and cur.count < max) then
+  if cur.n > 0 then redis.call('HSET', KEYS[1], 's:' .. cur.n, show(cur)) end
+  -- Windows taken long enough ago: their items, then their events, forgotten.
+  local keep, remember = tonumber(ARGV[7]), tonumber(ARGV[5])
+  local marks = redis.call('HMGET', KEYS[1], 'pruned', 'forgot')
+  local pruned, forgot = tonumber(marks[1] or '0'), tonumber(marks[2] or '0')
+  while pruned < cur.n do
+    local m = pruned + 1
+    local s = state(redis.call('HGET', KEYS[1], 's:' .. m))
+    if s and (s.taken == '' or now - tonumber(s.taken) < keep) then break end
+    for i = 1, s and s.count or 0 do redis.call('HDEL', KEYS[1], 'i:' .. m .. ':' .. i) end
+    pruned = m
+  end
+  while forgot < pruned do
+    local m = forgot + 1
+    local s = state(redis.call('HGET', KEYS[1], 's:' .. m))
+    if s and now - tonumber(s.taken) < remember then break end
+    for i = 1, s and s.count or 0 do
+      local r = redis.call('HGET', KEYS[1], 'r:' .. m .. ':' .. i)
+      if r then redis.call('HDEL', KEYS[1], 'e:' .. r) end
+      redis.call('HDEL', KEYS[1], 'r:' .. m .. ':' .. i)
+    end
+    redis.call('HDEL', KEYS[1], 's:' .. m)
+    forgot = m
+  end
+  cur = {n = cur.n + 1, closes = tonumber(ARGV[3]), count = 0, opened = now, taken = ''}
+  redis.call('HSET', KEYS[1], 'pruned', pruned, 'forgot', forgot)
+  lives = math.max(cur.closes - now, 0) + remember
+  if redis.call('PTTL', KEYS[1]) < lives then redis.call('PEXPIRE', KEYS[1], ms(lives)) end
+  opened = 1
+end
+cur.count = cur.count + 1
 local full = 0
-if count >= max then
-  full, closes = 1, now
-  redis.call('HSET', KEYS[1], 'closes:' .. n, ARGV[2])
-end
-local lives = string.format('%.0f', math.max(closes - now, 0) + keep)
-redis.call('SET', KEYS[2], n, 'PX', lives)
-redis.call('PEXPIRE', KEYS[1], lives)
+if cur.count >= max then full, cur.closes = 1, now end
+local place = cur.n .. ':' .. cur.count
+redis.call('HSET', KEYS[1], 'i:' .. place, ARGV[1], 'r:' .. place, ARGV[8], 'e:' .. ARGV[8], cur.n, 'w', show(cur))
 if full == 1 then
-  redis.call('HDEL', KEYS[3], ARGV[6])
-else
-  redis.call('HSET', KEYS[3], ARGV[6], n .. ',' .. count .. ',' .. string.format('%.0f', closes))
-  redis.call('PEXPIRE', KEYS[3], lives)
+  redis.call('HDEL', KEYS[2], ARGV[6])
+elseif opened == 1 then
+  redis.call('HSET', KEYS[2], ARGV[6], cur.n)
+  if redis.call('PTTL', KEYS[2]) < lives then redis.call('PEXPIRE', KEYS[2], ms(lives)) end
 end
-return {n, closes, opened, 0, count, full, opened_at, 1}
+return {cur.n, cur.closes, opened, 0, cur.count, full, cur.opened, 1}
 "#;
 
 /// Takes a window for release. KEYS: the digest, the user's open windows.
 /// ARGV: the window, the digest's name, now (ms: when it was first taken is
-/// kept). Answers {} for a window not known, else {opened (ms), closes (ms),
-/// item, ...}.
+/// kept). Answers {} for a window not known (or whose items are forgotten),
+/// else {opened (ms), closes (ms), item, ...}.
 const DIGEST_TAKE: &str = r#"
 local n = ARGV[1]
-local st = redis.call('HMGET', KEYS[1], 'count:' .. n, 'opened:' .. n, 'closes:' .. n)
-local count = tonumber(st[1]) or 0
-if count == 0 then return {} end
-redis.call('HSETNX', KEYS[1], 'taken:' .. n, ARGV[3])
-local cur = redis.call('HGET', KEYS[2], ARGV[2])
-if cur and string.match(cur, '^(%d+),') == n then redis.call('HDEL', KEYS[2], ARGV[2]) end
-local out = {st[2], st[3]}
-for i = 1, count do out[#out + 1] = redis.call('HGET', KEYS[1], 'i:' .. n .. ':' .. i) or 'null' end
+local read = redis.call('HMGET', KEYS[1], 'w', 's:' .. n, 'pruned')
+local field, v = 's:' .. n, read[2]
+if read[1] and string.match(read[1], '^(%d+),') == n then field, v = 'w', read[1] end
+if not v or tonumber(n) <= tonumber(read[3] or '0') then return {} end
+local closes, count, opened, taken = string.match(v, '^%d+,(%-?%d+),(%d+),(%-?%d+),(%d*)$')
+if not closes then return {} end
+if taken == '' then
+  redis.call('HSET', KEYS[1], field, n .. ',' .. closes .. ',' .. count .. ',' .. opened .. ',' .. ARGV[3])
+end
+if redis.call('HGET', KEYS[2], ARGV[2]) == n then redis.call('HDEL', KEYS[2], ARGV[2]) end
+local out = {opened, closes}
+for i = 1, tonumber(count) do out[#out + 1] = redis.call('HGET', KEYS[1], 'i:' .. n .. ':' .. i) or 'null' end
 return out
 "#;
 
@@ -754,10 +778,11 @@ impl RedisStore {
     async fn digest_group(&self, group: Vec<(String, &DigestAdd)>) -> Result<Vec<Added>, StoreError> {
         let mut pipe = redis::pipe();
         for (open, add) in &group {
-            pipe.cmd("EVALSHA").arg(self.digest_add.get_hash()).arg(3);
-            pipe.arg(self.keys.digest(&add.user, &add.name)).arg(self.keys.digest_event(&add.user, &add.event));
-            pipe.arg(open).arg(&add.item).arg(millis(add.now)).arg(millis(add.closes)).arg(add.max_items);
+            pipe.cmd("EVALSHA").arg(self.digest_add.get_hash()).arg(2);
+            pipe.arg(self.keys.digest(&add.user, &add.name)).arg(open);
+            pipe.arg(&add.item).arg(millis(add.now)).arg(millis(add.closes)).arg(add.max_items);
             pipe.arg(digest::REMEMBER.as_millis() as u64).arg(&add.name).arg(digest::KEEP_TAKEN.as_millis() as u64);
+            pipe.arg(&add.event);
         }
         let mut conn = self.conn.clone();
         type Answer = (u64, i64, u8, u8, u32, u8, i64, u8);
@@ -1202,7 +1227,21 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let open: Vec<(String, String)> =
             redis::cmd("HGETALL").arg(self.keys.digests_open(user)).query_async(&mut conn).await?;
-        Ok(open.into_iter().filter_map(|(name, v)| digest::open_of(name, &v)).collect())
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each one's state, from its digest (the index names the window).
+        let mut pipe = redis::pipe();
+        for (name, _) in &open {
+            pipe.hget(self.keys.digest(user, name), "w");
+        }
+        let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let shown = open.into_iter().zip(states).filter_map(|((name, window), state)| {
+            digest::open_of(name, &state?).filter(|o| o.window.to_string() == window)
+        });
+        let mut shown: Vec<OpenDigest> = shown.collect();
+        shown.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(shown)
     }
 
     async fn cap_counts(
