@@ -920,8 +920,8 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let used: std::collections::BTreeSet<&str> = self.events.values().map(|r| r.category.as_str()).collect();
         for (name, cap) in &self.caps {
-            if name.is_empty() || name.contains([':', '{', '}']) {
-                return bad(format!("caps.\"{name}\": a name without `:`, `{{` or `}}`"));
+            if name.is_empty() || name.contains([':', '{', '}', '|', ',']) {
+                return bad(format!("caps.\"{name}\": a name without `:`, `|`, `,`, `{{` or `}}`"));
             }
             if cap.max == 0 {
                 return bad(format!(

@@ -138,10 +138,9 @@ async fn caps_hold_across_two_intake_processes_and_redelivery() {
         async move {
             // A version (16 hex digits), then the user's caps.
             let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap();
-            let state: tidings_core::caps::State =
-                value.map(|v| serde_json::from_str(&v[16..]).unwrap()).unwrap_or_default();
+            let state = value.map(|v| tidings_core::caps::State::decode(&v[16..]).unwrap()).unwrap_or_default();
             let window = state.windows.get(&format!("{cap}:email")).cloned().unwrap_or_default();
-            window.admitted.into_iter().map(|(score, id)| (id, score)).collect::<Vec<(String, i64)>>()
+            window.admitted.into_iter().map(|(score, id)| (id, score)).collect::<Vec<(u64, i64)>>()
         }
     };
     // The schedule: the notification id and release instant (ms) of each member.
@@ -181,11 +180,11 @@ async fn caps_hold_across_two_intake_processes_and_redelivery() {
             assert!(capped || laned, "{u}: held to {t} for nothing: {times:?}");
         }
         assert!(campaigns.len() <= 2, "{u}: {campaigns:?}");
-        let at: HashMap<&str, i64> = all.iter().map(|(id, t)| (id.as_str(), *t)).collect();
+        let at: HashMap<u64, i64> = all.iter().copied().collect();
         for (user, category, id) in ids.iter().filter(|(user, _, _)| user == u) {
             let mine: Vec<_> = records.iter().filter(|r| r.notification_id == *id && decided(r)).collect();
             let has = |state: State| mine.iter().any(|r| r.state == state);
-            match (*category, at.get(id.as_str())) {
+            match (*category, at.get(&tidings_core::caps::short(id))) {
                 ("security", admitted) => {
                     assert!(has(State::Sent), "critical: never capped");
                     assert!(admitted.is_none(), "critical: never counted");

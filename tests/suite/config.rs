@@ -120,6 +120,7 @@ fn bad_caps_and_send_windows_are_refused_naming_the_field() {
     let refused = |extra: &str| Config::from_toml(&format!("{base}\n{extra}")).unwrap_err().to_string();
     let cases = [
         ("[caps.marketing]\nmax = 0\nper = \"1h\"", "caps.marketing.max must be at least 1"),
+        ("[caps.\"a|b\"]\nmax = 2\nper = \"1h\"", "caps.\"a|b\": a name without `:`, `|`"),
         ("[caps.marketing]\nmax = 2\nper = \"0s\"", "caps.marketing.per must be at least 1s"),
         ("[caps.marketing]\nmax = 2\nper = \"soon\"", "caps.marketing.per"),
         ("[caps.daily]\nmax = 2\nper = \"1d\"", "caps.daily: no event type has category `daily`"),

@@ -680,8 +680,8 @@ async fn caps_admit_as_the_specification_says() {
         batches.push(batch);
     }
     // The specification's answers.
-    let mut windows: std::collections::HashMap<(String, String, Channel), Vec<(i64, String)>> = Default::default();
-    let mut dropped: std::collections::HashMap<String, Vec<(i64, String)>> = Default::default();
+    let mut windows: std::collections::HashMap<(String, String, Channel), Vec<(i64, u64)>> = Default::default();
+    let mut dropped: std::collections::HashMap<String, Vec<(i64, u64)>> = Default::default();
     let mut expected = Vec::new();
     for ask in batches.iter().flatten() {
         let keys: Vec<_> = ask.caps.iter().map(|c| (ask.user.clone(), c.0.clone(), ask.channel)).collect();

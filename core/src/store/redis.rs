@@ -332,7 +332,7 @@ return out
 fn caps_state<'v>(key: &str, value: Option<&'v str>) -> (&'v str, &'v str, caps::State) {
     let Some(value) = value else { return ("", "", caps::State::default()) };
     let (version, body) = value.split_at_checked(16).unwrap_or((value, ""));
-    let state = serde_json::from_str(body).unwrap_or_else(|e| {
+    let state = caps::State::decode(body).unwrap_or_else(|e| {
         tracing::error!(key, error = %e, "frequency caps unreadable: counting afresh");
         caps::State::default()
     });
@@ -874,7 +874,7 @@ impl RedisStore {
                     for &i in places {
                         answers[i] = Some(state.admit(group[i].1));
                     }
-                    let body = serde_json::to_string(&state).map_err(|e| StoreError::Batch(e.to_string()))?;
+                    let body = state.encode();
                     if body == read {
                         if read_now.contains(&u) {
                             let user = group[places[0]].1.user.clone();
