@@ -186,6 +186,12 @@ pub struct BenchArgs {
     /// measured beside it.
     #[arg(long)]
     pub guard: Option<f64>,
+    /// Fail (exit 1) when the two-caps run is below this share of the passthrough.
+    #[arg(long)]
+    pub guard_caps: Option<f64>,
+    /// Fail (exit 1) when the every-event-digested run is below this share of the passthrough.
+    #[arg(long)]
+    pub guard_digests: Option<f64>,
 }
 
 /// Where a benchmark runs.

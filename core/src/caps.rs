@@ -115,13 +115,13 @@ pub fn admit(ask: &CapAsk, windows: &mut [Vec<(i64, u64)>], dropped: &mut Vec<(i
 }
 
 /// A notification id as the caps keep it: 64 bits of it. A notification id
-/// is 128 bits of a SHA-256 ([`crate::notification::notification_id`]), so
-/// its first 64 are taken as they are; any other id is hashed. Two of one
-/// user's notifications within a window sharing 64 bits is as likely as a
-/// guess of a random 64-bit number: the caps would count the second as the
-/// first, once.
+/// is 128 bits of a SHA-256 in 32 hex digits
+/// ([`crate::notification::notification_id`]), so its first 64 are taken as
+/// they are; any other id is hashed. Two of one user's notifications within
+/// a window sharing 64 bits is as likely as a guess of a random 64-bit
+/// number: the caps would count the second as the first, once.
 pub fn short(id: &str) -> u64 {
-    if id.len() == 32 {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         if let Ok(n) = u64::from_str_radix(&id[..16], 16) {
             return n;
         }
@@ -153,6 +153,30 @@ pub struct Window {
     pub admitted: Vec<(i64, u64)>,
 }
 
+/// The caps as JSON, as they were kept before [`State::encode`]'s form.
+#[derive(serde::Deserialize)]
+struct Json {
+    #[serde(default)]
+    w: BTreeMap<String, JsonWindow>,
+    #[serde(default)]
+    d: Vec<(i64, String)>,
+    #[serde(default)]
+    k: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonWindow {
+    p: i64,
+    a: Vec<(i64, String)>,
+}
+
+fn from_json(value: &str) -> Result<State, String> {
+    let json: Json = serde_json::from_str(value).map_err(|e| e.to_string())?;
+    let shorts = |v: Vec<(i64, String)>| v.into_iter().map(|(ms, id)| (ms, short(&id))).collect();
+    let windows = json.w.into_iter().map(|(k, w)| (k, Window { per: w.p, admitted: shorts(w.a) })).collect();
+    Ok(State { windows, dropped: shorts(json.d), keep_dropped: json.k })
+}
+
 /// The first word of [`State::encode`]'s form.
 const FORM: &str = "c1";
 
@@ -175,9 +199,12 @@ fn entries(s: &str) -> Result<Vec<(i64, u64)>, String> {
         Some((ms.parse().ok()?, u64::from_str_radix(id, 16).ok()?))
     };
     let mut out = Vec::new();
-    for e in s.split(',').filter(|e| !e.is_empty()) {
+    if s.is_empty() {
+        return Ok(out);
+    }
+    for e in s.split(',') {
         let (delta, id) = parse(e).ok_or_else(|| format!("entry `{e}` is not `<ms>.<hex id>`"))?;
-        last += delta;
+        last = last.checked_add(delta).ok_or_else(|| format!("entry `{e}` is out of range"))?;
         out.push((last, id));
     }
     Ok(out)
@@ -211,8 +238,12 @@ impl State {
         out
     }
 
-    /// Reads what [`State::encode`] wrote.
+    /// Reads what [`State::encode`] wrote, or the JSON the caps were kept
+    /// in before it (read as it was, ids made [`short`]).
     pub fn decode(value: &str) -> Result<State, String> {
+        if value.starts_with('{') {
+            return from_json(value);
+        }
         let mut parts = value.split('|');
         if parts.next() != Some(FORM) {
             return Err(format!("not caps in form {FORM}"));
@@ -370,7 +401,15 @@ mod tests {
         assert!(value.starts_with("c1|86400000|1765000000000."), "{value}");
         assert_eq!(State::decode(&value).unwrap(), state);
         assert_eq!(State::decode(&State::default().encode()).unwrap(), State::default());
-        for bad in ["", "{\"w\":{}}", "c1|x|", "c1|0|1.zz", "c1|0||all:email:60000:1"] {
+        // As kept before this form: read as it was.
+        let json = format!("{{\"w\":{{\"all:email\":{{\"p\":3600000,\"a\":[[1765000000000,\"{id}\"]]}}}},\"k\":5}}");
+        let read = State::decode(&json).unwrap();
+        assert_eq!(read.windows["all:email"].admitted, [(1_765_000_000_000, short(&id))]);
+        assert_eq!((read.keep_dropped, read.dropped.len()), (5, 0));
+        let odd = format!("{}é", &id[..30]);
+        assert_ne!(short(&odd), 0, "an id of 32 bytes that is not hex is hashed");
+        let far = format!("c1|0|{}.1,{}.2", i64::MAX, 1);
+        for bad in ["", "{\"w\":1}", "c1|x|", "c1|0|1.zz", "c1|0||all:email:60000:1", "c1|0|1.a,,2.b", &far] {
             assert!(State::decode(bad).is_err(), "{bad}");
         }
     }

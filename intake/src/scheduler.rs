@@ -239,8 +239,9 @@ async fn release_digest(
     clock: &Clock,
 ) -> Result<(), SchedulerError> {
     let d = &release.digest;
-    let Some(taken) = store.digest_take(&d.user_id, &d.name, d.window, clock.now()).await? else {
-        tracing::warn!(user = %d.user_id, digest = %d.name, window = d.window, "a digest's window is gone; nothing released");
+    let opened = chrono::DateTime::from_timestamp_millis(d.opened).unwrap_or_default();
+    let Some(taken) = store.digest_take(&d.user_id, &d.name, d.window, opened, clock.now()).await? else {
+        tracing::warn!(user = %d.user_id, digest = %d.name, window = d.window, "a digest's window is gone (or is another of that number); nothing released");
         return Ok(());
     };
     let items: Vec<&serde_json::value::RawValue> =

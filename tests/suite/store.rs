@@ -940,16 +940,20 @@ async fn digests_add_take_and_remember_as_the_specification_says() {
         assert_eq!(open.iter().map(|o| (o.window, o.count)).collect::<Vec<_>>(), [(2, 1)]);
         // Taken: its items in order, the same when taken again; a read of its
         // events says it is taken.
-        let taken = store.digest_take("ana", "shipment:A", 1, t1).await.unwrap().unwrap();
+        let taken = store.digest_take("ana", "shipment:A", 1, t0, t1).await.unwrap().unwrap();
         assert_eq!(taken.items, ["{\"id\":\"a1\"}", "{\"id\":\"a2\"}", "{\"id\":\"a3\"}"]);
         assert_eq!((taken.opened, taken.closed), (t0, t1));
         let t2 = t1 + Span::minutes(1);
-        assert_eq!(store.digest_take("ana", "shipment:A", 1, t2).await.unwrap().unwrap(), taken);
+        assert_eq!(store.digest_take("ana", "shipment:A", 1, t0, t2).await.unwrap().unwrap(), taken);
         let again = store.digest_add(&[add("ana", "a2", t2)]).await.unwrap();
         assert_eq!((again[0].window, again[0].fresh, again[0].taken), (1, false, true));
-        assert_eq!(store.digest_take("ana", "shipment:A", 7, t2).await.unwrap(), None, "a window never opened");
+        assert_eq!(store.digest_take("ana", "shipment:A", 7, t2, t2).await.unwrap(), None, "a window never opened");
+        // A release of another window 2 (one opened at another instant, of a
+        // digest forgotten since) takes nothing, and leaves it open.
+        assert_eq!(store.digest_take("ana", "shipment:A", 2, t0, t2).await.unwrap(), None);
+        assert_eq!(store.open_digests("ana").await.unwrap().len(), 1);
         // Window 2 taken before its end: the next event opens window 3.
-        store.digest_take("ana", "shipment:A", 2, t2).await.unwrap().unwrap();
+        store.digest_take("ana", "shipment:A", 2, t1, t2).await.unwrap().unwrap();
         assert!(store.open_digests("ana").await.unwrap().is_empty());
         let added = store.digest_add(&[add("ana", "a5", t2)]).await.unwrap();
         assert_eq!((added[0].window, added[0].opened), (3, true));
@@ -959,8 +963,8 @@ async fn digests_add_take_and_remember_as_the_specification_says() {
         let t3 = t2 + Span::from_std(KEEP_TAKEN).unwrap() + Span::hours(2);
         let added = store.digest_add(&[add("ana", "a6", t3)]).await.unwrap();
         assert_eq!((added[0].window, added[0].opened), (4, true));
-        assert_eq!(store.digest_take("ana", "shipment:A", 1, t3).await.unwrap(), None, "forgotten a day after");
-        let taken = store.digest_take("ana", "shipment:A", 3, t3).await.unwrap().unwrap();
+        assert_eq!(store.digest_take("ana", "shipment:A", 1, t0, t3).await.unwrap(), None, "forgotten a day after");
+        let taken = store.digest_take("ana", "shipment:A", 3, t2, t3).await.unwrap().unwrap();
         assert_eq!(taken.items, ["{\"id\":\"a5\"}"], "window 3 was never taken: kept");
         let again = store.digest_add(&[add("ana", "a1", t3), add("ana", "a4", t3)]).await.unwrap();
         let seen: Vec<_> = again.iter().map(|a| (a.window, a.fresh, a.taken)).collect();
@@ -977,12 +981,19 @@ async fn digests_add_take_and_remember_as_the_specification_says() {
         let seen: Vec<_> = added.iter().map(|a| (a.window, a.opened, a.fresh, a.taken)).collect();
         assert_eq!(seen, [(5, true, true, false), (5, false, true, false), (3, false, false, true)]);
         assert_eq!(
-            store.digest_take("ana", "shipment:A", 3, t4).await.unwrap(),
+            store.digest_take("ana", "shipment:A", 3, t2, t4).await.unwrap(),
             None,
             "window 3's items are forgotten"
         );
-        let taken = store.digest_take("ana", "shipment:A", 4, t4).await.unwrap().unwrap();
+        let taken = store.digest_take("ana", "shipment:A", 4, t3, t4).await.unwrap().unwrap();
         assert_eq!(taken.items, ["{\"id\":\"a6\"}"]);
+        // Window 5 is never taken (its release lost): a week after it closed
+        // it goes as a taken one would, so the windows after it are pruned.
+        let t5 = t4 + Span::from_std(REMEMBER).unwrap() + Span::hours(2);
+        let added = store.digest_add(&[add("ana", "a8", t5), add("ana", "a7", t5)]).await.unwrap();
+        let seen: Vec<_> = added.iter().map(|a| (a.window, a.opened, a.fresh)).collect();
+        assert_eq!(seen, [(6, true, true), (6, false, true)], "a7 forgotten with window 5");
+        assert_eq!(store.digest_take("ana", "shipment:A", 5, t4, t5).await.unwrap(), None);
     })
     .await;
 }

@@ -51,8 +51,8 @@ struct Inner {
     caps: HashMap<String, caps::State>,
     /// (user, digest name) -> its windows, by number.
     digests: HashMap<(String, String), std::collections::BTreeMap<u64, DigestWindow>>,
-    /// (user, event) -> the window it was added to.
-    digest_events: HashMap<(String, String), u64>,
+    /// (user, digest name, event) -> the window it was added to.
+    digest_events: HashMap<(String, String, String), u64>,
 }
 
 /// One window of a digest, as the Redis hash holds it.
@@ -84,7 +84,8 @@ impl Inner {
         let inner = self;
         let now = millis(add.now);
         let key = (add.user.clone(), add.name.clone());
-        if let Some(&w) = inner.digest_events.get(&(add.user.clone(), add.event.clone())) {
+        let mark = |event: &str| (add.user.clone(), add.name.clone(), event.to_string());
+        if let Some(&w) = inner.digest_events.get(&mark(&add.event)) {
             let window = inner.digests.get(&key).and_then(|d| d.get(&w));
             let (closes, count, taken, at) =
                 window.map_or((0, 0, true, 0), |x| (x.closes, x.count, x.taken.is_some(), x.opened));
@@ -101,21 +102,23 @@ impl Inner {
                 // Windows taken long enough ago: their items, then their
                 // events, forgotten, in order, as in Redis.
                 let (keep, remember) = (digest::KEEP_TAKEN.as_millis() as i64, digest::REMEMBER.as_millis() as i64);
+                // One never taken (its release lost) goes once closed that long.
+                let since = |w: &DigestWindow, wait| w.taken.map_or((w.closes, remember), |at| (at, wait));
                 for w in windows.values_mut() {
-                    match w.taken {
+                    let (at, wait) = since(w, keep);
+                    match () {
                         _ if w.items.is_empty() => continue,
-                        Some(at) if now - at >= keep => w.items.clear(),
+                        _ if now - at >= wait => w.items.clear(),
                         _ => break,
                     }
                 }
                 while let Some(first) = windows.first_entry() {
-                    let forgotten =
-                        first.get().items.is_empty() && first.get().taken.is_some_and(|at| now - at >= remember);
+                    let forgotten = first.get().items.is_empty() && now - since(first.get(), remember).0 >= remember;
                     if !forgotten {
                         break;
                     }
                     for event in first.remove().events {
-                        inner.digest_events.remove(&(add.user.clone(), event));
+                        inner.digest_events.remove(&mark(&event));
                     }
                 }
                 let closes = millis(add.closes);
@@ -132,7 +135,7 @@ impl Inner {
             (w.full, w.closes) = (true, now);
         }
         let (closes, full, opened_at, count) = (ms(w.closes), w.full, ms(w.opened), w.count);
-        inner.digest_events.insert((add.user.clone(), add.event.clone()), n);
+        inner.digest_events.insert(mark(&add.event), n);
         Added { window: n, closes, opened, full, taken: false, count, opened_at, fresh: true }
     }
 
@@ -475,6 +478,7 @@ impl Store for MemoryStore {
         user: &str,
         name: &str,
         window: u64,
+        opened: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Taken>, StoreError> {
         let mut inner = self.lock();
@@ -482,12 +486,12 @@ impl Store for MemoryStore {
         else {
             return Ok(None);
         };
-        w.taken = w.taken.or(Some(millis(now)));
-        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap_or_default();
-        if w.items.is_empty() {
-            // Its items are forgotten.
+        if w.items.is_empty() || w.opened != millis(opened) {
+            // Its items are forgotten, or it is another window of that number.
             return Ok(None);
         }
+        w.taken = w.taken.or(Some(millis(now)));
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap_or_default();
         Ok(Some(Taken { opened: at(w.opened), closed: at(w.closes), items: w.items.clone() }))
     }
 

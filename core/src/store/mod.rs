@@ -353,15 +353,18 @@ pub trait Store: Send + Sync {
     /// atomically, in one round trip where the store allows.
     async fn digest_add(&self, adds: &[DigestAdd]) -> Result<Vec<Added>, StoreError>;
 
-    /// Takes `user`'s window `window` of digest `name` for release: closed
-    /// (an event added after goes in the next window), and its items.
-    /// Taking it again answers the same; `None` for a window not known (or
-    /// forgotten since).
+    /// Takes `user`'s window `window` of digest `name`, opened at `opened`,
+    /// for release: closed (an event added after goes in the next window),
+    /// and its items. Taking it again answers the same; `None` for a window
+    /// not known, forgotten since, or of that number but opened at another
+    /// instant (numbers start again once a digest is forgotten): that one is
+    /// left as it is.
     async fn digest_take(
         &self,
         user: &str,
         name: &str,
         window: u64,
+        opened: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Taken>, StoreError>;
 
@@ -552,17 +555,19 @@ impl Keys {
         format!("{}:softbounces:{address}", self.prefix)
     }
     /// What every cap admitted and dropped of `user`: a version and a
-    /// [`crate::caps::State`] (JSON), replaced whole.
+    /// [`crate::caps::State`] (as [`crate::caps::State::encode`] writes it), replaced whole.
     pub fn caps(&self, user: &str) -> String {
         format!("{{{}:caps:{user}}}", self.prefix)
     }
-    /// Digest `name` of `user`: its windows and their items, in one hash.
+    /// Digest `name` of `user`: its windows, their items and its events'
+    /// marks, in one hash. (Named apart from the layout before it, `:d:`
+    /// with a key per event, so the two never read each other's fields.)
     pub fn digest(&self, user: &str, name: &str) -> String {
-        format!("{{{}:digest:{user}}}:d:{name}", self.prefix)
+        format!("{{{}:digest:{user}}}:win:{name}", self.prefix)
     }
     /// `user`'s open windows: digest name -> window.
     pub fn digests_open(&self, user: &str) -> String {
-        format!("{{{}:digest:{user}}}:open", self.prefix)
+        format!("{{{}:digest:{user}}}:open-windows", self.prefix)
     }
     /// A callback or other sighting, remembered a while.
     pub fn seen(&self, key: &str) -> String {

@@ -381,17 +381,22 @@ if not (cur.n > 0 and cur.taken == '' and cur.closes > now and cur.count < max) 
   local keep, remember = tonumber(ARGV[7]), tonumber(ARGV[5])
   local marks = redis.call('HMGET', KEYS[1], 'pruned', 'forgot')
   local pruned, forgot = tonumber(marks[1] or '0'), tonumber(marks[2] or '0')
+  -- A window never taken (its release lost) goes once closed that long.
+  local function since(s, wait) if s.taken == '' then return s.closes, remember end return tonumber(s.taken), wait end
   while pruned < cur.n do
     local m = pruned + 1
     local s = state(redis.call('HGET', KEYS[1], 's:' .. m))
-    if s and (s.taken == '' or now - tonumber(s.taken) < keep) then break end
+    if s then
+      local at, wait = since(s, keep)
+      if now - at < wait then break end
+    end
     for i = 1, s and s.count or 0 do redis.call('HDEL', KEYS[1], 'i:' .. m .. ':' .. i) end
     pruned = m
   end
   while forgot < pruned do
     local m = forgot + 1
     local s = state(redis.call('HGET', KEYS[1], 's:' .. m))
-    if s and now - tonumber(s.taken) < remember then break end
+    if s and now - since(s, remember) < remember then break end
     for i = 1, s and s.count or 0 do
       local r = redis.call('HGET', KEYS[1], 'r:' .. m .. ':' .. i)
       if r then redis.call('HDEL', KEYS[1], 'e:' .. r) end
@@ -422,8 +427,9 @@ return {cur.n, cur.closes, opened, 0, cur.count, full, cur.opened, 1}
 
 /// Takes a window for release. KEYS: the digest, the user's open windows.
 /// ARGV: the window, the digest's name, now (ms: when it was first taken is
-/// kept). Answers {} for a window not known (or whose items are forgotten),
-/// else {opened (ms), closes (ms), item, ...}.
+/// kept), when the window opened (ms). Answers {} for a window not known,
+/// whose items are forgotten, or opened at another instant, else {opened
+/// (ms), closes (ms), item, ...}.
 const DIGEST_TAKE: &str = r#"
 local n = ARGV[1]
 local read = redis.call('HMGET', KEYS[1], 'w', 's:' .. n, 'pruned')
@@ -431,7 +437,7 @@ local field, v = 's:' .. n, read[2]
 if read[1] and string.match(read[1], '^(%d+),') == n then field, v = 'w', read[1] end
 if not v or tonumber(n) <= tonumber(read[3] or '0') then return {} end
 local closes, count, opened, taken = string.match(v, '^%d+,(%-?%d+),(%d+),(%-?%d+),(%d*)$')
-if not closes then return {} end
+if not closes or opened ~= ARGV[4] then return {} end
 if taken == '' then
   redis.call('HSET', KEYS[1], field, n .. ',' .. closes .. ',' .. count .. ',' .. opened .. ',' .. ARGV[3])
 end
@@ -1205,6 +1211,7 @@ impl Store for RedisStore {
         user: &str,
         name: &str,
         window: u64,
+        opened: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Taken>, StoreError> {
         let mut conn = self.conn.clone();
@@ -1215,6 +1222,7 @@ impl Store for RedisStore {
             .arg(window)
             .arg(name)
             .arg(millis(now))
+            .arg(millis(opened))
             .invoke_async(&mut conn)
             .await?;
         let mut out = out.into_iter();

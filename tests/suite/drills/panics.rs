@@ -141,9 +141,10 @@ impl Store for PanicsOnHydrate {
         user: &str,
         name: &str,
         window: u64,
+        opened: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<Taken>, StoreError> {
-        self.inner.digest_take(user, name, window, now).await
+        self.inner.digest_take(user, name, window, opened, now).await
     }
     async fn open_digests(&self, user: &str) -> Result<Vec<OpenDigest>, StoreError> {
         self.inner.open_digests(user).await
