@@ -339,20 +339,22 @@ fn caps_state<'v>(key: &str, value: Option<&'v str>) -> (&'v str, &'v str, caps:
     (version, body, state)
 }
 
-/// Adds an event to its digest. KEYS: the digest, one hash: `w` the latest
-/// window's state (`window,closes,count,opened,taken`, times in ms, `taken`
-/// empty until it is), `s:<window>` an earlier window's, `i:<window>:<place>`
-/// its items and `r:<window>:<place>` their events, `e:<event>` the window
-/// an event went to, `pruned` and `forgot` the windows whose items and whose
-/// events are forgotten; and the user's open windows (digest name ->
-/// window). ARGV: item, now (ms), when a window opened now closes (ms), max
-/// items, how long to remember an event after its window was taken (ms),
-/// the digest's name, how long a taken window's items are kept (ms), the
-/// event. Answers {window, closes (ms), opened, taken, count, full, when the
-/// window opened (ms), fresh (1: added now; 0: added before)}. A window is
-/// open while it is not taken, not past its end and not full. An event of an
-/// open window costs one read and one write; the rest happens when a window
-/// opens.
+/// Adds events to their digests, in order, in one call (a call's own cost
+/// is several times one event's). Per event, KEYS: the digest, one hash: `w`
+/// the latest window's state (`window,closes,count,opened,taken`, times in
+/// ms, `taken` empty until it is), `s:<window>` an earlier window's,
+/// `i:<window>:<place>` its items and `r:<window>:<place>` their events,
+/// `e:<event>` the window an event went to, `pruned` and `forgot` the
+/// windows whose items and whose events are forgotten; and the user's open
+/// windows (digest name -> window). ARGV, eight per event: item, now (ms),
+/// when a window opened now closes (ms), max items, how long to remember an
+/// event after its window was taken (ms), the digest's name, how long a
+/// taken window's items are kept (ms), the event. Answers, eight per event,
+/// one event after another: window, closes (ms), opened, taken, count, full,
+/// when the window opened (ms), fresh (1: added now; 0: added before). A
+/// window is open while it is not taken, not past its end and not full. An
+/// event of an open window costs one read and one write; the rest happens
+/// when a window opens.
 const DIGEST_ADD: &str = r#"
 local function state(v)
   if not v then return nil end
@@ -362,67 +364,77 @@ local function state(v)
 end
 local function ms(x) return string.format('%.0f', x) end
 local function show(s) return s.n .. ',' .. ms(s.closes) .. ',' .. s.count .. ',' .. ms(s.opened) .. ',' .. s.taken end
-local read = redis.call('HMGET', KEYS[1], 'e:' .. ARGV[8], 'w')
-local cur = state(read[2]) or {n = 0, closes = 0, count = 0, opened = 0, taken = ''}
-if read[1] then
-  local s = cur
-  if tonumber(read[1]) ~= cur.n then
-    s = state(redis.call('HGET', KEYS[1], 's:' .. read[1])) or {n = tonumber(read[1]), closes = 0, count = 0, opened = 0, taken = '0'}
-  end
-  local taken = 0
-  if s.taken ~= '' then taken = 1 end
-  return {s.n, s.closes, 0, taken, s.count, 0, s.opened, 0}
-end
-local now, max = tonumber(ARGV[2]), tonumber(ARGV[4])
-local opened, lives = 0, 0
-if not (cur.n > 0 and cur.taken == '' and cur.closes > now and cur.count < max) then
-  if cur.n > 0 then redis.call('HSET', KEYS[1], 's:' .. cur.n, show(cur)) end
-  -- Windows taken long enough ago: their items, then their events, forgotten.
-  local keep, remember = tonumber(ARGV[7]), tonumber(ARGV[5])
-  local marks = redis.call('HMGET', KEYS[1], 'pruned', 'forgot')
-  local pruned, forgot = tonumber(marks[1] or '0'), tonumber(marks[2] or '0')
-  -- A window never taken (its release lost) goes once closed that long.
-  local function since(s, wait) if s.taken == '' then return s.closes, remember end return tonumber(s.taken), wait end
-  while pruned < cur.n do
-    local m = pruned + 1
-    local s = state(redis.call('HGET', KEYS[1], 's:' .. m))
-    if s then
-      local at, wait = since(s, keep)
-      if now - at < wait then break end
+local function add(K1, K2, A)
+  local read = redis.call('HMGET', K1, 'e:' .. A[8], 'w')
+  local cur = state(read[2]) or {n = 0, closes = 0, count = 0, opened = 0, taken = ''}
+  if read[1] then
+    local s = cur
+    if tonumber(read[1]) ~= cur.n then
+      s = state(redis.call('HGET', K1, 's:' .. read[1])) or {n = tonumber(read[1]), closes = 0, count = 0, opened = 0, taken = '0'}
     end
-    for i = 1, s and s.count or 0 do redis.call('HDEL', KEYS[1], 'i:' .. m .. ':' .. i) end
-    pruned = m
+    local taken = 0
+    if s.taken ~= '' then taken = 1 end
+    return {s.n, s.closes, 0, taken, s.count, 0, s.opened, 0}
   end
-  while forgot < pruned do
-    local m = forgot + 1
-    local s = state(redis.call('HGET', KEYS[1], 's:' .. m))
-    if s and now - since(s, remember) < remember then break end
-    for i = 1, s and s.count or 0 do
-      local r = redis.call('HGET', KEYS[1], 'r:' .. m .. ':' .. i)
-      if r then redis.call('HDEL', KEYS[1], 'e:' .. r) end
-      redis.call('HDEL', KEYS[1], 'r:' .. m .. ':' .. i)
+  local now, max = tonumber(A[2]), tonumber(A[4])
+  local opened, lives = 0, 0
+  if not (cur.n > 0 and cur.taken == '' and cur.closes > now and cur.count < max) then
+    if cur.n > 0 then redis.call('HSET', K1, 's:' .. cur.n, show(cur)) end
+    -- Windows taken long enough ago: their items, then their events, forgotten.
+    local keep, remember = tonumber(A[7]), tonumber(A[5])
+    local marks = redis.call('HMGET', K1, 'pruned', 'forgot')
+    local pruned, forgot = tonumber(marks[1] or '0'), tonumber(marks[2] or '0')
+    -- A window never taken (its release lost) goes once closed that long.
+    local function since(s, wait) if s.taken == '' then return s.closes, remember end return tonumber(s.taken), wait end
+    while pruned < cur.n do
+      local m = pruned + 1
+      local s = state(redis.call('HGET', K1, 's:' .. m))
+      if s then
+        local at, wait = since(s, keep)
+        if now - at < wait then break end
+      end
+      for i = 1, s and s.count or 0 do redis.call('HDEL', K1, 'i:' .. m .. ':' .. i) end
+      pruned = m
     end
-    redis.call('HDEL', KEYS[1], 's:' .. m)
-    forgot = m
+    while forgot < pruned do
+      local m = forgot + 1
+      local s = state(redis.call('HGET', K1, 's:' .. m))
+      if s and now - since(s, remember) < remember then break end
+      for i = 1, s and s.count or 0 do
+        local r = redis.call('HGET', K1, 'r:' .. m .. ':' .. i)
+        if r then redis.call('HDEL', K1, 'e:' .. r) end
+        redis.call('HDEL', K1, 'r:' .. m .. ':' .. i)
+      end
+      redis.call('HDEL', K1, 's:' .. m)
+      forgot = m
+    end
+    cur = {n = cur.n + 1, closes = tonumber(A[3]), count = 0, opened = now, taken = ''}
+    redis.call('HSET', K1, 'pruned', pruned, 'forgot', forgot)
+    lives = math.max(cur.closes - now, 0) + remember
+    if redis.call('PTTL', K1) < lives then redis.call('PEXPIRE', K1, ms(lives)) end
+    opened = 1
   end
-  cur = {n = cur.n + 1, closes = tonumber(ARGV[3]), count = 0, opened = now, taken = ''}
-  redis.call('HSET', KEYS[1], 'pruned', pruned, 'forgot', forgot)
-  lives = math.max(cur.closes - now, 0) + remember
-  if redis.call('PTTL', KEYS[1]) < lives then redis.call('PEXPIRE', KEYS[1], ms(lives)) end
-  opened = 1
+  cur.count = cur.count + 1
+  local full = 0
+  if cur.count >= max then full, cur.closes = 1, now end
+  local place = cur.n .. ':' .. cur.count
+  redis.call('HSET', K1, 'i:' .. place, A[1], 'r:' .. place, A[8], 'e:' .. A[8], cur.n, 'w', show(cur))
+  if full == 1 then
+    redis.call('HDEL', K2, A[6])
+  elseif opened == 1 then
+    redis.call('HSET', K2, A[6], cur.n)
+    if redis.call('PTTL', K2) < lives then redis.call('PEXPIRE', K2, ms(lives)) end
+  end
+  return {cur.n, cur.closes, opened, 0, cur.count, full, cur.opened, 1}
 end
-cur.count = cur.count + 1
-local full = 0
-if cur.count >= max then full, cur.closes = 1, now end
-local place = cur.n .. ':' .. cur.count
-redis.call('HSET', KEYS[1], 'i:' .. place, ARGV[1], 'r:' .. place, ARGV[8], 'e:' .. ARGV[8], cur.n, 'w', show(cur))
-if full == 1 then
-  redis.call('HDEL', KEYS[2], ARGV[6])
-elseif opened == 1 then
-  redis.call('HSET', KEYS[2], ARGV[6], cur.n)
-  if redis.call('PTTL', KEYS[2]) < lives then redis.call('PEXPIRE', KEYS[2], ms(lives)) end
+local out = {}
+for i = 1, #KEYS / 2 do
+  local a = {}
+  for j = 1, 8 do a[j] = ARGV[8 * (i - 1) + j] end
+  local r = add(KEYS[2 * i - 1], KEYS[2 * i], a)
+  for j = 1, 8 do out[#out + 1] = r[j] end
 end
-return {cur.n, cur.closes, opened, 0, cur.count, full, cur.opened, 1}
+return out
 "#;
 
 /// Takes a window for release. KEYS: the digest, the user's open windows.
@@ -779,26 +791,24 @@ async fn swap_batch(mut conn: Conn, script: &Script, asks: Vec<SwapAsk>) -> Resu
 }
 
 impl RedisStore {
-    /// Adds events that share a slot to their digests, as one pipeline of
-    /// script calls (loaded and sent again if the server lost the script).
+    /// Adds events that share a slot to their digests, in one script call
+    /// (loaded and sent again if the server lost the script).
     async fn digest_group(&self, group: Vec<(String, &DigestAdd)>) -> Result<Vec<Added>, StoreError> {
-        let mut pipe = redis::pipe();
+        let mut call = evalsha(&self.digest_add, group.len() * 2);
         for (open, add) in &group {
-            pipe.cmd("EVALSHA").arg(self.digest_add.get_hash()).arg(2);
-            pipe.arg(self.keys.digest(&add.user, &add.name)).arg(open);
-            pipe.arg(&add.item).arg(millis(add.now)).arg(millis(add.closes)).arg(add.max_items);
-            pipe.arg(digest::REMEMBER.as_millis() as u64).arg(&add.name).arg(digest::KEEP_TAKEN.as_millis() as u64);
-            pipe.arg(&add.event);
+            call.arg(self.keys.digest(&add.user, &add.name)).arg(open);
+        }
+        for (_, add) in &group {
+            call.arg(&add.item).arg(millis(add.now)).arg(millis(add.closes)).arg(add.max_items);
+            call.arg(digest::REMEMBER.as_millis() as u64).arg(&add.name).arg(digest::KEEP_TAKEN.as_millis() as u64);
+            call.arg(&add.event);
         }
         let mut conn = self.conn.clone();
-        type Answer = (u64, i64, u8, u8, u32, u8, i64, u8);
-        let answers: Vec<Answer> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.digest_add.prepare_invoke().load_async(&mut conn).await?;
-                pipe.query_async(&mut conn).await?
-            }
-            answer => answer?,
-        };
+        let flat: Vec<i64> = run(&mut conn, &self.digest_add, &call).await?;
+        if flat.len() != group.len() * 8 {
+            return Err(StoreError::Batch(format!("{} answers to {} digest adds", flat.len() / 8, group.len())));
+        }
+        let answers = flat.chunks(8).map(|a| (a[0] as u64, a[1], a[2], a[3], a[4] as u32, a[5], a[6], a[7]));
         let added =
             group.iter().zip(answers).map(|((_, add), (n, closes, opened, taken, count, full, at, fresh))| Added {
                 window: n,
