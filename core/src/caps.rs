@@ -187,7 +187,8 @@ fn put_entries(out: &mut String, entries: &[(i64, u64)]) {
     let mut last = 0;
     for (i, (ms, id)) in entries.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}{}.{id:x}", ms - last);
+        // Wrapped, not checked: only a corrupt value wraps, and reading it back refuses it.
+        let _ = write!(out, "{sep}{}.{id:x}", ms.wrapping_sub(last));
         last = *ms;
     }
 }

@@ -806,7 +806,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = run(&mut conn, &self.digest_add, &call).await?;
         if flat.len() != group.len() * 8 {
-            return Err(StoreError::Batch(format!("{} answers to {} digest adds", flat.len() / 8, group.len())));
+            return Err(StoreError::Batch(format!("{} numbers answered {} digest adds", flat.len(), group.len())));
         }
         let answers = flat.chunks(8).map(|a| (a[0] as u64, a[1], a[2], a[3], a[4] as u32, a[5], a[6], a[7]));
         let added =
@@ -1210,7 +1210,7 @@ impl Store for RedisStore {
         if adds.is_empty() {
             return Ok(Vec::new());
         }
-        // One pipeline of script calls per slot (each user's keys share one).
+        // One script call per slot (each user's keys share one).
         let keyed: Vec<(String, &DigestAdd)> = adds.iter().map(|a| (self.keys.digests_open(&a.user), a)).collect();
         let answers = by_slot(self.conn.is_cluster(), keyed, |(key, _)| key, |group| self.digest_group(group)).await;
         answers.into_iter().collect()
