@@ -997,3 +997,34 @@ async fn digests_add_take_and_remember_as_the_specification_says() {
     })
     .await;
 }
+
+/// A caps value that was not written as Redis's store writes it (its head
+/// not a version: here a character across its 16th byte) is replaced by a
+/// fresh count, not read again for ever.
+#[tokio::test]
+async fn a_caps_value_without_a_version_is_counted_afresh() {
+    use tidings_core::caps::{Admission, CapAsk};
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(&server.url(), "t").await.unwrap();
+    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () =
+        redis::cmd("SET").arg("{t:caps:u1}").arg("0123456789abcdeé|garbage").query_async(&mut conn).await.unwrap();
+    let now = at("2026-12-07T10:00:00Z");
+    let ask = CapAsk {
+        user: "u1".into(),
+        channel: Channel::Email,
+        id: "n1".into(),
+        caps: vec![("all".into(), 1, Duration::from_secs(3600))],
+        at: now,
+        now,
+        drop: false,
+        again: false,
+    };
+    let answers = tokio::time::timeout(Duration::from_secs(10), store.admit(std::slice::from_ref(&ask))).await;
+    assert_eq!(
+        answers.expect("answered, not read again for ever").unwrap(),
+        [Admission::Admitted { at: now, by: None }]
+    );
+    let value: String = redis::cmd("GET").arg("{t:caps:u1}").query_async(&mut conn).await.unwrap();
+    assert!(value[16..].starts_with("c1|"), "{value}");
+}

@@ -79,9 +79,16 @@ pub struct CapsSeen {
     pub replaced: Option<String>,
 }
 
-/// The version at the head of a stored caps value (`""`: none stored).
+/// The version at the head of a stored caps value: its first 16 bytes, if
+/// they are hex digits (`""`: none stored; `"!"`: a value not written so,
+/// as the ADMIT script reads it too, so that it is replaced, not read again
+/// for ever).
 pub fn caps_version(value: Option<&str>) -> &str {
-    value.map_or("", |v| v.get(..16).unwrap_or(v))
+    match value {
+        None => "",
+        Some(v) if v.len() >= 16 && v.as_bytes()[..16].iter().all(u8::is_ascii_hexdigit) => &v[..16],
+        Some(_) => "!",
+    }
 }
 
 /// Where [`Store::place`] put a member.

@@ -305,13 +305,17 @@ return out
 /// replaced since they were read. KEYS: one user's caps each. ARGV, per
 /// key: the version read (`''`: there was none), the value to write
 /// (`''`: delete; `=`: none, only check the version), its lifetime (ms).
-/// A value starts with its version (16 hex digits). Answers per key 1
+/// A value starts with its version (16 hex digits; one that does not reads
+/// as version `!`, and is replaced like any other). Answers per key 1
 /// written (or still the version read), 0 replaced since (read again).
 const ADMIT: &str = r#"
 local out = {}
 for i = 1, #KEYS do
   local had, v = redis.call('GET', KEYS[i]), ''
-  if had then v = string.sub(had, 1, 16) end
+  if had then
+    v = string.sub(had, 1, 16)
+    if not string.match(v, '^%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x$') then v = '!' end
+  end
   if v == ARGV[3 * i - 2] then
     if ARGV[3 * i - 1] == '' then
       redis.call('DEL', KEYS[i])
@@ -331,7 +335,8 @@ return out
 /// state: caps limit sends, they hold nothing that must be delivered.
 fn caps_state<'v>(key: &str, value: Option<&'v str>) -> (&'v str, &'v str, caps::State) {
     let Some(value) = value else { return ("", "", caps::State::default()) };
-    let (version, body) = value.split_at_checked(16).unwrap_or((value, ""));
+    let version = super::caps_version(Some(value));
+    let body = if version == "!" { "" } else { &value[16..] };
     let state = caps::State::decode(body).unwrap_or_else(|e| {
         tracing::error!(key, error = %e, "frequency caps unreadable: counting afresh");
         caps::State::default()
