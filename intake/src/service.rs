@@ -1414,7 +1414,6 @@ impl Intake {
     ) -> Result<(), IntakeError> {
         let limits = &self.limits[&n.event_type];
         let (quiet, zone) = (prefs.quiet_hours.as_ref(), crate::route::zone(prefs));
-        let l = lane(&n.user_id, n.channel);
         let mut until = at;
         // Each pass places it later; the lane moves only as fast as other processes add to it.
         for _ in 0..8 {
@@ -1422,7 +1421,7 @@ impl Intake {
             let released = placed.at;
             if released < until {
                 // Another read of its event holds it earlier: taken back, and held here.
-                until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
+                self.unhold(&n, &member).await;
                 continue;
             }
             let floor = tidings_core::quiet_hours::opening(quiet, limits.window.as_ref(), zone, released);
@@ -1438,7 +1437,7 @@ impl Intake {
                     return self.dropped(&n, &member, reason, traced, now, pending).await;
                 }
                 Some(Admission::Admitted { at, .. } | Admission::Before { at }) if at > released => {
-                    until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
+                    self.unhold(&n, &member).await;
                     until = at;
                 }
                 _ => return self.deferred(&n, released, traced, now, pending).await,
@@ -1469,7 +1468,6 @@ impl Intake {
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
         let limits = &self.limits[&n.event_type];
-        let l = lane(&n.user_id, n.channel);
         let mut until = at;
         for _ in 0..8 {
             let (member, placed) = self.hold(&mut n, until, holds, traced, true).await?;
@@ -1485,7 +1483,7 @@ impl Intake {
                 Some(Admission::Admitted { at, .. } | Admission::Before { at })
                     if at != placed.at && !placed.joined =>
                 {
-                    until_ok("take a message off the schedule", || self.store.undefer(&l, &member)).await;
+                    self.unhold(&n, &member).await;
                     until = at;
                 }
                 _ => return self.deferred(&n, placed.at, traced, now, pending).await,
@@ -1507,10 +1505,16 @@ impl Intake {
         now: DateTime<Utc>,
         pending: &mut Pending,
     ) -> Result<(), IntakeError> {
-        let l = lane(&n.user_id, n.channel);
-        until_ok("take a dropped message off the schedule", || self.store.undefer(&l, member)).await;
+        self.unhold(n, member).await;
         let status = StatusRecord::of(n, State::Suppressed, now).with_error(None, reason);
         self.status(status, traced, pending).await
+    }
+
+    /// Takes `n`, held as `member`, off the schedule (whichever read's member
+    /// holds it), retried until Redis answers.
+    async fn unhold(&self, n: &Notification, member: &str) {
+        let l = lane(&n.user_id, n.channel);
+        until_ok("take a message off the schedule", || self.store.undefer(&l, member)).await;
     }
 
     async fn status(&self, status: StatusRecord, traced: &Traced, pending: &mut Pending) -> Result<(), IntakeError> {

@@ -106,11 +106,13 @@ impl Inner {
                 let since = |w: &DigestWindow, wait| w.taken.map_or((w.closes, remember), |at| (at, wait));
                 for w in windows.values_mut() {
                     let (at, wait) = since(w, keep);
-                    match () {
-                        _ if w.items.is_empty() => continue,
-                        _ if now - at >= wait => w.items.clear(),
-                        _ => break,
+                    if w.items.is_empty() {
+                        continue;
                     }
+                    if now - at < wait {
+                        break;
+                    }
+                    w.items.clear();
                 }
                 while let Some(first) = windows.first_entry() {
                     let forgotten = first.get().items.is_empty() && now - since(first.get(), remember).0 >= remember;
